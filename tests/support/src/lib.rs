@@ -1,0 +1,89 @@
+//! Test support shared by Kozmo's test suites.
+//!
+//! [`build_plugins`] builds workspace plugin crates as real shared libraries
+//! once per test process (and cargo makes later runs no-ops), in a target
+//! directory of their own: `cargo test` holds the lock of the main one while
+//! tests run.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("tests/support sits two levels below the workspace root")
+        .to_path_buf()
+}
+
+/// Where plugin libraries are built.
+pub fn plugin_target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+        .join("plugin-builds")
+}
+
+/// The platform's file name of a cdylib built from `package`.
+pub fn library_file_name(package: &str) -> String {
+    let stem = package.replace('-', "_");
+    format!("{}{stem}{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX)
+}
+
+fn build(packages: &[&str], extra_rustflags: Option<&str>, target_dir: &Path) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace_root()).arg("build").arg("--quiet");
+    for p in packages {
+        cmd.arg("-p").arg(p);
+    }
+    cmd.env("CARGO_TARGET_DIR", target_dir);
+    // Flags of the outer build (coverage, sanitizers) must not leak in unasked.
+    cmd.env_remove("RUSTFLAGS").env_remove("CARGO_ENCODED_RUSTFLAGS");
+    if let Some(flags) = extra_rustflags {
+        cmd.env("RUSTFLAGS", flags);
+    }
+    let out = cmd.output().map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "building {packages:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(())
+}
+
+static BUILT: OnceLock<Mutex<BTreeMap<String, PathBuf>>> = OnceLock::new();
+
+/// Builds `packages` (debug) once per process and returns each library's
+/// path, in order. Panics with cargo's output if the build fails.
+pub fn build_plugins(packages: &[&str]) -> Vec<PathBuf> {
+    build_plugins_with(packages, None, "default")
+}
+
+/// Like [`build_plugins`] with extra `RUSTFLAGS` (e.g. `-C panic=abort`),
+/// in a target sub-directory named `flavour`.
+pub fn build_plugins_with(packages: &[&str], rustflags: Option<&str>, flavour: &str) -> Vec<PathBuf> {
+    let cache = BUILT.get_or_init(|| Mutex::new(BTreeMap::new()));
+    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = plugin_target_dir().join(flavour);
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| !cache.contains_key(&format!("{flavour}/{p}")))
+        .collect();
+    if !missing.is_empty() {
+        if let Err(e) = build(&missing, rustflags, &dir) {
+            panic!("{e}");
+        }
+        for p in &missing {
+            let path = dir.join("debug").join(library_file_name(p));
+            assert!(path.exists(), "cargo built {p} but {} is missing", path.display());
+            cache.insert(format!("{flavour}/{p}"), path);
+        }
+    }
+    packages.iter().map(|p| cache[&format!("{flavour}/{p}")].clone()).collect()
+}
