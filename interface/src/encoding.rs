@@ -63,8 +63,7 @@ fn base32() -> &'static Encoding {
     ENCODING.get_or_init(|| {
         let mut spec = Specification::new();
         spec.symbols.push_str(BASE32_ALPHABET);
-        spec.encoding()
-            .expect("valid base32 specification for generated names")
+        spec.encoding().expect("valid base32 specification for generated names")
     })
 }
 
@@ -201,11 +200,7 @@ pub fn fixed_length_unique_id_for_parts<S: AsRef<str>>(
 /// assert_eq!(generated_name_with("exec name name", 10, 100).unwrap(), "exec name name");
 /// assert!(generated_name_with("exec name", 0, 0).is_err());
 /// ```
-pub fn generated_name_with(
-    exec_name: &str,
-    min_length: usize,
-    max_length: usize,
-) -> Result<String, EncodingError> {
+pub fn generated_name_with(exec_name: &str, min_length: usize, max_length: usize) -> Result<String, EncodingError> {
     let len = exec_name.len();
     if len < min_length {
         let mut out = String::with_capacity(min_length);
@@ -239,10 +234,7 @@ mod tests {
 
         assert_eq!(err_hashed(fixed_length_unique_id("xxxxxx", 5)), "fufiti6i");
         assert_eq!(fixed_length_unique_id("xxxxx", 10).unwrap(), "xxxxx");
-        assert_eq!(
-            fixed_length_unique_id(&"x".repeat(24), 20).unwrap(),
-            "fuaa3aji"
-        );
+        assert_eq!(fixed_length_unique_id(&"x".repeat(24), 20).unwrap(), "fuaa3aji");
     }
 
     #[test]
@@ -261,22 +253,14 @@ mod tests {
             err_hashed(fixed_length_unique_id_for_parts(4, &["x", "y", "z"], a)),
             "fxzsoqrq"
         );
-        let many = [
-            "x", "y", "z", "m", "n", "y", "z", "m", "n", "y", "z", "m", "n",
-        ];
-        assert_eq!(
-            fixed_length_unique_id_for_parts(15, &many, a).unwrap(),
-            "fe63sz6y"
-        );
+        let many = ["x", "y", "z", "m", "n", "y", "z", "m", "n", "y", "z", "m", "n"];
+        assert_eq!(fixed_length_unique_id_for_parts(15, &many, a).unwrap(), "fe63sz6y");
     }
 
     #[test]
     fn for_parts_separator_rules() {
         let a = Algorithm::Fnv32;
-        assert_eq!(
-            fixed_length_unique_id_for_parts(50, &["", "", "n1"], a).unwrap(),
-            "n1"
-        );
+        assert_eq!(fixed_length_unique_id_for_parts(50, &["", "", "n1"], a).unwrap(), "n1");
         assert_eq!(
             fixed_length_unique_id_for_parts(50, &["a", "", "c"], a).unwrap(),
             "a--c"
@@ -295,10 +279,7 @@ mod tests {
         );
         // Owned strings work too.
         let owned = vec![String::from("n0"), String::from("2"), String::from("n1")];
-        assert_eq!(
-            fixed_length_unique_id_for_parts(20, &owned, a).unwrap(),
-            "n0-2-n1"
-        );
+        assert_eq!(fixed_length_unique_id_for_parts(20, &owned, a).unwrap(), "n0-2-n1");
     }
 
     #[test]

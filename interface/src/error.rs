@@ -86,11 +86,7 @@ impl ExecutionError {
 
 impl fmt::Display for ExecutionError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "code:{:?} message:{:?} kind:{}",
-            self.code, self.message, self.kind
-        )
+        write!(f, "code:{:?} message:{:?} kind:{}", self.code, self.message, self.kind)
     }
 }
 

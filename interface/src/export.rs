@@ -55,6 +55,9 @@ macro_rules! export_plugins {
 mod tests {
     #[test]
     fn the_exported_symbol_is_abi_stables_root_module_name() {
-        assert_eq!(crate::host::ROOT_MODULE_SYMBOL, "_1as_0lib_1header_0root_bmodule_bloader");
+        assert_eq!(
+            crate::host::ROOT_MODULE_SYMBOL,
+            "_1as_0lib_1header_0root_bmodule_bloader"
+        );
     }
 }

@@ -153,7 +153,9 @@ pub fn open_library(path: &Path) -> Result<OpenedLibrary, OpenError> {
         return Err(OpenError::PanicAbort);
     }
     (module.install_logger())(HostLogSink::object(), host_max_level());
-    let entries = (module.entries())().into_result().map_err(|e| OpenError::Entries(e.into()))?;
+    let entries = (module.entries())()
+        .into_result()
+        .map_err(|e| OpenError::Entries(e.into()))?;
     Ok(OpenedLibrary {
         path: path.to_path_buf(),
         abi_epoch,

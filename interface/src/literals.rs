@@ -98,7 +98,9 @@ impl Literal {
             Literal::Binary { tag, value } => {
                 json!({ "binary": { "tag": tag, "value": data_encoding::BASE64.encode(value) } })
             }
-            Literal::Collection(items) => json!({ "collection": items.iter().map(Literal::to_json).collect::<Vec<_>>() }),
+            Literal::Collection(items) => {
+                json!({ "collection": items.iter().map(Literal::to_json).collect::<Vec<_>>() })
+            }
             Literal::Map(m) => {
                 let inner: Map<String, Value> = m.iter().map(|(k, v)| (k.clone(), v.to_json())).collect();
                 json!({ "map": inner })
@@ -153,13 +155,19 @@ impl Literal {
             "duration" => Literal::Duration(
                 serde_json::from_value(inner.clone()).map_err(|_| bad("{\"seconds\": n, \"nanos\": n}"))?,
             ),
-            "blob" if inner.is_object() => Literal::Blob { uri: field("uri"), format: field("format") },
+            "blob" if inner.is_object() => Literal::Blob {
+                uri: field("uri"),
+                format: field("format"),
+            },
             "schema" if inner.is_object() => Literal::Schema { uri: field("uri") },
             "binary" if inner.is_object() => {
                 let value = data_encoding::BASE64
                     .decode(field("value").as_bytes())
                     .map_err(|e| format!("literal `binary`: value is not base64: {e}"))?;
-                Literal::Binary { tag: field("tag"), value }
+                Literal::Binary {
+                    tag: field("tag"),
+                    value,
+                }
             }
             "collection" => match inner {
                 Value::Array(_) => Literal::from_json(inner.clone())?,
@@ -232,7 +240,9 @@ mod tests {
 
     #[test]
     fn every_kind_round_trips_through_json() {
-        let t = DateTime::parse_from_rfc3339("1900-01-01T01:01:01.000000001Z").unwrap().with_timezone(&Utc);
+        let t = DateTime::parse_from_rfc3339("1900-01-01T01:01:01.000000001Z")
+            .unwrap()
+            .with_timezone(&Utc);
         round_trip(Literal::None);
         round_trip(Literal::Integer(-3));
         round_trip(Literal::Float(1.25));
@@ -240,16 +250,31 @@ mod tests {
         round_trip(Literal::Boolean(true));
         round_trip(Literal::Datetime(t));
         round_trip(Literal::Duration(LiteralDuration { seconds: 10, nanos: 5 }));
-        round_trip(Literal::Blob { uri: "asdf fdsa".into(), format: "csv".into() });
-        round_trip(Literal::Schema { uri: "s3://b/x.parquet".into() });
-        round_trip(Literal::Binary { tag: "msgpack".into(), value: vec![0, 1, 255] });
-        round_trip(Literal::Collection(vec![Literal::Integer(1), Literal::String("a".into())]));
-        round_trip(Literal::Map(LiteralMap::from([("k".to_string(), Literal::Boolean(false))])));
+        round_trip(Literal::Blob {
+            uri: "asdf fdsa".into(),
+            format: "csv".into(),
+        });
+        round_trip(Literal::Schema {
+            uri: "s3://b/x.parquet".into(),
+        });
+        round_trip(Literal::Binary {
+            tag: "msgpack".into(),
+            value: vec![0, 1, 255],
+        });
+        round_trip(Literal::Collection(vec![
+            Literal::Integer(1),
+            Literal::String("a".into()),
+        ]));
+        round_trip(Literal::Map(LiteralMap::from([(
+            "k".to_string(),
+            Literal::Boolean(false),
+        )])));
     }
 
     #[test]
     fn plain_json_is_accepted() {
-        let m: LiteralMap = serde_json::from_str(r#"{"a": 1, "b": 1.5, "c": "s", "d": [true, null], "e": {"x": 1, "y": 2}}"#).unwrap();
+        let m: LiteralMap =
+            serde_json::from_str(r#"{"a": 1, "b": 1.5, "c": "s", "d": [true, null], "e": {"x": 1, "y": 2}}"#).unwrap();
         assert_eq!(m["a"], Literal::Integer(1));
         assert_eq!(m["b"], Literal::Float(1.5));
         assert_eq!(m["c"], Literal::String("s".into()));
@@ -260,6 +285,9 @@ mod tests {
     #[test]
     fn a_bad_tagged_value_is_a_clear_error() {
         let err = serde_json::from_str::<Literal>(r#"{"integer": "x"}"#).unwrap_err();
-        assert!(err.to_string().contains("literal `integer`: expected an integer"), "{err}");
+        assert!(
+            err.to_string().contains("literal `integer`: expected an integer"),
+            "{err}"
+        );
     }
 }

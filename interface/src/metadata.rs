@@ -347,7 +347,10 @@ mod tests {
     #[test]
     fn generated_name_with_vectors() {
         assert!(record("exec name").generated_name_with(0, 0).is_err());
-        assert_eq!(record("exec name name").generated_name_with(10, 100).unwrap(), "exec name name");
+        assert_eq!(
+            record("exec name name").generated_name_with(10, 100).unwrap(),
+            "exec name name"
+        );
         assert_eq!(record("exec").generated_name_with(10, 100).unwrap(), "exec000000");
     }
 

@@ -96,8 +96,7 @@ impl PhaseInfo {
 
     /// NotReady at time `t`.
     pub fn not_ready(t: SystemTime, version: u32, reason: impl Into<String>) -> Self {
-        PhaseInfo::build(Phase::NOT_READY, version, None, Some(TaskInfo::at(t)), false)
-            .with_reason_set(reason)
+        PhaseInfo::build(Phase::NOT_READY, version, None, Some(TaskInfo::at(t)), false).with_reason_set(reason)
     }
 
     /// WaitingForResources at time `t` (deprecated form without info).
@@ -121,32 +120,21 @@ impl PhaseInfo {
         reason: impl Into<String>,
         info: Option<TaskInfo>,
     ) -> Self {
-        PhaseInfo::build(Phase::WAITING_FOR_RESOURCES, version, None, info, false)
-            .with_reason_set(reason)
+        PhaseInfo::build(Phase::WAITING_FOR_RESOURCES, version, None, info, false).with_reason_set(reason)
     }
 
     /// Queued at time `t`.
     pub fn queued(t: SystemTime, version: u32, reason: impl Into<String>) -> Self {
-        PhaseInfo::build(Phase::QUEUED, version, None, Some(TaskInfo::at(t)), false)
-            .with_reason_set(reason)
+        PhaseInfo::build(Phase::QUEUED, version, None, Some(TaskInfo::at(t)), false).with_reason_set(reason)
     }
 
     /// Queued with details.
-    pub fn queued_with_task_info(
-        version: u32,
-        reason: impl Into<String>,
-        info: Option<TaskInfo>,
-    ) -> Self {
+    pub fn queued_with_task_info(version: u32, reason: impl Into<String>, info: Option<TaskInfo>) -> Self {
         PhaseInfo::build(Phase::QUEUED, version, None, info, false).with_reason_set(reason)
     }
 
     /// Initializing; `t` is ignored (occurrence comes from `info`, else now).
-    pub fn initializing(
-        _t: SystemTime,
-        version: u32,
-        reason: impl Into<String>,
-        info: Option<TaskInfo>,
-    ) -> Self {
+    pub fn initializing(_t: SystemTime, version: u32, reason: impl Into<String>, info: Option<TaskInfo>) -> Self {
         PhaseInfo::build(Phase::INITIALIZING, version, None, info, false).with_reason_set(reason)
     }
 
@@ -167,8 +155,7 @@ impl PhaseInfo {
 
     /// Aborted at time `t` (from the seed's v2 line).
     pub fn aborted(t: SystemTime, version: u32, reason: impl Into<String>) -> Self {
-        PhaseInfo::build(Phase::ABORTED, version, None, Some(TaskInfo::at(t)), false)
-            .with_reason_set(reason)
+        PhaseInfo::build(Phase::ABORTED, version, None, Some(TaskInfo::at(t)), false).with_reason_set(reason)
     }
 
     /// Any phase with an error; a missing error becomes
@@ -184,21 +171,13 @@ impl PhaseInfo {
     }
 
     /// PermanentFailure, kind USER, asking for Abort to clean up.
-    pub fn failure_with_cleanup(
-        code: impl Into<String>,
-        reason: impl Into<String>,
-        info: Option<TaskInfo>,
-    ) -> Self {
+    pub fn failure_with_cleanup(code: impl Into<String>, reason: impl Into<String>, info: Option<TaskInfo>) -> Self {
         let err = ExecutionError::new(code, reason, ErrorKind::User);
         PhaseInfo::failed_with(Phase::PERMANENT_FAILURE, err, info, true)
     }
 
     /// RetryableFailure, kind USER.
-    pub fn retryable_failure(
-        code: impl Into<String>,
-        reason: impl Into<String>,
-        info: Option<TaskInfo>,
-    ) -> Self {
+    pub fn retryable_failure(code: impl Into<String>, reason: impl Into<String>, info: Option<TaskInfo>) -> Self {
         let err = ExecutionError::new(code, reason, ErrorKind::User);
         PhaseInfo::failed_with(Phase::RETRYABLE_FAILURE, err, info, false)
     }
@@ -214,11 +193,7 @@ impl PhaseInfo {
     }
 
     /// PermanentFailure, kind SYSTEM.
-    pub fn system_failure(
-        code: impl Into<String>,
-        reason: impl Into<String>,
-        info: Option<TaskInfo>,
-    ) -> Self {
+    pub fn system_failure(code: impl Into<String>, reason: impl Into<String>, info: Option<TaskInfo>) -> Self {
         let err = ExecutionError::new(code, reason, ErrorKind::System);
         PhaseInfo::failed_with(Phase::PERMANENT_FAILURE, err, info, false)
     }
@@ -318,11 +293,7 @@ impl fmt::Display for PhaseInfo {
                 "Phase<{}:{} {} Reason:{}>",
                 self.phase, self.version, info, self.reason
             ),
-            (None, None) => write!(
-                f,
-                "Phase<{}:{} <nil> Reason:{}>",
-                self.phase, self.version, self.reason
-            ),
+            (None, None) => write!(f, "Phase<{}:{} <nil> Reason:{}>", self.phase, self.version, self.reason),
         }
     }
 }
@@ -366,20 +337,47 @@ mod tests {
         }
         #[allow(deprecated)]
         let w = PhaseInfo::waiting_for_resources(t0(), 1, "quota");
-        assert_eq!((w.phase(), w.version(), w.reason()), (Phase::WAITING_FOR_RESOURCES, 1, "quota"));
+        assert_eq!(
+            (w.phase(), w.version(), w.reason()),
+            (Phase::WAITING_FOR_RESOURCES, 1, "quota")
+        );
         assert_eq!(occurred(&w), t0());
     }
 
     #[test]
     fn constructors_with_info_take_its_time_else_now() {
         let with_time = Some(TaskInfo::at(t0()));
-        let rows: [(&str, fn(Option<TaskInfo>) -> PhaseInfo, Phase, u32, &str); 6] = [
-            ("wfr", |i| PhaseInfo::waiting_for_resources_info(SystemTime::UNIX_EPOCH, 4, "r", i), Phase::WAITING_FOR_RESOURCES, 4, "r"),
-            ("queued", |i| PhaseInfo::queued_with_task_info(4, "r", i), Phase::QUEUED, 4, "r"),
-            ("init", |i| PhaseInfo::initializing(SystemTime::UNIX_EPOCH, 4, "r", i), Phase::INITIALIZING, 4, "r"),
+        let rows: [(&str, Ctor, Phase, u32, &str); 6] = [
+            (
+                "wfr",
+                |i| PhaseInfo::waiting_for_resources_info(SystemTime::UNIX_EPOCH, 4, "r", i),
+                Phase::WAITING_FOR_RESOURCES,
+                4,
+                "r",
+            ),
+            (
+                "queued",
+                |i| PhaseInfo::queued_with_task_info(4, "r", i),
+                Phase::QUEUED,
+                4,
+                "r",
+            ),
+            (
+                "init",
+                |i| PhaseInfo::initializing(SystemTime::UNIX_EPOCH, 4, "r", i),
+                Phase::INITIALIZING,
+                4,
+                "r",
+            ),
             ("running", |i| PhaseInfo::running(4, i), Phase::RUNNING, 4, ""),
             ("success", PhaseInfo::success, Phase::SUCCESS, 0, ""),
-            ("cache", |i| PhaseInfo::waiting_for_cache(4, i), Phase::WAITING_FOR_CACHE, 4, ""),
+            (
+                "cache",
+                |i| PhaseInfo::waiting_for_cache(4, i),
+                Phase::WAITING_FOR_CACHE,
+                4,
+                "",
+            ),
         ];
         for (name, ctor, phase, version, reason) in rows {
             let p = ctor(with_time.clone());
@@ -396,14 +394,54 @@ mod tests {
     #[test]
     fn failure_constructors_follow_the_table() {
         let rows: [(Ctor, Phase, ErrorKind, bool); 8] = [
-            (|i| PhaseInfo::failure("c", "m", i), Phase::PERMANENT_FAILURE, ErrorKind::User, false),
-            (|i| PhaseInfo::failure_with_cleanup("c", "m", i), Phase::PERMANENT_FAILURE, ErrorKind::User, true),
-            (|i| PhaseInfo::retryable_failure("c", "m", i), Phase::RETRYABLE_FAILURE, ErrorKind::User, false),
-            (|i| PhaseInfo::retryable_failure_with_cleanup("c", "m", i), Phase::RETRYABLE_FAILURE, ErrorKind::User, true),
-            (|i| PhaseInfo::system_failure("c", "m", i), Phase::PERMANENT_FAILURE, ErrorKind::System, false),
-            (|i| PhaseInfo::system_failure_with_cleanup("c", "m", i), Phase::PERMANENT_FAILURE, ErrorKind::System, true),
-            (|i| PhaseInfo::system_retryable_failure("c", "m", i), Phase::RETRYABLE_FAILURE, ErrorKind::System, false),
-            (|i| PhaseInfo::system_retryable_failure_with_cleanup("c", "m", i), Phase::RETRYABLE_FAILURE, ErrorKind::System, true),
+            (
+                |i| PhaseInfo::failure("c", "m", i),
+                Phase::PERMANENT_FAILURE,
+                ErrorKind::User,
+                false,
+            ),
+            (
+                |i| PhaseInfo::failure_with_cleanup("c", "m", i),
+                Phase::PERMANENT_FAILURE,
+                ErrorKind::User,
+                true,
+            ),
+            (
+                |i| PhaseInfo::retryable_failure("c", "m", i),
+                Phase::RETRYABLE_FAILURE,
+                ErrorKind::User,
+                false,
+            ),
+            (
+                |i| PhaseInfo::retryable_failure_with_cleanup("c", "m", i),
+                Phase::RETRYABLE_FAILURE,
+                ErrorKind::User,
+                true,
+            ),
+            (
+                |i| PhaseInfo::system_failure("c", "m", i),
+                Phase::PERMANENT_FAILURE,
+                ErrorKind::System,
+                false,
+            ),
+            (
+                |i| PhaseInfo::system_failure_with_cleanup("c", "m", i),
+                Phase::PERMANENT_FAILURE,
+                ErrorKind::System,
+                true,
+            ),
+            (
+                |i| PhaseInfo::system_retryable_failure("c", "m", i),
+                Phase::RETRYABLE_FAILURE,
+                ErrorKind::System,
+                false,
+            ),
+            (
+                |i| PhaseInfo::system_retryable_failure_with_cleanup("c", "m", i),
+                Phase::RETRYABLE_FAILURE,
+                ErrorKind::System,
+                true,
+            ),
         ];
         for (i, (ctor, phase, kind, cleanup)) in rows.into_iter().enumerate() {
             let p = ctor(Some(TaskInfo::at(t0())));
@@ -463,17 +501,31 @@ mod tests {
         assert_eq!(p.reason(), "first reason, second reason, third reason");
         let p = PhaseInfo::queued(t0(), 1, "existing reason").with_reason("");
         assert_eq!(p.reason(), "existing reason, ");
-        let p = PhaseInfo::running(1, None).with_reason("initial").with_reason("additional");
-        assert_eq!((p.phase(), p.version(), p.reason()), (Phase::RUNNING, 1, "initial, additional"));
+        let p = PhaseInfo::running(1, None)
+            .with_reason("initial")
+            .with_reason("additional");
+        assert_eq!(
+            (p.phase(), p.version(), p.reason()),
+            (Phase::RUNNING, 1, "initial, additional")
+        );
     }
 
     #[test]
     fn string_forms() {
-        assert_eq!(PhaseInfo::undefined().to_string(), "Phase<PhaseUndefined:0 <nil> Reason:>");
+        assert_eq!(
+            PhaseInfo::undefined().to_string(),
+            "Phase<PhaseUndefined:0 <nil> Reason:>"
+        );
         let q = PhaseInfo::queued(SystemTime::UNIX_EPOCH, 2, "waiting");
-        assert_eq!(q.to_string(), "Phase<PhaseQueued:2 Info<@1970-01-01T00:00:00Z> Reason:waiting>");
+        assert_eq!(
+            q.to_string(),
+            "Phase<PhaseQueued:2 Info<@1970-01-01T00:00:00Z> Reason:waiting>"
+        );
         let f = PhaseInfo::failure("x", "y", None);
-        assert_eq!(f.to_string(), r#"Phase<PhasePermanentFailure:0 Error:code:"x" message:"y" kind:USER>"#);
+        assert_eq!(
+            f.to_string(),
+            r#"Phase<PhasePermanentFailure:0 Error:code:"x" message:"y" kind:USER>"#
+        );
     }
 
     #[test]

@@ -127,7 +127,12 @@ mod tests {
 
     #[test]
     fn allocation_status_names() {
-        let rows = [(0, "AllocationUndefined"), (1, "Granted"), (2, "Exhausted"), (3, "NamespaceQuotaExceeded")];
+        let rows = [
+            (0, "AllocationUndefined"),
+            (1, "Granted"),
+            (2, "Exhausted"),
+            (3, "NamespaceQuotaExceeded"),
+        ];
         for (v, name) in rows {
             let s = AllocationStatus(v);
             assert_eq!(s.to_string(), name);

@@ -118,9 +118,21 @@ mod tests {
     fn typed_put_then_get_round_trips_and_reset_clears() {
         let c = Cell::default();
         assert_eq!(c.get::<S>().unwrap(), (0, None));
-        let s = S { pid: 42, path: "/x".into() };
+        let s = S {
+            pid: 42,
+            path: "/x".into(),
+        };
         c.put(3, &s).unwrap();
-        assert_eq!(c.get::<S>().unwrap(), (3, Some(S { pid: 42, path: "/x".into() })));
+        assert_eq!(
+            c.get::<S>().unwrap(),
+            (
+                3,
+                Some(S {
+                    pid: 42,
+                    path: "/x".into()
+                })
+            )
+        );
         assert_eq!(c.get::<S>().unwrap().0, 3, "get works any number of times");
         c.reset().unwrap();
         assert_eq!(c.get::<S>().unwrap(), (0, None));

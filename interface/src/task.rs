@@ -149,7 +149,13 @@ mod tests {
 
     #[test]
     fn timeouts_parse_in_several_forms() {
-        for (text, secs) in [("90", 90.0), ("\"90s\"", 90.0), ("\"5m\"", 300.0), ("\"250ms\"", 0.25), ("\"2h\"", 7200.0)] {
+        for (text, secs) in [
+            ("90", 90.0),
+            ("\"90s\"", 90.0),
+            ("\"5m\"", 300.0),
+            ("\"250ms\"", 0.25),
+            ("\"2h\"", 7200.0),
+        ] {
             let json = format!(r#"{{"timeout": {text}}}"#);
             let m: TaskMetadata = serde_json::from_str(&json).unwrap();
             assert_eq!(m.timeout, Some(Duration::from_secs_f64(secs)), "{text}");

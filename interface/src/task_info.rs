@@ -89,31 +89,20 @@ impl TaskInfo {
     }
 }
 
-/// Formats a time as RFC 3339 UTC with nanoseconds, trailing zeros removed
-/// (Go's `RFC3339Nano`).
-pub fn format_rfc3339_nanos(t: SystemTime) -> String {
-    let dt: chrono::DateTime<chrono::Utc> = t.into();
-    dt.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
-        .replace_trim_fraction()
-}
-
-trait TrimFraction {
-    fn replace_trim_fraction(self) -> String;
-}
-
-impl TrimFraction for String {
-    /// Turns `...:01.100Z` into `...:01.1Z` and `...:01.000Z` into `...:01Z`.
-    fn replace_trim_fraction(self) -> String {
-        let Some(dot) = self.rfind('.') else {
-            return self;
-        };
-        let (head, tail) = self.split_at(dot);
-        let digits = tail[1..].trim_end_matches('Z').trim_end_matches('0');
-        if digits.is_empty() {
-            format!("{head}Z")
-        } else {
-            format!("{head}.{digits}Z")
-        }
+/// Formats a time as RFC 3339 in UTC with nanoseconds, trailing zeros of
+/// the fraction removed (Go's `RFC3339Nano`): `1900-01-01T01:01:01.000000001Z`,
+/// whole seconds without a fraction.
+pub fn format_rfc3339_nanos(t: impl Into<chrono::DateTime<chrono::Utc>>) -> String {
+    use chrono::Timelike;
+    let t: chrono::DateTime<chrono::Utc> = t.into();
+    // `%S` prints 60 during a leap second; the fraction is then beyond 1e9.
+    let nanos = t.nanosecond() % 1_000_000_000;
+    let head = t.format("%Y-%m-%dT%H:%M:%S");
+    if nanos == 0 {
+        format!("{head}Z")
+    } else {
+        let frac = format!("{nanos:09}");
+        format!("{head}.{}Z", frac.trim_end_matches('0'))
     }
 }
 

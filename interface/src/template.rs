@@ -10,7 +10,6 @@
 use std::fmt;
 use std::sync::LazyLock;
 
-use chrono::{DateTime, Timelike, Utc};
 use regex::{NoExpand, Regex};
 
 use crate::io::{InputReader, OutputWriter, TaskReader};
@@ -309,7 +308,7 @@ pub fn serialize_literal(lit: &Literal) -> Result<String, String> {
         Literal::Boolean(b) => Ok(b.to_string()),
         Literal::Float(f) => Ok(format_float(*f)),
         Literal::String(s) => Ok(s.clone()),
-        Literal::Datetime(t) => Ok(format_datetime(t)),
+        Literal::Datetime(t) => Ok(crate::format_rfc3339_nanos(*t)),
         Literal::Duration(d) => Ok(format_duration(d)),
         Literal::Blob { uri, .. } => Ok(uri.clone()),
         Literal::Schema { uri } => Ok(uri.clone()),
@@ -329,20 +328,6 @@ pub fn serialize_literal(lit: &Literal) -> Result<String, String> {
         }
         Literal::None => Err("received an unexpected scalar type [None]".into()),
         Literal::Map(_) => Err("received an unexpected primitive type [Map]".into()),
-    }
-}
-
-/// RFC 3339 in UTC with nanoseconds, trailing zeros of the fraction removed
-/// (Go's `RFC3339Nano`).
-fn format_datetime(t: &DateTime<Utc>) -> String {
-    // `%S` prints 60 during a leap second; the fraction is then beyond 1e9.
-    let nanos = t.nanosecond() % 1_000_000_000;
-    let head = t.format("%Y-%m-%dT%H:%M:%S");
-    if nanos == 0 {
-        format!("{head}Z")
-    } else {
-        let frac = format!("{nanos:09}");
-        format!("{head}.{}Z", frac.trim_end_matches('0'))
     }
 }
 
@@ -503,7 +488,7 @@ fn compare_keys(a: &rmpv::Value, b: &rmpv::Value) -> std::cmp::Ordering {
 mod tests {
     use std::cell::Cell;
 
-    use chrono::TimeZone;
+    use chrono::{TimeZone, Utc};
 
     use super::*;
     use crate::metadata::MetadataRecord;

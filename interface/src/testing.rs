@@ -375,7 +375,11 @@ impl OutputWriter for TestTaskContext {
 
 impl Catalog for TestTaskContext {
     fn get(&self, key: &CatalogKey) -> Result<Option<LiteralMap>> {
-        Ok(lock(&self.catalog).iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.clone()))
+        Ok(lock(&self.catalog)
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone()))
     }
     fn put(&self, key: &CatalogKey, outputs: &LiteralMap) -> Result<()> {
         lock(&self.catalog).push((key.clone(), outputs.clone()));

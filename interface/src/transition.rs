@@ -108,7 +108,10 @@ mod tests {
         assert_eq!(TransitionType::Barrier.to_string(), "TransitionTypeBarrier");
         assert_eq!(TransitionType::Ephemeral.to_string(), "TransitionTypeEphemeral");
         let t = Transition::new(TransitionType::Barrier, PhaseInfo::undefined());
-        assert_eq!(t.to_string(), "TransitionTypeBarrier,Phase<PhaseUndefined:0 <nil> Reason:>");
+        assert_eq!(
+            t.to_string(),
+            "TransitionTypeBarrier,Phase<PhaseUndefined:0 <nil> Reason:>"
+        );
     }
 
     #[test]
@@ -125,7 +128,10 @@ mod tests {
         assert_eq!(b.transition_type(), TransitionType::Barrier);
         assert_eq!(b.info().phase(), Phase::UNDEFINED);
         let b = Transition::new(TransitionType::Barrier, s.clone());
-        assert_eq!((b.transition_type(), b.info().phase()), (TransitionType::Barrier, Phase::SUCCESS));
+        assert_eq!(
+            (b.transition_type(), b.info().phase()),
+            (TransitionType::Barrier, Phase::SUCCESS)
+        );
         assert_eq!(Transition::unknown(), Transition::ephemeral(PhaseInfo::undefined()));
     }
 

@@ -49,7 +49,10 @@ fn open(package: &str) -> OpenedLibrary {
 }
 
 fn entry<'a>(lib: &'a OpenedLibrary, id: &str) -> &'a PluginEntry {
-    lib.entries.iter().find(|e| e.id == id).unwrap_or_else(|| panic!("no entry {id}"))
+    lib.entries
+        .iter()
+        .find(|e| e.id == id)
+        .unwrap_or_else(|| panic!("no entry {id}"))
 }
 
 #[test]
@@ -74,7 +77,10 @@ fn echo_opens_with_abi_stable_and_handles_through_the_abi() {
     assert_eq!(plugin.id(), "echo");
     let ctx = TestTaskContext::new()
         .with_input("greeting", Literal::String("hello".into()))
-        .with_input("list", Literal::Collection(vec![Literal::Integer(1), Literal::Float(2.5)]));
+        .with_input(
+            "list",
+            Literal::Collection(vec![Literal::Integer(1), Literal::Float(2.5)]),
+        );
     let t = plugin.handle(&ctx).unwrap();
     assert_eq!(t.info().phase(), Phase::SUCCESS);
     assert!(t.info().info().unwrap().occurred_at.is_some());
@@ -154,7 +160,10 @@ fn every_context_service_crosses_the_boundary_intact() {
 
     // The transition, with a rich TaskInfo.
     let info = t.info();
-    assert_eq!((info.phase(), info.version(), info.reason()), (Phase::INITIALIZING, 9, "probing"));
+    assert_eq!(
+        (info.phase(), info.version(), info.reason()),
+        (Phase::INITIALIZING, 9, "probing")
+    );
     let ti = info.info().unwrap();
     assert_eq!(ti.logs[0].name, "probe log");
     assert_eq!(ti.logs[0].ttl, Some(std::time::Duration::from_secs(60)));
@@ -224,17 +233,27 @@ fn every_context_service_crosses_the_boundary_intact() {
     assert_eq!(ctx.blob("mem://probe/blob").unwrap(), b"blob-bytes");
     assert!(ctx.blob("mem://probe/other").is_none());
     let (err, recoverable) = ctx.error_document().unwrap();
-    assert_eq!((err.code.as_str(), err.kind, recoverable), ("ProbeError", ErrorKind::System, true));
+    assert_eq!(
+        (err.code.as_str(), err.kind, recoverable),
+        ("ProbeError", ErrorKind::System, true)
+    );
     ctx.next_round();
     assert_eq!(ctx.get::<(u32, String)>().unwrap(), (3, Some((42, "next".to_string()))));
     assert_eq!(ctx.catalog_entries().len(), 1);
     assert_eq!(ctx.catalog_entries()[0].0.cache_version, "v1");
     let events = ctx.events();
     assert_eq!(events.len(), 1);
-    assert_eq!((events[0].phase(), events[0].version(), events[0].reason()), (Phase::QUEUED, 7, "probe event"));
+    assert_eq!(
+        (events[0].phase(), events[0].version(), events[0].reason()),
+        (Phase::QUEUED, 7, "probe event")
+    );
 
     // abort resets state; finalize releases the token it still holds.
-    assert_eq!(ctx.granted("probe-quota").len(), 0, "tok-1 was released, tok-2 was never granted");
+    assert_eq!(
+        ctx.granted("probe-quota").len(),
+        0,
+        "tok-1 was released, tok-2 was never granted"
+    );
     plugin.abort(&ctx).unwrap();
     assert_eq!(ctx.pending_state(), Some((0, None)));
     plugin.finalize(&ctx).unwrap();
@@ -256,12 +275,19 @@ fn panics_in_every_call_come_back_as_errors() {
     let lib = open("kozmo-fixture-panicky");
     let setup = TestSetupContext::new();
 
-    let err = load_plugin(&setup, entry(&lib, "panicky-loader")).err().expect("loader panics");
+    let err = load_plugin(&setup, entry(&lib, "panicky-loader"))
+        .err()
+        .expect("loader panics");
     assert!(err.is_panic(), "{err:?}");
     assert!(err.message.contains("loader exploded"), "{}", err.message);
 
-    let err = load_plugin(&setup, entry(&lib, "failing-loader")).err().expect("loader fails");
-    assert_eq!((err.code.as_str(), err.message.as_str()), ("BackendDown", "cannot reach the backend"));
+    let err = load_plugin(&setup, entry(&lib, "failing-loader"))
+        .err()
+        .expect("loader fails");
+    assert_eq!(
+        (err.code.as_str(), err.message.as_str()),
+        ("BackendDown", "cannot reach the backend")
+    );
     assert_eq!(err.kind, ErrorKind::System);
 
     let plugin = load_plugin(&setup, entry(&lib, "panicky")).unwrap();

@@ -85,5 +85,8 @@ pub fn build_plugins_with(packages: &[&str], rustflags: Option<&str>, flavour: &
             cache.insert(format!("{flavour}/{p}"), path);
         }
     }
-    packages.iter().map(|p| cache[&format!("{flavour}/{p}")].clone()).collect()
+    packages
+        .iter()
+        .map(|p| cache[&format!("{flavour}/{p}")].clone())
+        .collect()
 }

@@ -21,8 +21,7 @@ use crate::resource_manager::ResourceManager;
 use crate::state::{PluginStateReader, PluginStateWriter};
 use crate::task::TaskTemplate;
 use crate::{
-    AllocationStatus, ExecutionError, PhaseInfo, ResourceConstraint, ResourceConstraintsSpec, ResourceNamespace,
-    Result,
+    AllocationStatus, ExecutionError, PhaseInfo, ResourceConstraint, ResourceConstraintsSpec, ResourceNamespace, Result,
 };
 
 /// Every service of a [`TaskExecutionContext`], flattened into one FFI trait.
@@ -108,7 +107,9 @@ fn constraints(project: ROption<i64>, namespace: ROption<i64>) -> ResourceConstr
 
 impl FfiTaskContext for HostTaskContext<'_> {
     fn rm_id(&self) -> RString {
-        guard_or("resource_manager.id", RString::new, || self.0.resource_manager().id().into())
+        guard_or("resource_manager.id", RString::new, || {
+            self.0.resource_manager().id().into()
+        })
     }
     fn rm_allocate(
         &self,
@@ -120,16 +121,23 @@ impl FfiTaskContext for HostTaskContext<'_> {
         guard("resource_manager.allocate_resource", || {
             let ns = ResourceNamespace::new(namespace.as_str());
             let spec = constraints(project_cap, namespace_cap);
-            self.0.resource_manager().allocate_resource(&ns, token.as_str(), &spec).map(|s| s.0)
+            self.0
+                .resource_manager()
+                .allocate_resource(&ns, token.as_str(), &spec)
+                .map(|s| s.0)
         })
     }
     fn rm_release(&self, namespace: RStr<'_>, token: RStr<'_>) -> RResult<(), FfiError> {
         guard("resource_manager.release_resource", || {
-            self.0.resource_manager().release_resource(&ResourceNamespace::new(namespace.as_str()), token.as_str())
+            self.0
+                .resource_manager()
+                .release_resource(&ResourceNamespace::new(namespace.as_str()), token.as_str())
         })
     }
     fn secret_get(&self, key: RStr<'_>) -> RResult<RString, FfiError> {
-        guard("secret_manager.get", || self.0.secret_manager().get(key.as_str()).map(RString::from))
+        guard("secret_manager.get", || {
+            self.0.secret_manager().get(key.as_str()).map(RString::from)
+        })
     }
     fn refresh_indicator(&self) -> FfiSignal_TO<'static, abi_stable::std_types::RArc<()>> {
         HostSignal::wrap(self.0.task_refresh_indicator())
@@ -138,19 +146,29 @@ impl FfiTaskContext for HostTaskContext<'_> {
         guard_or("max_dataset_size_bytes", || 0, || self.0.max_dataset_size_bytes())
     }
     fn ds_read(&self, reference: RStr<'_>) -> RResult<RVec<u8>, FfiError> {
-        guard("data_store.read_raw", || self.0.data_store().read_raw(reference.as_str()).map(RVec::from))
+        guard("data_store.read_raw", || {
+            self.0.data_store().read_raw(reference.as_str()).map(RVec::from)
+        })
     }
     fn ds_write(&self, reference: RStr<'_>, bytes: RSlice<'_, u8>) -> RResult<(), FfiError> {
-        guard("data_store.write_raw", || self.0.data_store().write_raw(reference.as_str(), bytes.as_slice()))
+        guard("data_store.write_raw", || {
+            self.0.data_store().write_raw(reference.as_str(), bytes.as_slice())
+        })
     }
     fn ds_head(&self, reference: RStr<'_>) -> RResult<ROption<u64>, FfiError> {
-        guard("data_store.head", || self.0.data_store().head(reference.as_str()).map(ROption::from))
+        guard("data_store.head", || {
+            self.0.data_store().head(reference.as_str()).map(ROption::from)
+        })
     }
     fn ds_delete(&self, reference: RStr<'_>) -> RResult<(), FfiError> {
         guard("data_store.delete", || self.0.data_store().delete(reference.as_str()))
     }
     fn state_version(&self) -> u8 {
-        guard_or("plugin_state_reader.state_version", || 0, || self.0.plugin_state_reader().state_version())
+        guard_or(
+            "plugin_state_reader.state_version",
+            || 0,
+            || self.0.plugin_state_reader().state_version(),
+        )
     }
     fn state_get(&self) -> RResult<Tuple2<u8, ROption<RVec<u8>>>, FfiError> {
         guard("plugin_state_reader.get_bytes", || {
@@ -159,7 +177,9 @@ impl FfiTaskContext for HostTaskContext<'_> {
         })
     }
     fn state_put(&self, version: u8, bytes: RVec<u8>) -> RResult<(), FfiError> {
-        guard("plugin_state_writer.put_bytes", || self.0.plugin_state_writer().put_bytes(version, bytes.into()))
+        guard("plugin_state_writer.put_bytes", || {
+            self.0.plugin_state_writer().put_bytes(version, bytes.into())
+        })
     }
     fn state_reset(&self) -> RResult<(), FfiError> {
         guard("plugin_state_writer.reset", || self.0.plugin_state_writer().reset())
@@ -171,10 +191,14 @@ impl FfiTaskContext for HostTaskContext<'_> {
         guard("task_reader.path", || self.0.task_reader().path().map(RString::from))
     }
     fn input_prefix(&self) -> RString {
-        guard_or("input_reader.input_prefix", RString::new, || self.0.input_reader().input_prefix().into())
+        guard_or("input_reader.input_prefix", RString::new, || {
+            self.0.input_reader().input_prefix().into()
+        })
     }
     fn input_path(&self) -> RString {
-        guard_or("input_reader.input_path", RString::new, || self.0.input_reader().input_path().into())
+        guard_or("input_reader.input_path", RString::new, || {
+            self.0.input_reader().input_path().into()
+        })
     }
     fn input_get(&self) -> RResult<RVec<u8>, FfiError> {
         guard("input_reader.get", || self.0.input_reader().get().map(|m| to_json(&m)))
@@ -185,7 +209,9 @@ impl FfiTaskContext for HostTaskContext<'_> {
         })
     }
     fn output_prefix(&self) -> RString {
-        guard_or("output_writer.output_prefix", RString::new, || self.0.output_writer().output_prefix().into())
+        guard_or("output_writer.output_prefix", RString::new, || {
+            self.0.output_writer().output_prefix().into()
+        })
     }
     fn raw_output_prefix(&self) -> RString {
         guard_or("output_writer.raw_output_prefix", RString::new, || {
@@ -209,7 +235,9 @@ impl FfiTaskContext for HostTaskContext<'_> {
         })
     }
     fn put_error(&self, error: FfiExecError, recoverable: bool) -> RResult<(), FfiError> {
-        guard("output_writer.put_error", || self.0.output_writer().put_error(error.into(), recoverable))
+        guard("output_writer.put_error", || {
+            self.0.output_writer().put_error(error.into(), recoverable)
+        })
     }
     fn catalog_get(&self, key_json: RVec<u8>) -> RResult<ROption<RVec<u8>>, FfiError> {
         guard("catalog.get", || {

@@ -25,7 +25,9 @@ pub fn guard<T>(what: &str, f: impl FnOnce() -> Result<T>) -> RResult<T, FfiErro
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => RResult::ROk(v),
         Ok(Err(e)) => RResult::RErr(e.into()),
-        Err(payload) => RResult::RErr(PluginError::panic(format!("panic in {what}: {}", panic_message(&*payload))).into()),
+        Err(payload) => {
+            RResult::RErr(PluginError::panic(format!("panic in {what}: {}", panic_message(&*payload))).into())
+        }
     }
 }
 

@@ -59,7 +59,8 @@ impl log::Log for Forwarder {
     fn log(&self, record: &log::Record<'_>) {
         if self.enabled(record.metadata()) {
             let message = record.args().to_string();
-            self.0.log(record.level() as u8, record.target().into(), message.as_str().into());
+            self.0
+                .log(record.level() as u8, record.target().into(), message.as_str().into());
         }
     }
 

@@ -15,7 +15,7 @@ pub use context::{FfiTaskContext, FfiTaskContext_TO, HostTaskContext, PluginTask
 pub use guard::{guard, panic_message};
 pub use logging::{install_forwarding_logger, FfiLogSink, FfiLogSink_TO, HostLogSink};
 pub use module::{build_module, export_entries, PluginModule, PluginModule_Ref, ABI_EPOCH, INTERFACE_VERSION};
-pub use plugin::{host_entry, FfiLoader, FfiLoader_TO, FfiPlugin, FfiPlugin_TO, FfiPluginEntry, HostedPlugin};
+pub use plugin::{host_entry, FfiLoader, FfiLoader_TO, FfiPlugin, FfiPluginEntry, FfiPlugin_TO, HostedPlugin};
 pub use setup::{
     FfiEnqueueOwner, FfiEnqueueOwner_TO, FfiMetric, FfiMetric_TO, FfiSetupContext, FfiSetupContext_TO, FfiSignal,
     FfiSignal_TO, HostSetupContext, PluginSetupContext,

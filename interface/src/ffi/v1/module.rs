@@ -73,7 +73,8 @@ pub fn build_module(
 pub fn export_entries(make: fn() -> Vec<PluginEntry>) -> RResult<RVec<FfiPluginEntry>, FfiError> {
     match catch_unwind(make) {
         Ok(entries) => RResult::ROk(entries.into_iter().map(FfiPluginEntry::from).collect()),
-        Err(p) => RResult::RErr(PluginError::panic(format!("panic while listing plugin entries: {}", panic_message(&*p))).into()),
+        Err(p) => RResult::RErr(
+            PluginError::panic(format!("panic while listing plugin entries: {}", panic_message(&*p))).into(),
+        ),
     }
 }
-

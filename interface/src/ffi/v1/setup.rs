@@ -113,7 +113,10 @@ struct PluginEnqueue(FfiEnqueueOwner_TO<'static, RArc<()>>);
 
 impl EnqueueOwner for PluginEnqueue {
     fn enqueue(&self, owner: &NamespacedName) -> Result<()> {
-        plain(self.0.enqueue(owner.namespace.as_str().into(), owner.name.as_str().into()))
+        plain(
+            self.0
+                .enqueue(owner.namespace.as_str().into(), owner.name.as_str().into()),
+        )
     }
 }
 
@@ -167,20 +170,29 @@ impl FfiSetupContext for HostSetupContext<'_> {
             let sink = match kind {
                 COUNTER => scope.counter(name.as_str(), help.as_str())?.into_sink(),
                 GAUGE => scope.gauge(name.as_str(), help.as_str())?.into_sink(),
-                HISTOGRAM => scope.histogram(name.as_str(), help.as_str(), buckets.as_slice())?.into_sink(),
+                HISTOGRAM => scope
+                    .histogram(name.as_str(), help.as_str(), buckets.as_slice())?
+                    .into_sink(),
                 other => {
-                    return Err(crate::PluginError::new("BadMetricKind", format!("unknown metric kind {other}")))
+                    return Err(crate::PluginError::new(
+                        "BadMetricKind",
+                        format!("unknown metric kind {other}"),
+                    ))
                 }
             };
             Ok(FfiMetric_TO::from_ptr(RArc::new(HostMetric(sink)), TD_Opaque))
         })
     }
     fn secret_get(&self, key: RStr<'_>) -> RResult<RString, FfiError> {
-        guard("secret_manager.get", || self.0.secret_manager().get(key.as_str()).map(RString::from))
+        guard("secret_manager.get", || {
+            self.0.secret_manager().get(key.as_str()).map(RString::from)
+        })
     }
     fn register_quota(&self, namespace: RStr<'_>, quota: i64) -> RResult<(), FfiError> {
         guard("resource_registrar.register_resource_quota", || {
-            self.0.resource_registrar().register_resource_quota(&ResourceNamespace::new(namespace.as_str()), quota)
+            self.0
+                .resource_registrar()
+                .register_resource_quota(&ResourceNamespace::new(namespace.as_str()), quota)
         })
     }
 }

@@ -7,7 +7,10 @@ use abi_stable::StableAbi;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::{ErrorKind, ExecutionError, Phase, PhaseInfo, PluginError, PluginProperties, Result, TaskInfo, Transition, TransitionType};
+use crate::{
+    ErrorKind, ExecutionError, Phase, PhaseInfo, PluginError, PluginProperties, Result, TaskInfo, Transition,
+    TransitionType,
+};
 
 /// [`PluginError`] across the boundary.
 #[repr(C)]
@@ -273,18 +276,25 @@ impl From<FfiProperties> for PluginProperties {
 
 /// JSON bytes of a value (values that evolve cross as tolerant JSON).
 pub(crate) fn to_json<T: Serialize>(v: &T) -> RVec<u8> {
-    serde_json::to_vec(v).expect("serialising a plain value to JSON cannot fail").into()
+    serde_json::to_vec(v)
+        .expect("serialising a plain value to JSON cannot fail")
+        .into()
 }
 
 /// Decodes JSON bytes made by [`to_json`].
 pub(crate) fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|e| PluginError::system("BadPayload", format!("cannot decode value crossing the plugin boundary: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| {
+        PluginError::system(
+            "BadPayload",
+            format!("cannot decode value crossing the plugin boundary: {e}"),
+        )
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{TaskLog, TaskInfo};
+    use crate::{TaskInfo, TaskLog};
 
     #[test]
     fn times_round_trip_before_and_after_the_epoch() {
@@ -301,7 +311,11 @@ mod tests {
     #[test]
     fn transitions_round_trip() {
         let mut info = TaskInfo::at(UNIX_EPOCH + Duration::from_secs(9));
-        info.logs.push(TaskLog { name: "out".into(), uri: "file:///x".into(), ..Default::default() });
+        info.logs.push(TaskLog {
+            name: "out".into(),
+            uri: "file:///x".into(),
+            ..Default::default()
+        });
         info.custom_info = serde_json::json!({"k": 1});
         info.reported_at = Some(UNIX_EPOCH);
         for p in [
