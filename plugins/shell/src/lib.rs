@@ -1,0 +1,1 @@
+//! The `shell` plugin (to be written).

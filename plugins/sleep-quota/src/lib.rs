@@ -1,0 +1,1 @@
+//! The `sleep-quota` plugin (to be written).
