@@ -1,6 +1,13 @@
 //! The Kozmo daemon as a library: plugin loading, the engine, the store, the
 //! API. The `kozmo` binary (`main.rs`) is a thin CLI over it.
 
+pub mod catalog;
 pub mod cli;
+pub mod datastore;
+pub mod engine;
 pub mod loader;
 pub mod metrics;
+pub mod model;
+pub mod resources;
+pub mod secrets;
+pub mod store;

@@ -1,0 +1,758 @@
+//! The engine: drives every execution through its plugin, round after
+//! round, durably (reference §6 with the decisions.md fixes).
+//!
+//! * [`Engine::start`] recovers every non-terminal execution from the
+//!   [`Store`] and starts the worker pool, the committer and the resync timer.
+//! * Workers run one step of one execution at a time ([`round`]); a step's
+//!   effects go to the committer, which applies a batch of steps in one
+//!   store transaction (group commit) and only then lets the execution run
+//!   again ([`scheduler`]).
+//! * The engine knows no SQL and no HTTP.
+
+mod context;
+mod events;
+mod outputs;
+mod retries;
+mod round;
+mod scheduler;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use kozmo_interface::literals::LiteralMap;
+use kozmo_interface::metadata::NamespacedName;
+use kozmo_interface::{EnqueueOwner, Plugin, Result as PResult};
+use serde::{Deserialize, Serialize};
+
+pub use context::{generated_name, AttemptPaths, MAX_DATASET_SIZE_BYTES};
+pub use retries::{decide_retryable, RetryDecision};
+pub use scheduler::{Next, Scheduler};
+
+use crate::catalog::StoreCatalog;
+use crate::datastore::FsDataStore;
+use crate::model::{
+    now_ms, rfc3339_ms, EventRecord, ExecPhase, ExecState, ExecutionRecord, ExecutionSpec, ExecutionView,
+    HandlerErrorView, NewExecution, RoundCommit, TaskState,
+};
+use crate::resources::ResourceBackend;
+use crate::secrets::HostSecrets;
+use crate::store::{InsertOutcome, Store};
+
+/// Finds the plugin for a task type (the loader's registry implements it).
+pub trait PluginResolver: Send + Sync {
+    /// The plugin for `task_type` (or the default plugin).
+    fn resolve(&self, task_type: &str) -> Result<Arc<dyn Plugin>, String>;
+}
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Data directory: the data store lives in `<data_dir>/data`.
+    pub data_dir: PathBuf,
+    /// Worker threads running plugin calls (default: number of cores).
+    pub workers: usize,
+    /// First resync delay of an execution that reported no change.
+    pub resync_interval: Duration,
+    /// Largest resync delay (the delay doubles per unchanged round).
+    pub max_resync_interval: Duration,
+    /// Consecutive handler errors before the attempt fails with `RoundFailures`.
+    pub max_round_failures: u32,
+    /// `TooManyPluginPhaseVersions` limit (strictly greater fails).
+    pub max_plugin_phase_versions: u32,
+    /// SYSTEM failures retried (§6.8, default 3).
+    pub system_retry_budget: u32,
+    /// Directory of secret files (after `KOZMO_SECRET_<KEY>` variables).
+    pub secrets_dir: Option<PathBuf>,
+    /// Most round results committed in one transaction.
+    pub max_batch: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            data_dir: PathBuf::from("kozmo-data"),
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            resync_interval: Duration::from_secs(1),
+            max_resync_interval: Duration::from_secs(30),
+            max_round_failures: 10,
+            max_plugin_phase_versions: 100_000,
+            system_retry_budget: 3,
+            secrets_dir: None,
+            max_batch: 512,
+        }
+    }
+}
+
+/// What `submit` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SubmitOutcome {
+    /// A new execution with this id (durable).
+    Created(String),
+    /// The same id and spec were submitted before.
+    Existing(String),
+}
+
+/// Engine errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineError {
+    /// No such execution.
+    NotFound,
+    /// The id exists with a different spec.
+    Conflict(String),
+    /// No plugin for the task type.
+    NoPlugin(String),
+    /// The request is invalid.
+    Invalid(String),
+    /// The store failed.
+    Store(String),
+    /// The engine is shutting down.
+    ShuttingDown,
+}
+
+impl std::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EngineError::NotFound => f.write_str("execution not found"),
+            EngineError::Conflict(m) => write!(f, "conflict: {m}"),
+            EngineError::NoPlugin(m) => write!(f, "no plugin: {m}"),
+            EngineError::Invalid(m) => write!(f, "invalid request: {m}"),
+            EngineError::Store(m) => write!(f, "store error: {m}"),
+            EngineError::ShuttingDown => f.write_str("the engine is shutting down"),
+        }
+    }
+}
+
+impl std::error::Error for EngineError {}
+
+impl From<crate::store::StoreError> for EngineError {
+    fn from(e: crate::store::StoreError) -> Self {
+        EngineError::Store(e.0)
+    }
+}
+
+/// Upper bounds (seconds) of the round latency histogram.
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1, 1.0, 10.0,
+];
+
+#[derive(Default)]
+struct Stats {
+    rounds: AtomicU64,
+    handler_errors: AtomicU64,
+    panics: AtomicU64,
+    commits: AtomicU64,
+    batches: AtomicU64,
+    leaked_tokens: AtomicU64,
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    latency_sum_nanos: AtomicU64,
+}
+
+impl Stats {
+    fn observe_latency(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|b| s <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_nanos
+            .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+    }
+}
+
+/// Counters and gauges of the engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngineStats {
+    /// `handle` rounds run.
+    pub rounds_total: u64,
+    /// Handler errors (plugin errors, panics, invalid transitions).
+    pub handler_errors_total: u64,
+    /// Panics among them.
+    pub panics_total: u64,
+    /// Step results committed.
+    pub commits_total: u64,
+    /// Store transactions (group commits).
+    pub commit_batches_total: u64,
+    /// Tokens the host released after Finalize.
+    pub leaked_tokens_released_total: u64,
+    /// Executions queued for a step.
+    pub queue_depth: usize,
+    /// Steps running.
+    pub in_flight: usize,
+    /// Executions the engine tracks (non-terminal).
+    pub active: usize,
+    /// Executions by phase (from the store).
+    pub executions_by_phase: BTreeMap<String, u64>,
+    /// Step latency histogram: (upper bound in seconds, count); the last
+    /// bound is `+Inf`.
+    pub step_latency_buckets: Vec<(f64, u64)>,
+    /// Sum of step latencies, seconds.
+    pub step_latency_sum_seconds: f64,
+}
+
+/// The in-memory copy of an active execution.
+#[derive(Clone)]
+pub(crate) struct Active {
+    pub(crate) spec: Arc<ExecutionSpec>,
+    pub(crate) record: ExecutionRecord,
+    pub(crate) plugin: Option<Arc<dyn Plugin>>,
+}
+
+pub(crate) struct Core {
+    cfg: EngineConfig,
+    store: Arc<dyn Store>,
+    plugins: Arc<dyn PluginResolver>,
+    resources: Arc<dyn ResourceBackend>,
+    sched: Arc<Scheduler>,
+    active: Mutex<HashMap<String, Active>>,
+    data: FsDataStore,
+    secrets: HostSecrets,
+    catalog: StoreCatalog,
+    stats: Stats,
+    commit_tx: Sender<CommitMsg>,
+    work_tx: Sender<String>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    id_counter: AtomicU64,
+}
+
+enum CommitMsg {
+    Step(Box<RoundCommit>, Next),
+    Stop,
+}
+
+/// The engine.
+pub struct Engine;
+
+/// A handle on a running engine (cheap to clone, usable from any thread).
+#[derive(Clone)]
+pub struct EngineHandle {
+    core: Arc<Core>,
+}
+
+/// An [`EnqueueOwner`] that exists before the engine (give it to loaders)
+/// and is bound to the engine once it runs. Requests before binding are
+/// dropped: every execution is evaluated at start anyway.
+#[derive(Default)]
+pub struct LateEnqueueOwner {
+    sched: OnceLock<Weak<Scheduler>>,
+}
+
+impl LateEnqueueOwner {
+    /// An unbound owner.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Binds to a running engine.
+    pub fn bind(&self, engine: &EngineHandle) {
+        let _ = self.sched.set(Arc::downgrade(&engine.core.sched));
+    }
+}
+
+impl EnqueueOwner for LateEnqueueOwner {
+    fn enqueue(&self, owner: &NamespacedName) -> PResult<()> {
+        match self.sched.get().and_then(Weak::upgrade) {
+            Some(s) => s.enqueue(&owner.name),
+            None => log::debug!("enqueue of {owner} before the engine started: ignored"),
+        }
+        Ok(())
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 100
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && !id.starts_with('.')
+}
+
+impl Engine {
+    /// Recovers active executions from `store` and starts the engine.
+    pub fn start(
+        cfg: EngineConfig,
+        store: Arc<dyn Store>,
+        plugins: Arc<dyn PluginResolver>,
+        resources: Arc<dyn ResourceBackend>,
+    ) -> Result<EngineHandle, EngineError> {
+        let data = FsDataStore::new(cfg.data_dir.join("data"))
+            .map_err(|e| EngineError::Invalid(format!("data directory {}: {e}", cfg.data_dir.display())))?;
+        let (work_tx, work_rx) = crossbeam_channel::unbounded::<String>();
+        let (commit_tx, commit_rx) = crossbeam_channel::unbounded::<CommitMsg>();
+        let sched = Arc::new(Scheduler::new(
+            work_tx.clone(),
+            cfg.resync_interval,
+            cfg.max_resync_interval,
+        ));
+        resources.restore(&store.tokens()?);
+        let core = Arc::new(Core {
+            secrets: HostSecrets::new(cfg.secrets_dir.clone()),
+            catalog: StoreCatalog::new(store.clone()),
+            cfg,
+            store,
+            plugins,
+            resources,
+            sched,
+            active: Mutex::new(HashMap::new()),
+            data,
+            stats: Stats::default(),
+            commit_tx,
+            work_tx,
+            threads: Mutex::new(Vec::new()),
+            id_counter: AtomicU64::new(0),
+        });
+        {
+            let weak = Arc::downgrade(&core.sched);
+            core.resources.set_release_listener(Box::new(move |id| {
+                if let Some(s) = weak.upgrade() {
+                    s.enqueue(id);
+                }
+            }));
+        }
+        let recovered = core.store.load_active()?;
+        let n = recovered.len();
+        for rec in recovered {
+            let spec: ExecutionSpec = match serde_json::from_str(&rec.spec_json) {
+                Ok(s) => s,
+                Err(e) => {
+                    log::error!("execution {}: stored spec unreadable ({e}); skipped", rec.id);
+                    continue;
+                }
+            };
+            let plugin = core.plugins.resolve(&spec.template.task_type).ok();
+            let id = rec.id.clone();
+            core.lock_active().insert(
+                id.clone(),
+                Active {
+                    spec: Arc::new(spec),
+                    record: rec,
+                    plugin,
+                },
+            );
+            core.sched.add(&id);
+        }
+        if n > 0 {
+            log::info!("engine recovered {n} active executions");
+        }
+        let mut threads = Vec::new();
+        for i in 0..core.cfg.workers.max(1) {
+            let c = core.clone();
+            let rx = work_rx.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("kozmo-worker-{i}"))
+                    .spawn(move || c.worker(rx))
+                    .map_err(|e| EngineError::Invalid(e.to_string()))?,
+            );
+        }
+        {
+            let c = core.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("kozmo-committer".into())
+                    .spawn(move || c.committer(commit_rx))
+                    .map_err(|e| EngineError::Invalid(e.to_string()))?,
+            );
+            let s = core.sched.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("kozmo-timer".into())
+                    .spawn(move || s.run_timers())
+                    .map_err(|e| EngineError::Invalid(e.to_string()))?,
+            );
+        }
+        *core.threads.lock().unwrap_or_else(|e| e.into_inner()) = threads;
+        Ok(EngineHandle { core })
+    }
+}
+
+impl Core {
+    fn lock_active(&self) -> MutexGuard<'_, HashMap<String, Active>> {
+        self.active.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn worker(&self, rx: Receiver<String>) {
+        while let Ok(id) = rx.recv() {
+            if id.is_empty() {
+                return; // stop sentinel
+            }
+            if !self.sched.take(&id) {
+                continue;
+            }
+            let Some(a) = self.lock_active().get(&id).cloned() else {
+                self.sched.done(&id, Next::Done);
+                continue;
+            };
+            let out = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.step(&a))) {
+                Ok(o) => o,
+                Err(_) => {
+                    log::error!("engine bug: a step of {id} panicked; retrying later");
+                    self.sched.done(&id, Next::Later);
+                    continue;
+                }
+            };
+            {
+                let mut g = self.lock_active();
+                if let Some(e) = g.get_mut(&id) {
+                    e.record.state = out.commit.state.clone();
+                    e.record.task = out.task.clone();
+                    if out.commit.clear_abort {
+                        e.record.abort_requested = None;
+                    }
+                    if out.next == Next::Done {
+                        g.remove(&id);
+                    }
+                }
+            }
+            let _ = self.commit_tx.send(CommitMsg::Step(Box::new(out.commit), out.next));
+        }
+    }
+
+    fn committer(&self, rx: Receiver<CommitMsg>) {
+        let mut batch: Vec<RoundCommit> = Vec::new();
+        let mut nexts: Vec<Next> = Vec::new();
+        loop {
+            let mut stop = false;
+            match rx.recv() {
+                Ok(CommitMsg::Step(c, n)) => {
+                    batch.push(*c);
+                    nexts.push(n);
+                }
+                Ok(CommitMsg::Stop) | Err(_) => stop = true,
+            }
+            while batch.len() < self.cfg.max_batch {
+                match rx.try_recv() {
+                    Ok(CommitMsg::Step(c, n)) => {
+                        batch.push(*c);
+                        nexts.push(n);
+                    }
+                    Ok(CommitMsg::Stop) => stop = true,
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty() {
+                self.flush(&mut batch, &mut nexts);
+            }
+            if stop {
+                return;
+            }
+        }
+    }
+
+    fn flush(&self, batch: &mut Vec<RoundCommit>, nexts: &mut Vec<Next>) {
+        let mut attempt = 0u32;
+        loop {
+            match self.store.commit(batch) {
+                Ok(()) => break,
+                Err(e) => {
+                    attempt += 1;
+                    log::error!("committing {} step results failed (try {attempt}): {e}", batch.len());
+                    if attempt >= 5 {
+                        // Give up on this batch: reload the executions from the
+                        // store so memory matches what is durable, retry later.
+                        for c in batch.iter() {
+                            self.reload(&c.execution_id);
+                        }
+                        for c in batch.drain(..) {
+                            self.sched.done(&c.execution_id, Next::Later);
+                        }
+                        nexts.clear();
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(50 * u64::from(attempt)));
+                }
+            }
+        }
+        self.stats.commits.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        for (c, n) in batch.drain(..).zip(nexts.drain(..)) {
+            self.sched.done(&c.execution_id, n);
+        }
+    }
+
+    fn reload(&self, id: &str) {
+        match self.store.get_execution(id) {
+            Ok(Some(rec)) if !rec.state.phase.is_terminal() => {
+                let mut g = self.lock_active();
+                if let Some(a) = g.get_mut(id) {
+                    a.record = rec;
+                } else if let Ok(spec) = serde_json::from_str::<ExecutionSpec>(&rec.spec_json) {
+                    let plugin = self.plugins.resolve(&spec.template.task_type).ok();
+                    g.insert(
+                        id.to_string(),
+                        Active {
+                            spec: Arc::new(spec),
+                            record: rec,
+                            plugin,
+                        },
+                    );
+                    self.sched.add(id);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn view(&self, rec: &ExecutionRecord) -> ExecutionView {
+        let spec: Option<ExecutionSpec> = serde_json::from_str(&rec.spec_json).ok();
+        let max_len = self
+            .lock_active()
+            .get(&rec.id)
+            .and_then(|a| a.plugin.clone())
+            .or_else(|| {
+                spec.as_ref()
+                    .and_then(|s| self.plugins.resolve(&s.template.task_type).ok())
+            })
+            .map_or(kozmo_interface::DEFAULT_GENERATED_NAME_MAX_LENGTH, |p| {
+                p.properties().effective_generated_name_max_length()
+            });
+        let node = spec.as_ref().map_or(crate::model::DEFAULT_NODE_ID, |s| s.node_id());
+        let s = &rec.state;
+        ExecutionView {
+            id: rec.id.clone(),
+            phase: s.phase,
+            task_type: rec.task_type.clone(),
+            attempt: s.attempt,
+            system_failures: s.system_failures,
+            generated_name: generated_name(max_len, &rec.id, node, s.attempt),
+            plugin_phase: rec.task.plugin_phase.to_string(),
+            plugin_phase_version: rec.task.plugin_phase_version,
+            error: s.error.clone(),
+            last_handler_error: s.last_handler_error.as_ref().map(|h| HandlerErrorView {
+                message: h.message.clone(),
+                panic: h.panic,
+                attempt: h.attempt,
+                at: rfc3339_ms(h.at_ms),
+            }),
+            consecutive_handler_errors: s.handler_errors,
+            abort_requested: rec.abort_requested.clone(),
+            created_at: rfc3339_ms(rec.created_at_ms),
+            updated_at: rfc3339_ms(s.updated_at_ms),
+            attempt_started_at: rfc3339_ms(s.attempt_started_at_ms),
+        }
+    }
+
+    fn new_id(&self) -> String {
+        let n = self.id_counter.fetch_add(1, Ordering::Relaxed);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("x{:x}{:04x}", t, n & 0xffff)
+    }
+
+    fn write_input_files(&self, id: &str, spec: &ExecutionSpec) -> Result<(), EngineError> {
+        use kozmo_interface::DataStore;
+        let dir = context::execution_dir(self.data.root(), id);
+        let inputs = serde_json::to_vec(&spec.inputs).map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let task = serde_json::to_vec(&spec.template).map_err(|e| EngineError::Invalid(e.to_string()))?;
+        self.data
+            .write_raw(&format!("{dir}/inputs.json"), &inputs)
+            .and_then(|_| self.data.write_raw(&format!("{dir}/task.json"), &task))
+            .map_err(|e| EngineError::Store(e.to_string()))
+    }
+}
+
+impl EngineHandle {
+    /// Accepts an execution; returns once it is durable.
+    pub fn submit(&self, id: Option<String>, spec: ExecutionSpec) -> Result<SubmitOutcome, EngineError> {
+        let c = &self.core;
+        if c.sched_stopping() {
+            return Err(EngineError::ShuttingDown);
+        }
+        if spec.template.task_type.is_empty() {
+            return Err(EngineError::Invalid("the task template has no type".into()));
+        }
+        let client_id = id.is_some();
+        let id = match id {
+            Some(id) if valid_id(&id) => id,
+            Some(id) => {
+                return Err(EngineError::Invalid(format!(
+                    "execution id [{id}] must be 1-100 characters of [A-Za-z0-9._-], not starting with '.'"
+                )))
+            }
+            None => c.new_id(),
+        };
+        let plugin = c
+            .plugins
+            .resolve(&spec.template.task_type)
+            .map_err(|e| EngineError::NoPlugin(format!("task type [{}]: {e}", spec.template.task_type)))?;
+        let spec_json = spec.to_canonical_json();
+        let now = now_ms();
+        c.write_input_files(&id, &spec)?;
+        let new = NewExecution {
+            id: id.clone(),
+            client_id,
+            spec_json: spec_json.clone(),
+            task_type: spec.template.task_type.clone(),
+            created_at_ms: now,
+            state: ExecState::new(now),
+        };
+        match c.store.insert_execution(&new)? {
+            InsertOutcome::Exists { spec_json: existing } => {
+                if existing == spec_json {
+                    Ok(SubmitOutcome::Existing(id))
+                } else {
+                    Err(EngineError::Conflict(format!(
+                        "execution [{id}] exists with a different spec"
+                    )))
+                }
+            }
+            InsertOutcome::Created => {
+                let rec = ExecutionRecord {
+                    id: id.clone(),
+                    client_id,
+                    spec_json,
+                    task_type: new.task_type,
+                    created_at_ms: now,
+                    state: new.state,
+                    abort_requested: None,
+                    task: TaskState::default(),
+                };
+                c.lock_active().insert(
+                    id.clone(),
+                    Active {
+                        spec: Arc::new(spec),
+                        record: rec,
+                        plugin: Some(plugin),
+                    },
+                );
+                c.sched.add(&id);
+                Ok(SubmitOutcome::Created(id))
+            }
+        }
+    }
+
+    /// The durable state of an execution.
+    pub fn get(&self, id: &str) -> Result<ExecutionView, EngineError> {
+        let rec = self.core.store.get_execution(id)?.ok_or(EngineError::NotFound)?;
+        Ok(self.core.view(&rec))
+    }
+
+    /// Executions ordered by id, optionally of one phase, after `after`.
+    pub fn list(
+        &self,
+        phase: Option<ExecPhase>,
+        limit: usize,
+        after: Option<String>,
+    ) -> Result<Vec<ExecutionView>, EngineError> {
+        let recs = self.core.store.list_executions(phase, limit, after.as_deref())?;
+        Ok(recs.iter().map(|r| self.core.view(r)).collect())
+    }
+
+    /// The events of an execution, in order.
+    pub fn events(&self, id: &str) -> Result<Vec<EventRecord>, EngineError> {
+        let c = &self.core;
+        if c.store.get_execution(id)?.is_none() {
+            return Err(EngineError::NotFound);
+        }
+        Ok(c.store.events(id)?)
+    }
+
+    /// The outputs of the execution's current attempt.
+    pub fn outputs(&self, id: &str) -> Result<Option<LiteralMap>, EngineError> {
+        let c = &self.core;
+        let rec = c.store.get_execution(id)?.ok_or(EngineError::NotFound)?;
+        Ok(c.store.outputs(id, rec.state.attempt)?)
+    }
+
+    /// Requests an abort: Abort + Finalize run, the execution ends Aborted.
+    /// Terminal executions, and ones already succeeding or failing, are
+    /// left as they are.
+    pub fn abort(&self, id: &str, reason: &str) -> Result<ExecutionView, EngineError> {
+        let c = &self.core;
+        let rec = c.store.get_execution(id)?.ok_or(EngineError::NotFound)?;
+        if rec.state.phase.is_terminal() {
+            return Ok(c.view(&rec));
+        }
+        let reason = if reason.is_empty() {
+            "aborted by a client"
+        } else {
+            reason
+        };
+        if !c.store.request_abort(id, reason)? {
+            return Err(EngineError::NotFound);
+        }
+        if let Some(a) = c.lock_active().get_mut(id) {
+            a.record.abort_requested = Some(reason.to_string());
+        }
+        c.sched.enqueue(id);
+        self.get(id)
+    }
+
+    /// Engine statistics.
+    pub fn stats(&self) -> EngineStats {
+        let c = &self.core;
+        let (queued, in_flight, active) = c.sched.depth();
+        let by_phase = c
+            .store
+            .count_by_phase()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(p, n)| (p.to_string(), n))
+            .collect();
+        let mut buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
+            .iter()
+            .zip(c.stats.latency_buckets.iter())
+            .map(|(b, n)| (*b, n.load(Ordering::Relaxed)))
+            .collect();
+        buckets.push((
+            f64::INFINITY,
+            c.stats.latency_buckets[LATENCY_BUCKETS.len()].load(Ordering::Relaxed),
+        ));
+        EngineStats {
+            rounds_total: c.stats.rounds.load(Ordering::Relaxed),
+            handler_errors_total: c.stats.handler_errors.load(Ordering::Relaxed),
+            panics_total: c.stats.panics.load(Ordering::Relaxed),
+            commits_total: c.stats.commits.load(Ordering::Relaxed),
+            commit_batches_total: c.stats.batches.load(Ordering::Relaxed),
+            leaked_tokens_released_total: c.stats.leaked_tokens.load(Ordering::Relaxed),
+            queue_depth: queued,
+            in_flight,
+            active,
+            executions_by_phase: by_phase,
+            step_latency_buckets: buckets,
+            step_latency_sum_seconds: c.stats.latency_sum_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+        }
+    }
+
+    /// Stops starting steps, waits up to `timeout` for running ones, commits
+    /// what they produced and stops the threads. Whatever did not finish is
+    /// resumed from the store at the next start.
+    pub fn shutdown(&self, timeout: Duration) {
+        let c = &self.core;
+        let deadline = Instant::now() + timeout;
+        c.sched.stop();
+        if !c.sched.wait_idle(timeout) {
+            log::warn!("engine shutdown: steps still running after {timeout:?}; they will be redone at restart");
+        }
+        let threads = std::mem::take(&mut *c.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for _ in 0..c.cfg.workers.max(1) {
+            let _ = c.work_tx.send(String::new());
+        }
+        let _ = c.commit_tx.send(CommitMsg::Stop);
+        for t in threads {
+            if Instant::now() >= deadline && !t.is_finished() {
+                continue; // a plugin call is stuck: leave the thread behind
+            }
+            let _ = t.join();
+        }
+    }
+
+    /// Wakes an execution now (as a plugin signal would).
+    pub fn wake(&self, id: &str) {
+        self.core.sched.enqueue(id);
+    }
+}
+
+impl Core {
+    fn sched_stopping(&self) -> bool {
+        // A stopped scheduler never queues again; probe via a cheap flag.
+        self.sched.is_stopping()
+    }
+}

@@ -1,0 +1,761 @@
+//! One step of one execution: a `handle` round (§6.3) or a finishing step
+//! (Abort/Finalize, §6.9). A step computes a [`RoundCommit`] (everything it
+//! changes, applied atomically by the store) and when to run next; it never
+//! writes to the store itself, except catalog entries.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use kozmo_interface::{
+    CatalogKey, ErrorKind, ExecutionError, Phase, PhaseInfo, Plugin, PluginError, TaskExecutionContext, Transition,
+};
+use serde_json::json;
+
+use super::context::{generated_name, metadata_record, AttemptPaths, Buffered, RoundContext, Services, StateWrite};
+use super::events::{handler_error_event, retry_event, task_event, terminal_event, EventSource};
+use super::outputs::validate_outputs;
+use super::retries::{after_permanent, decide_retryable};
+use super::scheduler::Next;
+use super::{Active, Core};
+use crate::catalog::key_string;
+use crate::model::{now_ms, ExecPhase, ExecState, Finishing, HandlerErrorRecord, RoundCommit, TaskState, TokenRow};
+use crate::resources::{TaskResources, TokenOwner};
+
+/// What a step produced.
+pub struct StepOutcome {
+    /// The commit.
+    pub commit: RoundCommit,
+    /// What follows once it is durable.
+    pub next: Next,
+    /// The new in-memory view (applied after the commit is queued).
+    pub task: TaskState,
+}
+
+/// Phase of a failure result mapped from a plugin phase.
+fn is_running_phase(p: Phase) -> bool {
+    matches!(
+        p,
+        Phase::NOT_READY
+            | Phase::WAITING_FOR_RESOURCES
+            | Phase::QUEUED
+            | Phase::INITIALIZING
+            | Phase::RUNNING
+            | Phase::WAITING_FOR_CACHE
+    )
+}
+
+/// Whether Abort is called for a persisted task state (§6.9 step 1).
+fn abort_allowed(task: &TaskState) -> bool {
+    !task.plugin_phase.is_terminal() || (task.plugin_phase.is_failure() && task.cleanup_on_failure)
+}
+
+impl Core {
+    fn interruptible(&self, a: &Active, system_failures: u32) -> bool {
+        let base = a
+            .spec
+            .metadata
+            .interruptible
+            .unwrap_or(a.spec.template.metadata.interruptible);
+        // §6.8 with threshold -1: off once failures >= (system budget + 1) - 1.
+        base && system_failures < self.cfg.system_retry_budget
+    }
+
+    fn name_max_len(&self, plugin: Option<&Arc<dyn Plugin>>) -> u32 {
+        plugin.map_or(kozmo_interface::DEFAULT_GENERATED_NAME_MAX_LENGTH, |p| {
+            p.properties().effective_generated_name_max_length()
+        })
+    }
+
+    /// Runs `f` with a fresh context for the current attempt of `a`.
+    fn with_context<R>(
+        &self,
+        a: &Active,
+        plugin: &Arc<dyn Plugin>,
+        f: impl FnOnce(&RoundContext<'_>) -> R,
+    ) -> (R, Buffered, String) {
+        let st = &a.record.state;
+        let spec = &a.spec;
+        let max_len = self.name_max_len(Some(plugin));
+        let node = spec.node_id();
+        let gname = generated_name(max_len, &a.record.id, node, st.attempt);
+        let paths = AttemptPaths::new(self.data.root(), &a.record.id, node, st.attempt, max_len);
+        let metadata = metadata_record(
+            &a.record.id,
+            spec,
+            st.attempt,
+            gname.clone(),
+            self.interruptible(a, st.system_failures),
+        );
+        let resources = TaskResources::new(
+            self.resources.clone(),
+            plugin.id(),
+            &spec.metadata.project,
+            &spec.metadata.domain,
+            TokenOwner {
+                execution_id: a.record.id.clone(),
+                attempt: st.attempt,
+            },
+        );
+        let ctx = RoundContext::new(
+            &a.record.id,
+            Services {
+                secrets: &self.secrets,
+                data: &self.data,
+                catalog: &self.catalog,
+                sched: &self.sched,
+            },
+            &spec.template,
+            &spec.inputs,
+            metadata,
+            &paths,
+            resources,
+            (a.record.task.plugin_state_version, a.record.task.plugin_state.clone()),
+        );
+        let r = f(&ctx);
+        (r, ctx.into_buffered(), gname)
+    }
+
+    /// Runs the next step of `a`.
+    pub(crate) fn step(&self, a: &Active) -> StepOutcome {
+        let st = &a.record.state;
+        if st.phase.is_finishing() {
+            return self.finish_step(a);
+        }
+        if let Some(reason) = &a.record.abort_requested {
+            let mut state = st.clone();
+            state.phase = ExecPhase::Aborting;
+            state.updated_at_ms = now_ms();
+            state.finishing = Some(Finishing {
+                call_abort: abort_allowed(&a.record.task),
+                reason: reason.clone(),
+                error: Some(ExecutionError::new("Aborted", reason.clone(), ErrorKind::User)),
+                failures: 0,
+            });
+            let mut commit = RoundCommit::state_only(&a.record.id, state);
+            commit.clear_abort = true;
+            return StepOutcome {
+                commit,
+                next: Next::Now,
+                task: a.record.task.clone(),
+            };
+        }
+        self.handle_round(a)
+    }
+
+    fn catalog_key(&self, a: &Active) -> CatalogKey {
+        CatalogKey {
+            identifier: a.spec.template.id.clone(),
+            cache_version: a.spec.template.metadata.cache_version.clone(),
+            inputs: a.spec.inputs.clone(),
+        }
+    }
+
+    fn cacheable(&self, a: &Active, plugin: &Arc<dyn Plugin>) -> bool {
+        a.spec.template.metadata.discoverable && !plugin.properties().disable_node_level_caching
+    }
+
+    fn handle_round(&self, a: &Active) -> StepOutcome {
+        let started = Instant::now();
+        let round_start = now_ms();
+        let id = &a.record.id;
+        let ts = &a.record.task;
+        let mut state = a.record.state.clone();
+        let attempt = state.attempt;
+        self.stats.rounds.fetch_add(1, Ordering::Relaxed);
+
+        let plugin = match &a.plugin {
+            Some(p) => p.clone(),
+            None => match self.plugins.resolve(&a.spec.template.task_type) {
+                Ok(p) => p,
+                Err(e) => {
+                    let msg = format!("no plugin for task type [{}]: {e}", a.spec.template.task_type);
+                    return self.handler_error(a, state, msg, false, Buffered::default(), started);
+                }
+            },
+        };
+
+        // Catalog (legacy in-handler form, §6.11): a hit at the start of an
+        // attempt completes the execution without calling the plugin.
+        if ts.plugin_phase == Phase::UNDEFINED && ts.plugin_phase_version == 0 && self.cacheable(a, &plugin) {
+            match self.store.catalog_get(&key_string(&self.catalog_key(a))) {
+                Ok(Some(outputs)) => return self.cache_hit(a, &plugin, state, outputs, started),
+                Ok(None) => {}
+                Err(e) => log::warn!("catalog lookup for {id} failed: {e}"),
+            }
+        }
+
+        let (result, buffered, gname) =
+            self.with_context(a, &plugin, |ctx| plugin.handle(ctx as &dyn TaskExecutionContext));
+        let mut result: Result<Transition, PluginError> = result;
+        if let Some(msg) = &buffered.tokens.never {
+            // A quota or constraint of 0: fail permanently, whatever the plugin said.
+            result = Ok(Transition::ephemeral(PhaseInfo::failure(
+                "ResourceNeverAvailable",
+                msg.clone(),
+                None,
+            )));
+        }
+        let info = match result {
+            Err(e) => {
+                let panic = e.is_panic();
+                let msg = format!("failed to execute handle for plugin [{}]: {e}", plugin.id());
+                return self.handler_error(a, state, msg, panic, buffered, started);
+            }
+            Ok(t) => t.into_info(),
+        };
+        if info.phase() == Phase::UNDEFINED || !info.phase().is_a_phase() {
+            let msg = format!(
+                "failed to execute handle for plugin [{}]: error converting plugin phase, received [{}]",
+                plugin.id(),
+                info.phase()
+            );
+            return self.handler_error(a, state, msg, false, buffered, started);
+        }
+        if info.info().is_none() && info.err().is_none() {
+            let msg = format!(
+                "failed to execute handle for plugin [{}]: transition doesn't have task info nor an execution error filled",
+                plugin.id()
+            );
+            return self.handler_error(a, state, msg, false, buffered, started);
+        }
+
+        // The round is applied from here on.
+        let now = now_ms();
+        let mut info = info;
+        let observed = info.phase() == ts.plugin_phase && info.version() == ts.plugin_phase_version;
+        let mut post_process = !observed;
+        if !observed && info.phase() == ts.plugin_phase && info.version() > self.cfg.max_plugin_phase_versions {
+            let msg = format!(
+                "Total number of phase versions exceeded for phase [{}] in Plugin [{}]. Attempted to set version to [{}], max allowed [{}]",
+                info.phase(),
+                plugin.id(),
+                info.version(),
+                self.cfg.max_plugin_phase_versions
+            );
+            info = PhaseInfo::failed(
+                Phase::PERMANENT_FAILURE,
+                Some(ExecutionError::new(
+                    "TooManyPluginPhaseVersions",
+                    msg,
+                    ErrorKind::Unknown,
+                )),
+                info.info().cloned(),
+            );
+            post_process = false;
+        }
+        let outputs_now = buffered.outputs.clone();
+        let error_doc_now = buffered.error_document.clone();
+        if post_process && info.phase() == Phase::SUCCESS {
+            let stored_outputs = || self.store.outputs(id, attempt).ok().flatten();
+            let stored_error = || self.store.error_document(id, attempt).ok().flatten();
+            let outputs = outputs_now.clone().or_else(stored_outputs);
+            let error_doc = error_doc_now.clone().or_else(stored_error);
+            if let Some((err, recoverable)) = validate_outputs(&a.spec.template, outputs.as_ref(), error_doc.as_ref()) {
+                let phase = if recoverable {
+                    Phase::RETRYABLE_FAILURE
+                } else {
+                    Phase::PERMANENT_FAILURE
+                };
+                info = PhaseInfo::failed(phase, Some(err), info.info().cloned());
+            }
+        }
+
+        // New task state: the plugin's put/reset is persisted even when the
+        // event is suppressed (decisions.md fix of §6.2/§6.4).
+        let (state_version, state_bytes) = match &buffered.state {
+            Some(StateWrite::Put(v, b)) => (*v, Some(b.clone())),
+            Some(StateWrite::Reset) => (0, None),
+            None => (ts.plugin_state_version, ts.plugin_state.clone()),
+        };
+        let task = TaskState {
+            plugin_phase: info.phase(),
+            plugin_phase_version: info.version(),
+            plugin_state: state_bytes,
+            plugin_state_version: state_version,
+            cleanup_on_failure: ts.cleanup_on_failure || info.cleanup_on_failure(),
+            last_phase_updated_at_ms: if info.phase() != ts.plugin_phase {
+                now
+            } else {
+                ts.last_phase_updated_at_ms
+            },
+        };
+
+        let mut events = Vec::new();
+        if !observed {
+            let src = EventSource {
+                attempt,
+                task_type: &a.spec.template.task_type,
+                plugin_id: plugin.id(),
+                generated_name: &gname,
+                round_start_ms: round_start,
+                now_ms: now,
+            };
+            for raw in &buffered.events {
+                events.push(task_event(&src, raw, json!({"raw": true})));
+            }
+            let pool: Vec<_> = buffered
+                .tokens
+                .granted
+                .iter()
+                .map(|t| json!({"namespace": t.namespace, "token": t.token}))
+                .collect();
+            events.push(task_event(&src, &info, json!({"resource_pool_info": pool})));
+        }
+
+        state.handler_errors = 0;
+        state.updated_at_ms = now;
+        let mut next = if observed { Next::Later } else { Next::Now };
+        let phase = info.phase();
+        if is_running_phase(phase) {
+            state.phase = ExecPhase::Running;
+            if let Some(timeout) = a.spec.template.metadata.timeout {
+                if now - state.attempt_started_at_ms > timeout.as_millis() as i64 {
+                    let err = ExecutionError::new(
+                        "TimeoutExpired",
+                        format!("task execution timeout [{}] expired", humantime(timeout)),
+                        ErrorKind::User,
+                    );
+                    self.retryable(a, &mut state, &err, true);
+                    next = Next::Now;
+                }
+            }
+        } else if phase == Phase::SUCCESS {
+            state.phase = ExecPhase::Succeeding;
+            state.finishing = Some(Finishing::default());
+            next = Next::Now;
+        } else if phase == Phase::RETRYABLE_FAILURE {
+            let err = info.err().cloned().unwrap_or_else(ExecutionError::unknown);
+            self.retryable(a, &mut state, &err, abort_allowed(&task));
+            next = Next::Now;
+        } else if phase == Phase::PERMANENT_FAILURE {
+            let err = info.err().cloned().unwrap_or_else(ExecutionError::unknown);
+            state.system_failures = after_permanent(&err, state.system_failures);
+            state.phase = ExecPhase::Failing;
+            state.finishing = Some(Finishing {
+                call_abort: abort_allowed(&task),
+                reason: "node failing".into(),
+                error: Some(err),
+                failures: 0,
+            });
+            next = Next::Now;
+        } else if phase == Phase::ABORTED {
+            // Aborted from handle is terminal (fix of §6.5): no retry, Finalize runs.
+            let err = info.err().cloned().unwrap_or_else(|| {
+                let reason = if info.reason().is_empty() {
+                    "aborted by the plugin"
+                } else {
+                    info.reason()
+                };
+                ExecutionError::new("Aborted", reason, ErrorKind::User)
+            });
+            state.phase = ExecPhase::Aborting;
+            state.finishing = Some(Finishing {
+                call_abort: false,
+                reason: err.message.clone(),
+                error: Some(err),
+                failures: 0,
+            });
+            next = Next::Now;
+        }
+
+        self.stats.observe_latency(started.elapsed());
+        StepOutcome {
+            commit: RoundCommit {
+                execution_id: id.clone(),
+                state,
+                task: Some((attempt, task.clone())),
+                events,
+                outputs: outputs_now.map(|o| (attempt, o)),
+                error_document: error_doc_now.map(|d| (attempt, d)),
+                tokens_granted: buffered.tokens.granted,
+                tokens_released: buffered.tokens.released,
+                clear_abort: false,
+            },
+            next,
+            task,
+        }
+    }
+
+    /// A retryable failure of the current attempt (§6.8): Retrying if the
+    /// budget allows, else Failing with `RetriesExhausted|...`.
+    fn retryable(&self, a: &Active, state: &mut ExecState, err: &ExecutionError, abort_if_failing: bool) {
+        let d = decide_retryable(
+            err,
+            state.attempt,
+            state.system_failures,
+            self.cfg.system_retry_budget,
+            a.spec.max_attempts(),
+        );
+        state.system_failures = d.system_failures;
+        if d.eligible {
+            state.phase = ExecPhase::Retrying;
+            state.finishing = Some(Finishing {
+                call_abort: true,
+                reason: err.message.clone(),
+                error: Some(d.error),
+                failures: 0,
+            });
+        } else {
+            state.phase = ExecPhase::Failing;
+            state.finishing = Some(Finishing {
+                call_abort: abort_if_failing,
+                reason: "node failing".into(),
+                error: Some(d.error),
+                failures: 0,
+            });
+        }
+    }
+
+    fn handler_error(
+        &self,
+        a: &Active,
+        mut state: ExecState,
+        message: String,
+        panic: bool,
+        buffered: Buffered,
+        started: Instant,
+    ) -> StepOutcome {
+        let now = now_ms();
+        self.stats.handler_errors.fetch_add(1, Ordering::Relaxed);
+        if panic {
+            self.stats.panics.fetch_add(1, Ordering::Relaxed);
+        }
+        log::warn!("execution {} attempt {}: {message}", a.record.id, state.attempt);
+        state.handler_errors += 1;
+        state.updated_at_ms = now;
+        state.last_handler_error = Some(HandlerErrorRecord {
+            message: message.clone(),
+            panic,
+            at_ms: now,
+            attempt: state.attempt,
+        });
+        let mut events = vec![handler_error_event(
+            state.attempt,
+            now,
+            &message,
+            panic,
+            state.handler_errors,
+        )];
+        let mut next = Next::Later;
+        if state.handler_errors >= self.cfg.max_round_failures {
+            let err = ExecutionError::new(
+                "RoundFailures",
+                format!(
+                    "{} consecutive rounds failed; last error: {message}",
+                    state.handler_errors
+                ),
+                ErrorKind::System,
+            );
+            // The persisted plugin phase is the last applied one (non-terminal),
+            // so Abort runs on the way out.
+            let failing = abort_allowed(&a.record.task);
+            self.retryable(a, &mut state, &err, failing);
+            events.push(terminal_or_failure_note(state.attempt, now, &err));
+            next = Next::Now;
+        }
+        self.stats.observe_latency(started.elapsed());
+        StepOutcome {
+            commit: RoundCommit {
+                execution_id: a.record.id.clone(),
+                state,
+                task: None,
+                events,
+                outputs: None,
+                error_document: None,
+                tokens_granted: buffered.tokens.granted,
+                tokens_released: buffered.tokens.released,
+                clear_abort: false,
+            },
+            next,
+            task: a.record.task.clone(),
+        }
+    }
+
+    fn cache_hit(
+        &self,
+        a: &Active,
+        plugin: &Arc<dyn Plugin>,
+        mut state: ExecState,
+        outputs: kozmo_interface::LiteralMap,
+        started: Instant,
+    ) -> StepOutcome {
+        let now = now_ms();
+        let attempt = state.attempt;
+        let gname = generated_name(self.name_max_len(Some(plugin)), &a.record.id, a.spec.node_id(), attempt);
+        let info = PhaseInfo::success(None);
+        let src = EventSource {
+            attempt,
+            task_type: &a.spec.template.task_type,
+            plugin_id: plugin.id(),
+            generated_name: &gname,
+            round_start_ms: now,
+            now_ms: now,
+        };
+        let task = TaskState {
+            plugin_phase: Phase::SUCCESS,
+            plugin_phase_version: 0,
+            last_phase_updated_at_ms: now,
+            ..TaskState::default()
+        };
+        state.phase = ExecPhase::Succeeded;
+        state.updated_at_ms = now;
+        state.finishing = None;
+        self.stats.observe_latency(started.elapsed());
+        StepOutcome {
+            commit: RoundCommit {
+                execution_id: a.record.id.clone(),
+                state,
+                task: Some((attempt, task.clone())),
+                events: vec![
+                    task_event(&src, &info, json!({"cache_status": "CACHE_HIT"})),
+                    terminal_event(
+                        attempt,
+                        now,
+                        ExecPhase::Succeeded,
+                        None,
+                        json!({"cache_status": "CACHE_HIT"}),
+                    ),
+                ],
+                outputs: Some((attempt, outputs)),
+                error_document: None,
+                tokens_granted: Vec::new(),
+                tokens_released: Vec::new(),
+                clear_abort: true,
+            },
+            next: Next::Done,
+            task,
+        }
+    }
+
+    /// Abort (if due) + Finalize, release leftover tokens, then the terminal
+    /// phase or the next attempt.
+    fn finish_step(&self, a: &Active) -> StepOutcome {
+        let started = Instant::now();
+        let id = &a.record.id;
+        let mut state = a.record.state.clone();
+        let mut f = state.finishing.clone().unwrap_or_default();
+        let attempt = state.attempt;
+        let mut events = Vec::new();
+        let mut granted: Vec<TokenRow> = Vec::new();
+        let mut released: Vec<(String, String)> = Vec::new();
+        let mut errors: Vec<(String, bool)> = Vec::new();
+        let mut plugin_id = String::from("?");
+
+        let plugin = match &a.plugin {
+            Some(p) => Some(p.clone()),
+            None => match self.plugins.resolve(&a.spec.template.task_type) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    errors.push((
+                        format!("no plugin for task type [{}]: {e}", a.spec.template.task_type),
+                        false,
+                    ));
+                    None
+                }
+            },
+        };
+        if let Some(plugin) = &plugin {
+            plugin_id = plugin.id().to_string();
+            let now = now_ms();
+            if f.call_abort {
+                let (r, buffered, gname) = self.with_context(a, plugin, |ctx| plugin.abort(ctx));
+                granted.extend(buffered.tokens.granted);
+                released.extend(buffered.tokens.released);
+                match r {
+                    Err(e) => errors.push((format!("failed to abort plugin [{}]: {e}", plugin.id()), e.is_panic())),
+                    Ok(()) => {
+                        let src = EventSource {
+                            attempt,
+                            task_type: &a.spec.template.task_type,
+                            plugin_id: plugin.id(),
+                            generated_name: &gname,
+                            round_start_ms: now,
+                            now_ms: now,
+                        };
+                        let persisted = &a.record.task;
+                        let flush_phase = if persisted.plugin_phase.is_failure() {
+                            persisted.plugin_phase
+                        } else {
+                            Phase::ABORTED
+                        };
+                        for raw in &buffered.events {
+                            let p = PhaseInfo::from_parts(
+                                flush_phase,
+                                persisted.plugin_phase_version + 1,
+                                raw.reason().to_string(),
+                                raw.info().cloned(),
+                                raw.err().cloned(),
+                                raw.cleanup_on_failure(),
+                            );
+                            events.push(task_event(&src, &p, json!({"raw": true})));
+                        }
+                        let aborted = PhaseInfo::failed(
+                            Phase::ABORTED,
+                            Some(ExecutionError::new("Task Aborted", f.reason.clone(), ErrorKind::User)),
+                            None,
+                        );
+                        events.push(task_event(&src, &aborted, json!({})));
+                    }
+                }
+            }
+            let (r, buffered, _) = self.with_context(a, plugin, |ctx| plugin.finalize(ctx));
+            granted.extend(buffered.tokens.granted);
+            released.extend(buffered.tokens.released);
+            if let Err(e) = r {
+                errors.push((
+                    format!("failed to finalize plugin [{}]: {e}", plugin.id()),
+                    e.is_panic(),
+                ));
+            }
+        }
+
+        let now = now_ms();
+        state.updated_at_ms = now;
+        if !errors.is_empty() {
+            f.failures += 1;
+            self.stats.handler_errors.fetch_add(1, Ordering::Relaxed);
+            let panic = errors.iter().any(|e| e.1);
+            if panic {
+                self.stats.panics.fetch_add(1, Ordering::Relaxed);
+            }
+            let message = errors.into_iter().map(|e| e.0).collect::<Vec<_>>().join("; ");
+            log::warn!("execution {id} attempt {attempt}: {message}");
+            state.last_handler_error = Some(HandlerErrorRecord {
+                message: message.clone(),
+                panic,
+                at_ms: now,
+                attempt,
+            });
+            events.push(handler_error_event(attempt, now, &message, panic, f.failures));
+            if f.failures < self.cfg.max_round_failures {
+                state.finishing = Some(f);
+                self.stats.observe_latency(started.elapsed());
+                return StepOutcome {
+                    commit: RoundCommit {
+                        events,
+                        tokens_granted: granted,
+                        tokens_released: released,
+                        ..RoundCommit::state_only(id, state)
+                    },
+                    next: Next::Later,
+                    task: a.record.task.clone(),
+                };
+            }
+            log::error!(
+                "execution {id}: giving up on Abort/Finalize after {} failures",
+                f.failures
+            );
+        }
+
+        // Tokens the plugin did not release: the host releases them.
+        for (ns, tok, held_attempt) in self.resources.held_by(id) {
+            log::warn!(
+                "plugin [{plugin_id}] left resource token [{tok}] in [{ns}] after Finalize of execution {id} attempt {held_attempt}; releasing it"
+            );
+            if let Err(e) = self.resources.release(&ns, &tok) {
+                log::error!("cannot release leaked token [{tok}] in [{ns}]: {e}");
+                continue;
+            }
+            self.stats.leaked_tokens.fetch_add(1, Ordering::Relaxed);
+            granted.retain(|t| !(t.namespace == ns && t.token == tok));
+            released.push((ns, tok));
+        }
+
+        let mut commit = RoundCommit {
+            events,
+            tokens_granted: granted,
+            tokens_released: released,
+            ..RoundCommit::state_only(id, state.clone())
+        };
+        let mut task = a.record.task.clone();
+        let next;
+        match state.phase {
+            ExecPhase::Retrying => {
+                commit.events.push(retry_event(attempt, now, f.error.as_ref()));
+                state.attempt += 1;
+                state.attempt_started_at_ms = now;
+                state.handler_errors = 0;
+                state.finishing = None;
+                state.phase = ExecPhase::Running;
+                task = TaskState {
+                    last_phase_updated_at_ms: now,
+                    ..TaskState::default()
+                };
+                commit.task = Some((state.attempt, task.clone()));
+                next = Next::Now;
+            }
+            phase => {
+                let terminal = match phase {
+                    ExecPhase::Succeeding => ExecPhase::Succeeded,
+                    ExecPhase::Failing => ExecPhase::Failed,
+                    _ => ExecPhase::Aborted,
+                };
+                if terminal == ExecPhase::Succeeded {
+                    self.catalog_put(a, plugin.as_ref(), attempt);
+                }
+                if terminal == ExecPhase::Aborted && !task.plugin_phase.is_terminal() {
+                    task.plugin_phase = Phase::ABORTED;
+                    task.plugin_phase_version = 0;
+                    task.last_phase_updated_at_ms = now;
+                    commit.task = Some((attempt, task.clone()));
+                }
+                state.phase = terminal;
+                state.error = if terminal == ExecPhase::Succeeded {
+                    None
+                } else {
+                    f.error.clone()
+                };
+                state.finishing = None;
+                commit
+                    .events
+                    .push(terminal_event(attempt, now, terminal, state.error.as_ref(), json!({})));
+                commit.clear_abort = true;
+                next = Next::Done;
+            }
+        }
+        commit.state = state;
+        self.stats.observe_latency(started.elapsed());
+        StepOutcome { commit, next, task }
+    }
+
+    fn catalog_put(&self, a: &Active, plugin: Option<&Arc<dyn Plugin>>, attempt: u32) {
+        let Some(plugin) = plugin else { return };
+        if !self.cacheable(a, plugin) || a.spec.template.interface.outputs.is_empty() {
+            return;
+        }
+        match self.store.outputs(&a.record.id, attempt) {
+            Ok(Some(outputs)) => {
+                if let Err(e) = self.store.catalog_put(&key_string(&self.catalog_key(a)), &outputs) {
+                    log::warn!("catalog put for {} failed: {e}", a.record.id);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => log::warn!("catalog put for {} failed: {e}", a.record.id),
+        }
+    }
+}
+
+/// A task-level note of the failure a handler-error streak turned into.
+fn terminal_or_failure_note(attempt: u32, now: i64, err: &ExecutionError) -> crate::model::NewEvent {
+    crate::model::NewEvent {
+        kind: crate::model::event_kind::HANDLER_ERROR.to_string(),
+        attempt,
+        phase: "RoundFailures".into(),
+        version: 0,
+        occurred_at_ms: now,
+        reported_at_ms: now,
+        body: json!({ "error": err }),
+    }
+}
+
+/// `90s`, `1.5s`, `250ms`.
+fn humantime(d: std::time::Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else if d.as_secs() == 0 {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{}s", d.as_secs_f64())
+    }
+}

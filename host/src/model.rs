@@ -1,0 +1,486 @@
+//! The execution model: what a client submits ([`ExecutionSpec`]), what the
+//! store keeps ([`ExecutionRecord`], [`TaskState`], [`EventRecord`]) and what
+//! clients read back ([`ExecutionView`]).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use kozmo_interface::literals::LiteralMap;
+use kozmo_interface::metadata::{OverridesRecord, SecurityContext};
+use kozmo_interface::task::TaskTemplate;
+use kozmo_interface::{format_rfc3339_nanos, ExecutionError, Phase};
+use serde::{Deserialize, Serialize};
+
+/// Node id used when the spec names none.
+pub const DEFAULT_NODE_ID: &str = "n0";
+
+/// Who and where an execution runs (backs `TaskExecutionMetadata`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ExecutionMetadata {
+    /// Project (token prefixes and constraints are scoped by it).
+    pub project: String,
+    /// Domain.
+    pub domain: String,
+    /// Node id inside the owner (default `n0`).
+    pub node_id: Option<String>,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// Environment variables for the task.
+    pub env: BTreeMap<String, String>,
+    /// Service account.
+    pub service_account: String,
+    /// Security context.
+    pub security_context: SecurityContext,
+    /// Resource/config overrides.
+    pub overrides: OverridesRecord,
+    /// Overrides the template's `interruptible` when set.
+    pub interruptible: Option<bool>,
+}
+
+/// What a client submits (the JSON body of `POST /v1/executions`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ExecutionSpec {
+    /// The task.
+    pub template: TaskTemplate,
+    /// Its inputs.
+    pub inputs: LiteralMap,
+    /// Execution metadata.
+    pub metadata: ExecutionMetadata,
+}
+
+impl ExecutionSpec {
+    /// The node id (default `n0`).
+    pub fn node_id(&self) -> &str {
+        self.metadata
+            .node_id
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .unwrap_or(DEFAULT_NODE_ID)
+    }
+
+    /// Attempts the user budget allows: template retries + 1.
+    pub fn max_attempts(&self) -> u32 {
+        self.template.metadata.retries.saturating_add(1)
+    }
+
+    /// Canonical JSON (the store keeps it; resubmissions compare it).
+    pub fn to_canonical_json(&self) -> String {
+        // serde_json::Value maps are sorted (no preserve_order feature), so
+        // a round trip through Value is canonical.
+        let v = serde_json::to_value(self).expect("an ExecutionSpec always serialises");
+        v.to_string()
+    }
+}
+
+/// The execution-level phase (what clients see).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ExecPhase {
+    /// Accepted, no round has run yet.
+    Queued,
+    /// Rounds are running.
+    Running,
+    /// The plugin succeeded; Finalize is pending.
+    Succeeding,
+    /// A failure ended the attempt; Abort/Finalize are pending.
+    Failing,
+    /// A retryable failure: Abort + Finalize pending, then the next attempt.
+    Retrying,
+    /// Abort requested or returned by the plugin: Abort/Finalize pending.
+    Aborting,
+    /// Terminal: success.
+    Succeeded,
+    /// Terminal: failure.
+    Failed,
+    /// Terminal: aborted.
+    Aborted,
+}
+
+impl ExecPhase {
+    /// All phases.
+    pub const ALL: [ExecPhase; 9] = [
+        ExecPhase::Queued,
+        ExecPhase::Running,
+        ExecPhase::Succeeding,
+        ExecPhase::Failing,
+        ExecPhase::Retrying,
+        ExecPhase::Aborting,
+        ExecPhase::Succeeded,
+        ExecPhase::Failed,
+        ExecPhase::Aborted,
+    ];
+
+    /// Whether no more rounds will run.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, ExecPhase::Succeeded | ExecPhase::Failed | ExecPhase::Aborted)
+    }
+
+    /// Whether the next step is Abort/Finalize rather than `handle`.
+    pub fn is_finishing(self) -> bool {
+        matches!(
+            self,
+            ExecPhase::Succeeding | ExecPhase::Failing | ExecPhase::Retrying | ExecPhase::Aborting
+        )
+    }
+
+    /// The name (also the stored form).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecPhase::Queued => "Queued",
+            ExecPhase::Running => "Running",
+            ExecPhase::Succeeding => "Succeeding",
+            ExecPhase::Failing => "Failing",
+            ExecPhase::Retrying => "Retrying",
+            ExecPhase::Aborting => "Aborting",
+            ExecPhase::Succeeded => "Succeeded",
+            ExecPhase::Failed => "Failed",
+            ExecPhase::Aborted => "Aborted",
+        }
+    }
+}
+
+impl fmt::Display for ExecPhase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ExecPhase {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ExecPhase::ALL
+            .into_iter()
+            .find(|p| p.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("unknown execution phase [{s}]"))
+    }
+}
+
+/// What the finishing step must do (persisted with the phase that asks for it).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Finishing {
+    /// Call the plugin's `abort` before `finalize`.
+    pub call_abort: bool,
+    /// Reason given to Abort (and to the abort event).
+    pub reason: String,
+    /// The error the execution ends with (Failing), or the retried attempt's.
+    pub error: Option<ExecutionError>,
+    /// Consecutive failed tries of this step.
+    pub failures: u32,
+}
+
+/// A handler error stored on the execution (§6.10 fix).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HandlerErrorRecord {
+    /// What went wrong.
+    pub message: String,
+    /// Whether it was a panic in the plugin.
+    pub panic: bool,
+    /// When, unix milliseconds.
+    pub at_ms: i64,
+    /// The attempt it happened in.
+    pub attempt: u32,
+}
+
+/// The mutable, engine-owned part of an execution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecState {
+    /// Execution phase.
+    pub phase: ExecPhase,
+    /// Current attempt (retry attempt), from 0.
+    pub attempt: u32,
+    /// SYSTEM failures so far.
+    pub system_failures: u32,
+    /// Last change, unix ms.
+    pub updated_at_ms: i64,
+    /// Start of the current attempt, unix ms.
+    pub attempt_started_at_ms: i64,
+    /// The error a Failed/Aborted execution ended with.
+    pub error: Option<ExecutionError>,
+    /// The last handler error (kept after recovery for visibility).
+    pub last_handler_error: Option<HandlerErrorRecord>,
+    /// Consecutive handler errors of the current attempt.
+    pub handler_errors: u32,
+    /// Pending Abort/Finalize work (finishing phases only).
+    pub finishing: Option<Finishing>,
+}
+
+impl ExecState {
+    /// The state of a new execution.
+    pub fn new(now_ms: i64) -> Self {
+        ExecState {
+            phase: ExecPhase::Queued,
+            attempt: 0,
+            system_failures: 0,
+            updated_at_ms: now_ms,
+            attempt_started_at_ms: now_ms,
+            error: None,
+            last_handler_error: None,
+            handler_errors: 0,
+            finishing: None,
+        }
+    }
+}
+
+/// Per-attempt task state (reference §6.1).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct TaskState {
+    /// Last plugin phase persisted.
+    pub plugin_phase: Phase,
+    /// Its version.
+    pub plugin_phase_version: u32,
+    /// Plugin state bytes (`None` = no state).
+    pub plugin_state: Option<Vec<u8>>,
+    /// Plugin state version.
+    pub plugin_state_version: u8,
+    /// Sticky cleanup-on-failure flag.
+    pub cleanup_on_failure: bool,
+    /// When the plugin phase last changed, unix ms.
+    pub last_phase_updated_at_ms: i64,
+}
+
+/// An execution as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecutionRecord {
+    /// Id (also the owner name).
+    pub id: String,
+    /// Whether the id was given by the client.
+    pub client_id: bool,
+    /// The spec, canonical JSON.
+    pub spec_json: String,
+    /// Task type (copied from the spec for listing).
+    pub task_type: String,
+    /// Creation time, unix ms.
+    pub created_at_ms: i64,
+    /// Engine-owned state.
+    pub state: ExecState,
+    /// Abort requested by a client (reason).
+    pub abort_requested: Option<String>,
+    /// Task state of the current attempt.
+    pub task: TaskState,
+}
+
+/// A new execution for the store.
+#[derive(Debug, Clone)]
+pub struct NewExecution {
+    /// Id.
+    pub id: String,
+    /// Whether the id was given by the client.
+    pub client_id: bool,
+    /// The spec, canonical JSON.
+    pub spec_json: String,
+    /// Task type.
+    pub task_type: String,
+    /// Creation time, unix ms.
+    pub created_at_ms: i64,
+    /// Initial state.
+    pub state: ExecState,
+}
+
+/// Kinds of event rows.
+pub mod event_kind {
+    /// A task (plugin phase) event.
+    pub const TASK: &str = "task";
+    /// A handler error (plugin error, panic, invalid transition).
+    pub const HANDLER_ERROR: &str = "handler_error";
+    /// A retry: the attempt ended and a new one starts.
+    pub const RETRY: &str = "retry";
+    /// The execution reached its terminal phase (exactly one per execution).
+    pub const TERMINAL: &str = "terminal";
+}
+
+/// An event to store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewEvent {
+    /// One of [`event_kind`].
+    pub kind: String,
+    /// Attempt.
+    pub attempt: u32,
+    /// Phase name (plugin `Phase` name for task events, `ExecPhase` otherwise).
+    pub phase: String,
+    /// Phase version.
+    pub version: u32,
+    /// When it happened, unix ms.
+    pub occurred_at_ms: i64,
+    /// When the host recorded it, unix ms.
+    pub reported_at_ms: i64,
+    /// The JSON body.
+    pub body: serde_json::Value,
+}
+
+/// A stored event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// Global sequence number.
+    pub seq: i64,
+    /// Execution.
+    pub execution_id: String,
+    /// The event.
+    #[serde(flatten)]
+    pub event: NewEvent,
+}
+
+/// An error document a plugin wrote (`put_error`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDocument {
+    /// The error.
+    pub error: ExecutionError,
+    /// Whether the failure is retryable.
+    pub recoverable: bool,
+}
+
+/// A granted resource token, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TokenRow {
+    /// Fully qualified namespace.
+    pub namespace: String,
+    /// Composed token.
+    pub token: String,
+    /// Execution holding it.
+    pub execution_id: String,
+    /// Attempt holding it.
+    pub attempt: u32,
+}
+
+/// Everything one round (or finishing step) changes, committed atomically.
+#[derive(Debug, Clone)]
+pub struct RoundCommit {
+    /// Execution.
+    pub execution_id: String,
+    /// New engine-owned state.
+    pub state: ExecState,
+    /// Task state to upsert for `(execution, attempt)`.
+    pub task: Option<(u32, TaskState)>,
+    /// Events, in order.
+    pub events: Vec<NewEvent>,
+    /// Outputs to record for an attempt.
+    pub outputs: Option<(u32, LiteralMap)>,
+    /// Error document to record for an attempt.
+    pub error_document: Option<(u32, ErrorDocument)>,
+    /// Tokens granted in this step.
+    pub tokens_granted: Vec<TokenRow>,
+    /// Tokens released in this step (namespace, token).
+    pub tokens_released: Vec<(String, String)>,
+    /// Clear the client's abort request (handled by this step).
+    pub clear_abort: bool,
+}
+
+impl RoundCommit {
+    /// A commit that only writes `state`.
+    pub fn state_only(execution_id: &str, state: ExecState) -> Self {
+        RoundCommit {
+            execution_id: execution_id.to_string(),
+            state,
+            task: None,
+            events: Vec::new(),
+            outputs: None,
+            error_document: None,
+            tokens_granted: Vec::new(),
+            tokens_released: Vec::new(),
+            clear_abort: false,
+        }
+    }
+}
+
+/// What clients read about an execution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionView {
+    /// Id.
+    pub id: String,
+    /// Execution phase.
+    pub phase: ExecPhase,
+    /// Task type.
+    pub task_type: String,
+    /// Current attempt.
+    pub attempt: u32,
+    /// SYSTEM failures so far.
+    pub system_failures: u32,
+    /// Generated name of the current attempt (§2.1).
+    pub generated_name: String,
+    /// Plugin phase name of the current attempt.
+    pub plugin_phase: String,
+    /// Its version.
+    pub plugin_phase_version: u32,
+    /// The error a failed/aborted execution ended with.
+    pub error: Option<ExecutionError>,
+    /// Last handler error (plugin error, panic, invalid transition).
+    pub last_handler_error: Option<HandlerErrorView>,
+    /// Consecutive handler errors in the current attempt.
+    pub consecutive_handler_errors: u32,
+    /// Client abort request pending.
+    pub abort_requested: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
+    /// RFC 3339.
+    pub attempt_started_at: String,
+}
+
+/// A handler error as clients see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HandlerErrorView {
+    /// Message.
+    pub message: String,
+    /// Whether the plugin panicked.
+    pub panic: bool,
+    /// Attempt.
+    pub attempt: u32,
+    /// RFC 3339.
+    pub at: String,
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    to_ms(SystemTime::now())
+}
+
+/// Unix milliseconds of `t`.
+pub fn to_ms(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_millis() as i64,
+        Err(e) => -(e.duration().as_millis() as i64),
+    }
+}
+
+/// RFC 3339 of unix milliseconds.
+pub fn rfc3339_ms(ms: i64) -> String {
+    let t = if ms >= 0 {
+        UNIX_EPOCH + Duration::from_millis(ms as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
+    };
+    format_rfc3339_nanos(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_round_trip_and_classify() {
+        for p in ExecPhase::ALL {
+            assert_eq!(p.as_str().parse::<ExecPhase>().unwrap(), p);
+        }
+        assert!(ExecPhase::Aborted.is_terminal());
+        assert!(!ExecPhase::Failing.is_terminal());
+        assert!(ExecPhase::Retrying.is_finishing());
+    }
+
+    #[test]
+    fn spec_json_is_canonical_and_node_defaults() {
+        let a: ExecutionSpec =
+            serde_json::from_str(r#"{"template": {"type": "echo"}, "inputs": {"b": 1, "a": "x"}}"#).unwrap();
+        let b: ExecutionSpec = serde_json::from_str(&a.to_canonical_json()).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.to_canonical_json(), b.to_canonical_json());
+        assert_eq!(a.node_id(), "n0");
+        assert_eq!(a.max_attempts(), 1);
+        assert_eq!(rfc3339_ms(1_000), "1970-01-01T00:00:01Z");
+    }
+}

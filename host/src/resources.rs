@@ -1,0 +1,635 @@
+//! Resource manager (reference §4 with the decisions.md fixes).
+//!
+//! Start-up order: a [`ResourceManagerBuilder`] is a
+//! [`ResourceRegistrar`] while plugins load (the loader hands each plugin a
+//! proxy that prefixes `<manager id>:<entry id>:`), then [`build`] is called
+//! once and the result is given to the engine. At run time the engine wraps
+//! the manager in a per-round [`TaskResources`] proxy that prefixes
+//! namespaces with `<manager id>:<plugin id>:` and tokens with
+//! `ex:<project>:<domain>:<execution name>-`.
+//!
+//! [`InMemoryResources`] allocates atomically (one lock), is idempotent for
+//! a granted token, counts constraints by whole segments (`ex:proj:`), and
+//! answers a request that can never fit (quota or constraint 0) with
+//! [`Allocation::Never`], which the engine turns into a permanent failure.
+//! Granted tokens are persisted by the engine with the round that took them
+//! and restored with [`ResourceBackend::restore`], so quotas survive restarts.
+//!
+//! [`build`]: ResourceManagerBuilder::build
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use kozmo_interface::{
+    AllocationStatus, PluginError, ResourceConstraintsSpec, ResourceManager, ResourceNamespace, ResourceRegistrar,
+    Result as PResult,
+};
+
+use crate::model::TokenRow;
+
+/// Id of the in-memory manager (first segment of every namespace).
+pub const IN_MEMORY_MANAGER_ID: &str = "inmemoryresourcemanager";
+
+/// Largest quota a plugin may register.
+pub const DEFAULT_MAX_QUOTA: i64 = 1_000_000;
+
+/// A cap on tokens whose composed form starts with `prefix`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopeConstraint {
+    /// Whole-segment prefix, e.g. `ex:proj:` (ends with `:`).
+    pub prefix: String,
+    /// Allowed iff fewer tokens with the prefix are held.
+    pub value: i64,
+}
+
+/// The answer of a backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Allocation {
+    /// Granted; `new` is false when the token already held a slot.
+    Granted {
+        /// Whether the slot was taken by this call.
+        new: bool,
+    },
+    /// Quota or a constraint is full: wait.
+    Exhausted,
+    /// Can never be granted (quota or constraint 0): the message says why.
+    Never(String),
+}
+
+/// Who asks for a token.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TokenOwner {
+    /// Execution id.
+    pub execution_id: String,
+    /// Attempt.
+    pub attempt: u32,
+}
+
+/// Called with an execution id waiting on a namespace when a slot frees.
+pub type ReleaseListener = Box<dyn Fn(&str) + Send + Sync>;
+
+/// A resource manager backend (in memory now; Redis could follow).
+pub trait ResourceBackend: Send + Sync {
+    /// The manager's id (first namespace segment).
+    fn id(&self) -> &str;
+    /// Allocates atomically.
+    fn allocate(
+        &self,
+        namespace: &str,
+        token: &str,
+        constraints: &[ScopeConstraint],
+        owner: &TokenOwner,
+    ) -> Result<Allocation, String>;
+    /// Releases; `Ok(true)` if the token was held.
+    fn release(&self, namespace: &str, token: &str) -> Result<bool, String>;
+    /// Tokens an execution holds: (namespace, token, attempt).
+    fn held_by(&self, execution_id: &str) -> Vec<(String, String, u32)>;
+    /// Re-installs persisted grants (at start).
+    fn restore(&self, tokens: &[TokenRow]);
+    /// Called with the executions waiting on a namespace when a slot frees.
+    fn set_release_listener(&self, listener: Box<dyn Fn(&str) + Send + Sync>);
+    /// Tokens held in a namespace (for tests and metrics).
+    fn in_use(&self, namespace: &str) -> usize;
+}
+
+/// Collects quotas while plugins load; a [`ResourceRegistrar`] for fully
+/// qualified namespaces.
+pub struct ResourceManagerBuilder {
+    id: String,
+    max_quota: i64,
+    quotas: Mutex<BTreeMap<String, i64>>,
+    built: OnceLock<Arc<InMemoryResources>>,
+}
+
+impl Default for ResourceManagerBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ResourceManagerBuilder {
+    /// A builder for the in-memory manager.
+    pub fn new() -> Self {
+        ResourceManagerBuilder {
+            id: IN_MEMORY_MANAGER_ID.to_string(),
+            max_quota: DEFAULT_MAX_QUOTA,
+            quotas: Mutex::new(BTreeMap::new()),
+            built: OnceLock::new(),
+        }
+    }
+
+    /// The manager id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// A registrar that prefixes `<manager id>:<entry id>:` (what the
+    /// loader gives each plugin).
+    pub fn registrar_for(&self, entry_id: &str) -> PrefixedRegistrar<'_> {
+        PrefixedRegistrar {
+            builder: self,
+            prefix: format!("{}:{entry_id}", self.id),
+        }
+    }
+
+    /// Registered quotas so far.
+    pub fn quotas(&self) -> BTreeMap<String, i64> {
+        self.quotas.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Builds the manager (once; later calls return the same one).
+    pub fn build(&self) -> Arc<InMemoryResources> {
+        self.built
+            .get_or_init(|| Arc::new(InMemoryResources::new(&self.id, self.quotas())))
+            .clone()
+    }
+}
+
+impl ResourceRegistrar for ResourceManagerBuilder {
+    fn register_resource_quota(&self, namespace: &ResourceNamespace, quota: i64) -> PResult<()> {
+        if self.built.get().is_some() {
+            return Err(PluginError::system(
+                "ResourceManagerBuilt",
+                "resource quotas can only be registered while plugins load",
+            ));
+        }
+        if quota < 0 || quota > self.max_quota {
+            return Err(PluginError::user(
+                "InvalidQuota",
+                format!(
+                    "Invalid request for resource quota (< 0 || > {}): [{quota}]",
+                    self.max_quota
+                ),
+            ));
+        }
+        let mut q = self.quotas.lock().unwrap_or_else(|e| e.into_inner());
+        if q.contains_key(namespace.as_str()) {
+            return Err(PluginError::user(
+                "DuplicateNamespace",
+                format!("Resource namespace already exists [{namespace}]"),
+            ));
+        }
+        q.insert(namespace.as_str().to_string(), quota);
+        Ok(())
+    }
+}
+
+/// `<manager id>:<entry id>:<ns>` registration proxy.
+pub struct PrefixedRegistrar<'a> {
+    builder: &'a ResourceManagerBuilder,
+    prefix: String,
+}
+
+impl ResourceRegistrar for PrefixedRegistrar<'_> {
+    fn register_resource_quota(&self, namespace: &ResourceNamespace, quota: i64) -> PResult<()> {
+        let ns = ResourceNamespace::new(self.prefix.clone()).create_sub_namespace(namespace);
+        self.builder.register_resource_quota(&ns, quota)
+    }
+}
+
+#[derive(Default)]
+struct Pool {
+    quota: i64,
+    members: BTreeSet<String>,
+}
+
+#[derive(Default)]
+struct Inner {
+    pools: HashMap<String, Pool>,
+    owners: HashMap<(String, String), TokenOwner>,
+    by_execution: HashMap<String, BTreeSet<(String, String)>>,
+    waiters: HashMap<String, HashSet<String>>,
+}
+
+/// The in-memory manager.
+pub struct InMemoryResources {
+    id: String,
+    inner: Mutex<Inner>,
+    listener: OnceLock<ReleaseListener>,
+}
+
+impl InMemoryResources {
+    /// A manager with `quotas` (fully qualified namespace → quota).
+    pub fn new(id: &str, quotas: BTreeMap<String, i64>) -> Self {
+        let pools = quotas
+            .into_iter()
+            .map(|(ns, quota)| {
+                (
+                    ns,
+                    Pool {
+                        quota,
+                        members: BTreeSet::new(),
+                    },
+                )
+            })
+            .collect();
+        InMemoryResources {
+            id: id.to_string(),
+            inner: Mutex::new(Inner {
+                pools,
+                ..Inner::default()
+            }),
+            listener: OnceLock::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Whole-segment prefix count.
+fn count_with_prefix(members: &BTreeSet<String>, prefix: &str) -> i64 {
+    members.iter().filter(|m| m.starts_with(prefix)).count() as i64
+}
+
+impl ResourceBackend for InMemoryResources {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn allocate(
+        &self,
+        namespace: &str,
+        token: &str,
+        constraints: &[ScopeConstraint],
+        owner: &TokenOwner,
+    ) -> Result<Allocation, String> {
+        let mut g = self.lock();
+        let pool = g
+            .pools
+            .get_mut(namespace)
+            .ok_or_else(|| format!("Requested resource [{namespace}] not found"))?;
+        if pool.members.contains(token) {
+            return Ok(Allocation::Granted { new: false });
+        }
+        if pool.quota <= 0 {
+            return Ok(Allocation::Never(format!(
+                "the quota of resource [{namespace}] is {}: token [{token}] can never be granted",
+                pool.quota
+            )));
+        }
+        if let Some(c) = constraints.iter().find(|c| c.value <= 0) {
+            return Ok(Allocation::Never(format!(
+                "the constraint on [{}] in resource [{namespace}] is {}: token [{token}] can never be granted",
+                c.prefix.trim_end_matches(':'),
+                c.value
+            )));
+        }
+        let full = pool.members.len() as i64 >= pool.quota
+            || constraints
+                .iter()
+                .any(|c| count_with_prefix(&pool.members, &c.prefix) >= c.value);
+        if full {
+            g.waiters
+                .entry(namespace.to_string())
+                .or_default()
+                .insert(owner.execution_id.clone());
+            return Ok(Allocation::Exhausted);
+        }
+        pool.members.insert(token.to_string());
+        g.owners
+            .insert((namespace.to_string(), token.to_string()), owner.clone());
+        g.by_execution
+            .entry(owner.execution_id.clone())
+            .or_default()
+            .insert((namespace.to_string(), token.to_string()));
+        if let Some(w) = g.waiters.get_mut(namespace) {
+            w.remove(&owner.execution_id);
+        }
+        Ok(Allocation::Granted { new: true })
+    }
+
+    fn release(&self, namespace: &str, token: &str) -> Result<bool, String> {
+        let (held, waiters) = {
+            let mut g = self.lock();
+            let held = g
+                .pools
+                .get_mut(namespace)
+                .map(|p| p.members.remove(token))
+                .unwrap_or(false);
+            if let Some(owner) = g.owners.remove(&(namespace.to_string(), token.to_string())) {
+                if let Some(set) = g.by_execution.get_mut(&owner.execution_id) {
+                    set.remove(&(namespace.to_string(), token.to_string()));
+                    if set.is_empty() {
+                        g.by_execution.remove(&owner.execution_id);
+                    }
+                }
+            }
+            let waiters = if held {
+                g.waiters.remove(namespace).unwrap_or_default()
+            } else {
+                HashSet::new()
+            };
+            (held, waiters)
+        };
+        if let Some(l) = self.listener.get() {
+            for w in waiters {
+                l(&w);
+            }
+        }
+        Ok(held)
+    }
+
+    fn held_by(&self, execution_id: &str) -> Vec<(String, String, u32)> {
+        let g = self.lock();
+        g.by_execution
+            .get(execution_id)
+            .map(|set| {
+                set.iter()
+                    .map(|(ns, tok)| {
+                        let attempt = g.owners.get(&(ns.clone(), tok.clone())).map(|o| o.attempt).unwrap_or(0);
+                        (ns.clone(), tok.clone(), attempt)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn restore(&self, tokens: &[TokenRow]) {
+        let mut g = self.lock();
+        for t in tokens {
+            let pool = g.pools.entry(t.namespace.clone()).or_insert_with(|| {
+                log::warn!(
+                    "resource namespace [{}] of a persisted token is no longer registered; keeping the token",
+                    t.namespace
+                );
+                Pool::default()
+            });
+            pool.members.insert(t.token.clone());
+            g.owners.insert(
+                (t.namespace.clone(), t.token.clone()),
+                TokenOwner {
+                    execution_id: t.execution_id.clone(),
+                    attempt: t.attempt,
+                },
+            );
+            g.by_execution
+                .entry(t.execution_id.clone())
+                .or_default()
+                .insert((t.namespace.clone(), t.token.clone()));
+        }
+    }
+
+    fn set_release_listener(&self, listener: Box<dyn Fn(&str) + Send + Sync>) {
+        let _ = self.listener.set(listener);
+    }
+
+    fn in_use(&self, namespace: &str) -> usize {
+        self.lock().pools.get(namespace).map_or(0, |p| p.members.len())
+    }
+}
+
+/// Token operations one round performed (committed with the round).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TokenOps {
+    /// Newly granted.
+    pub granted: Vec<TokenRow>,
+    /// Released (namespace, token).
+    pub released: Vec<(String, String)>,
+    /// Set when a request can never be granted.
+    pub never: Option<String>,
+}
+
+/// The per-round resource manager a plugin sees (§4.3 with whole-segment
+/// constraint prefixes).
+pub struct TaskResources {
+    backend: Arc<dyn ResourceBackend>,
+    ns_prefix: String,
+    token_prefix: String,
+    project_prefix: String,
+    domain_prefix: String,
+    owner: TokenOwner,
+    ops: RefCell<TokenOps>,
+}
+
+impl TaskResources {
+    /// A proxy for one round of `owner`.
+    pub fn new(
+        backend: Arc<dyn ResourceBackend>,
+        plugin_id: &str,
+        project: &str,
+        domain: &str,
+        owner: TokenOwner,
+    ) -> Self {
+        TaskResources {
+            ns_prefix: format!("{}:{plugin_id}", backend.id()),
+            token_prefix: format!("ex:{project}:{domain}:{}", owner.execution_id),
+            project_prefix: format!("ex:{project}:"),
+            domain_prefix: format!("ex:{project}:{domain}:"),
+            backend,
+            owner,
+            ops: RefCell::new(TokenOps::default()),
+        }
+    }
+
+    /// `<manager id>:<plugin id>:<ns>`.
+    pub fn namespace(&self, ns: &ResourceNamespace) -> String {
+        format!("{}:{}", self.ns_prefix, ns.as_str())
+    }
+
+    /// `ex:<project>:<domain>:<name>-<token>`.
+    pub fn token(&self, token: &str) -> String {
+        format!("{}-{token}", self.token_prefix)
+    }
+
+    /// What this round did.
+    pub fn take_ops(&self) -> TokenOps {
+        std::mem::take(&mut *self.ops.borrow_mut())
+    }
+}
+
+impl ResourceManager for TaskResources {
+    fn id(&self) -> String {
+        self.backend.id().to_string()
+    }
+
+    fn allocate_resource(
+        &self,
+        namespace: &ResourceNamespace,
+        token: &str,
+        constraints: &ResourceConstraintsSpec,
+    ) -> PResult<AllocationStatus> {
+        let ns = self.namespace(namespace);
+        let tok = self.token(token);
+        let mut list = Vec::new();
+        if let Some(c) = constraints.project_scope {
+            list.push(ScopeConstraint {
+                prefix: self.project_prefix.clone(),
+                value: c.value,
+            });
+        }
+        if let Some(c) = constraints.namespace_scope {
+            list.push(ScopeConstraint {
+                prefix: self.domain_prefix.clone(),
+                value: c.value,
+            });
+        }
+        match self.backend.allocate(&ns, &tok, &list, &self.owner) {
+            Ok(Allocation::Granted { new }) => {
+                if new {
+                    self.ops.borrow_mut().granted.push(TokenRow {
+                        namespace: ns,
+                        token: tok,
+                        execution_id: self.owner.execution_id.clone(),
+                        attempt: self.owner.attempt,
+                    });
+                }
+                Ok(AllocationStatus::GRANTED)
+            }
+            Ok(Allocation::Exhausted) => Ok(AllocationStatus::EXHAUSTED),
+            Ok(Allocation::Never(msg)) => {
+                self.ops.borrow_mut().never = Some(msg.clone());
+                Err(PluginError::user("ResourceNeverAvailable", msg))
+            }
+            Err(e) => Err(PluginError::system("ResourceManagerError", e)),
+        }
+    }
+
+    fn release_resource(&self, namespace: &ResourceNamespace, token: &str) -> PResult<()> {
+        let ns = self.namespace(namespace);
+        let tok = self.token(token);
+        match self.backend.release(&ns, &tok) {
+            Ok(true) => {
+                let mut ops = self.ops.borrow_mut();
+                ops.granted.retain(|t| !(t.namespace == ns && t.token == tok));
+                ops.released.push((ns, tok));
+                Ok(())
+            }
+            Ok(false) => Ok(()),
+            Err(e) => Err(PluginError::system("ResourceManagerError", e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kozmo_interface::ResourceConstraint;
+
+    use super::*;
+
+    fn owner(id: &str) -> TokenOwner {
+        TokenOwner {
+            execution_id: id.into(),
+            attempt: 0,
+        }
+    }
+
+    fn manager(quota: i64) -> Arc<InMemoryResources> {
+        let b = ResourceManagerBuilder::new();
+        b.registrar_for("plug")
+            .register_resource_quota(&ResourceNamespace::new("q"), quota)
+            .unwrap();
+        b.build()
+    }
+
+    fn proxy(m: &Arc<InMemoryResources>, project: &str, exec: &str) -> TaskResources {
+        TaskResources::new(m.clone(), "plug", project, "dev", owner(exec))
+    }
+
+    #[test]
+    fn registration_prefixes_and_rejects_duplicates_and_late_calls() {
+        let b = ResourceManagerBuilder::new();
+        let r = b.registrar_for("plug");
+        r.register_resource_quota(&ResourceNamespace::new("q"), 2).unwrap();
+        let e = r.register_resource_quota(&ResourceNamespace::new("q"), 2).unwrap_err();
+        assert_eq!(
+            e.message,
+            "Resource namespace already exists [inmemoryresourcemanager:plug:q]"
+        );
+        assert!(r.register_resource_quota(&ResourceNamespace::new("n"), -1).is_err());
+        assert_eq!(b.quotas()["inmemoryresourcemanager:plug:q"], 2);
+        b.build();
+        assert!(r.register_resource_quota(&ResourceNamespace::new("z"), 1).is_err());
+    }
+
+    #[test]
+    fn quota_is_strict_idempotent_and_release_frees() {
+        let m = manager(1);
+        let a = proxy(&m, "p", "a");
+        let b = proxy(&m, "p", "b");
+        let ns = ResourceNamespace::new("q");
+        let none = ResourceConstraintsSpec::default();
+        assert_eq!(a.allocate_resource(&ns, "t", &none).unwrap(), AllocationStatus::GRANTED);
+        assert_eq!(a.allocate_resource(&ns, "t", &none).unwrap(), AllocationStatus::GRANTED);
+        assert_eq!(a.take_ops().granted.len(), 1, "a re-grant is not a new token");
+        assert_eq!(
+            b.allocate_resource(&ns, "t", &none).unwrap(),
+            AllocationStatus::EXHAUSTED
+        );
+        a.release_resource(&ns, "t").unwrap();
+        assert_eq!(b.allocate_resource(&ns, "t", &none).unwrap(), AllocationStatus::GRANTED);
+        assert_eq!(m.held_by("b").len(), 1);
+        assert_eq!(m.in_use("inmemoryresourcemanager:plug:q"), 1);
+        assert_eq!(
+            m.held_by("b")[0].1,
+            "ex:p:dev:b-t",
+            "tokens are ex:<project>:<domain>:<name>-<token>"
+        );
+    }
+
+    #[test]
+    fn project_constraints_count_whole_segments() {
+        let m = manager(10);
+        let ns = ResourceNamespace::new("q");
+        let cap1 = ResourceConstraintsSpec {
+            project_scope: Some(ResourceConstraint { value: 1 }),
+            namespace_scope: None,
+        };
+        assert_eq!(
+            proxy(&m, "proj2", "x").allocate_resource(&ns, "t", &cap1).unwrap(),
+            AllocationStatus::GRANTED
+        );
+        // `proj` must not count `proj2`'s token.
+        assert_eq!(
+            proxy(&m, "proj", "y").allocate_resource(&ns, "t", &cap1).unwrap(),
+            AllocationStatus::GRANTED
+        );
+        assert_eq!(
+            proxy(&m, "proj", "z").allocate_resource(&ns, "t", &cap1).unwrap(),
+            AllocationStatus::EXHAUSTED
+        );
+    }
+
+    #[test]
+    fn zero_quota_or_constraint_can_never_be_granted() {
+        let m = manager(0);
+        let p = proxy(&m, "p", "a");
+        let e = p
+            .allocate_resource(&ResourceNamespace::new("q"), "t", &ResourceConstraintsSpec::default())
+            .unwrap_err();
+        assert_eq!(e.code, "ResourceNeverAvailable");
+        assert!(p.take_ops().never.unwrap().contains("quota of resource"));
+        let m = manager(5);
+        let p = proxy(&m, "p", "a");
+        let zero = ResourceConstraintsSpec {
+            project_scope: None,
+            namespace_scope: Some(ResourceConstraint { value: 0 }),
+        };
+        assert!(p.allocate_resource(&ResourceNamespace::new("q"), "t", &zero).is_err());
+        assert!(p.take_ops().never.unwrap().contains("constraint on [ex:p:dev]"));
+    }
+
+    #[test]
+    fn restore_reinstalls_grants_and_release_wakes_waiters() {
+        let m = manager(1);
+        m.restore(&[TokenRow {
+            namespace: "inmemoryresourcemanager:plug:q".into(),
+            token: "ex:p:dev:a-t".into(),
+            execution_id: "a".into(),
+            attempt: 0,
+        }]);
+        let woken = Arc::new(Mutex::new(Vec::new()));
+        let w = woken.clone();
+        m.set_release_listener(Box::new(move |id| w.lock().unwrap().push(id.to_string())));
+        let ns = ResourceNamespace::new("q");
+        let none = ResourceConstraintsSpec::default();
+        assert_eq!(
+            proxy(&m, "p", "b").allocate_resource(&ns, "t", &none).unwrap(),
+            AllocationStatus::EXHAUSTED
+        );
+        proxy(&m, "p", "a").release_resource(&ns, "t").unwrap();
+        assert_eq!(*woken.lock().unwrap(), vec!["b".to_string()]);
+    }
+}

@@ -1,0 +1,81 @@
+//! SQLite schema migrations, applied in order; `PRAGMA user_version` holds
+//! how many have run. Never edit a released migration: append a new one.
+
+/// Migration `i` brings the schema from version `i` to `i + 1`.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: initial schema.
+    r#"
+CREATE TABLE executions (
+    id                 TEXT PRIMARY KEY,
+    client_id          INTEGER NOT NULL,
+    spec               TEXT NOT NULL,
+    task_type          TEXT NOT NULL,
+    created_at         INTEGER NOT NULL,
+    phase              TEXT NOT NULL,
+    attempt            INTEGER NOT NULL,
+    system_failures    INTEGER NOT NULL,
+    updated_at         INTEGER NOT NULL,
+    attempt_started_at INTEGER NOT NULL,
+    error              TEXT,
+    last_handler_error TEXT,
+    handler_errors     INTEGER NOT NULL,
+    finishing          TEXT,
+    abort_requested    TEXT
+) WITHOUT ROWID;
+CREATE INDEX executions_by_phase ON executions(phase, id);
+
+CREATE TABLE task_states (
+    execution_id          TEXT NOT NULL,
+    attempt               INTEGER NOT NULL,
+    plugin_phase          INTEGER NOT NULL,
+    plugin_phase_version  INTEGER NOT NULL,
+    plugin_state          BLOB,
+    plugin_state_version  INTEGER NOT NULL,
+    cleanup_on_failure    INTEGER NOT NULL,
+    last_phase_updated_at INTEGER NOT NULL,
+    PRIMARY KEY (execution_id, attempt)
+) WITHOUT ROWID;
+
+CREATE TABLE events (
+    seq          INTEGER PRIMARY KEY,
+    execution_id TEXT NOT NULL,
+    attempt      INTEGER NOT NULL,
+    kind         TEXT NOT NULL,
+    phase        TEXT NOT NULL,
+    version      INTEGER NOT NULL,
+    occurred_at  INTEGER NOT NULL,
+    reported_at  INTEGER NOT NULL,
+    body         TEXT NOT NULL
+);
+CREATE INDEX events_by_execution ON events(execution_id, seq);
+CREATE UNIQUE INDEX events_one_terminal ON events(execution_id) WHERE kind = 'terminal';
+
+CREATE TABLE outputs (
+    execution_id TEXT NOT NULL,
+    attempt      INTEGER NOT NULL,
+    outputs      TEXT NOT NULL,
+    PRIMARY KEY (execution_id, attempt)
+) WITHOUT ROWID;
+
+CREATE TABLE error_documents (
+    execution_id TEXT NOT NULL,
+    attempt      INTEGER NOT NULL,
+    document     TEXT NOT NULL,
+    PRIMARY KEY (execution_id, attempt)
+) WITHOUT ROWID;
+
+CREATE TABLE resource_tokens (
+    namespace    TEXT NOT NULL,
+    token        TEXT NOT NULL,
+    execution_id TEXT NOT NULL,
+    attempt      INTEGER NOT NULL,
+    PRIMARY KEY (namespace, token)
+) WITHOUT ROWID;
+
+CREATE TABLE catalog (
+    key        TEXT PRIMARY KEY,
+    outputs    TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
+];

@@ -1,0 +1,466 @@
+//! SQLite [`Store`]: one file, WAL journal, migrations by `user_version`.
+//!
+//! One writer connection (behind a mutex; every write is one transaction)
+//! and one reader connection (WAL lets it read while the writer commits).
+//! `synchronous=FULL` by default: with WAL that fsyncs the log at every
+//! commit, so an acknowledged submission or round survives power loss, not
+//! only a process crash; group commit amortises the fsync over a batch.
+//! `Durability::Normal` (survives a process crash, may lose the last commits
+//! on power loss) is available for throughput experiments.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use kozmo_interface::literals::LiteralMap;
+use kozmo_interface::Phase;
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
+
+use super::migrations::MIGRATIONS;
+use super::{InsertOutcome, Store, StoreError, StoreResult};
+use crate::model::{
+    ErrorDocument, EventRecord, ExecPhase, ExecState, ExecutionRecord, NewEvent, NewExecution, RoundCommit, TaskState,
+    TokenRow,
+};
+
+/// How hard commits are pushed to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous=FULL`: durable against power loss (default).
+    #[default]
+    Full,
+    /// `synchronous=NORMAL`: durable against a process crash.
+    Normal,
+}
+
+/// The SQLite store.
+pub struct SqliteStore {
+    writer: Mutex<Connection>,
+    reader: Mutex<Connection>,
+}
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError(e.to_string())
+}
+
+fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn json<T: serde::Serialize>(v: &T) -> StoreResult<String> {
+    serde_json::to_string(v).map_err(err)
+}
+
+fn opt_json<T: serde::Serialize>(v: &Option<T>) -> StoreResult<Option<String>> {
+    v.as_ref().map(json).transpose()
+}
+
+fn parse_opt<T: serde::de::DeserializeOwned>(s: Option<String>) -> rusqlite::Result<Option<T>> {
+    s.map(|s| {
+        serde_json::from_str(&s)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+    })
+    .transpose()
+}
+
+const EXEC_COLUMNS: &str = "e.id, e.client_id, e.spec, e.task_type, e.created_at, e.phase, e.attempt, \
+     e.system_failures, e.updated_at, e.attempt_started_at, e.error, e.last_handler_error, e.handler_errors, \
+     e.finishing, e.abort_requested, t.plugin_phase, t.plugin_phase_version, t.plugin_state, \
+     t.plugin_state_version, t.cleanup_on_failure, t.last_phase_updated_at";
+
+const EXEC_FROM: &str = "FROM executions e LEFT JOIN task_states t ON t.execution_id = e.id AND t.attempt = e.attempt";
+
+fn exec_from_row(r: &Row<'_>) -> rusqlite::Result<ExecutionRecord> {
+    let phase: String = r.get(5)?;
+    let phase = phase.parse::<ExecPhase>().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, Box::new(StoreError(e)))
+    })?;
+    let task = match r.get::<_, Option<i64>>(15)? {
+        None => TaskState::default(),
+        Some(p) => TaskState {
+            plugin_phase: Phase(p as i8),
+            plugin_phase_version: r.get::<_, i64>(16)? as u32,
+            plugin_state: r.get(17)?,
+            plugin_state_version: r.get::<_, i64>(18)? as u8,
+            cleanup_on_failure: r.get::<_, i64>(19)? != 0,
+            last_phase_updated_at_ms: r.get(20)?,
+        },
+    };
+    Ok(ExecutionRecord {
+        id: r.get(0)?,
+        client_id: r.get::<_, i64>(1)? != 0,
+        spec_json: r.get(2)?,
+        task_type: r.get(3)?,
+        created_at_ms: r.get(4)?,
+        state: ExecState {
+            phase,
+            attempt: r.get::<_, i64>(6)? as u32,
+            system_failures: r.get::<_, i64>(7)? as u32,
+            updated_at_ms: r.get(8)?,
+            attempt_started_at_ms: r.get(9)?,
+            error: parse_opt(r.get(10)?)?,
+            last_handler_error: parse_opt(r.get(11)?)?,
+            handler_errors: r.get::<_, i64>(12)? as u32,
+            finishing: parse_opt(r.get(13)?)?,
+        },
+        abort_requested: r.get(14)?,
+        task,
+    })
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `<data_dir>/kozmo.db` with full durability.
+    pub fn open_in(data_dir: &Path) -> StoreResult<Self> {
+        std::fs::create_dir_all(data_dir).map_err(err)?;
+        Self::open(&data_dir.join("kozmo.db"), Durability::Full)
+    }
+
+    /// Opens (creating if needed) the database file at `path`.
+    pub fn open(path: &Path, durability: Durability) -> StoreResult<Self> {
+        let sync = match durability {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        };
+        let open = || -> StoreResult<Connection> {
+            let c = Connection::open(path).map_err(err)?;
+            c.busy_timeout(Duration::from_secs(10)).map_err(err)?;
+            c.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+            c.pragma_update(None, "synchronous", sync).map_err(err)?;
+            c.pragma_update(None, "foreign_keys", "ON").map_err(err)?;
+            Ok(c)
+        };
+        let mut writer = open()?;
+        migrate(&mut writer)?;
+        let reader = open()?;
+        Ok(SqliteStore {
+            writer: Mutex::new(writer),
+            reader: Mutex::new(reader),
+        })
+    }
+
+    /// The schema version (number of migrations applied).
+    pub fn schema_version(&self) -> StoreResult<u32> {
+        lock(&self.reader)
+            .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
+            .map(|v| v as u32)
+            .map_err(err)
+    }
+}
+
+fn migrate(c: &mut Connection) -> StoreResult<()> {
+    let current: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(err)?;
+    let current = current.max(0) as usize;
+    if current > MIGRATIONS.len() {
+        return Err(StoreError(format!(
+            "database schema version {current} is newer than this kozmo ({}); refusing to open",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = c.transaction().map_err(err)?;
+        tx.execute_batch(sql)
+            .map_err(|e| StoreError(format!("migration {}: {e}", i + 1)))?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(err)?;
+        tx.commit().map_err(err)?;
+    }
+    Ok(())
+}
+
+fn apply(tx: &Transaction<'_>, c: &RoundCommit) -> StoreResult<()> {
+    let s = &c.state;
+    let id = &c.execution_id;
+    tx.prepare_cached(
+        "UPDATE executions SET phase = ?2, attempt = ?3, system_failures = ?4, updated_at = ?5, \
+         attempt_started_at = ?6, error = ?7, last_handler_error = ?8, handler_errors = ?9, finishing = ?10, \
+         abort_requested = CASE WHEN ?11 THEN NULL ELSE abort_requested END WHERE id = ?1",
+    )
+    .map_err(err)?
+    .execute(params![
+        id,
+        s.phase.as_str(),
+        s.attempt as i64,
+        s.system_failures as i64,
+        s.updated_at_ms,
+        s.attempt_started_at_ms,
+        opt_json(&s.error)?,
+        opt_json(&s.last_handler_error)?,
+        s.handler_errors as i64,
+        opt_json(&s.finishing)?,
+        c.clear_abort,
+    ])
+    .map_err(err)?;
+    if let Some((attempt, t)) = &c.task {
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO task_states (execution_id, attempt, plugin_phase, plugin_phase_version, \
+             plugin_state, plugin_state_version, cleanup_on_failure, last_phase_updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .map_err(err)?
+        .execute(params![
+            id,
+            *attempt as i64,
+            t.plugin_phase.0 as i64,
+            t.plugin_phase_version as i64,
+            t.plugin_state,
+            t.plugin_state_version as i64,
+            t.cleanup_on_failure,
+            t.last_phase_updated_at_ms,
+        ])
+        .map_err(err)?;
+    }
+    if !c.events.is_empty() {
+        let mut st = tx
+            .prepare_cached(
+                "INSERT INTO events (execution_id, attempt, kind, phase, version, occurred_at, reported_at, body) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .map_err(err)?;
+        for e in &c.events {
+            st.execute(params![
+                id,
+                e.attempt as i64,
+                e.kind,
+                e.phase,
+                e.version as i64,
+                e.occurred_at_ms,
+                e.reported_at_ms,
+                e.body.to_string(),
+            ])
+            .map_err(|x| StoreError(format!("event {} {} of {id}: {x}", e.kind, e.phase)))?;
+        }
+    }
+    if let Some((attempt, o)) = &c.outputs {
+        tx.prepare_cached("INSERT OR REPLACE INTO outputs (execution_id, attempt, outputs) VALUES (?1, ?2, ?3)")
+            .map_err(err)?
+            .execute(params![id, *attempt as i64, json(o)?])
+            .map_err(err)?;
+    }
+    if let Some((attempt, d)) = &c.error_document {
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO error_documents (execution_id, attempt, document) VALUES (?1, ?2, ?3)",
+        )
+        .map_err(err)?
+        .execute(params![id, *attempt as i64, json(d)?])
+        .map_err(err)?;
+    }
+    for t in &c.tokens_granted {
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO resource_tokens (namespace, token, execution_id, attempt) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .map_err(err)?
+        .execute(params![t.namespace, t.token, t.execution_id, t.attempt as i64])
+        .map_err(err)?;
+    }
+    for (ns, tok) in &c.tokens_released {
+        tx.prepare_cached("DELETE FROM resource_tokens WHERE namespace = ?1 AND token = ?2")
+            .map_err(err)?
+            .execute(params![ns, tok])
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn insert_execution(&self, new: &NewExecution) -> StoreResult<InsertOutcome> {
+        let mut c = lock(&self.writer);
+        let tx = c.transaction().map_err(err)?;
+        let existing: Option<String> = tx
+            .query_row("SELECT spec FROM executions WHERE id = ?1", [&new.id], |r| r.get(0))
+            .optional()
+            .map_err(err)?;
+        if let Some(spec_json) = existing {
+            return Ok(InsertOutcome::Exists { spec_json });
+        }
+        let s = &new.state;
+        tx.execute(
+            "INSERT INTO executions (id, client_id, spec, task_type, created_at, phase, attempt, system_failures, \
+             updated_at, attempt_started_at, error, last_handler_error, handler_errors, finishing, abort_requested) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, NULL, 0, NULL, NULL)",
+            params![
+                new.id,
+                new.client_id,
+                new.spec_json,
+                new.task_type,
+                new.created_at_ms,
+                s.phase.as_str(),
+                s.attempt as i64,
+                s.system_failures as i64,
+                s.updated_at_ms,
+                s.attempt_started_at_ms,
+            ],
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(InsertOutcome::Created)
+    }
+
+    #[allow(clippy::let_and_return)] // the statement borrows the connection guard
+    fn get_execution(&self, id: &str) -> StoreResult<Option<ExecutionRecord>> {
+        let c = lock(&self.reader);
+        let sql = format!("SELECT {EXEC_COLUMNS} {EXEC_FROM} WHERE e.id = ?1");
+        let mut st = c.prepare_cached(&sql).map_err(err)?;
+        let r = st.query_row([id], exec_from_row).optional().map_err(err);
+        r
+    }
+
+    fn list_executions(
+        &self,
+        phase: Option<ExecPhase>,
+        limit: usize,
+        after: Option<&str>,
+    ) -> StoreResult<Vec<ExecutionRecord>> {
+        let c = lock(&self.reader);
+        let sql = format!(
+            "SELECT {EXEC_COLUMNS} {EXEC_FROM} WHERE (?1 IS NULL OR e.phase = ?1) AND (?2 IS NULL OR e.id > ?2) \
+             ORDER BY e.id LIMIT ?3"
+        );
+        let mut st = c.prepare_cached(&sql).map_err(err)?;
+        let rows = st
+            .query_map(
+                params![phase.map(|p| p.as_str()), after, limit.min(i64::MAX as usize) as i64],
+                exec_from_row,
+            )
+            .map_err(err)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(err)
+    }
+
+    fn load_active(&self) -> StoreResult<Vec<ExecutionRecord>> {
+        let c = lock(&self.reader);
+        let sql = format!("SELECT {EXEC_COLUMNS} {EXEC_FROM} WHERE e.phase NOT IN ('Succeeded', 'Failed', 'Aborted')");
+        let mut st = c.prepare(&sql).map_err(err)?;
+        let rows = st.query_map([], exec_from_row).map_err(err)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(err)
+    }
+
+    fn commit(&self, batch: &[RoundCommit]) -> StoreResult<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut c = lock(&self.writer);
+        let tx = c.transaction().map_err(err)?;
+        for rc in batch {
+            apply(&tx, rc)?;
+        }
+        tx.commit().map_err(err)
+    }
+
+    fn request_abort(&self, id: &str, reason: &str) -> StoreResult<bool> {
+        let c = lock(&self.writer);
+        let n = c
+            .execute(
+                "UPDATE executions SET abort_requested = ?2 WHERE id = ?1",
+                params![id, reason],
+            )
+            .map_err(err)?;
+        Ok(n > 0)
+    }
+
+    fn events(&self, id: &str) -> StoreResult<Vec<EventRecord>> {
+        let c = lock(&self.reader);
+        let mut st = c
+            .prepare_cached(
+                "SELECT seq, execution_id, attempt, kind, phase, version, occurred_at, reported_at, body \
+                 FROM events WHERE execution_id = ?1 ORDER BY seq",
+            )
+            .map_err(err)?;
+        let rows = st
+            .query_map([id], |r| {
+                let body: String = r.get(8)?;
+                Ok(EventRecord {
+                    seq: r.get(0)?,
+                    execution_id: r.get(1)?,
+                    event: NewEvent {
+                        attempt: r.get::<_, i64>(2)? as u32,
+                        kind: r.get(3)?,
+                        phase: r.get(4)?,
+                        version: r.get::<_, i64>(5)? as u32,
+                        occurred_at_ms: r.get(6)?,
+                        reported_at_ms: r.get(7)?,
+                        body: serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
+                    },
+                })
+            })
+            .map_err(err)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(err)
+    }
+
+    fn outputs(&self, id: &str, attempt: u32) -> StoreResult<Option<LiteralMap>> {
+        let c = lock(&self.reader);
+        let s: Option<String> = c
+            .prepare_cached("SELECT outputs FROM outputs WHERE execution_id = ?1 AND attempt = ?2")
+            .map_err(err)?
+            .query_row(params![id, attempt as i64], |r| r.get(0))
+            .optional()
+            .map_err(err)?;
+        s.map(|s| serde_json::from_str(&s).map_err(err)).transpose()
+    }
+
+    fn error_document(&self, id: &str, attempt: u32) -> StoreResult<Option<ErrorDocument>> {
+        let c = lock(&self.reader);
+        let s: Option<String> = c
+            .prepare_cached("SELECT document FROM error_documents WHERE execution_id = ?1 AND attempt = ?2")
+            .map_err(err)?
+            .query_row(params![id, attempt as i64], |r| r.get(0))
+            .optional()
+            .map_err(err)?;
+        s.map(|s| serde_json::from_str(&s).map_err(err)).transpose()
+    }
+
+    fn tokens(&self) -> StoreResult<Vec<TokenRow>> {
+        let c = lock(&self.reader);
+        let mut st = c
+            .prepare("SELECT namespace, token, execution_id, attempt FROM resource_tokens ORDER BY namespace, token")
+            .map_err(err)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(TokenRow {
+                    namespace: r.get(0)?,
+                    token: r.get(1)?,
+                    execution_id: r.get(2)?,
+                    attempt: r.get::<_, i64>(3)? as u32,
+                })
+            })
+            .map_err(err)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(err)
+    }
+
+    fn catalog_get(&self, key: &str) -> StoreResult<Option<LiteralMap>> {
+        let c = lock(&self.reader);
+        let s: Option<String> = c
+            .prepare_cached("SELECT outputs FROM catalog WHERE key = ?1")
+            .map_err(err)?
+            .query_row([key], |r| r.get(0))
+            .optional()
+            .map_err(err)?;
+        s.map(|s| serde_json::from_str(&s).map_err(err)).transpose()
+    }
+
+    fn catalog_put(&self, key: &str, outputs: &LiteralMap) -> StoreResult<()> {
+        let c = lock(&self.writer);
+        c.execute(
+            "INSERT OR REPLACE INTO catalog (key, outputs, created_at) VALUES (?1, ?2, ?3)",
+            params![key, json(outputs)?, crate::model::now_ms()],
+        )
+        .map_err(err)?;
+        Ok(())
+    }
+
+    fn count_by_phase(&self) -> StoreResult<BTreeMap<ExecPhase, u64>> {
+        let c = lock(&self.reader);
+        let mut st = c
+            .prepare("SELECT phase, COUNT(*) FROM executions GROUP BY phase")
+            .map_err(err)?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(err)?;
+        let mut m = BTreeMap::new();
+        for row in rows {
+            let (p, n) = row.map_err(err)?;
+            if let Ok(p) = p.parse::<ExecPhase>() {
+                m.insert(p, n as u64);
+            }
+        }
+        Ok(m)
+    }
+}
