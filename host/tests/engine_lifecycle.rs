@@ -1,0 +1,424 @@
+//! Retries (§6.8 worked examples), Abort/Finalize (§6.9), client aborts,
+//! timeouts, resources (§4 with fixes), catalog, secrets, submission rules
+//! and restart, on the real SQLite store through the scripted plugin.
+
+mod support;
+
+use std::time::Duration;
+
+use kozmo_host::engine::{EngineError, SubmitOutcome};
+use kozmo_host::model::{event_kind, ExecPhase};
+use kozmo_host::resources::ResourceBackend;
+use kozmo_host::store::Store;
+use kozmo_interface::{ErrorKind, Literal};
+use serde_json::json;
+use support::{rounds, spec, Harness};
+
+// --- §6.8 worked examples ------------------------------------------------------
+
+#[test]
+fn user_retries_two_give_three_attempts_then_retries_exhausted() {
+    let h = Harness::new();
+    let mut t = rounds(json!([{"phase": "RetryableFailure", "code": "Boom", "message": "bad input"}]));
+    t["metadata"] = json!({"retries": 2});
+    let id = h.submit("user-retries", t);
+    let v = h.wait_terminal(&id);
+    assert_eq!(v.phase, ExecPhase::Failed);
+    assert_eq!(v.attempt, 2);
+    assert_eq!(v.system_failures, 0);
+    let err = v.error.unwrap();
+    assert_eq!(err.code, "RetriesExhausted|Boom");
+    assert_eq!(err.message, "[3/3] currentAttempt done. Last Error: USER::bad input");
+    assert_eq!(err.kind, ErrorKind::User);
+    // Eligible retries: Abort + Finalize, then the next attempt. The last
+    // failure is terminal (persisted RetryableFailure, no cleanup): Finalize only.
+    assert_eq!(
+        h.call_kinds(&id),
+        vec![
+            "handle a=0",
+            "abort a=0",
+            "finalize a=0",
+            "handle a=1",
+            "abort a=1",
+            "finalize a=1",
+            "handle a=2",
+            "finalize a=2"
+        ]
+    );
+    assert_eq!(h.count_kind(&id, event_kind::RETRY), 2);
+    assert_eq!(h.count_kind(&id, event_kind::TERMINAL), 1);
+    // A new generated name per attempt.
+    assert_eq!(v.generated_name, format!("{id}-n0-2"));
+}
+
+#[test]
+fn system_retries_give_four_attempts() {
+    let h = Harness::new();
+    let t = rounds(json!([{"phase": "RetryableFailure", "code": "Lost", "message": "node lost", "kind": "SYSTEM"}]));
+    let id = h.submit("system-retries", t);
+    let v = h.wait_terminal(&id);
+    assert_eq!(v.phase, ExecPhase::Failed);
+    assert_eq!(v.attempt, 3);
+    assert_eq!(v.system_failures, 3, "the exhausting failure is not counted");
+    let err = v.error.unwrap();
+    assert_eq!(err.code, "RetriesExhausted|Lost");
+    assert_eq!(err.message, "[3/3] currentAttempt done. Last Error: SYSTEM::node lost");
+}
+
+#[test]
+fn mixed_system_failures_do_not_consume_the_user_budget() {
+    let h = Harness::new();
+    let t = json!({
+        "metadata": {"retries": 1},
+        "custom": {
+            "rounds": [{"phase": "RetryableFailure", "code": "U", "message": "user"}],
+            "attempts": {"0": [{"phase": "RetryableFailure", "code": "S", "message": "sys", "kind": "SYSTEM"}]}
+        }
+    });
+    let id = h.submit("mixed", t);
+    let v = h.wait_terminal(&id);
+    assert_eq!(v.attempt, 2, "system failure at 0, user failures at 1 and 2");
+    assert_eq!(v.system_failures, 1);
+    let err = v.error.unwrap();
+    assert_eq!(err.code, "RetriesExhausted|U");
+    assert_eq!(err.message, "[2/2] currentAttempt done. Last Error: USER::user");
+}
+
+#[test]
+fn a_retry_starts_from_fresh_state() {
+    let h = Harness::new();
+    let t = json!({
+        "metadata": {"retries": 1},
+        "custom": {
+            "rounds": [{"phase": "Success"}],
+            "attempts": {"0": [
+                {"phase": "Running", "version": 1, "put_state": "x", "state_version": 3},
+                {"phase": "RetryableFailure"}
+            ]}
+        }
+    });
+    let id = h.submit("fresh", t);
+    assert_eq!(h.wait_terminal(&id).phase, ExecPhase::Succeeded);
+    let calls = h.calls(&id);
+    assert!(calls.contains(&"handle a=1 r=0 state=0:none".to_string()), "{calls:?}");
+}
+
+// --- §6.9 Abort / Finalize -------------------------------------------------------
+
+#[test]
+fn permanent_failure_with_cleanup_calls_abort_then_finalize() {
+    let h = Harness::new();
+    let plain = h.submit("plain", rounds(json!([{"phase": "PermanentFailure"}])));
+    let cleanup = h.submit(
+        "cleanup",
+        rounds(json!([{"phase": "PermanentFailure", "cleanup": true}])),
+    );
+    let rcleanup = h.submit(
+        "retry-cleanup",
+        rounds(json!([{"phase": "RetryableFailure", "cleanup": true}])),
+    );
+    h.wait_terminal(&plain);
+    h.wait_terminal(&cleanup);
+    h.wait_terminal(&rcleanup);
+    assert_eq!(h.call_kinds(&plain), vec!["handle a=0", "finalize a=0"]);
+    assert_eq!(h.call_kinds(&cleanup), vec!["handle a=0", "abort a=0", "finalize a=0"]);
+    assert_eq!(h.call_kinds(&rcleanup), vec!["handle a=0", "abort a=0", "finalize a=0"]);
+}
+
+#[test]
+fn client_abort_runs_abort_then_finalize_and_ends_aborted_once() {
+    let h = Harness::new();
+    let id = h.submit("to-abort", rounds(json!([{"phase": "Running", "version": 1}])));
+    h.wait(&id, |v| v.plugin_phase == "PhaseRunning");
+    let v = h.engine.abort(&id, "user asked").unwrap();
+    assert!(!v.phase.is_terminal() || v.phase == ExecPhase::Aborted);
+    let v = h.wait_terminal(&id);
+    assert_eq!(v.phase, ExecPhase::Aborted);
+    assert_eq!(v.error.as_ref().unwrap().message, "user asked");
+    assert_eq!(v.plugin_phase, "PhaseAborted");
+    let kinds = h.call_kinds(&id);
+    assert_eq!(
+        &kinds[kinds.len() - 2..],
+        &["abort a=0".to_string(), "finalize a=0".to_string()]
+    );
+    assert_eq!(h.count_kind(&id, event_kind::TERMINAL), 1);
+    let abort_event = h
+        .events(&id)
+        .into_iter()
+        .rfind(|e| e.event.kind == event_kind::TASK)
+        .unwrap();
+    assert_eq!(abort_event.event.phase, "PhaseAborted");
+    assert_eq!(abort_event.event.body["error"]["code"], "Task Aborted");
+    // Aborting a terminal execution changes nothing.
+    assert_eq!(h.engine.abort(&id, "again").unwrap().phase, ExecPhase::Aborted);
+    assert_eq!(h.count_kind(&id, event_kind::TERMINAL), 1);
+}
+
+#[test]
+fn aborted_returned_by_handle_is_terminal_without_retry_and_finalize_runs() {
+    let h = Harness::new();
+    let mut t = rounds(json!([{"phase": "Aborted", "code": "Gone", "message": "cancelled upstream"}]));
+    t["metadata"] = json!({"retries": 3});
+    let id = h.submit("plugin-aborted", t);
+    let v = h.wait_terminal(&id);
+    assert_eq!(v.phase, ExecPhase::Aborted);
+    assert_eq!(v.attempt, 0);
+    assert_eq!(v.error.unwrap().code, "Gone");
+    assert_eq!(h.call_kinds(&id), vec!["handle a=0", "finalize a=0"]);
+}
+
+#[test]
+fn finalize_errors_are_retried_then_given_up_and_the_execution_still_ends() {
+    let h = Harness::with(|c| c.max_round_failures = 2, &[]);
+    let t = json!({"custom": {"rounds": [{"phase": "Success"}], "finalize": {"panic": "finalize exploded"}}});
+    let id = h.submit("finalize-panics", t);
+    let v = h.wait_terminal(&id);
+    assert_eq!(v.phase, ExecPhase::Succeeded);
+    let he = v.last_handler_error.unwrap();
+    assert!(he.panic && he.message.contains("finalize exploded"), "{he:?}");
+    assert_eq!(h.call_kinds(&id), vec!["handle a=0", "finalize a=0", "finalize a=0"]);
+}
+
+#[test]
+fn timeout_is_a_user_retryable_failure_timeout_expired() {
+    let h = Harness::new();
+    let t = json!({"metadata": {"timeout": "50ms"}, "custom": {"rounds": [{"phase": "Running", "version": 1}]}});
+    let id = h.submit("timeout", t);
+    let v = h.wait_terminal(&id);
+    assert_eq!(v.phase, ExecPhase::Failed);
+    let err = v.error.unwrap();
+    assert_eq!(err.code, "RetriesExhausted|TimeoutExpired");
+    assert_eq!(
+        err.message,
+        "[1/1] currentAttempt done. Last Error: USER::task execution timeout [50ms] expired"
+    );
+    let kinds = h.call_kinds(&id);
+    assert_eq!(
+        &kinds[kinds.len() - 2..],
+        &["abort a=0".to_string(), "finalize a=0".to_string()]
+    );
+}
+
+// --- resources ------------------------------------------------------------------
+
+#[test]
+fn quota_wait_then_grant_after_release() {
+    let h = Harness::with(|_| {}, &[("q", 1)]);
+    let holder = json!({"custom": {
+        "rounds": [{"allocate": {"namespace": "q", "token": "t"}, "phase": "Running", "version": 1}],
+        "finalize": {"release": [{"namespace": "q", "token": "t"}]}
+    }});
+    let a = h.submit("holder", holder);
+    h.wait(&a, |v| v.plugin_phase == "PhaseRunning");
+    let waiter = json!({"custom": {
+        "rounds": [{"allocate": {"namespace": "q", "token": "t"}, "phase": "Success"}],
+        "finalize": {"release": [{"namespace": "q", "token": "t"}]}
+    }});
+    let b = h.submit("waiter", waiter);
+    h.wait(&b, |v| v.plugin_phase == "PhaseWaitingForResources");
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(h.engine.get(&b).unwrap().phase, ExecPhase::Running, "still waiting");
+    h.engine.abort(&a, "make room").unwrap();
+    assert_eq!(h.wait_terminal(&a).phase, ExecPhase::Aborted);
+    assert_eq!(h.wait_terminal(&b).phase, ExecPhase::Succeeded);
+    assert!(h.calls(&b).iter().any(|c| c == "allocate t Granted"));
+    assert_eq!(h.resources.in_use(&h.ns("q")), 0);
+    assert!(h.store.tokens().unwrap().is_empty());
+    assert_eq!(h.engine.stats().leaked_tokens_released_total, 0);
+}
+
+#[test]
+fn tokens_left_after_finalize_are_released_by_the_host() {
+    let h = Harness::with(|_| {}, &[("q", 5)]);
+    let t = json!({"custom": {"rounds": [
+        {"allocate": {"namespace": "q", "token": "mine"}, "phase": "Running", "version": 1},
+        {"phase": "Success"}
+    ]}});
+    let id = h.submit("leaky", t);
+    h.wait(&id, |v| v.plugin_phase == "PhaseRunning" || v.phase.is_terminal());
+    let v = h.wait_terminal(&id);
+    assert_eq!(v.phase, ExecPhase::Succeeded);
+    assert_eq!(h.resources.in_use(&h.ns("q")), 0);
+    assert!(h.store.tokens().unwrap().is_empty());
+    assert_eq!(h.engine.stats().leaked_tokens_released_total, 1);
+}
+
+#[test]
+fn granted_tokens_are_persisted_and_survive_a_restart() {
+    let mut h = Harness::with(|_| {}, &[("q", 1)]);
+    let t = json!({"custom": {"rounds": [
+        {"allocate": {"namespace": "q", "token": "t"}, "phase": "Running", "version": 1}
+    ]}});
+    let id = h.submit("holder", t);
+    h.wait(&id, |v| v.plugin_phase == "PhaseRunning");
+    let rows = h.store.tokens().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].token, "ex:p:d:holder-t");
+    assert_eq!(rows[0].namespace, "inmemoryresourcemanager:scripted:q");
+    h.engine.shutdown(Duration::from_secs(5));
+    h.restart(|_| {}, &[("q", 1)]);
+    assert_eq!(
+        h.resources.in_use(&h.ns("q")),
+        1,
+        "the quota is still taken after the restart"
+    );
+    let other = h.submit(
+        "other",
+        json!({"custom": {"rounds": [{"allocate": {"namespace": "q", "token": "t"}, "phase": "Success"}]}}),
+    );
+    h.wait(&other, |v| v.plugin_phase == "PhaseWaitingForResources");
+    h.engine.abort(&id, "done").unwrap();
+    assert_eq!(h.wait_terminal(&other).phase, ExecPhase::Succeeded);
+}
+
+#[test]
+fn a_zero_quota_or_constraint_is_a_permanent_failure_with_a_clear_message() {
+    let h = Harness::with(|_| {}, &[("closed", 0), ("open", 5)]);
+    let a = h.submit(
+        "zero-quota",
+        json!({"custom": {"rounds": [{"allocate": {"namespace": "closed", "token": "t"}}]}}),
+    );
+    let b = h.submit(
+        "zero-cap",
+        json!({"custom": {"rounds": [{"allocate": {"namespace": "open", "token": "t", "project_cap": 0}}]}}),
+    );
+    for id in [&a, &b] {
+        let v = h.wait_terminal(id);
+        assert_eq!(v.phase, ExecPhase::Failed);
+        let err = v.error.unwrap();
+        assert_eq!(err.code, "ResourceNeverAvailable");
+        assert!(err.message.contains("can never be granted"), "{}", err.message);
+    }
+}
+
+// --- catalog ---------------------------------------------------------------------
+
+#[test]
+fn a_catalog_hit_completes_without_calling_the_plugin() {
+    let h = Harness::new();
+    let t = || {
+        json!({
+            "metadata": {"discoverable": true, "cache_version": "1"},
+            "interface": {"outputs": {"x": {"type": "integer"}}},
+            "inputs": {"x": 7},
+            "custom": {"rounds": [{"phase": "Success", "echo_inputs": true}]}
+        })
+    };
+    let first = h.submit("first", t());
+    assert_eq!(h.wait_terminal(&first).phase, ExecPhase::Succeeded);
+    let second = h.submit("second", t());
+    let v = h.wait_terminal(&second);
+    assert_eq!(v.phase, ExecPhase::Succeeded);
+    assert!(h.calls(&second).is_empty(), "no handle, no finalize");
+    assert_eq!(h.engine.outputs(&second).unwrap().unwrap()["x"], Literal::Integer(7));
+    let ev = h.events(&second);
+    assert_eq!(ev[0].event.body["cache_status"], "CACHE_HIT");
+    // Other inputs miss.
+    let mut other = t();
+    other["inputs"] = json!({"x": 8});
+    let third = h.submit("third", other);
+    h.wait_terminal(&third);
+    assert!(!h.calls(&third).is_empty());
+}
+
+// --- submission, secrets, restart -----------------------------------------------
+
+#[test]
+fn submission_rules() {
+    let h = Harness::new();
+    let s = spec(rounds(json!([{"phase": "Success"}])));
+    assert_eq!(
+        h.engine.submit(Some("same".into()), s.clone()).unwrap(),
+        SubmitOutcome::Created("same".into())
+    );
+    assert_eq!(
+        h.engine.submit(Some("same".into()), s.clone()).unwrap(),
+        SubmitOutcome::Existing("same".into())
+    );
+    let other = spec(rounds(json!([{"phase": "Running"}])));
+    assert!(matches!(
+        h.engine.submit(Some("same".into()), other),
+        Err(EngineError::Conflict(_))
+    ));
+    let mut unknown = s.clone();
+    unknown.template.task_type = "nope".into();
+    assert!(matches!(h.engine.submit(None, unknown), Err(EngineError::NoPlugin(_))));
+    assert!(matches!(
+        h.engine.submit(Some("../x".into()), s.clone()),
+        Err(EngineError::Invalid(_))
+    ));
+    let SubmitOutcome::Created(generated) = h.engine.submit(None, s).unwrap() else {
+        panic!()
+    };
+    assert_eq!(h.wait_terminal(&generated).phase, ExecPhase::Succeeded);
+    assert!(matches!(h.engine.get("missing"), Err(EngineError::NotFound)));
+    let listed = h.engine.list(Some(ExecPhase::Succeeded), 10, None).unwrap();
+    assert!(listed.iter().any(|v| v.id == generated));
+    let page = h.engine.list(None, 1, None).unwrap();
+    assert_eq!(page.len(), 1);
+    let next = h.engine.list(None, 10, Some(page[0].id.clone())).unwrap();
+    assert!(next.iter().all(|v| v.id > page[0].id));
+}
+
+#[test]
+fn secrets_come_from_the_environment_and_never_reach_events() {
+    std::env::set_var("KOZMO_SECRET_ENGINE_TEST_TOKEN", "s3cr3t-value");
+    let h = Harness::new();
+    let id = h.submit(
+        "secret",
+        rounds(json!([{"read_secret": "engine-test-token", "phase": "Success"}])),
+    );
+    assert_eq!(h.wait_terminal(&id).phase, ExecPhase::Succeeded);
+    assert!(h.calls(&id).contains(&"secret engine-test-token len=12".to_string()));
+    let missing = h.submit(
+        "no-secret",
+        rounds(json!([{"read_secret": "absent-key", "phase": "Success"}])),
+    );
+    let v = h.wait(&missing, |v| v.last_handler_error.is_some());
+    assert!(v
+        .last_handler_error
+        .unwrap()
+        .message
+        .contains("KOZMO_SECRET_ABSENT_KEY"));
+    let all = serde_json::to_string(&h.events(&id)).unwrap();
+    assert!(!all.contains("s3cr3t-value"));
+}
+
+#[test]
+fn a_restart_resumes_running_executions_where_they_were() {
+    let mut h = Harness::new();
+    let t = rounds(json!([
+        {"phase": "Running", "version": 1, "put_state": "kept", "state_version": 1},
+        {"phase": "Running", "version": 1}
+    ]));
+    let id = h.submit("resume", t);
+    h.wait(&id, |v| v.plugin_phase == "PhaseRunning");
+    h.engine.shutdown(Duration::from_secs(5));
+    h.restart(|_| {}, &[]);
+    h.wait(&id, |_| h.calls(&id).len() >= 3);
+    assert!(h.calls(&id).last().unwrap().ends_with("state=1:\"kept\""));
+    h.engine.abort(&id, "enough").unwrap();
+    assert_eq!(h.wait_terminal(&id).phase, ExecPhase::Aborted);
+    assert_eq!(h.count_kind(&id, event_kind::TERMINAL), 1);
+}
+
+#[test]
+fn the_signal_requeues_at_once() {
+    // Resync 10 s: only the plugin's signal can make the rounds progress.
+    let h = Harness::with(
+        |c| {
+            c.resync_interval = Duration::from_secs(10);
+            c.max_resync_interval = Duration::from_secs(10);
+        },
+        &[],
+    );
+    let t = rounds(json!([
+        {"phase": "Running", "version": 1},
+        {"phase": "Running", "version": 1, "signal": true},
+        {"phase": "Success"}
+    ]));
+    let id = h.submit("signalled", t);
+    let start = std::time::Instant::now();
+    assert_eq!(h.wait_terminal(&id).phase, ExecPhase::Succeeded);
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
