@@ -327,6 +327,12 @@ impl Engine {
             };
             let plugin = core.plugins.resolve(&spec.template.task_type).ok();
             let id = rec.id.clone();
+            if rec.state.phase == ExecPhase::Queued {
+                // A crash between the insert and these writes loses them.
+                if let Err(e) = core.write_input_files(&id, &spec) {
+                    log::warn!("execution {id}: {e}");
+                }
+            }
             core.lock_active().insert(
                 id.clone(),
                 Active {
@@ -546,6 +552,65 @@ impl Core {
         format!("x{:x}{:04x}", t, n & 0xffff)
     }
 
+    /// Validates a submission and builds its row.
+    fn prepare(
+        &self,
+        id: Option<String>,
+        spec: ExecutionSpec,
+        now: i64,
+    ) -> Result<(NewExecution, ExecutionSpec, Arc<dyn Plugin>), EngineError> {
+        if spec.template.task_type.is_empty() {
+            return Err(EngineError::Invalid("the task template has no type".into()));
+        }
+        let client_id = id.is_some();
+        let id = match id {
+            Some(id) if valid_id(&id) => id,
+            Some(id) => {
+                return Err(EngineError::Invalid(format!(
+                    "execution id [{id}] must be 1-100 characters of [A-Za-z0-9._-], not starting with '.'"
+                )))
+            }
+            None => self.new_id(),
+        };
+        let plugin = self
+            .plugins
+            .resolve(&spec.template.task_type)
+            .map_err(|e| EngineError::NoPlugin(format!("task type [{}]: {e}", spec.template.task_type)))?;
+        let new = NewExecution {
+            id,
+            client_id,
+            spec_json: spec.to_canonical_json(),
+            task_type: spec.template.task_type.clone(),
+            created_at_ms: now,
+            state: ExecState::new(now),
+        };
+        Ok((new, spec, plugin))
+    }
+
+    /// Tracks a durable new execution and queues it.
+    fn activate(&self, new: NewExecution, spec: ExecutionSpec, plugin: Option<Arc<dyn Plugin>>) {
+        let id = new.id.clone();
+        let rec = ExecutionRecord {
+            id: new.id,
+            client_id: new.client_id,
+            spec_json: new.spec_json,
+            task_type: new.task_type,
+            created_at_ms: new.created_at_ms,
+            state: new.state,
+            abort_requested: None,
+            task: TaskState::default(),
+        };
+        self.lock_active().insert(
+            id.clone(),
+            Active {
+                spec: Arc::new(spec),
+                record: rec,
+                plugin,
+            },
+        );
+        self.sched.add(&id);
+    }
+
     fn write_input_files(&self, id: &str, spec: &ExecutionSpec) -> Result<(), EngineError> {
         use kozmo_interface::DataStore;
         let dir = context::execution_dir(self.data.root(), id);
@@ -559,73 +624,60 @@ impl Core {
 }
 
 impl EngineHandle {
-    /// Accepts an execution; returns once it is durable.
+    /// Accepts an execution; returns once it is durable. The same id with
+    /// the same spec is `Existing`; with another spec, `Conflict`.
     pub fn submit(&self, id: Option<String>, spec: ExecutionSpec) -> Result<SubmitOutcome, EngineError> {
+        self.submit_batch(vec![(id, spec)])
+            .pop()
+            .unwrap_or(Err(EngineError::Invalid("empty batch".into())))
+    }
+
+    /// Accepts several executions in one durable transaction (one fsync);
+    /// one result per item, in order.
+    pub fn submit_batch(&self, items: Vec<(Option<String>, ExecutionSpec)>) -> Vec<Result<SubmitOutcome, EngineError>> {
         let c = &self.core;
         if c.sched_stopping() {
-            return Err(EngineError::ShuttingDown);
+            return items.iter().map(|_| Err(EngineError::ShuttingDown)).collect();
         }
-        if spec.template.task_type.is_empty() {
-            return Err(EngineError::Invalid("the task template has no type".into()));
-        }
-        let client_id = id.is_some();
-        let id = match id {
-            Some(id) if valid_id(&id) => id,
-            Some(id) => {
-                return Err(EngineError::Invalid(format!(
-                    "execution id [{id}] must be 1-100 characters of [A-Za-z0-9._-], not starting with '.'"
-                )))
-            }
-            None => c.new_id(),
-        };
-        let plugin = c
-            .plugins
-            .resolve(&spec.template.task_type)
-            .map_err(|e| EngineError::NoPlugin(format!("task type [{}]: {e}", spec.template.task_type)))?;
-        let spec_json = spec.to_canonical_json();
         let now = now_ms();
-        c.write_input_files(&id, &spec)?;
-        let new = NewExecution {
-            id: id.clone(),
-            client_id,
-            spec_json: spec_json.clone(),
-            task_type: spec.template.task_type.clone(),
-            created_at_ms: now,
-            state: ExecState::new(now),
-        };
-        match c.store.insert_execution(&new)? {
-            InsertOutcome::Exists { spec_json: existing } => {
-                if existing == spec_json {
-                    Ok(SubmitOutcome::Existing(id))
-                } else {
-                    Err(EngineError::Conflict(format!(
-                        "execution [{id}] exists with a different spec"
-                    )))
+        let mut results: Vec<Result<SubmitOutcome, EngineError>> = Vec::with_capacity(items.len());
+        let mut pending = Vec::new();
+        for (i, (id, spec)) in items.into_iter().enumerate() {
+            match c.prepare(id, spec, now) {
+                Ok(p) => {
+                    results.push(Ok(SubmitOutcome::Created(p.0.id.clone())));
+                    pending.push((i, p));
                 }
-            }
-            InsertOutcome::Created => {
-                let rec = ExecutionRecord {
-                    id: id.clone(),
-                    client_id,
-                    spec_json,
-                    task_type: new.task_type,
-                    created_at_ms: now,
-                    state: new.state,
-                    abort_requested: None,
-                    task: TaskState::default(),
-                };
-                c.lock_active().insert(
-                    id.clone(),
-                    Active {
-                        spec: Arc::new(spec),
-                        record: rec,
-                        plugin: Some(plugin),
-                    },
-                );
-                c.sched.add(&id);
-                Ok(SubmitOutcome::Created(id))
+                Err(e) => results.push(Err(e)),
             }
         }
+        let news: Vec<NewExecution> = pending.iter().map(|(_, p)| p.0.clone()).collect();
+        let outcomes = match c.store.insert_executions(&news) {
+            Ok(o) => o,
+            Err(e) => {
+                for (i, _) in &pending {
+                    results[*i] = Err(EngineError::Store(e.0.clone()));
+                }
+                return results;
+            }
+        };
+        for ((i, (new, spec, plugin)), outcome) in pending.into_iter().zip(outcomes) {
+            let id = new.id.clone();
+            results[i] = match outcome {
+                InsertOutcome::Exists { spec_json } if spec_json == new.spec_json => Ok(SubmitOutcome::Existing(id)),
+                InsertOutcome::Exists { .. } => Err(EngineError::Conflict(format!(
+                    "execution [{id}] exists with a different spec"
+                ))),
+                InsertOutcome::Created => {
+                    if let Err(e) = c.write_input_files(&id, &spec) {
+                        log::warn!("execution {id}: {e} (rewritten at the next start)");
+                    }
+                    c.activate(new, spec, Some(plugin));
+                    Ok(SubmitOutcome::Created(id))
+                }
+            };
+        }
+        results
     }
 
     /// The durable state of an execution.

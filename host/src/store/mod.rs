@@ -52,6 +52,10 @@ pub enum InsertOutcome {
 pub trait Store: Send + Sync {
     /// Inserts a new execution durably, or reports the existing one.
     fn insert_execution(&self, new: &NewExecution) -> StoreResult<InsertOutcome>;
+    /// Inserts several executions in one durable transaction.
+    fn insert_executions(&self, news: &[NewExecution]) -> StoreResult<Vec<InsertOutcome>> {
+        news.iter().map(|n| self.insert_execution(n)).collect()
+    }
     /// One execution with the task state of its current attempt.
     fn get_execution(&self, id: &str) -> StoreResult<Option<ExecutionRecord>>;
     /// Executions ordered by id, optionally of one phase, after `after`.

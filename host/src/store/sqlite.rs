@@ -167,6 +167,39 @@ fn migrate(c: &mut Connection) -> StoreResult<()> {
     Ok(())
 }
 
+fn insert_one(tx: &Transaction<'_>, new: &NewExecution) -> StoreResult<InsertOutcome> {
+    let existing: Option<String> = tx
+        .prepare_cached("SELECT spec FROM executions WHERE id = ?1")
+        .map_err(err)?
+        .query_row([&new.id], |r| r.get(0))
+        .optional()
+        .map_err(err)?;
+    if let Some(spec_json) = existing {
+        return Ok(InsertOutcome::Exists { spec_json });
+    }
+    let s = &new.state;
+    tx.prepare_cached(
+        "INSERT INTO executions (id, client_id, spec, task_type, created_at, phase, attempt, system_failures, \
+         updated_at, attempt_started_at, error, last_handler_error, handler_errors, finishing, abort_requested) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, NULL, 0, NULL, NULL)",
+    )
+    .map_err(err)?
+    .execute(params![
+        new.id,
+        new.client_id,
+        new.spec_json,
+        new.task_type,
+        new.created_at_ms,
+        s.phase.as_str(),
+        s.attempt as i64,
+        s.system_failures as i64,
+        s.updated_at_ms,
+        s.attempt_started_at_ms,
+    ])
+    .map_err(err)?;
+    Ok(InsertOutcome::Created)
+}
+
 fn apply(tx: &Transaction<'_>, c: &RoundCommit) -> StoreResult<()> {
     let s = &c.state;
     let id = &c.execution_id;
@@ -263,36 +296,18 @@ fn apply(tx: &Transaction<'_>, c: &RoundCommit) -> StoreResult<()> {
 
 impl Store for SqliteStore {
     fn insert_execution(&self, new: &NewExecution) -> StoreResult<InsertOutcome> {
+        Ok(self.insert_executions(std::slice::from_ref(new))?.remove(0))
+    }
+
+    fn insert_executions(&self, news: &[NewExecution]) -> StoreResult<Vec<InsertOutcome>> {
         let mut c = lock(&self.writer);
         let tx = c.transaction().map_err(err)?;
-        let existing: Option<String> = tx
-            .query_row("SELECT spec FROM executions WHERE id = ?1", [&new.id], |r| r.get(0))
-            .optional()
-            .map_err(err)?;
-        if let Some(spec_json) = existing {
-            return Ok(InsertOutcome::Exists { spec_json });
+        let mut out = Vec::with_capacity(news.len());
+        for new in news {
+            out.push(insert_one(&tx, new)?);
         }
-        let s = &new.state;
-        tx.execute(
-            "INSERT INTO executions (id, client_id, spec, task_type, created_at, phase, attempt, system_failures, \
-             updated_at, attempt_started_at, error, last_handler_error, handler_errors, finishing, abort_requested) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, NULL, 0, NULL, NULL)",
-            params![
-                new.id,
-                new.client_id,
-                new.spec_json,
-                new.task_type,
-                new.created_at_ms,
-                s.phase.as_str(),
-                s.attempt as i64,
-                s.system_failures as i64,
-                s.updated_at_ms,
-                s.attempt_started_at_ms,
-            ],
-        )
-        .map_err(err)?;
         tx.commit().map_err(err)?;
-        Ok(InsertOutcome::Created)
+        Ok(out)
     }
 
     #[allow(clippy::let_and_return)] // the statement borrows the connection guard
