@@ -422,3 +422,27 @@ fn the_signal_requeues_at_once() {
     assert_eq!(h.wait_terminal(&id).phase, ExecPhase::Succeeded);
     assert!(start.elapsed() < Duration::from_secs(5));
 }
+
+#[test]
+fn a_slow_plugin_call_does_not_stall_other_executions() {
+    let h = Harness::new(); // 2 workers
+    let slow = h.submit("slow", rounds(json!([{"sleep_ms": 3000, "phase": "Success"}])));
+    h.wait(&slow, |_| !h.calls(&slow).is_empty());
+    let start = std::time::Instant::now();
+    let fast = h.submit(
+        "fast",
+        rounds(json!([
+            {"phase": "Queued"},
+            {"phase": "Running", "version": 0},
+            {"phase": "Running", "version": 1},
+            {"phase": "Success"}
+        ])),
+    );
+    assert_eq!(h.wait_terminal(&fast).phase, ExecPhase::Succeeded);
+    assert!(start.elapsed() < Duration::from_millis(2500), "{:?}", start.elapsed());
+    assert!(
+        !h.engine.get(&slow).unwrap().phase.is_terminal(),
+        "the slow call is still running"
+    );
+    assert_eq!(h.wait_terminal(&slow).phase, ExecPhase::Succeeded);
+}
