@@ -86,3 +86,151 @@ pub trait Store: Send + Sync {
     /// Number of executions per phase.
     fn count_by_phase(&self) -> StoreResult<BTreeMap<ExecPhase, u64>>;
 }
+
+#[cfg(test)]
+mod tests {
+    use kozmo_interface::{ErrorKind, ExecutionError, Literal, Phase};
+
+    use super::*;
+    use crate::model::{event_kind, ErrorDocument, ExecState, NewEvent, TaskState};
+
+    fn new(id: &str, spec: &str) -> NewExecution {
+        NewExecution {
+            id: id.into(),
+            client_id: true,
+            spec_json: spec.into(),
+            task_type: "t".into(),
+            created_at_ms: 1,
+            state: ExecState::new(1),
+        }
+    }
+
+    fn event(kind: &str) -> NewEvent {
+        NewEvent {
+            kind: kind.into(),
+            attempt: 0,
+            phase: "PhaseRunning".into(),
+            version: 1,
+            occurred_at_ms: 2,
+            reported_at_ms: 3,
+            body: serde_json::json!({"k": 1}),
+        }
+    }
+
+    /// The contract every store keeps.
+    fn contract(s: &dyn Store) {
+        assert_eq!(s.insert_execution(&new("a", "{}")).unwrap(), InsertOutcome::Created);
+        assert_eq!(
+            s.insert_executions(&[new("b", "{}"), new("a", "{\"x\":1}")]).unwrap(),
+            vec![InsertOutcome::Created, InsertOutcome::Exists { spec_json: "{}".into() }]
+        );
+        let mut state = ExecState::new(5);
+        state.phase = ExecPhase::Running;
+        state.error = Some(ExecutionError::new("c", "m", ErrorKind::System));
+        let task = TaskState {
+            plugin_phase: Phase::RUNNING,
+            plugin_phase_version: 3,
+            plugin_state: Some(vec![1, 2, 3]),
+            plugin_state_version: 2,
+            cleanup_on_failure: true,
+            last_phase_updated_at_ms: 9,
+        };
+        let mut outputs = LiteralMap::new();
+        outputs.insert("x".into(), Literal::Integer(1));
+        let token = TokenRow {
+            namespace: "ns".into(),
+            token: "tok".into(),
+            execution_id: "a".into(),
+            attempt: 0,
+        };
+        assert!(s.request_abort("a", "why").unwrap());
+        assert!(!s.request_abort("zzz", "why").unwrap());
+        s.commit(&[RoundCommit {
+            task: Some((0, task.clone())),
+            events: vec![event(event_kind::TASK), event(event_kind::TERMINAL)],
+            outputs: Some((0, outputs.clone())),
+            error_document: Some((
+                0,
+                ErrorDocument {
+                    error: ExecutionError::new("e", "m", ErrorKind::User),
+                    recoverable: true,
+                },
+            )),
+            tokens_granted: vec![token.clone()],
+            ..RoundCommit::state_only("a", state.clone())
+        }])
+        .unwrap();
+        let rec = s.get_execution("a").unwrap().unwrap();
+        assert_eq!(rec.state, state);
+        assert_eq!(rec.task, task);
+        assert_eq!(
+            rec.abort_requested.as_deref(),
+            Some("why"),
+            "a commit keeps the abort request"
+        );
+        let ev = s.events("a").unwrap();
+        assert_eq!(ev.len(), 2);
+        assert_eq!(ev[0].event, event(event_kind::TASK));
+        assert!(ev[0].seq < ev[1].seq);
+        assert_eq!(s.outputs("a", 0).unwrap(), Some(outputs.clone()));
+        assert_eq!(s.outputs("a", 1).unwrap(), None);
+        assert!(s.error_document("a", 0).unwrap().unwrap().recoverable);
+        assert_eq!(s.tokens().unwrap(), vec![token]);
+        let mut done = state.clone();
+        done.phase = ExecPhase::Succeeded;
+        s.commit(&[RoundCommit {
+            tokens_released: vec![("ns".into(), "tok".into())],
+            clear_abort: true,
+            ..RoundCommit::state_only("a", done)
+        }])
+        .unwrap();
+        assert!(s.tokens().unwrap().is_empty());
+        assert_eq!(s.get_execution("a").unwrap().unwrap().abort_requested, None);
+        assert_eq!(s.load_active().unwrap().len(), 1, "only b is active");
+        assert_eq!(
+            s.list_executions(Some(ExecPhase::Succeeded), 10, None).unwrap().len(),
+            1
+        );
+        let page = s.list_executions(None, 10, Some("a")).unwrap();
+        assert_eq!(page.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), vec!["b"]);
+        assert_eq!(s.count_by_phase().unwrap()[&ExecPhase::Queued], 1);
+        s.catalog_put("k", &outputs).unwrap();
+        assert_eq!(s.catalog_get("k").unwrap(), Some(outputs));
+        assert_eq!(s.catalog_get("other").unwrap(), None);
+    }
+
+    #[test]
+    fn memory_store_keeps_the_contract() {
+        contract(&MemoryStore::new());
+    }
+
+    #[test]
+    fn sqlite_store_keeps_the_contract_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SqliteStore::open_in(dir.path()).unwrap();
+            assert_eq!(s.schema_version().unwrap(), 1);
+            contract(&s);
+        }
+        let s = SqliteStore::open_in(dir.path()).unwrap();
+        assert_eq!(s.schema_version().unwrap(), 1, "migrations run once");
+        assert_eq!(s.get_execution("a").unwrap().unwrap().state.phase, ExecPhase::Succeeded);
+        // A second terminal event for one execution is refused.
+        let dup = RoundCommit {
+            events: vec![event(event_kind::TERMINAL)],
+            ..RoundCommit::state_only("a", s.get_execution("a").unwrap().unwrap().state)
+        };
+        assert!(s.commit(&[dup]).is_err());
+    }
+
+    #[test]
+    fn sqlite_refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(SqliteStore::open_in(dir.path()).unwrap());
+        let c = rusqlite::Connection::open(dir.path().join("kozmo.db")).unwrap();
+        c.pragma_update(None, "user_version", 99).unwrap();
+        drop(c);
+        let e = SqliteStore::open_in(dir.path()).err().unwrap();
+        assert!(e.0.contains("newer"), "{e}");
+    }
+}
