@@ -33,6 +33,13 @@ fn vector_success_with_outputs_succeeds_with_one_success_event() {
     );
     assert_eq!(h.count_kind(&id, event_kind::TERMINAL), 1);
     assert_eq!(h.call_kinds(&id), vec!["handle a=0", "finalize a=0"]);
+    // The plugin asked for its input prefix: the input files were written.
+    let dir = h.dir.path().join("data/executions/ok");
+    let inputs = std::fs::read_to_string(dir.join("inputs.json")).unwrap();
+    assert_eq!(inputs, "{}");
+    assert!(std::fs::read_to_string(dir.join("task.json"))
+        .unwrap()
+        .contains("\"scripted\""));
 }
 
 #[test]

@@ -5,6 +5,7 @@
 
 use std::cell::RefCell;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 use kozmo_interface::literals::LiteralMap;
@@ -213,6 +214,7 @@ pub struct RoundContext<'a> {
     outputs: RefCell<Option<LiteralMap>>,
     error_document: RefCell<Option<ErrorDocument>>,
     events: RefCell<Vec<PhaseInfo>>,
+    files: &'a AtomicBool,
 }
 
 impl<'a> RoundContext<'a> {
@@ -227,6 +229,7 @@ impl<'a> RoundContext<'a> {
         paths: &'a AttemptPaths,
         resources: TaskResources,
         state: (u8, Option<Vec<u8>>),
+        files: &'a AtomicBool,
     ) -> Self {
         RoundContext {
             id,
@@ -242,6 +245,27 @@ impl<'a> RoundContext<'a> {
             outputs: RefCell::new(None),
             error_document: RefCell::new(None),
             events: RefCell::new(Vec::new()),
+            files,
+        }
+    }
+
+    /// Writes `inputs.json` and `task.json` the first time a plugin asks
+    /// for their paths (most plugins read inputs through the reader).
+    fn ensure_files(&self) {
+        if self.files.load(Ordering::Acquire) {
+            return;
+        }
+        let write = |path: &str, bytes: serde_json::Result<Vec<u8>>| -> Result<()> {
+            if self.services.data.head(path)?.is_none() {
+                self.services.data.write_raw(path, &bytes?)?;
+            }
+            Ok(())
+        };
+        let r = write(&self.paths.input_path, serde_json::to_vec(self.inputs))
+            .and_then(|_| write(&self.paths.task_path, serde_json::to_vec(self.template)));
+        match r {
+            Ok(()) => self.files.store(true, Ordering::Release),
+            Err(e) => log::warn!("execution {}: cannot write its input files: {e}", self.id),
         }
     }
 
@@ -329,15 +353,18 @@ impl TaskReader for RoundContext<'_> {
         Ok(self.template.clone())
     }
     fn path(&self) -> Result<String> {
+        self.ensure_files();
         Ok(self.paths.task_path.clone())
     }
 }
 
 impl InputReader for RoundContext<'_> {
     fn input_prefix(&self) -> String {
+        self.ensure_files();
         self.paths.input_prefix.clone()
     }
     fn input_path(&self) -> String {
+        self.ensure_files();
         self.paths.input_path.clone()
     }
     fn get(&self) -> Result<LiteralMap> {

@@ -18,7 +18,7 @@ mod scheduler;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -201,6 +201,21 @@ pub(crate) struct Active {
     pub(crate) spec: Arc<ExecutionSpec>,
     pub(crate) record: ExecutionRecord,
     pub(crate) plugin: Option<Arc<dyn Plugin>>,
+    /// Whether `inputs.json`/`task.json` are known to exist.
+    pub(crate) files: Arc<AtomicBool>,
+}
+
+impl Active {
+    fn new(spec: ExecutionSpec, mut record: ExecutionRecord, plugin: Option<Arc<dyn Plugin>>) -> Self {
+        // The parsed spec is kept; the JSON copy would be cloned every step.
+        record.spec_json = String::new();
+        Active {
+            spec: Arc::new(spec),
+            record,
+            plugin,
+            files: Arc::new(AtomicBool::new(false)),
+        }
+    }
 }
 
 pub(crate) struct Core {
@@ -327,20 +342,7 @@ impl Engine {
             };
             let plugin = core.plugins.resolve(&spec.template.task_type).ok();
             let id = rec.id.clone();
-            if rec.state.phase == ExecPhase::Queued {
-                // A crash between the insert and these writes loses them.
-                if let Err(e) = core.write_input_files(&id, &spec) {
-                    log::warn!("execution {id}: {e}");
-                }
-            }
-            core.lock_active().insert(
-                id.clone(),
-                Active {
-                    spec: Arc::new(spec),
-                    record: rec,
-                    plugin,
-                },
-            );
+            core.lock_active().insert(id.clone(), Active::new(spec, rec, plugin));
             core.sched.add(&id);
         }
         if n > 0 {
@@ -490,14 +492,7 @@ impl Core {
                     a.record = rec;
                 } else if let Ok(spec) = serde_json::from_str::<ExecutionSpec>(&rec.spec_json) {
                     let plugin = self.plugins.resolve(&spec.template.task_type).ok();
-                    g.insert(
-                        id.to_string(),
-                        Active {
-                            spec: Arc::new(spec),
-                            record: rec,
-                            plugin,
-                        },
-                    );
+                    g.insert(id.to_string(), Active::new(spec, rec, plugin));
                     self.sched.add(id);
                 }
             }
@@ -600,26 +595,8 @@ impl Core {
             abort_requested: None,
             task: TaskState::default(),
         };
-        self.lock_active().insert(
-            id.clone(),
-            Active {
-                spec: Arc::new(spec),
-                record: rec,
-                plugin,
-            },
-        );
+        self.lock_active().insert(id.clone(), Active::new(spec, rec, plugin));
         self.sched.add(&id);
-    }
-
-    fn write_input_files(&self, id: &str, spec: &ExecutionSpec) -> Result<(), EngineError> {
-        use kozmo_interface::DataStore;
-        let dir = context::execution_dir(self.data.root(), id);
-        let inputs = serde_json::to_vec(&spec.inputs).map_err(|e| EngineError::Invalid(e.to_string()))?;
-        let task = serde_json::to_vec(&spec.template).map_err(|e| EngineError::Invalid(e.to_string()))?;
-        self.data
-            .write_raw(&format!("{dir}/inputs.json"), &inputs)
-            .and_then(|_| self.data.write_raw(&format!("{dir}/task.json"), &task))
-            .map_err(|e| EngineError::Store(e.to_string()))
     }
 }
 
@@ -669,9 +646,6 @@ impl EngineHandle {
                     "execution [{id}] exists with a different spec"
                 ))),
                 InsertOutcome::Created => {
-                    if let Err(e) = c.write_input_files(&id, &spec) {
-                        log::warn!("execution {id}: {e} (rewritten at the next start)");
-                    }
                     c.activate(new, spec, Some(plugin));
                     Ok(SubmitOutcome::Created(id))
                 }

@@ -111,6 +111,7 @@ impl Core {
             &paths,
             resources,
             (a.record.task.plugin_state_version, a.record.task.plugin_state.clone()),
+            &a.files,
         );
         let r = f(&ctx);
         (r, ctx.into_buffered(), gname)
