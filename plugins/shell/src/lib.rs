@@ -309,8 +309,10 @@ fn text_prefix(bytes: &[u8], limit: usize) -> String {
 pub fn stdout_value(bytes: &[u8], total_size: u64, limit: usize) -> String {
     if (total_size as usize) <= limit && bytes.len() as u64 == total_size {
         let text = String::from_utf8_lossy(bytes);
-        let text = text.strip_suffix('\n').unwrap_or(&text);
-        let text = text.strip_suffix('\r').unwrap_or(text);
+        let text = text
+            .strip_suffix("\r\n")
+            .or_else(|| text.strip_suffix('\n'))
+            .unwrap_or(&text);
         return text.to_string();
     }
     let note = format!("\n[kozmo shell: output truncated to {limit} of {total_size} bytes; see the stdout log]");

@@ -427,6 +427,7 @@ fn local_dirs_are_absolute_paths_and_file_urls() {
 fn stdout_value_drops_one_newline_and_truncates_with_a_note() {
     assert_eq!(stdout_value(b"a\n\n", 3, 100), "a\n");
     assert_eq!(stdout_value(b"a\r\n", 3, 100), "a");
+    assert_eq!(stdout_value(b"a\r", 2, 100), "a\r");
     assert_eq!(stdout_value(b"", 0, 100), "");
     let big = vec![b'x'; 500];
     let v = stdout_value(&big, 500, 200);
