@@ -429,7 +429,11 @@ impl Shell {
             state.work_dir,
             quote::join(&argv)
         );
-        ctx.plugin_state_writer().put(STATE_VERSION, &state)?;
+        if let Err(e) = ctx.plugin_state_writer().put(STATE_VERSION, &state) {
+            // Without state no later round could find this process: stop it.
+            process::terminate_group(state.pgid, Duration::ZERO);
+            return Err(e);
+        }
         Ok(PhaseInfo::running(RUNNING_VERSION, Some(running_info(&state))))
     }
 
