@@ -451,3 +451,61 @@ fn the_entry_registers_the_shell_task_type() {
     let plugin = kozmo_interface::load_plugin(&kozmo_interface::testing::TestSetupContext::new(), &e).unwrap();
     assert_eq!(plugin.id(), "shell");
 }
+
+/// Reads `examples/<name>.json` like the CLI does: a task template plus `inputs`.
+fn example(name: &str) -> (TaskTemplate, kozmo_interface::LiteralMap) {
+    #[derive(serde::Deserialize)]
+    struct TaskFile {
+        #[serde(flatten)]
+        template: TaskTemplate,
+        #[serde(default)]
+        inputs: kozmo_interface::LiteralMap,
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../examples/{name}.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let file: TaskFile = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(file.template.task_type, "shell");
+    (file.template, file.inputs)
+}
+
+fn run_example(name: &str) -> (PhaseInfo, TestTaskContext) {
+    let raw = raw_dir();
+    let (template, inputs) = example(name);
+    let mut ctx = ctx_in(raw.path(), template);
+    ctx.inputs = inputs;
+    let end = run_to_end(&Shell, &ctx);
+    (end, ctx)
+}
+
+#[test]
+fn the_examples_reach_their_documented_ends() {
+    let (end, ctx) = run_example("shell-hello");
+    assert_eq!(end.phase(), Phase::SUCCESS, "{end}");
+    assert_eq!(
+        ctx.outputs().unwrap()["stdout"],
+        Literal::String("hello, world, from kozmo's shell plugin (key test_exec_n0_0)".into())
+    );
+
+    let (end, _) = run_example("shell-fail");
+    assert_eq!(end.phase(), Phase::RETRYABLE_FAILURE, "{end}");
+    let err = end.err().unwrap();
+    assert_eq!(err.code, "NonZeroExit");
+    assert!(
+        err.message.contains("error: 41 is not a valid answer"),
+        "{}",
+        err.message
+    );
+
+    // shell-sleep takes a few seconds: check that it starts and renders its input.
+    let raw = raw_dir();
+    let (template, inputs) = example("shell-sleep");
+    let mut ctx = ctx_in(raw.path(), template);
+    ctx.inputs = inputs;
+    assert_eq!(Shell.handle(&ctx).unwrap().info().phase(), Phase::RUNNING);
+    ctx.next_round();
+    let state = state_of(&ctx);
+    wait_for("the first line", Duration::from_secs(5), || {
+        std::fs::read_to_string(&state.stdout_path).is_ok_and(|s| s == "started\n")
+    });
+    Shell.abort(&ctx).unwrap();
+}
