@@ -46,6 +46,14 @@ fn lib(name: &str) -> PathBuf {
             .collect();
         let abort = kozmo_testkit::build_plugins_with(&["kozmo-plugin-echo"], Some("-C panic=abort"), "abort");
         m.insert("abort-echo".into(), abort[0].clone());
+        // The loader refuses group/world-writable plugins; do not let the
+        // umask of whoever built the fixtures decide the outcome.
+        for path in m.values() {
+            for p in [path.as_path(), path.parent().unwrap()] {
+                let mode = std::fs::metadata(p).unwrap().permissions().mode();
+                std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode & !0o022)).unwrap();
+            }
+        }
         m
     });
     libs.get(name).unwrap_or_else(|| panic!("no fixture {name}")).clone()
@@ -64,6 +72,12 @@ fn dir_with(links: &[(&str, &str)]) -> tempfile::TempDir {
         std::os::unix::fs::symlink(lib(fixture), dir.path().join(so(name))).unwrap();
     }
     dir
+}
+
+/// Writes a non-library file (mode 0644).
+fn write_file(path: &Path, bytes: &[u8]) {
+    std::fs::write(path, bytes).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
 }
 
 /// Copies a fixture into `dir` under `name` (mode 0755).
@@ -245,7 +259,7 @@ fn two_defaults_are_an_error_naming_both() {
     let dir = dir_with(&[("echo", "echo"), ("default2", "default2")]);
     let report = load(dir.path()).unwrap_err();
     let m = only_error(&report, ProblemKind::MultipleDefaults, &[&so("echo"), &so("default2")]);
-    assert!(m.contains("is_default"), "{m}");
+    assert!(m.contains("are both marked is_default"), "{m}");
 }
 
 #[test]
@@ -349,8 +363,7 @@ fn random_bytes_named_like_a_library_are_not_a_library() {
     let bytes: Vec<u8> = (0..65536u32)
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();
-    std::fs::write(&junk, bytes).unwrap();
-    std::fs::set_permissions(&junk, std::fs::Permissions::from_mode(0o644)).unwrap();
+    write_file(&junk, &bytes);
     let report = load(dir.path()).unwrap_err();
     only_error(&report, ProblemKind::NotALibrary, &[&so("junk")]);
 }
@@ -425,7 +438,7 @@ fn mixed_dir() -> tempfile::TempDir {
         ("plain", "noroot"),
         ("shortname", "shortname"),
     ]);
-    std::fs::write(dir.path().join(so("junk")), b"\x7fELF but not really").unwrap();
+    write_file(&dir.path().join(so("junk")), b"\x7fELF but not really");
     dir
 }
 
@@ -540,7 +553,7 @@ fn cli_check_prints_entries_of_a_valid_plugin_and_exits_0() {
 fn cli_check_prints_one_line_per_problem_and_exits_non_zero() {
     let dir = dir_with(&[]);
     let junk = dir.path().join(so("junk"));
-    std::fs::write(&junk, b"random bytes, not a library").unwrap();
+    write_file(&junk, b"random bytes, not a library");
     let cases: Vec<(Vec<PathBuf>, Vec<&str>)> = vec![
         (vec![lib("noroot")], vec!["no-root-module"]),
         (vec![junk.clone()], vec!["not-a-library"]),

@@ -90,6 +90,13 @@ pub fn run(cmd: PluginsCommand) -> anyhow::Result<ExitCode> {
             match loader::load_directory(&config, &services) {
                 Ok(loaded) => {
                     print!("{}", table(&loaded.infos()));
+                    if loaded.plugins().is_empty() {
+                        eprintln!(
+                            "note: no plugin library (*{}) in {}",
+                            std::env::consts::DLL_SUFFIX,
+                            args.dir.display()
+                        );
+                    }
                     print_problems(&LoadReport {
                         warnings: loaded.warnings().to_vec(),
                         ..Default::default()

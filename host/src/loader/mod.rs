@@ -376,3 +376,87 @@ fn run_loader(s: &StagedEntry, services: &LoaderServices) -> Result<Arc<dyn Plug
     }
     Ok(Arc::from(plugin))
 }
+
+#[cfg(test)]
+mod tests {
+    use kozmo_interface::{PluginEntry, PluginLoader, Result, TaskExecutionContext, Transition};
+
+    use super::*;
+
+    struct Named(&'static str);
+
+    impl Plugin for Named {
+        fn id(&self) -> &str {
+            self.0
+        }
+        fn handle(&self, _: &dyn TaskExecutionContext) -> Result<Transition> {
+            Ok(Transition::unknown())
+        }
+        fn abort(&self, _: &dyn TaskExecutionContext) -> Result<()> {
+            Ok(())
+        }
+        fn finalize(&self, _: &dyn TaskExecutionContext) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    fn staged(id: &str, loader: PluginLoader) -> StagedEntry {
+        StagedEntry {
+            file: PathBuf::from("/p/lib.so"),
+            interface_version: "1.0.0".into(),
+            entry: PluginEntry {
+                id: id.into(),
+                registered_task_types: vec![id.into()],
+                load_plugin: loader,
+                is_default: false,
+            },
+        }
+    }
+
+    #[test]
+    fn a_plugin_whose_id_differs_from_its_entry_is_refused() {
+        let s = staged("core", PluginLoader::new(|_| Ok(Box::new(Named("Core")))));
+        let p = run_loader(&s, &LoaderServices::offline("in tests")).err().unwrap();
+        assert_eq!(p.kind, ProblemKind::PluginIdMismatch);
+        assert!(p
+            .message
+            .starts_with("failed to load plugin core (/p/lib.so): the loaded plugin reports id \"Core\""));
+    }
+
+    #[test]
+    fn a_host_side_loader_panic_is_caught() {
+        let s = staged("core", PluginLoader::new(|_| panic!("boom")));
+        let p = run_loader(&s, &LoaderServices::offline("in tests")).err().unwrap();
+        assert_eq!(p.kind, ProblemKind::LoaderPanic);
+        let ok = staged("core", PluginLoader::new(|_| Ok(Box::new(Named("core")))));
+        assert_eq!(run_loader(&ok, &LoaderServices::offline("t")).unwrap().id(), "core");
+    }
+
+    #[test]
+    fn layout_mismatch_messages_keep_three_error_lines_on_one_line() {
+        let e = OpenError::LayoutMismatch {
+            summary: (1..=5).map(|i| format!("Error: field {i} differs")).collect(),
+            report: "long\nreport".into(),
+        };
+        let p = open_problem(Path::new("/p/x.so"), e);
+        assert_eq!(p.kind, ProblemKind::LayoutMismatch);
+        assert!(!p.message.contains('\n'));
+        assert!(
+            p.message.contains("Error: field 3 differs (and 2 more)"),
+            "{}",
+            p.message
+        );
+        assert!(!p.message.contains("field 4"));
+        let p = open_problem(
+            Path::new("/p/y.so"),
+            OpenError::InterfaceMismatch {
+                expected: "1.0.0".into(),
+                found: "2.0.0".into(),
+            },
+        );
+        assert_eq!(p.kind, ProblemKind::InterfaceMismatch);
+        assert!(p
+            .message
+            .starts_with("/p/y.so: built against kozmo-interface 2.0.0, this host supports 1.0.0"));
+    }
+}

@@ -198,8 +198,9 @@ pub fn plan(staged: &[StagedEntry], config: &LoaderConfig) -> Plan {
                 ProblemKind::MultipleDefaults,
                 many.iter().map(|&i| staged[i].file.clone()).collect(),
                 format!(
-                    "plugins {} are all marked is_default; at most one plugin may be the default, remove the others or disable them with enabled_plugins",
-                    join_and(&shown)
+                    "plugins {} are {} marked is_default; at most one plugin may be the default, remove the others or disable them with enabled_plugins",
+                    join_and(&shown),
+                    if shown.len() == 2 { "both" } else { "all" }
                 ),
             ));
         }
@@ -349,5 +350,115 @@ impl LoadedPlugins {
     /// Problems skipped under `skip_invalid_plugins`.
     pub fn warnings(&self) -> &[Problem] {
         &self.warnings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kozmo_interface::{PluginError, PluginLoader};
+
+    use super::*;
+
+    fn staged(file: &str, id: &str, types: &[&str], is_default: bool) -> StagedEntry {
+        StagedEntry {
+            file: PathBuf::from(file),
+            interface_version: "1.0.0".into(),
+            entry: PluginEntry {
+                id: id.into(),
+                registered_task_types: types.iter().map(|t| t.to_string()).collect(),
+                load_plugin: PluginLoader::new(|_| Err(PluginError::system("NotRun", "not run in plan tests"))),
+                is_default,
+            },
+        }
+    }
+
+    fn config() -> LoaderConfig {
+        LoaderConfig::new("/plugins")
+    }
+
+    #[test]
+    fn an_id_exported_twice_by_one_library_names_it_once() {
+        let s = [
+            staged("/p/a.so", "x", &["x"], false),
+            staged("/p/a.so", "x", &["y"], false),
+        ];
+        let plan = plan(&s, &config());
+        assert_eq!(plan.errors.len(), 1);
+        assert_eq!(plan.errors[0].kind, ProblemKind::DuplicateId);
+        assert_eq!(
+            plan.errors[0].message,
+            "plugin id x is exported 2 times by /p/a.so; each id must appear once"
+        );
+        assert_eq!(
+            plan.to_load,
+            [0],
+            "the first occurrence is still loaded, for a complete report"
+        );
+    }
+
+    #[test]
+    fn three_way_duplicates_and_defaults_name_every_file() {
+        let s = [
+            staged("/p/a.so", "x", &["a"], true),
+            staged("/p/b.so", "X", &["b"], true),
+            staged("/p/c.so", "x", &["c"], false),
+            staged("/p/d.so", "d", &["d"], true),
+        ];
+        let plan = plan(&s, &config());
+        let dup = &plan.errors[0];
+        assert_eq!(dup.kind, ProblemKind::DuplicateId);
+        assert!(
+            dup.message.contains("exported by /p/a.so, /p/b.so and /p/c.so"),
+            "{}",
+            dup.message
+        );
+        let defaults = &plan.errors[1];
+        assert_eq!(defaults.kind, ProblemKind::MultipleDefaults);
+        assert!(
+            defaults
+                .message
+                .starts_with("plugins x (/p/a.so) and d (/p/d.so) are both marked is_default"),
+            "{}",
+            defaults.message
+        );
+        assert_eq!(plan.errors.len(), 2);
+    }
+
+    #[test]
+    fn config_names_are_cleaned_and_checked() {
+        let s = [
+            staged("/p/a.so", "alpha", &["t"], false),
+            staged("/p/b.so", "beta", &["t"], false),
+        ];
+        let mut c = config();
+        c.enabled_plugins = vec!["Alpha".into(), " beta".into(), "gamma".into()];
+        c.default_for_task_types = BTreeMap::from([("T ".into(), "BETA".into())]);
+        let p = plan(&s, &c);
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        assert_eq!(p.routes.get("t"), Some(&1));
+        assert_eq!(p.warnings.len(), 1);
+        assert!(p.warnings[0].message.contains("gamma"));
+
+        c.enabled_plugins = vec!["alpha".into()];
+        let p = plan(&s, &c);
+        assert_eq!(p.errors.len(), 1);
+        assert_eq!(p.errors[0].kind, ProblemKind::Config);
+        assert!(p.errors[0].message.contains("not configured to be an enabled plugin"));
+
+        c.enabled_plugins = vec![];
+        c.default_for_task_types = BTreeMap::from([("other".into(), "alpha".into())]);
+        let p = plan(&s, &c);
+        let kinds: Vec<_> = p.errors.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, [ProblemKind::Config, ProblemKind::TaskTypeConflict]);
+        assert!(p.errors[0].message.contains("does not register it (it registers t)"));
+    }
+
+    #[test]
+    fn join_and_reads_naturally() {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(join_and(&v(&[])), "");
+        assert_eq!(join_and(&v(&["a"])), "a");
+        assert_eq!(join_and(&v(&["a", "b"])), "a and b");
+        assert_eq!(join_and(&v(&["a", "b", "c"])), "a, b and c");
     }
 }
