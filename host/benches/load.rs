@@ -46,7 +46,16 @@ fn copy(src: &Path, dir: &Path, name: &str) -> PathBuf {
 }
 
 fn bench(c: &mut Criterion) {
-    let libs = kozmo_testkit::build_plugins_release(&FIXTURES);
+    // `cargo bench` passes --bench and gets release libraries; `cargo test
+    // --all-targets` runs each benchmark once as a smoke test, with the debug
+    // libraries the test suites already built.
+    let bench_mode = std::env::args().any(|a| a == "--bench");
+    let copies = if bench_mode { 50 } else { 3 };
+    let libs = if bench_mode {
+        kozmo_testkit::build_plugins_release(&FIXTURES)
+    } else {
+        kozmo_testkit::build_plugins(&FIXTURES)
+    };
     let echo = libs[0].clone();
     let services = LoaderServices::offline("in the benchmark");
     let mut group = c.benchmark_group("load");
@@ -70,12 +79,12 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    group.bench_function("dir_50_copies", |b| {
+    group.bench_function(format!("dir_{copies}_copies"), |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 let dir = fresh_dir();
-                for i in 0..50 {
+                for i in 0..copies {
                     copy(&echo, dir.path(), &format!("e{i:02}"));
                 }
                 let start = Instant::now();
