@@ -13,7 +13,10 @@ use kozmo_interface::template::{render, Parameters};
 use kozmo_interface::testing::{TestSetupContext, TestTaskContext};
 use kozmo_interface::{encoding, load_plugin, state, Plugin};
 
-fn plugins() -> (Vec<Box<dyn Plugin>>, Vec<Box<dyn Plugin>>) {
+type Plugins = Vec<Box<dyn Plugin>>;
+
+/// The fixture's plugins: (native, through the ABI).
+fn plugins() -> (Plugins, Plugins) {
     let lib = kozmo_testkit::build_plugins_release(&["kozmo-fixture-noop"]).remove(0);
     let opened = open_library(&lib).expect("noop fixture opens");
     let setup = TestSetupContext::new();
