@@ -1,8 +1,11 @@
 //! The Kozmo daemon as a library: plugin loading, the engine, the store, the
 //! API. The `kozmo` binary (`main.rs`) is a thin CLI over it.
 
+pub mod api;
 pub mod catalog;
 pub mod cli;
+pub mod client;
+pub mod config;
 pub mod datastore;
 pub mod engine;
 pub mod loader;

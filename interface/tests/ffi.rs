@@ -294,6 +294,10 @@ fn panics_in_every_call_come_back_as_errors() {
     let ctx = TestTaskContext::new();
     let e = plugin.handle(&ctx).unwrap_err();
     assert!(e.is_panic() && e.message.contains("handle exploded"), "{e:?}");
+    assert!(
+        e.message.contains("tests/fixtures/panicky/src/lib.rs:"),
+        "the location is reported: {e:?}"
+    );
     let e = plugin.abort(&ctx).unwrap_err();
     assert!(e.is_panic() && e.message.contains("abort exploded"), "{e:?}");
     let e = plugin.finalize(&ctx).unwrap_err();

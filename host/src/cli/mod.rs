@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod executions;
 pub mod plugins;
 
 /// Kozmo: a native plugin system for task execution.
@@ -13,6 +14,9 @@ pub struct Cli {
     /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// Where the daemon is (for the client commands).
+    #[command(flatten)]
+    pub server: executions::ServerArgs,
     /// The command to run.
     #[command(subcommand)]
     pub command: Command,
@@ -24,6 +28,52 @@ pub enum Command {
     /// Inspect and validate plugin libraries.
     #[command(subcommand)]
     Plugins(plugins::PluginsCommand),
+    /// Submit a task file (or `-` for stdin) to the daemon.
+    Submit(executions::SubmitArgs),
+    /// Show one execution.
+    Get {
+        /// Execution id.
+        id: String,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t)]
+        output: executions::Format,
+    },
+    /// List executions, oldest first.
+    List {
+        /// Only executions in this phase (e.g. Running, Succeeded, Failed).
+        #[arg(long)]
+        phase: Option<String>,
+        /// At most this many (1-1000).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t)]
+        output: executions::Format,
+    },
+    /// Show an execution's events, in order.
+    Events {
+        /// Execution id.
+        id: String,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t)]
+        output: executions::Format,
+    },
+    /// Show an execution's outputs (JSON).
+    Outputs {
+        /// Execution id.
+        id: String,
+    },
+    /// Abort an execution (its plugin's abort and finalize run).
+    Abort {
+        /// Execution id.
+        id: String,
+        /// Why (recorded in the execution's events).
+        #[arg(long, default_value = "aborted from the command line")]
+        reason: String,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t)]
+        output: executions::Format,
+    },
 }
 
 /// Sets up env_logger: `RUST_LOG` if set, else warn/info/debug/trace by `-v` count.
@@ -41,5 +91,11 @@ pub fn init_logging(verbose: u8) {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Plugins(cmd) => plugins::run(cmd),
+        Command::Submit(args) => executions::submit(args, cli.server),
+        Command::Get { id, output } => executions::get(&id, output, cli.server),
+        Command::List { phase, limit, output } => executions::list(phase, limit, output, cli.server),
+        Command::Events { id, output } => executions::events(&id, output, cli.server),
+        Command::Outputs { id } => executions::outputs(&id, cli.server),
+        Command::Abort { id, reason, output } => executions::abort(&id, &reason, output, cli.server),
     }
 }

@@ -1,14 +1,198 @@
-//! `kozmo plugins list|check` (to be filled by the loader work).
+//! `kozmo plugins list|check`: what a plugin directory holds, and whether
+//! given libraries would load (for plugin authors' CI).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
+
+use crate::loader::{self, LoadReport, LoaderConfig, LoaderServices, PluginInfo};
 
 /// `kozmo plugins ...`
 #[derive(Debug, Subcommand)]
-pub enum PluginsCommand {}
+pub enum PluginsCommand {
+    /// Load a plugin directory the way the daemon does and print a table of
+    /// its plugins (id, task types, default, file, interface version).
+    ///
+    /// Every problem is printed on its own line (`error[KIND]: ...`,
+    /// `warning[KIND]: ...`) after the table; the exit code is 1 if any error
+    /// remains (0 with --skip-invalid when only single files were
+    /// skipped).
+    List(ListArgs),
+    /// Check plugin libraries without running the daemon: every check the
+    /// daemon makes (file, symbols, ABI, entries, loaders, duplicates among
+    /// the given files).
+    ///
+    /// Prints the entries of valid libraries (`ok: ...`) and exits 0; prints
+    /// one line per problem (`error[KIND]: ...`) and exits 1 otherwise.
+    Check(CheckArgs),
+}
+
+/// Options shared by `list` and `check`.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// Accept files (and a directory) writable by group/others or owned by
+    /// another user.
+    #[arg(long)]
+    pub allow_insecure: bool,
+}
+
+/// `kozmo plugins list`
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// The plugin directory.
+    #[arg(long, short, env = "KOZMO_PLUGIN_DIR", default_value = "plugins")]
+    pub dir: PathBuf,
+    /// Skip libraries with problems (printed as warnings) instead of failing.
+    #[arg(long)]
+    pub skip_invalid: bool,
+    /// Load only these plugin ids (repeatable; default: all).
+    #[arg(long = "enable", value_name = "ID")]
+    pub enabled: Vec<String>,
+    /// Choose the plugin for a task type several plugins register
+    /// (repeatable), as TASK_TYPE=PLUGIN_ID.
+    #[arg(long = "default-for", value_name = "TASK_TYPE=PLUGIN_ID", value_parser = parse_pair)]
+    pub default_for: Vec<(String, String)>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// `kozmo plugins check`
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The library files to check (any name; together they are checked as
+    /// one directory would be).
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((t, p)) if !t.trim().is_empty() && !p.trim().is_empty() => Ok((t.trim().into(), p.trim().into())),
+        _ => Err(format!("expected TASK_TYPE=PLUGIN_ID, got {s:?}")),
+    }
+}
 
 /// Runs a `plugins` subcommand.
 pub fn run(cmd: PluginsCommand) -> anyhow::Result<ExitCode> {
-    match cmd {}
+    match cmd {
+        PluginsCommand::List(args) => {
+            let config = LoaderConfig {
+                plugins_dir: args.dir.clone(),
+                enabled_plugins: args.enabled,
+                default_for_task_types: args.default_for.into_iter().collect(),
+                skip_invalid_plugins: args.skip_invalid,
+                allow_insecure_plugin_dir: args.common.allow_insecure,
+            };
+            let services = LoaderServices::offline("in `kozmo plugins list` (no daemon running)");
+            match loader::load_directory(&config, &services) {
+                Ok(loaded) => {
+                    print!("{}", table(&loaded.infos()));
+                    if loaded.plugins().is_empty() {
+                        eprintln!(
+                            "note: no plugin library (*{}) in {}",
+                            std::env::consts::DLL_SUFFIX,
+                            args.dir.display()
+                        );
+                    }
+                    print_problems(&LoadReport {
+                        warnings: loaded.warnings().to_vec(),
+                        ..Default::default()
+                    });
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(report) => {
+                    if !report.loaded.is_empty() {
+                        print!("{}", table(&report.loaded));
+                    }
+                    print_problems(&report);
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        PluginsCommand::Check(args) => {
+            let config = LoaderConfig {
+                plugins_dir: PathBuf::from("(command line)"),
+                allow_insecure_plugin_dir: args.common.allow_insecure,
+                ..Default::default()
+            };
+            let services = LoaderServices::offline("in `kozmo plugins check` (no daemon running)");
+            match loader::check_files(&args.files, &config, &services) {
+                Ok(loaded) => {
+                    for p in loaded.infos() {
+                        println!("ok: {}", entry_line(&p));
+                    }
+                    print_problems(&LoadReport {
+                        warnings: loaded.warnings().to_vec(),
+                        ..Default::default()
+                    });
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(report) => {
+                    print_problems(&report);
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+    }
+}
+
+/// Problems go to stdout, one line each: they are the command's result
+/// (stderr carries logs, and panic messages a plugin's own std prints).
+fn print_problems(report: &LoadReport) {
+    print!("{report}");
+}
+
+/// `<id>: task types [a, b], default, <file>, kozmo-interface <v>`.
+pub fn entry_line(p: &PluginInfo) -> String {
+    format!(
+        "{}: task types [{}]{}, {}, kozmo-interface {}",
+        p.id,
+        p.task_types.join(", "),
+        if p.is_default { ", default" } else { "" },
+        p.file.display(),
+        p.interface_version
+    )
+}
+
+/// The `list` table, header included.
+pub fn table(plugins: &[PluginInfo]) -> String {
+    let mut rows = vec![[
+        "ID".to_string(),
+        "TASK TYPES".to_string(),
+        "DEFAULT".to_string(),
+        "FILE".to_string(),
+        "INTERFACE".to_string(),
+    ]];
+    for p in plugins {
+        rows.push([
+            p.id.clone(),
+            p.task_types.join(","),
+            if p.is_default { "yes" } else { "no" }.to_string(),
+            p.file.display().to_string(),
+            p.interface_version.clone(),
+        ]);
+    }
+    let mut widths = [0usize; 5];
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in &rows {
+        let mut line = String::new();
+        for (i, (c, w)) in r.iter().zip(widths).enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(c);
+            } else {
+                line.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
 }

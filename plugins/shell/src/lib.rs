@@ -1,1 +1,578 @@
-//! The `shell` plugin (to be written).
+//! The `shell` plugin: runs a task's command as a local process.
+//!
+//! Task type `shell` (plugin id `shell`, not the default plugin).
+//!
+//! ## The task
+//!
+//! ```json
+//! {
+//!   "type": "shell",
+//!   "container": {
+//!     "command": ["sh", "-c", "echo \"hello, $1 from $GREETER\"", "sh"],
+//!     "args": ["{{ .Inputs.name }}"],
+//!     "env": {"GREETER": "kozmo"}
+//!   },
+//!   "custom": {"timeout_kill_grace_ms": 2000},
+//!   "inputs": {"name": "world"}
+//! }
+//! ```
+//!
+//! * `container.command` followed by `container.args` is the program and its
+//!   arguments (no shell is involved unless you call one). Each string is
+//!   rendered with [`kozmo_interface::template::render`] first:
+//!   `{{ .Inputs.<name> }}`, `{{ .RawOutputDataPrefix }}`,
+//!   `{{ .PerRetryUniqueKey }}`, ... A template error fails the task
+//!   permanently (`TemplateError`).
+//! * The environment is **not** the daemon's: the command gets `PATH`
+//!   (default `/usr/local/bin:/usr/bin:/bin`), `HOME`, `USER`, `LOGNAME`,
+//!   `LANG`, `LC_ALL`, `LC_CTYPE`, `TZ` and `TMPDIR` from the daemon when
+//!   set, then `container.env` on top.
+//! * Standard input is `/dev/null`; the current directory is the attempt's
+//!   working directory (below).
+//! * `custom` (optional): `timeout_kill_grace_ms` (default 2000): on abort,
+//!   how long the process group has between SIGTERM and SIGKILL. Unknown
+//!   keys are rejected (`BadConfig`).
+//!
+//! ## Outputs
+//!
+//! * exit status 0: Success with outputs `exit_code` (integer, 0) and
+//!   `stdout` (string: the standard output without one trailing newline, at
+//!   most 1 MiB, or half the host's `max_dataset_size_bytes` if smaller; a
+//!   longer output is cut and a note says so).
+//! * any other status: RetryableFailure, kind USER, code `NonZeroExit`, with
+//!   the status and the last lines of standard error in the message (a
+//!   command killed by signal N reports 128+N, as the shell does).
+//! * Either way standard output and error are copied to the data store at
+//!   `<raw output prefix>/stdout` and `<raw output prefix>/stderr` (at most
+//!   32 MiB each) and the task's logs (`TaskInfo::logs`, names `stdout` and
+//!   `stderr`) point there.
+//!
+//! ## How it runs
+//!
+//! `handle` never waits for the command. The first round creates a working
+//! directory for the attempt — `<raw output prefix>/shell-<unique>` when the
+//! raw output prefix is an absolute path or a `file://` URL (the daemon's
+//! local data store), else `$TMPDIR/kozmo-shell/<generated name>-<unique>` —
+//! and starts
+//!
+//! ```text
+//! /bin/sh -c "( 'prog' 'arg' ... ) </dev/null >stdout 2>stderr; echo $? >exit_code.tmp && mv -f exit_code.tmp exit_code"
+//! ```
+//!
+//! in a new process group, then reports Running (version 1) with logs
+//! pointing at the local `stdout`/`stderr` files. The plugin state
+//! ([`ShellState`]) holds the pid/pgid and the paths. Later rounds look
+//! for the `exit_code` file; since the wrapper writes it, the result is found
+//! even by a restarted daemon whose child the process no longer is. A
+//! wrapper that is gone without an exit code (killed from outside, machine
+//! rebooted) gives a SYSTEM RetryableFailure `ProcessVanished`.
+//!
+//! `abort` sends SIGTERM to the whole process group and SIGKILL after the
+//! grace period to whatever is left; it returns within a quarter second (a
+//! background thread sends the SIGKILL). `finalize` releases nothing and
+//! keeps the files.
+
+#![deny(missing_docs)]
+
+#[cfg(not(unix))]
+compile_error!("the shell plugin needs a Unix system (process groups, /bin/sh)");
+
+pub mod process;
+pub mod quote;
+
+use std::fs;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use kozmo_interface::serde_json::{self, json};
+use kozmo_interface::task::TaskTemplate;
+use kozmo_interface::template::{render, Parameters};
+use kozmo_interface::{
+    Literal, LiteralMap, PhaseInfo, Plugin, PluginEntry, PluginLoader, PluginStateReaderExt, PluginStateWriterExt,
+    Result, TaskExecutionContext, TaskInfo, TaskLog, Transition,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::process::{Files, Leader};
+
+/// Version given to the plugin state.
+pub const STATE_VERSION: u8 = 1;
+
+/// Phase version of the Running phase (one event when the command starts).
+pub const RUNNING_VERSION: u32 = 1;
+
+/// Largest `stdout` output value, in bytes.
+pub const MAX_STDOUT_OUTPUT: usize = 1024 * 1024;
+
+/// Largest copy of standard output or error written to the data store.
+pub const MAX_DATA_STORE_COPY: u64 = 32 * 1024 * 1024;
+
+/// How many lines of standard error a `NonZeroExit` message quotes.
+pub const STDERR_TAIL_LINES: usize = 20;
+
+/// Default of `timeout_kill_grace_ms`.
+pub const DEFAULT_KILL_GRACE_MS: u64 = 2000;
+
+/// The task's `custom` configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShellConfig {
+    /// On abort: milliseconds between SIGTERM and SIGKILL.
+    pub timeout_kill_grace_ms: u64,
+}
+
+impl Default for ShellConfig {
+    fn default() -> Self {
+        ShellConfig {
+            timeout_kill_grace_ms: DEFAULT_KILL_GRACE_MS,
+        }
+    }
+}
+
+impl ShellConfig {
+    /// Reads the configuration from a task's `custom` JSON (`null` = defaults).
+    pub fn from_custom(custom: &serde_json::Value) -> std::result::Result<Self, String> {
+        if custom.is_null() {
+            return Ok(ShellConfig::default());
+        }
+        serde_json::from_value(custom.clone()).map_err(|e| format!("invalid shell task configuration (custom): {e}"))
+    }
+}
+
+/// What the plugin remembers between rounds about a started command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShellState {
+    /// The wrapper shell's pid.
+    pub pid: u32,
+    /// Its process group id (equal to `pid`: the wrapper leads the group).
+    pub pgid: u32,
+    /// The wrapper's start time in clock ticks (Linux), to notice a reused pid.
+    pub start_ticks: Option<u64>,
+    /// The attempt's working directory.
+    pub work_dir: String,
+    /// Standard output file.
+    pub stdout_path: String,
+    /// Standard error file.
+    pub stderr_path: String,
+    /// Exit status file (present once the command has ended).
+    pub exit_code_path: String,
+    /// When the command was started, in milliseconds since the Unix epoch.
+    pub started_at_ms: u64,
+}
+
+impl ShellState {
+    fn files(&self) -> Files {
+        Files {
+            work_dir: PathBuf::from(&self.work_dir),
+            stdout: PathBuf::from(&self.stdout_path),
+            stderr: PathBuf::from(&self.stderr_path),
+            exit_code: PathBuf::from(&self.exit_code_path),
+            exit_code_tmp: PathBuf::from(&self.work_dir).join("exit_code.tmp"),
+            wrapper_log: PathBuf::from(&self.work_dir).join("wrapper.log"),
+        }
+    }
+}
+
+/// The local directory a raw output prefix names, if it names one: an
+/// absolute path, or a `file://` URL (`file:///x` or `file://localhost/x`).
+pub fn local_dir_of(prefix: &str) -> Option<PathBuf> {
+    let path = match prefix.strip_prefix("file://") {
+        Some(rest) => rest.strip_prefix("localhost").unwrap_or(rest),
+        None => prefix,
+    };
+    let path = Path::new(path);
+    path.is_absolute().then(|| path.to_path_buf())
+}
+
+/// A name no other start in any process will pick.
+fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{nanos:x}-{:x}-{n}", std::process::id())
+}
+
+/// Where the working directory of a new attempt goes.
+pub fn work_dir_for(raw_output_prefix: &str, generated_name: &str) -> PathBuf {
+    let unique = unique_suffix();
+    match local_dir_of(raw_output_prefix) {
+        Some(dir) => dir.join(format!("shell-{unique}")),
+        None => {
+            let name: String = generated_name
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            std::env::temp_dir()
+                .join("kozmo-shell")
+                .join(format!("{name}-{unique}"))
+        }
+    }
+}
+
+/// Joins a data-store reference and a name with one `/`.
+fn join_ref(prefix: &str, name: &str) -> String {
+    format!("{}/{name}", prefix.trim_end_matches('/'))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn log_links(stdout: String, stderr: String) -> Vec<TaskLog> {
+    vec![
+        TaskLog {
+            name: "stdout".into(),
+            uri: stdout,
+            ..TaskLog::default()
+        },
+        TaskLog {
+            name: "stderr".into(),
+            uri: stderr,
+            ..TaskLog::default()
+        },
+    ]
+}
+
+/// Reads at most `limit` bytes from the start of a file; a missing file is
+/// empty. Returns the bytes and the file's whole size.
+fn read_head(path: &Path, limit: u64) -> std::io::Result<(Vec<u8>, u64)> {
+    let file = match fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
+        Err(e) => return Err(e),
+    };
+    let size = file.metadata()?.len();
+    let mut bytes = Vec::new();
+    file.take(limit).read_to_end(&mut bytes)?;
+    Ok((bytes, size))
+}
+
+/// The last `lines` lines of a file (reading at most its last 64 KiB).
+fn read_tail_lines(path: &Path, lines: usize) -> String {
+    const WINDOW: u64 = 64 * 1024;
+    let Ok(mut file) = fs::File::open(path) else {
+        return String::new();
+    };
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = size.saturating_sub(WINDOW);
+    if file.seek(SeekFrom::Start(start)).is_err() {
+        return String::new();
+    }
+    let mut bytes = Vec::new();
+    if file.read_to_end(&mut bytes).is_err() {
+        return String::new();
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let all: Vec<&str> = text.trim_end_matches('\n').lines().collect();
+    let from = all.len().saturating_sub(lines);
+    let mut tail = all[from..].join("\n");
+    const MAX_TAIL_CHARS: usize = 4096;
+    if tail.len() > MAX_TAIL_CHARS {
+        let mut cut = tail.len() - MAX_TAIL_CHARS;
+        while !tail.is_char_boundary(cut) {
+            cut += 1;
+        }
+        tail = format!("...{}", &tail[cut..]);
+    }
+    tail
+}
+
+/// Cuts `bytes` to at most `limit` bytes on a character boundary, as text.
+fn text_prefix(bytes: &[u8], limit: usize) -> String {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(limit.saturating_add(4))]);
+    if text.len() <= limit {
+        return text.into_owned();
+    }
+    let mut cut = limit;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text[..cut].to_string()
+}
+
+/// The `stdout` output value: the text without one trailing newline, cut to
+/// `limit` bytes with a note when longer.
+pub fn stdout_value(bytes: &[u8], total_size: u64, limit: usize) -> String {
+    if (total_size as usize) <= limit && bytes.len() as u64 == total_size {
+        let text = String::from_utf8_lossy(bytes);
+        let text = text
+            .strip_suffix("\r\n")
+            .or_else(|| text.strip_suffix('\n'))
+            .unwrap_or(&text);
+        return text.to_string();
+    }
+    let note = format!("\n[kozmo shell: output truncated to {limit} of {total_size} bytes; see the stdout log]");
+    let mut text = text_prefix(bytes, limit.saturating_sub(note.len()));
+    text.push_str(&note);
+    text
+}
+
+/// The bytes copied to the data store: the head of the file, with a note
+/// when the file is longer.
+fn store_copy(head: &[u8], total_size: u64, path: &Path) -> Vec<u8> {
+    let mut copy = head.to_vec();
+    if total_size > head.len() as u64 {
+        let note = format!(
+            "\n[kozmo shell: truncated to {} of {total_size} bytes; full file: {}]\n",
+            head.len(),
+            path.display()
+        );
+        copy.extend_from_slice(note.as_bytes());
+    }
+    copy
+}
+
+/// Reads the exit status the wrapper recorded, if it has.
+fn read_exit_code(path: &Path) -> Option<i64> {
+    let text = fs::read_to_string(path).ok()?;
+    // The wrapper writes "<status>\n" then renames: require the newline anyway.
+    text.strip_suffix('\n')?.trim().parse().ok()
+}
+
+/// Runs the task's command as a local process (see the crate docs).
+#[derive(Debug, Default)]
+pub struct Shell;
+
+impl Shell {
+    fn start(&self, ctx: &dyn TaskExecutionContext) -> Result<PhaseInfo> {
+        let template: TaskTemplate = ctx.task_reader().read()?;
+        if let Err(message) = ShellConfig::from_custom(&template.custom) {
+            return Ok(PhaseInfo::failure("BadConfig", message, None));
+        }
+        let container = template.container.unwrap_or_default();
+        let argv: Vec<String> = container.command.iter().chain(&container.args).cloned().collect();
+        if argv.is_empty() {
+            return Ok(PhaseInfo::failure(
+                "NoCommand",
+                "a shell task needs a command: set container.command (and container.args)",
+                None,
+            ));
+        }
+        let params = Parameters {
+            task_exec_metadata: ctx.task_execution_metadata(),
+            inputs: Some(ctx.input_reader()),
+            output_path: Some(ctx.output_writer()),
+            task: Some(ctx.task_reader()),
+        };
+        let argv = match render(&argv, &params) {
+            Ok(argv) => argv,
+            Err(e) => {
+                return Ok(PhaseInfo::failure(
+                    "TemplateError",
+                    format!("cannot render the command: {}", e.message),
+                    None,
+                ))
+            }
+        };
+        let nul = argv.iter().any(|a| a.contains('\0'))
+            || container
+                .env
+                .iter()
+                .any(|(k, v)| k.is_empty() || k.contains(['=', '\0']) || v.contains('\0'));
+        if nul {
+            return Ok(PhaseInfo::failure(
+                "BadCommand",
+                "the command, its arguments and environment must not contain NUL bytes; \
+                 variable names must be non-empty and must not contain '='",
+                None,
+            ));
+        }
+
+        let generated_name = ctx.task_execution_metadata().task_execution_id().generated_name();
+        let work_dir = work_dir_for(&ctx.output_writer().raw_output_prefix(), generated_name);
+        if let Err(e) = fs::create_dir_all(&work_dir) {
+            return Ok(PhaseInfo::system_retryable_failure(
+                "WorkDirFailed",
+                format!("cannot create the working directory {}: {e}", work_dir.display()),
+                None,
+            ));
+        }
+        let files = Files::in_dir(&work_dir);
+        let started = match process::spawn(&argv, &container.env, &files) {
+            Ok(s) => s,
+            Err(e) => {
+                return Ok(PhaseInfo::system_retryable_failure(
+                    "SpawnFailed",
+                    format!("cannot start /bin/sh for the command: {e}"),
+                    None,
+                ))
+            }
+        };
+        let path = |p: &Path| p.to_string_lossy().into_owned();
+        let state = ShellState {
+            pid: started.pid,
+            pgid: started.pid,
+            start_ticks: started.start_ticks,
+            work_dir: path(&files.work_dir),
+            stdout_path: path(&files.stdout),
+            stderr_path: path(&files.stderr),
+            exit_code_path: path(&files.exit_code),
+            started_at_ms: now_ms(),
+        };
+        log::info!(
+            "shell: {generated_name} started pid {} in {}: {}",
+            state.pid,
+            state.work_dir,
+            quote::join(&argv)
+        );
+        if let Err(e) = ctx.plugin_state_writer().put(STATE_VERSION, &state) {
+            // Without state no later round could find this process: stop it.
+            process::terminate_group(state.pgid, Duration::ZERO);
+            return Err(e);
+        }
+        Ok(PhaseInfo::running(RUNNING_VERSION, Some(running_info(&state))))
+    }
+
+    fn poll(&self, ctx: &dyn TaskExecutionContext, state: &ShellState) -> Result<PhaseInfo> {
+        let files = state.files();
+        if let Some(code) = read_exit_code(&files.exit_code) {
+            return self.finish(ctx, state, code);
+        }
+        match process::leader(state.pid, state.start_ticks) {
+            Leader::Alive => Ok(PhaseInfo::running(RUNNING_VERSION, Some(running_info(state)))),
+            gone => {
+                // It may have written its status just before it exited.
+                if let Some(code) = read_exit_code(&files.exit_code) {
+                    return self.finish(ctx, state, code);
+                }
+                let how = if gone == Leader::Reused {
+                    "its pid now belongs to another process"
+                } else {
+                    "it is no longer running"
+                };
+                Ok(PhaseInfo::system_retryable_failure(
+                    "ProcessVanished",
+                    format!(
+                        "the command's process {} ended without recording an exit status ({how}); \
+                         it was probably killed from outside. Output so far: {}",
+                        state.pid, state.work_dir
+                    ),
+                    Some(running_info(state)),
+                ))
+            }
+        }
+    }
+
+    fn finish(&self, ctx: &dyn TaskExecutionContext, state: &ShellState, code: i64) -> Result<PhaseInfo> {
+        let files = state.files();
+        let raw = ctx.output_writer().raw_output_prefix();
+        let stdout_ref = join_ref(&raw, "stdout");
+        let stderr_ref = join_ref(&raw, "stderr");
+        let (stdout, stdout_size) = read_head(&files.stdout, MAX_DATA_STORE_COPY)?;
+        let (stderr, stderr_size) = read_head(&files.stderr, MAX_DATA_STORE_COPY)?;
+        ctx.data_store()
+            .write_raw(&stdout_ref, &store_copy(&stdout, stdout_size, &files.stdout))?;
+        ctx.data_store()
+            .write_raw(&stderr_ref, &store_copy(&stderr, stderr_size, &files.stderr))?;
+        let elapsed_ms = now_ms().saturating_sub(state.started_at_ms);
+        let info = TaskInfo {
+            logs: log_links(stdout_ref, stderr_ref),
+            custom_info: json!({ "pid": state.pid, "work_dir": state.work_dir, "exit_code": code, "elapsed_ms": elapsed_ms }),
+            ..TaskInfo::default()
+        };
+        let generated_name = ctx.task_execution_metadata().task_execution_id().generated_name();
+        log::info!("shell: {generated_name} pid {} exited with status {code}", state.pid);
+        if code == 0 {
+            let mut limit = MAX_STDOUT_OUTPUT;
+            let max_doc = ctx.max_dataset_size_bytes();
+            if max_doc > 0 {
+                limit = limit.min((max_doc / 2) as usize);
+            }
+            let outputs = LiteralMap::from([
+                ("exit_code".to_string(), Literal::Integer(0)),
+                (
+                    "stdout".to_string(),
+                    Literal::String(stdout_value(&stdout, stdout_size, limit)),
+                ),
+            ]);
+            ctx.output_writer().put_outputs(outputs)?;
+            return Ok(PhaseInfo::success(Some(info)));
+        }
+        let tail = read_tail_lines(&files.stderr, STDERR_TAIL_LINES);
+        let message = if tail.is_empty() {
+            format!("the command exited with status {code} (standard error is empty)")
+        } else {
+            format!("the command exited with status {code}; last lines of standard error:\n{tail}")
+        };
+        Ok(PhaseInfo::retryable_failure("NonZeroExit", message, Some(info)))
+    }
+}
+
+fn running_info(state: &ShellState) -> TaskInfo {
+    TaskInfo {
+        logs: log_links(state.stdout_path.clone(), state.stderr_path.clone()),
+        custom_info: json!({ "pid": state.pid, "work_dir": state.work_dir }),
+        ..TaskInfo::default()
+    }
+}
+
+impl Plugin for Shell {
+    fn id(&self) -> &str {
+        "shell"
+    }
+
+    fn handle(&self, ctx: &dyn TaskExecutionContext) -> Result<Transition> {
+        let (_, state) = ctx.plugin_state_reader().get::<ShellState>()?;
+        let info = match state {
+            None => self.start(ctx)?,
+            Some(state) => self.poll(ctx, &state)?,
+        };
+        Ok(Transition::ephemeral(info))
+    }
+
+    fn abort(&self, ctx: &dyn TaskExecutionContext) -> Result<()> {
+        let (_, state) = ctx.plugin_state_reader().get::<ShellState>()?;
+        let Some(state) = state else {
+            return Ok(()); // never started
+        };
+        if process::leader(state.pid, state.start_ticks) == Leader::Reused {
+            // The group ended long ago and its id may be someone else's now.
+            log::info!(
+                "shell: pid {} was reused; nothing of the task is left to kill",
+                state.pid
+            );
+            return Ok(());
+        }
+        let grace = ctx
+            .task_reader()
+            .read()
+            .ok()
+            .and_then(|t| ShellConfig::from_custom(&t.custom).ok())
+            .unwrap_or_default()
+            .timeout_kill_grace_ms;
+        log::info!("shell: aborting process group {}", state.pgid);
+        process::terminate_group(state.pgid, Duration::from_millis(grace));
+        Ok(())
+    }
+
+    fn finalize(&self, _ctx: &dyn TaskExecutionContext) -> Result<()> {
+        // Nothing to release: the process has ended or was aborted; the files stay.
+        Ok(())
+    }
+}
+
+/// The entry: id `shell`, task type `shell`.
+pub fn entry() -> PluginEntry {
+    PluginEntry {
+        id: "shell".into(),
+        registered_task_types: vec!["shell".into()],
+        load_plugin: PluginLoader::new(|_setup| Ok(Box::new(Shell))),
+        is_default: false,
+    }
+}
+
+kozmo_interface::export_plugins![entry()];

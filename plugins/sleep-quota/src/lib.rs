@@ -1,1 +1,257 @@
-//! The `sleep-quota` plugin (to be written).
+//! The `sleep-quota` plugin: sleeps, but only so many tasks at once — the
+//! resource-manager example.
+//!
+//! Task type `sleep-quota` (plugin id `sleep-quota`).
+//!
+//! ## Configuration
+//!
+//! * At load time the plugin registers a quota for its resource namespace
+//!   [`NAMESPACE`] (`slots`; the host prefixes it with the manager and plugin
+//!   ids). The quota is the secret [`QUOTA_SECRET`] (`SLEEP_QUOTA`), a
+//!   positive integer, when the host has it; otherwise [`DEFAULT_QUOTA`] (2).
+//!   A secret that is not a positive integer fails the load (`BadQuota`).
+//! * It registers the counter `sleeps_completed` in its metrics scope.
+//!
+//! ## The task
+//!
+//! ```json
+//! {"type": "sleep-quota", "inputs": {"seconds": 2}}
+//! ```
+//!
+//! How long to sleep: input `seconds` (integer, float or duration), else
+//! `custom.seconds` (a number), else 1 second. A negative or non-finite
+//! value fails permanently (`BadInput`, before any slot is taken).
+//!
+//! Output: `slept_seconds` (float): the time from getting a slot to the round
+//! that noticed the sleep was over (at least the requested time).
+//!
+//! ## Rounds (the reference pattern of a quota-respecting plugin)
+//!
+//! 1. No state: allocate the token (the task's generated name) in `slots`.
+//!    * `Granted`: put the state ([`SleepState`]: when the slot was taken,
+//!      how long to sleep) and report Queued (version 0, "slot acquired").
+//!    * `Exhausted` or `NamespaceQuotaExceeded`: report WaitingForResources
+//!      (version 0) and keep no state, so the next round asks again.
+//! 2. With state: Running (version 0, the remaining time in
+//!    `custom_info`) until the time is up, then Success with the output and
+//!    the counter incremented. `handle` never sleeps itself.
+//! 3. `finalize` releases the token (releasing a token not held is fine, so
+//!    it is idempotent); `abort` has nothing to do since `finalize` follows.
+
+#![deny(missing_docs)]
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use kozmo_interface::serde_json::{self, json};
+use kozmo_interface::{
+    AllocationStatus, Counter, Literal, LiteralMap, PhaseInfo, Plugin, PluginEntry, PluginError, PluginLoader,
+    PluginStateReaderExt, PluginStateWriterExt, ResourceConstraintsSpec, ResourceNamespace, Result, SetupContext,
+    TaskExecutionContext, TaskInfo, Transition,
+};
+use serde::{Deserialize, Serialize};
+
+/// The resource namespace the slots are counted in.
+pub const NAMESPACE: &str = "slots";
+
+/// The secret holding the quota.
+pub const QUOTA_SECRET: &str = "SLEEP_QUOTA";
+
+/// The quota when the secret is absent.
+pub const DEFAULT_QUOTA: i64 = 2;
+
+/// The sleep when neither the inputs nor the configuration say.
+pub const DEFAULT_SECONDS: f64 = 1.0;
+
+/// Version given to the plugin state.
+pub const STATE_VERSION: u8 = 1;
+
+/// Reason reported while no slot is free.
+pub const WAITING_REASON: &str = "quota for sleep-quota slots exhausted; waiting";
+
+/// What the plugin remembers once it holds a slot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SleepState {
+    /// When the slot was granted, in milliseconds since the Unix epoch.
+    pub acquired_at_ms: u64,
+    /// How long to sleep, in seconds.
+    pub seconds: f64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// How long the task asks to sleep: input `seconds`, else `custom.seconds`,
+/// else [`DEFAULT_SECONDS`]. `Err` carries a message for the user.
+pub fn requested_seconds(inputs: &LiteralMap, custom: &serde_json::Value) -> std::result::Result<f64, String> {
+    let seconds = match inputs.get("seconds") {
+        Some(Literal::Integer(i)) => *i as f64,
+        Some(Literal::Float(f)) => *f,
+        Some(Literal::Duration(d)) => d.seconds as f64 + f64::from(d.nanos) / 1e9,
+        Some(other) => {
+            return Err(format!(
+                "input seconds must be an integer, a float or a duration, got {}",
+                other.to_json()
+            ))
+        }
+        None => match custom.get("seconds") {
+            None | Some(serde_json::Value::Null) => DEFAULT_SECONDS,
+            Some(v) => v
+                .as_f64()
+                .ok_or_else(|| format!("custom.seconds must be a number, got {v}"))?,
+        },
+    };
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(format!("seconds must be a finite number >= 0, got {seconds}"));
+    }
+    Ok(seconds)
+}
+
+/// Parses the quota secret: a positive integer.
+pub fn parse_quota(text: &str) -> Result<i64> {
+    match text.trim().parse::<i64>() {
+        Ok(q) if q > 0 => Ok(q),
+        _ => Err(PluginError::user(
+            "BadQuota",
+            format!("secret {QUOTA_SECRET} must be a positive integer (the number of concurrent sleeps), got {text:?}"),
+        )),
+    }
+}
+
+/// Sleeps across rounds while holding a quota slot (see the crate docs).
+pub struct SleepQuota {
+    quota: i64,
+    completed: Counter,
+}
+
+impl SleepQuota {
+    /// Loads the plugin: reads the quota, registers it and the counter.
+    pub fn load(setup: &dyn SetupContext) -> Result<Self> {
+        let quota = match setup.secret_manager().get(QUOTA_SECRET) {
+            Ok(text) => parse_quota(&text)?,
+            Err(e) => {
+                log::debug!("sleep-quota: no {QUOTA_SECRET} secret ({e}); quota {DEFAULT_QUOTA}");
+                DEFAULT_QUOTA
+            }
+        };
+        setup
+            .resource_registrar()
+            .register_resource_quota(&ResourceNamespace::new(NAMESPACE), quota)?;
+        let completed = setup
+            .metrics_scope()
+            .counter("sleeps_completed", "sleep-quota tasks that finished their sleep")?;
+        log::info!("sleep-quota: {quota} slot(s) in namespace {NAMESPACE}");
+        Ok(SleepQuota { quota, completed })
+    }
+
+    /// The quota registered at load time.
+    pub fn quota(&self) -> i64 {
+        self.quota
+    }
+
+    fn token(ctx: &dyn TaskExecutionContext) -> String {
+        ctx.task_execution_metadata()
+            .task_execution_id()
+            .generated_name()
+            .to_string()
+    }
+
+    fn acquire(&self, ctx: &dyn TaskExecutionContext) -> Result<PhaseInfo> {
+        let template = ctx.task_reader().read()?;
+        let inputs = ctx.input_reader().get()?;
+        let seconds = match requested_seconds(&inputs, &template.custom) {
+            Ok(s) => s,
+            Err(message) => return Ok(PhaseInfo::failure("BadInput", message, None)),
+        };
+        let token = Self::token(ctx);
+        let namespace = ResourceNamespace::new(NAMESPACE);
+        let status =
+            ctx.resource_manager()
+                .allocate_resource(&namespace, &token, &ResourceConstraintsSpec::default())?;
+        if status == AllocationStatus::GRANTED {
+            let state = SleepState {
+                acquired_at_ms: now_ms(),
+                seconds,
+            };
+            ctx.plugin_state_writer().put(STATE_VERSION, &state)?;
+            log::info!("sleep-quota: {token} got a slot; sleeping {seconds}s");
+            Ok(PhaseInfo::queued(
+                SystemTime::now(),
+                0,
+                format!("slot acquired; sleeping {seconds}s"),
+            ))
+        } else if status == AllocationStatus::EXHAUSTED || status == AllocationStatus::NAMESPACE_QUOTA_EXCEEDED {
+            Ok(PhaseInfo::waiting_for_resources_info(
+                SystemTime::now(),
+                0,
+                WAITING_REASON,
+                None,
+            ))
+        } else {
+            Err(PluginError::system(
+                "AllocationUndefined",
+                format!("allocation status undefined [{status}] for token {token} in namespace {NAMESPACE}"),
+            ))
+        }
+    }
+
+    fn sleep(&self, ctx: &dyn TaskExecutionContext, state: &SleepState) -> Result<PhaseInfo> {
+        let elapsed = now_ms().saturating_sub(state.acquired_at_ms) as f64 / 1000.0;
+        if elapsed < state.seconds {
+            let info = TaskInfo {
+                custom_info: json!({ "seconds": state.seconds, "remaining_seconds": state.seconds - elapsed }),
+                ..TaskInfo::default()
+            };
+            return Ok(PhaseInfo::running(0, Some(info)));
+        }
+        let outputs = LiteralMap::from([("slept_seconds".to_string(), Literal::Float(elapsed))]);
+        ctx.output_writer().put_outputs(outputs)?;
+        self.completed.inc();
+        log::info!("sleep-quota: {} slept {elapsed}s", Self::token(ctx));
+        let info = TaskInfo {
+            custom_info: json!({ "seconds": state.seconds, "slept_seconds": elapsed }),
+            ..TaskInfo::default()
+        };
+        Ok(PhaseInfo::success(Some(info)))
+    }
+}
+
+impl Plugin for SleepQuota {
+    fn id(&self) -> &str {
+        "sleep-quota"
+    }
+
+    fn handle(&self, ctx: &dyn TaskExecutionContext) -> Result<Transition> {
+        let (_, state) = ctx.plugin_state_reader().get::<SleepState>()?;
+        let info = match state {
+            None => self.acquire(ctx)?,
+            Some(state) => self.sleep(ctx, &state)?,
+        };
+        Ok(Transition::ephemeral(info))
+    }
+
+    fn abort(&self, _ctx: &dyn TaskExecutionContext) -> Result<()> {
+        // Nothing runs anywhere; finalize (always called after abort) releases the slot.
+        Ok(())
+    }
+
+    fn finalize(&self, ctx: &dyn TaskExecutionContext) -> Result<()> {
+        ctx.resource_manager()
+            .release_resource(&ResourceNamespace::new(NAMESPACE), &Self::token(ctx))
+    }
+}
+
+/// The entry: id `sleep-quota`, task type `sleep-quota`.
+pub fn entry() -> PluginEntry {
+    PluginEntry {
+        id: "sleep-quota".into(),
+        registered_task_types: vec!["sleep-quota".into()],
+        load_plugin: PluginLoader::new(|setup| Ok(Box::new(SleepQuota::load(setup)?))),
+        is_default: false,
+    }
+}
+
+kozmo_interface::export_plugins![entry()];

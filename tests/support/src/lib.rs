@@ -34,9 +34,21 @@ pub fn library_file_name(package: &str) -> String {
 }
 
 fn build(packages: &[&str], extra_rustflags: Option<&str>, target_dir: &Path) -> Result<(), String> {
+    build_profile(packages, extra_rustflags, target_dir, false)
+}
+
+fn build_profile(
+    packages: &[&str],
+    extra_rustflags: Option<&str>,
+    target_dir: &Path,
+    release: bool,
+) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace_root()).arg("build").arg("--quiet");
+    if release {
+        cmd.arg("--release");
+    }
     for p in packages {
         cmd.arg("-p").arg(p);
     }
@@ -88,5 +100,24 @@ pub fn build_plugins_with(packages: &[&str], rustflags: Option<&str>, flavour: &
     packages
         .iter()
         .map(|p| cache[&format!("{flavour}/{p}")].clone())
+        .collect()
+}
+
+/// Builds `packages` with `--release` (for benchmarks: release libraries
+/// are ~50x smaller than debug ones, which changes load times) into the
+/// `release` flavour directory, and returns each library's path. Not
+/// cached per process; cargo makes repeated calls cheap.
+pub fn build_plugins_release(packages: &[&str]) -> Vec<PathBuf> {
+    let dir = plugin_target_dir().join("release");
+    if let Err(e) = build_profile(packages, None, &dir, true) {
+        panic!("{e}");
+    }
+    packages
+        .iter()
+        .map(|p| {
+            let path = dir.join("release").join(library_file_name(p));
+            assert!(path.exists(), "cargo built {p} but {} is missing", path.display());
+            path
+        })
         .collect()
 }

@@ -68,8 +68,10 @@ impl log::Log for Forwarder {
 }
 
 /// Plugin side: installs the forwarding logger (once per library) with the
-/// host's maximum level.
+/// host's maximum level, and a panic hook that reports through it instead of
+/// printing to the daemon's stderr.
 pub fn install_forwarding_logger(sink: FfiLogSink_TO<'static, RBox<()>>, max_level: u8) {
+    super::guard::install_panic_hook();
     let level = match max_level {
         0 => log::LevelFilter::Off,
         v => level_from_u8(v).to_level_filter(),

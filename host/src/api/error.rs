@@ -1,0 +1,83 @@
+//! JSON error bodies: `{"error": <kind>, "detail": <text>}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::service::ServiceError;
+
+/// An error response.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    kind: &'static str,
+    detail: String,
+    path: Option<String>,
+}
+
+impl ApiError {
+    /// A response with a status, a short kind and a detail.
+    pub fn new(status: StatusCode, kind: &'static str, detail: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            kind,
+            detail: detail.into(),
+            path: None,
+        }
+    }
+
+    /// 400 with the JSON path of the bad field.
+    pub fn bad_request(detail: impl Into<String>, path: Option<String>) -> Self {
+        ApiError {
+            path,
+            ..ApiError::new(StatusCode::BAD_REQUEST, "bad_request", detail)
+        }
+    }
+
+    /// 413.
+    pub fn too_large(limit: usize) -> Self {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is larger than the limit of {limit} bytes (setting max_body_bytes)"),
+        )
+    }
+
+    /// 401.
+    pub fn unauthorized() -> Self {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong API token: send `Authorization: Bearer <token>`",
+        )
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::BadRequest { detail, path } => ApiError::bad_request(detail, path),
+            ServiceError::NotFound(d) => ApiError::new(StatusCode::NOT_FOUND, "not_found", d),
+            ServiceError::Conflict(d) => ApiError::new(StatusCode::CONFLICT, "conflict", d),
+            ServiceError::Unprocessable(d) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", d),
+            ServiceError::Unavailable(d) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", d),
+            ServiceError::Internal(d) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", d),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.kind, "detail": self.detail });
+        if let Some(p) = self.path {
+            body["path"] = json!(p);
+        }
+        (self.status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,99 @@
+//! The HTTP JSON API under `/v1` (axum on tokio), plus `/healthz` and
+//! `/metrics`. Handlers call an [`ExecutionService`] on blocking threads.
+
+mod error;
+mod handlers;
+mod service;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+pub use error::ApiError;
+pub use service::{ExecutionService, ServiceError, Submitted};
+
+/// API settings.
+#[derive(Debug, Clone)]
+pub struct ApiOptions {
+    /// Bearer token every request must carry (`None` = open, loopback only).
+    pub token: Option<String>,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiOptions {
+    fn default() -> Self {
+        ApiOptions {
+            token: None,
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) service: Arc<dyn ExecutionService>,
+    pub(crate) options: Arc<ApiOptions>,
+}
+
+async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(token) = &state.options.token {
+        let given = req
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token.as_str()) {
+            return ApiError::unauthorized().into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// The router with every route.
+pub fn router(service: Arc<dyn ExecutionService>, options: ApiOptions) -> Router {
+    let state = AppState {
+        service,
+        options: Arc::new(options),
+    };
+    Router::new()
+        .route("/v1/executions", post(handlers::submit).get(handlers::list))
+        .route("/v1/executions/{id}", get(handlers::get_one))
+        .route("/v1/executions/{id}/events", get(handlers::events))
+        .route("/v1/executions/{id}/outputs", get(handlers::outputs))
+        .route("/v1/executions/{id}/abort", post(handlers::abort))
+        .route("/v1/plugins", get(handlers::plugins))
+        .route("/healthz", get(handlers::health))
+        .route("/metrics", get(handlers::metrics))
+        .fallback(handlers::not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+/// Whether an address is loopback (`127.0.0.0/8`, `::1`).
+pub fn is_loopback(addr: &SocketAddr) -> bool {
+    addr.ip().is_loopback()
+}
+
+/// Serves the API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    service: Arc<dyn ExecutionService>,
+    options: ApiOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(service, options))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+#[cfg(test)]
+mod tests;

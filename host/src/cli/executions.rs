@@ -1,0 +1,232 @@
+//! Clients of the daemon's API: `kozmo submit|get|list|events|outputs|abort`.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use serde_json::Value;
+
+use crate::client::Client;
+
+/// Where the daemon is.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// The daemon's base URL.
+    #[arg(long, env = "KOZMO_SERVER", default_value = "http://127.0.0.1:7460", global = true)]
+    pub server: String,
+    /// API token (sent as `Authorization: Bearer`).
+    #[arg(long, env = "KOZMO_API_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+}
+
+impl ServerArgs {
+    fn client(&self) -> Client {
+        Client::new(&self.server, self.token.clone())
+    }
+}
+
+/// Output format.
+#[derive(Debug, Clone, Copy, Default, ValueEnum)]
+pub enum Format {
+    /// Human-readable text.
+    #[default]
+    Text,
+    /// The API's JSON.
+    Json,
+}
+
+/// `kozmo submit`.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// Task file (JSON: task template fields plus `inputs`), or `-` for stdin.
+    pub file: PathBuf,
+    /// Execution id (default: the daemon makes one). Resubmitting the same id
+    /// and file is harmless; another file under the same id is refused (409).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Follow the execution, printing phase changes, until it ends; exit 0
+    /// on success, 1 on failure or abort.
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this many seconds (exit 3).
+    #[arg(long, default_value_t = 3600)]
+    pub timeout: u64,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    pub output: Format,
+}
+
+/// Phases after which an execution never changes.
+pub fn is_terminal(phase: &str) -> bool {
+    matches!(phase, "Succeeded" | "Failed" | "Aborted" | "TimedOut")
+}
+
+fn read_task(file: &PathBuf) -> anyhow::Result<Value> {
+    let text = if file.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("cannot read the task from stdin")?;
+        s
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("cannot read task file {}", file.display()))?
+    };
+    serde_json::from_str(&text).with_context(|| format!("task file {} is not valid JSON", file.display()))
+}
+
+fn show(v: &Value, format: Format) {
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),
+        Format::Text => print_text(v),
+    }
+}
+
+fn print_text(v: &Value) {
+    match v.as_object() {
+        Some(obj) => {
+            for (k, val) in obj {
+                match val {
+                    Value::String(s) => println!("{k}: {s}"),
+                    Value::Null => {}
+                    other => println!("{k}: {other}"),
+                }
+            }
+        }
+        None => println!("{v}"),
+    }
+}
+
+/// Runs `kozmo submit`.
+pub fn submit(args: SubmitArgs, server: ServerArgs) -> anyhow::Result<ExitCode> {
+    let mut body = read_task(&args.file)?;
+    if let Some(id) = &args.id {
+        body["id"] = Value::String(id.clone());
+    }
+    let client = server.client();
+    let (status, execution) = client.post("/v1/executions", &body)?;
+    let id = execution["id"].as_str().unwrap_or_default().to_string();
+    if status == 200 {
+        eprintln!("execution {id} already exists with the same task; not submitted again");
+    }
+    if !args.wait {
+        match args.output {
+            Format::Json => show(&execution, Format::Json),
+            Format::Text => println!("{id}"),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    wait(&client, &id, Duration::from_secs(args.timeout), args.output)
+}
+
+fn describe(v: &Value) -> String {
+    let mut s = v["phase"].as_str().unwrap_or("?").to_string();
+    if let Some(p) = v["plugin_phase"].as_str() {
+        s.push_str(&format!(" ({p} v{})", v["plugin_phase_version"].as_u64().unwrap_or(0)));
+    }
+    if let Some(a) = v["attempt"].as_u64() {
+        if a > 0 {
+            s.push_str(&format!(" attempt {a}"));
+        }
+    }
+    s
+}
+
+fn wait(client: &Client, id: &str, timeout: Duration, format: Format) -> anyhow::Result<ExitCode> {
+    let start = Instant::now();
+    let mut last = String::new();
+    loop {
+        let (_, v) = client.get(&format!("/v1/executions/{id}"))?;
+        let now = describe(&v);
+        if now != last {
+            eprintln!("{:>7.2}s  {id}  {now}", start.elapsed().as_secs_f64());
+            if let Some(e) = v.get("last_handler_error").filter(|e| !e.is_null()) {
+                eprintln!("          handler error: {e}");
+            }
+            last = now;
+        }
+        let phase = v["phase"].as_str().unwrap_or_default().to_string();
+        if is_terminal(&phase) {
+            if phase == "Succeeded" {
+                let (_, out) = client.get(&format!("/v1/executions/{id}/outputs"))?;
+                show(&out["outputs"], format);
+                return Ok(ExitCode::SUCCESS);
+            }
+            if let Some(e) = v.get("error").filter(|e| !e.is_null()) {
+                eprintln!("{id} {phase}: {e}");
+            }
+            return Ok(ExitCode::from(1));
+        }
+        if start.elapsed() > timeout {
+            eprintln!(
+                "gave up waiting for {id} after {}s (it goes on running)",
+                timeout.as_secs()
+            );
+            return Ok(ExitCode::from(3));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Runs `kozmo get`.
+pub fn get(id: &str, format: Format, server: ServerArgs) -> anyhow::Result<ExitCode> {
+    let (_, v) = server.client().get(&format!("/v1/executions/{id}"))?;
+    show(&v, format);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `kozmo list`.
+pub fn list(phase: Option<String>, limit: usize, format: Format, server: ServerArgs) -> anyhow::Result<ExitCode> {
+    let mut path = format!("/v1/executions?limit={limit}");
+    if let Some(p) = phase {
+        path.push_str(&format!("&phase={p}"));
+    }
+    let (_, page) = server.client().get(&path)?;
+    match format {
+        Format::Json => show(&page, Format::Json),
+        Format::Text => {
+            println!("{:<36} {:<12} {:<28} {:>7}", "ID", "PHASE", "PLUGIN PHASE", "ATTEMPT");
+            for e in page["items"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<36} {:<12} {:<28} {:>7}",
+                    e["id"].as_str().unwrap_or(""),
+                    e["phase"].as_str().unwrap_or(""),
+                    e["plugin_phase"].as_str().unwrap_or(""),
+                    e["attempt"].as_u64().unwrap_or(0)
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `kozmo events`.
+pub fn events(id: &str, format: Format, server: ServerArgs) -> anyhow::Result<ExitCode> {
+    let (_, page) = server.client().get(&format!("/v1/executions/{id}/events"))?;
+    match format {
+        Format::Json => show(&page, Format::Json),
+        Format::Text => {
+            for e in page["items"].as_array().into_iter().flatten() {
+                println!("{}", serde_json::to_string(e).unwrap_or_default());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `kozmo outputs`.
+pub fn outputs(id: &str, server: ServerArgs) -> anyhow::Result<ExitCode> {
+    let (_, v) = server.client().get(&format!("/v1/executions/{id}/outputs"))?;
+    show(&v["outputs"], Format::Json);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `kozmo abort`.
+pub fn abort(id: &str, reason: &str, format: Format, server: ServerArgs) -> anyhow::Result<ExitCode> {
+    let body = serde_json::json!({ "reason": reason });
+    let (_, v) = server.client().post(&format!("/v1/executions/{id}/abort"), &body)?;
+    show(&v, format);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,306 @@
+//! Starting the wrapper process, checking on it, and killing its group.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+
+use crate::quote;
+
+/// Variables passed from the daemon's environment to the command (when
+/// set); everything else comes from the task's `container.env`.
+pub const INHERITED_ENV: &[&str] = &[
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
+];
+
+/// `PATH` when the daemon has none.
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// The files of one started command, all inside its working directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Files {
+    /// The working directory (also the command's current directory).
+    pub work_dir: PathBuf,
+    /// The command's standard output.
+    pub stdout: PathBuf,
+    /// The command's standard error.
+    pub stderr: PathBuf,
+    /// Written (atomically, by rename) with the exit status when the command ends.
+    pub exit_code: PathBuf,
+    /// The exit status before the rename.
+    pub exit_code_tmp: PathBuf,
+    /// The wrapper shell's own error output.
+    pub wrapper_log: PathBuf,
+}
+
+impl Files {
+    /// The file layout inside `work_dir`.
+    pub fn in_dir(work_dir: &Path) -> Self {
+        Files {
+            work_dir: work_dir.to_path_buf(),
+            stdout: work_dir.join("stdout"),
+            stderr: work_dir.join("stderr"),
+            exit_code: work_dir.join("exit_code"),
+            exit_code_tmp: work_dir.join("exit_code.tmp"),
+            wrapper_log: work_dir.join("wrapper.log"),
+        }
+    }
+}
+
+/// `mv` by absolute path when it can be found, so that a task's own `PATH`
+/// cannot break the wrapper.
+fn mv_program() -> &'static str {
+    ["/bin/mv", "/usr/bin/mv"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("mv")
+}
+
+/// The `/bin/sh -c` script that runs `argv` in a subshell with its output
+/// redirected, then records its exit status in `files.exit_code`.
+pub fn wrapper_script(argv: &[String], files: &Files) -> String {
+    let q = |p: &Path| quote::quote(&p.to_string_lossy());
+    format!(
+        "( {cmd} ) </dev/null >{out} 2>{err}; echo $? >{tmp} && {mv} -f {tmp} {code}",
+        cmd = quote::join(argv),
+        out = q(&files.stdout),
+        err = q(&files.stderr),
+        tmp = q(&files.exit_code_tmp),
+        mv = mv_program(),
+        code = q(&files.exit_code),
+    )
+}
+
+/// What [`spawn`] started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Started {
+    /// The wrapper's pid, which is also its process group id.
+    pub pid: u32,
+    /// The wrapper's start time (`/proc/<pid>/stat` field 22), where known.
+    pub start_ticks: Option<u64>,
+}
+
+/// Starts `argv` through the wrapper in its own process group, without
+/// waiting for it. A detached thread reaps the child so it never lingers as
+/// a zombie of this process.
+pub fn spawn(argv: &[String], env: &BTreeMap<String, String>, files: &Files) -> io::Result<Started> {
+    let wrapper_log = File::create(&files.wrapper_log)?;
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(wrapper_script(argv, files))
+        .current_dir(&files.work_dir)
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(wrapper_log)
+        .process_group(0);
+    for key in INHERITED_ENV {
+        if let Some(v) = std::env::var_os(key) {
+            cmd.env(key, v);
+        } else if *key == "PATH" {
+            cmd.env(key, DEFAULT_PATH);
+        }
+    }
+    cmd.envs(env);
+    let mut child = cmd.spawn()?;
+    let pid = child.id();
+    let started = Started {
+        pid,
+        start_ticks: proc_stat(pid).map(|s| s.start_ticks),
+    };
+    let reaper = std::thread::Builder::new()
+        .name(format!("kozmo-shell-reap-{pid}"))
+        .spawn(move || {
+            let _ = child.wait();
+        });
+    if let Err(e) = reaper {
+        log::warn!("shell: cannot start a reaper thread for pid {pid}: {e}; it may linger as a zombie");
+    }
+    Ok(started)
+}
+
+/// The parts of `/proc/<pid>/stat` this plugin uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    /// Process state letter (`R`, `S`, `Z`, ...).
+    pub state: char,
+    /// Process group id.
+    pub pgrp: i32,
+    /// Start time in clock ticks after boot.
+    pub start_ticks: u64,
+}
+
+/// Reads `/proc/<pid>/stat` (Linux); `None` where there is no such file.
+pub fn proc_stat(pid: u32) -> Option<ProcStat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_proc_stat(&text)
+}
+
+/// Parses the text of a `/proc/<pid>/stat` file. The command name (field 2)
+/// may contain spaces and parentheses, so fields are counted from the last `)`.
+pub fn parse_proc_stat(text: &str) -> Option<ProcStat> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // fields[0] is field 3 (state), so field N is fields[N - 3].
+    Some(ProcStat {
+        state: fields.first()?.chars().next()?,
+        pgrp: fields.get(2)?.parse().ok()?,
+        start_ticks: fields.get(19)?.parse().ok()?,
+    })
+}
+
+/// What became of a wrapper process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leader {
+    /// It is still running.
+    Alive,
+    /// It has exited (or is an unreaped zombie).
+    Gone,
+    /// Its pid now belongs to another process (seen after a restart).
+    Reused,
+}
+
+/// Whether the wrapper `pid` that started at `start_ticks` is still running.
+pub fn leader(pid: u32, start_ticks: Option<u64>) -> Leader {
+    let Ok(raw) = i32::try_from(pid) else {
+        return Leader::Gone;
+    };
+    if kill(Pid::from_raw(raw), None) == Err(Errno::ESRCH) {
+        return Leader::Gone;
+    }
+    if let Some(stat) = proc_stat(pid) {
+        if let Some(expected) = start_ticks {
+            if stat.start_ticks != expected {
+                return Leader::Reused;
+            }
+        }
+        if matches!(stat.state, 'Z' | 'X' | 'x') {
+            return Leader::Gone;
+        }
+    }
+    Leader::Alive
+}
+
+/// Whether any process of group `pgid` exists.
+pub fn group_exists(pgid: u32) -> bool {
+    match i32::try_from(pgid) {
+        Ok(raw) if raw > 1 => killpg(Pid::from_raw(raw), None) != Err(Errno::ESRCH),
+        _ => false,
+    }
+}
+
+fn signal_group(pgid: u32, signal: Signal) {
+    if let Ok(raw) = i32::try_from(pgid) {
+        // Never signal group 0 (ours) or 1 (init's).
+        if raw > 1 {
+            match killpg(Pid::from_raw(raw), signal) {
+                Ok(()) | Err(Errno::ESRCH) => {}
+                Err(e) => log::warn!("shell: cannot send {signal} to process group {pgid}: {e}"),
+            }
+        }
+    }
+}
+
+/// How long [`terminate_group`] waits for the group to end after SIGTERM
+/// before it returns and leaves the SIGKILL to a background thread.
+const SYNC_WAIT: Duration = Duration::from_millis(250);
+
+/// Sends SIGTERM to the group, and SIGKILL `grace` later if anything of it is
+/// still there. Returns within about a quarter second: a group that outlives
+/// that is killed by a detached thread. A group that is already gone is not
+/// an error.
+pub fn terminate_group(pgid: u32, grace: Duration) {
+    if !group_exists(pgid) {
+        return;
+    }
+    if grace.is_zero() {
+        signal_group(pgid, Signal::SIGKILL);
+        return;
+    }
+    signal_group(pgid, Signal::SIGTERM);
+    let start = Instant::now();
+    let sync_deadline = start + SYNC_WAIT.min(grace);
+    while Instant::now() < sync_deadline {
+        if !group_exists(pgid) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let killer = move || {
+        let deadline = start + grace;
+        while Instant::now() < deadline {
+            if !group_exists(pgid) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        if group_exists(pgid) {
+            log::info!("shell: process group {pgid} outlived its {grace:?} grace period; sending SIGKILL");
+            signal_group(pgid, Signal::SIGKILL);
+        }
+    };
+    if std::thread::Builder::new()
+        .name(format!("kozmo-shell-kill-{pgid}"))
+        .spawn(killer)
+        .is_err()
+    {
+        signal_group(pgid, Signal::SIGKILL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_stat_counts_fields_after_the_command_name() {
+        let text = "1234 (my (odd) cmd) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 200";
+        let s = parse_proc_stat(text).unwrap();
+        assert_eq!(
+            s,
+            ProcStat {
+                state: 'S',
+                pgrp: 1234,
+                start_ticks: 987654
+            }
+        );
+        assert_eq!(parse_proc_stat("garbage"), None);
+        assert_eq!(parse_proc_stat("1 (x) S 1"), None);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn our_own_process_is_alive_and_a_wrong_start_time_means_reused() {
+        let me = std::process::id();
+        let stat = proc_stat(me).unwrap();
+        assert_eq!(leader(me, Some(stat.start_ticks)), Leader::Alive);
+        assert_eq!(leader(me, Some(stat.start_ticks + 1)), Leader::Reused);
+    }
+
+    #[test]
+    fn a_missing_pid_is_gone() {
+        // pid_max is at most 2^22 on Linux.
+        assert_eq!(leader(i32::MAX as u32, None), Leader::Gone);
+        assert!(!group_exists(i32::MAX as u32));
+        assert!(!group_exists(0), "group 0 means the caller's own group: never used");
+        terminate_group(i32::MAX as u32, Duration::from_millis(10));
+    }
+
+    #[test]
+    fn the_script_quotes_the_command_and_the_paths() {
+        let files = Files::in_dir(Path::new("/tmp/with space"));
+        let s = wrapper_script(&["echo".into(), "a'b".into()], &files);
+        assert!(s.starts_with(r"( 'echo' 'a'\''b' ) </dev/null >'/tmp/with space/stdout' 2>'/tmp/with space/stderr';"));
+        assert!(
+            s.ends_with("'/tmp/with space/exit_code.tmp' '/tmp/with space/exit_code'"),
+            "{s}"
+        );
+    }
+}

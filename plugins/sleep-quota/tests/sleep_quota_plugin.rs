@@ -1,0 +1,367 @@
+//! The sleep-quota plugin driven through the in-memory test contexts.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kozmo_interface::context::{Catalog, EventsRecorder, SecretManager, SignalAsync};
+use kozmo_interface::io::{DataStore, InputReader, OutputWriter, TaskReader};
+use kozmo_interface::literals::LiteralDuration;
+use kozmo_interface::state::{PluginStateReader, PluginStateWriter};
+use kozmo_interface::task::TaskTemplate;
+use kozmo_interface::testing::{TestSetupContext, TestTaskContext};
+use kozmo_interface::{
+    load_plugin, serde_json, AllocationStatus, ErrorKind, Literal, Phase, PhaseInfo, Plugin, PluginStateReaderExt,
+    ResourceConstraintsSpec, ResourceManager, ResourceNamespace, Result, TaskExecutionContext, TaskExecutionMetadata,
+};
+use kozmo_plugin_sleep_quota::{
+    entry, requested_seconds, SleepQuota, SleepState, DEFAULT_QUOTA, NAMESPACE, STATE_VERSION, WAITING_REASON,
+};
+
+fn load(setup: &TestSetupContext) -> Box<dyn Plugin> {
+    load_plugin(setup, &entry()).unwrap()
+}
+
+fn task(name: &str, seconds: Literal) -> TestTaskContext {
+    let mut ctx = TestTaskContext::new()
+        .with_template(TaskTemplate {
+            task_type: "sleep-quota".into(),
+            ..TaskTemplate::default()
+        })
+        .with_input("seconds", seconds);
+    ctx.metadata.task_execution_id.generated_name = name.into();
+    ctx
+}
+
+fn round(plugin: &dyn Plugin, ctx: &dyn TaskExecutionContext, test: &TestTaskContext) -> PhaseInfo {
+    let info = plugin.handle(ctx).unwrap().into_info();
+    test.next_round();
+    info
+}
+
+/// Slots shared by several tasks (each `TestTaskContext` has its own).
+struct SharedSlots {
+    quota: usize,
+    held: Mutex<BTreeSet<String>>,
+}
+
+impl SharedSlots {
+    fn new(quota: usize) -> Self {
+        SharedSlots {
+            quota,
+            held: Mutex::new(BTreeSet::new()),
+        }
+    }
+    fn held(&self) -> BTreeSet<String> {
+        self.held.lock().unwrap().clone()
+    }
+}
+
+impl ResourceManager for SharedSlots {
+    fn id(&self) -> String {
+        "sharedslots".into()
+    }
+    fn allocate_resource(
+        &self,
+        ns: &ResourceNamespace,
+        token: &str,
+        _: &ResourceConstraintsSpec,
+    ) -> Result<AllocationStatus> {
+        assert_eq!(ns.as_str(), NAMESPACE);
+        let mut held = self.held.lock().unwrap();
+        if held.contains(token) {
+            return Ok(AllocationStatus::GRANTED);
+        }
+        if held.len() >= self.quota {
+            return Ok(AllocationStatus::EXHAUSTED);
+        }
+        held.insert(token.to_string());
+        Ok(AllocationStatus::GRANTED)
+    }
+    fn release_resource(&self, ns: &ResourceNamespace, token: &str) -> Result<()> {
+        assert_eq!(ns.as_str(), NAMESPACE);
+        self.held.lock().unwrap().remove(token);
+        Ok(())
+    }
+}
+
+/// Answers every allocation with one status.
+struct FixedStatus(AllocationStatus);
+
+impl ResourceManager for FixedStatus {
+    fn id(&self) -> String {
+        "fixed".into()
+    }
+    fn allocate_resource(
+        &self,
+        _: &ResourceNamespace,
+        _: &str,
+        _: &ResourceConstraintsSpec,
+    ) -> Result<AllocationStatus> {
+        Ok(self.0)
+    }
+    fn release_resource(&self, _: &ResourceNamespace, _: &str) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A task context that is `task` in everything but the resource manager.
+struct WithManager<'a> {
+    task: &'a TestTaskContext,
+    manager: &'a dyn ResourceManager,
+}
+
+impl TaskExecutionContext for WithManager<'_> {
+    fn resource_manager(&self) -> &dyn ResourceManager {
+        self.manager
+    }
+    fn secret_manager(&self) -> &dyn SecretManager {
+        self.task.secret_manager()
+    }
+    fn task_refresh_indicator(&self) -> Arc<dyn SignalAsync> {
+        self.task.task_refresh_indicator()
+    }
+    fn max_dataset_size_bytes(&self) -> i64 {
+        self.task.max_dataset_size_bytes()
+    }
+    fn data_store(&self) -> &dyn DataStore {
+        self.task.data_store()
+    }
+    fn plugin_state_reader(&self) -> &dyn PluginStateReader {
+        self.task.plugin_state_reader()
+    }
+    fn task_reader(&self) -> &dyn TaskReader {
+        self.task.task_reader()
+    }
+    fn input_reader(&self) -> &dyn InputReader {
+        self.task.input_reader()
+    }
+    fn task_execution_metadata(&self) -> &dyn TaskExecutionMetadata {
+        self.task.task_execution_metadata()
+    }
+    fn output_writer(&self) -> &dyn OutputWriter {
+        self.task.output_writer()
+    }
+    fn plugin_state_writer(&self) -> &dyn PluginStateWriter {
+        self.task.plugin_state_writer()
+    }
+    fn catalog(&self) -> &dyn Catalog {
+        self.task.catalog()
+    }
+    fn events_recorder(&self) -> &dyn EventsRecorder {
+        self.task.events_recorder()
+    }
+}
+
+#[test]
+fn the_loader_registers_the_default_quota_and_the_counter() {
+    let setup = TestSetupContext::new();
+    let plugin = load(&setup);
+    assert_eq!(plugin.id(), "sleep-quota");
+    assert_eq!(setup.quotas(), [(NAMESPACE.to_string(), DEFAULT_QUOTA)]);
+    assert_eq!(DEFAULT_QUOTA, 2);
+    let counter = setup.metric("sleeps_completed").expect("counter registered");
+    assert_eq!(*counter.value.lock().unwrap(), 0.0);
+    let e = entry();
+    assert_eq!(
+        (e.id.as_str(), e.registered_task_types.as_slice(), e.is_default),
+        ("sleep-quota", &["sleep-quota".to_string()][..], false)
+    );
+}
+
+#[test]
+fn the_quota_comes_from_the_secret_when_present() {
+    let setup = TestSetupContext::new().with_secret("SLEEP_QUOTA", " 5\n");
+    let plugin = SleepQuota::load(&setup).unwrap();
+    assert_eq!(plugin.quota(), 5);
+    assert_eq!(setup.quotas(), [(NAMESPACE.to_string(), 5)]);
+    for bad in ["0", "-1", "two", ""] {
+        let setup = TestSetupContext::new().with_secret("SLEEP_QUOTA", bad);
+        let err = load_plugin(&setup, &entry()).err().expect(bad);
+        assert_eq!(err.code, "BadQuota", "{bad}");
+        assert!(err.message.contains("SLEEP_QUOTA"), "{}", err.message);
+        assert!(setup.quotas().is_empty(), "nothing registered for {bad:?}");
+    }
+}
+
+#[test]
+fn a_granted_task_sleeps_across_rounds_then_succeeds() {
+    let setup = TestSetupContext::new();
+    let plugin = load(&setup);
+    let ctx = task("sleeper-1", Literal::Float(0.3)).with_quota(NAMESPACE, 1);
+    let started = Instant::now();
+
+    let first = round(&*plugin, &ctx, &ctx);
+    assert_eq!((first.phase(), first.version()), (Phase::QUEUED, 0));
+    assert!(first.reason().contains("slot acquired"), "{first}");
+    assert_eq!(ctx.granted(NAMESPACE), BTreeSet::from(["sleeper-1".to_string()]));
+    let (version, state) = ctx.plugin_state_reader().get::<SleepState>().unwrap();
+    assert_eq!(version, STATE_VERSION);
+    assert_eq!(state.unwrap().seconds, 0.3);
+
+    let mut running_rounds = 0;
+    let end = loop {
+        let info = round(&*plugin, &ctx, &ctx);
+        if info.phase().is_terminal() {
+            break info;
+        }
+        assert_eq!((info.phase(), info.version()), (Phase::RUNNING, 0), "{info}");
+        assert_eq!(ctx.pending_state(), None, "no state change while sleeping");
+        running_rounds += 1;
+        assert!(started.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(running_rounds >= 2, "the sleep spans rounds ({running_rounds})");
+    assert_eq!(end.phase(), Phase::SUCCESS);
+    let Literal::Float(slept) = ctx.outputs().unwrap()["slept_seconds"] else {
+        panic!("slept_seconds is a float");
+    };
+    assert!((0.3..10.0).contains(&slept), "{slept}");
+    assert_eq!(*setup.metric("sleeps_completed").unwrap().value.lock().unwrap(), 1.0);
+    assert_eq!(ctx.granted(NAMESPACE).len(), 1, "held until finalize");
+
+    plugin.finalize(&ctx).unwrap();
+    assert!(ctx.granted(NAMESPACE).is_empty());
+    plugin.finalize(&ctx).unwrap(); // idempotent
+}
+
+#[test]
+fn with_quota_one_the_second_task_waits_until_the_first_is_finalized() {
+    let plugin = load(&TestSetupContext::new());
+    let slots = SharedSlots::new(1);
+    let a = task("task-a", Literal::Integer(0));
+    let b = task("task-b", Literal::Integer(0));
+    let ca = WithManager {
+        task: &a,
+        manager: &slots,
+    };
+    let cb = WithManager {
+        task: &b,
+        manager: &slots,
+    };
+
+    assert_eq!(round(&*plugin, &ca, &a).phase(), Phase::QUEUED);
+    for _ in 0..3 {
+        let waiting = round(&*plugin, &cb, &b);
+        assert_eq!((waiting.phase(), waiting.version()), (Phase::WAITING_FOR_RESOURCES, 0));
+        assert_eq!(waiting.reason(), WAITING_REASON);
+        assert_eq!(
+            b.plugin_state_reader().get_bytes().unwrap(),
+            (0, None),
+            "no state while waiting"
+        );
+    }
+    assert_eq!(slots.held(), BTreeSet::from(["task-a".to_string()]));
+
+    // A finishes, but holds its slot until finalize.
+    assert_eq!(round(&*plugin, &ca, &a).phase(), Phase::SUCCESS);
+    assert_eq!(round(&*plugin, &cb, &b).phase(), Phase::WAITING_FOR_RESOURCES);
+    plugin.finalize(&ca).unwrap();
+    assert!(slots.held().is_empty());
+
+    assert_eq!(round(&*plugin, &cb, &b).phase(), Phase::QUEUED);
+    assert_eq!(slots.held(), BTreeSet::from(["task-b".to_string()]));
+    assert_eq!(round(&*plugin, &cb, &b).phase(), Phase::SUCCESS);
+    plugin.abort(&cb).unwrap();
+    plugin.finalize(&cb).unwrap();
+    assert!(slots.held().is_empty());
+}
+
+#[test]
+fn namespace_quota_exceeded_also_waits_and_undefined_is_an_error() {
+    let plugin = load(&TestSetupContext::new());
+    let t = task("t", Literal::Integer(1));
+    let exceeded = FixedStatus(AllocationStatus::NAMESPACE_QUOTA_EXCEEDED);
+    let info = round(
+        &*plugin,
+        &WithManager {
+            task: &t,
+            manager: &exceeded,
+        },
+        &t,
+    );
+    assert_eq!(info.phase(), Phase::WAITING_FOR_RESOURCES);
+    let undefined = FixedStatus(AllocationStatus::UNDEFINED);
+    let err = plugin
+        .handle(&WithManager {
+            task: &t,
+            manager: &undefined,
+        })
+        .unwrap_err();
+    assert_eq!(
+        (err.code.as_str(), err.kind),
+        ("AllocationUndefined", ErrorKind::System)
+    );
+}
+
+#[test]
+fn bad_input_fails_permanently_without_taking_a_slot() {
+    let plugin = load(&TestSetupContext::new());
+    for bad in [
+        Literal::Float(-1.0),
+        Literal::String("soon".into()),
+        Literal::Float(f64::NAN),
+    ] {
+        let ctx = task("bad", bad.clone()).with_quota(NAMESPACE, 1);
+        let info = round(&*plugin, &ctx, &ctx);
+        assert_eq!(info.phase(), Phase::PERMANENT_FAILURE, "{bad:?}");
+        let err = info.err().unwrap();
+        assert_eq!((err.code.as_str(), err.kind), ("BadInput", ErrorKind::User));
+        assert!(ctx.granted(NAMESPACE).is_empty());
+    }
+}
+
+#[test]
+fn seconds_come_from_inputs_then_custom_then_the_default() {
+    let none = kozmo_interface::LiteralMap::new();
+    let null = serde_json::Value::Null;
+    assert_eq!(requested_seconds(&none, &null), Ok(1.0));
+    assert_eq!(requested_seconds(&none, &serde_json::json!({"seconds": 2.5})), Ok(2.5));
+    assert!(requested_seconds(&none, &serde_json::json!({"seconds": "2"})).is_err());
+    let inputs = |l: Literal| kozmo_interface::LiteralMap::from([("seconds".to_string(), l)]);
+    let custom = serde_json::json!({"seconds": 9});
+    assert_eq!(requested_seconds(&inputs(Literal::Integer(3)), &custom), Ok(3.0));
+    assert_eq!(requested_seconds(&inputs(Literal::Float(0.25)), &custom), Ok(0.25));
+    let d = LiteralDuration {
+        seconds: 1,
+        nanos: 500_000_000,
+    };
+    assert_eq!(requested_seconds(&inputs(Literal::Duration(d)), &custom), Ok(1.5));
+    assert!(requested_seconds(&inputs(Literal::Integer(-2)), &custom).is_err());
+}
+
+#[test]
+fn a_zero_second_sleep_finishes_on_the_round_after_the_grant() {
+    let plugin = load(&TestSetupContext::new());
+    let mut ctx = task("quick", Literal::Integer(0));
+    ctx.inputs.clear();
+    ctx.template.custom = serde_json::json!({"seconds": 0});
+    assert_eq!(round(&*plugin, &ctx, &ctx).phase(), Phase::QUEUED);
+    assert_eq!(round(&*plugin, &ctx, &ctx).phase(), Phase::SUCCESS);
+    assert!(matches!(ctx.outputs().unwrap()["slept_seconds"], Literal::Float(s) if s >= 0.0));
+}
+
+#[test]
+fn finalize_without_a_slot_is_harmless() {
+    let plugin = load(&TestSetupContext::new());
+    let ctx = task("never-ran", Literal::Integer(1));
+    plugin.abort(&ctx).unwrap();
+    plugin.finalize(&ctx).unwrap();
+    assert!(ctx.granted(NAMESPACE).is_empty());
+}
+
+#[test]
+fn the_example_task_file_parses_and_asks_for_two_seconds() {
+    #[derive(serde::Deserialize)]
+    struct TaskFile {
+        #[serde(flatten)]
+        template: TaskTemplate,
+        #[serde(default)]
+        inputs: kozmo_interface::LiteralMap,
+    }
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/sleep-quota.json");
+    let file: TaskFile = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(file.template.task_type, "sleep-quota");
+    assert!(file.template.interface.outputs.contains_key("slept_seconds"));
+    assert_eq!(requested_seconds(&file.inputs, &file.template.custom), Ok(2.0));
+}
