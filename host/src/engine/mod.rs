@@ -782,3 +782,10 @@ impl Core {
         self.sched.is_stopping()
     }
 }
+
+/// The loader's registry routes task types (§5.5) for the engine.
+impl PluginResolver for crate::loader::LoadedPlugins {
+    fn resolve(&self, task_type: &str) -> Result<Arc<dyn Plugin>, String> {
+        crate::loader::LoadedPlugins::resolve(self, task_type).map_err(|e| e.to_string())
+    }
+}
