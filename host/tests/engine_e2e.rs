@@ -112,7 +112,7 @@ fn bundled_plugins_run_through_the_engine_and_the_quota_holds() {
         assert!(start.elapsed() < Duration::from_secs(30), "naps did not finish");
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert!(max_in_use <= 2 && max_in_use >= 1, "{max_in_use}");
+    assert!((1..=2).contains(&max_in_use), "{max_in_use}");
     assert!(
         start.elapsed() >= Duration::from_millis(600),
         "5 naps of 0.2 s in 2 slots"
