@@ -446,3 +446,44 @@ fn a_slow_plugin_call_does_not_stall_other_executions() {
     );
     assert_eq!(h.wait_terminal(&slow).phase, ExecPhase::Succeeded);
 }
+
+#[test]
+fn enqueue_owner_bound_after_start_requeues_by_execution_name() {
+    use kozmo_host::engine::LateEnqueueOwner;
+    use kozmo_interface::metadata::NamespacedName;
+    use kozmo_interface::EnqueueOwner;
+    let owner = LateEnqueueOwner::new();
+    // Before the engine runs: accepted and ignored.
+    owner
+        .enqueue(&NamespacedName {
+            namespace: "p-d".into(),
+            name: "early".into(),
+        })
+        .unwrap();
+    let h = Harness::with(
+        |c| {
+            c.resync_interval = Duration::from_secs(10);
+            c.max_resync_interval = Duration::from_secs(10);
+        },
+        &[],
+    );
+    owner.bind(&h.engine);
+    let id = h.submit(
+        "owned",
+        rounds(json!([{"phase": "Running", "version": 1}, {"phase": "Running", "version": 1}, {"phase": "Success"}])),
+    );
+    // Round 0 (changed) is followed at once by round 1 (no change): then a
+    // 10 s resync, unless the owner is enqueued.
+    h.wait(&id, |_| h.calls(&id).len() >= 2);
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(h.calls(&id).len(), 2);
+    owner
+        .enqueue(&NamespacedName {
+            namespace: "p-d".into(),
+            name: id.clone(),
+        })
+        .unwrap();
+    let start = std::time::Instant::now();
+    assert_eq!(h.wait_terminal(&id).phase, ExecPhase::Succeeded);
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
