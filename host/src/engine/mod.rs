@@ -535,7 +535,8 @@ impl Core {
                 at: rfc3339_ms(h.at_ms),
             }),
             consecutive_handler_errors: s.handler_errors,
-            abort_requested: rec.abort_requested.clone(),
+            // A request that came after the end changes nothing: not shown.
+            abort_requested: rec.abort_requested.clone().filter(|_| !s.phase.is_terminal()),
             created_at: rfc3339_ms(rec.created_at_ms),
             updated_at: rfc3339_ms(s.updated_at_ms),
             attempt_started_at: rfc3339_ms(s.attempt_started_at_ms),
