@@ -197,10 +197,14 @@ fn examples_through_the_cli_with_wait_exit_codes() {
             String::from_utf8_lossy(&out.stderr)
         );
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            stderr.contains("Queued") || stderr.contains("Running"),
-            "{file}: live phases: {stderr}"
-        );
+        let phase_lines = stderr.lines().filter(|l| l.contains("(Phase")).count();
+        assert!(phase_lines >= 2, "{file}: live phase changes are printed: {stderr}");
+        let last = if code == 0 {
+            "Succeeded (PhaseSuccess"
+        } else {
+            "Failed (PhaseRetryableFailure"
+        };
+        assert!(stderr.contains(last), "{file}: {stderr}");
         if code == 0 {
             let outputs: Value = serde_json::from_slice(&out.stdout).unwrap();
             assert!(
@@ -448,4 +452,48 @@ fn bad_plugins_refuse_to_start_with_exit_code_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("libgarbage.so"));
+}
+
+#[test]
+fn flags_select_plugins_and_override_quotas() {
+    let root = tempfile::tempdir().unwrap();
+    let d = Daemon::start(
+        root.path(),
+        &PLUGINS,
+        &[
+            "--enable-plugin",
+            "shell,sleep-quota",
+            "--resource-quota",
+            "sleep-quota:slots=1",
+        ],
+    );
+    let (_, plugins) = d.client.get("/v1/plugins").unwrap();
+    let ids: Vec<&str> = plugins
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["shell", "sleep-quota"]);
+    // Quota 1: the second sleep waits for the first one's slot.
+    let mut first = read_json(&example("sleep-quota.json"));
+    first["execution_id"] = json!("first");
+    first["inputs"]["seconds"] = json!(2);
+    let mut second = first.clone();
+    second["execution_id"] = json!("second");
+    d.submit(&first);
+    d.wait_phase("first", |p| p == "Running", Duration::from_secs(20));
+    d.submit(&second);
+    let v = d.wait_phase("second", |p| p == "Running", Duration::from_secs(20));
+    let waiting = |v: &Value| v["plugin_phase"] == "PhaseWaitingForResources";
+    let mut saw_waiting = waiting(&v);
+    let start = Instant::now();
+    while !saw_waiting && start.elapsed() < Duration::from_secs(5) {
+        let (_, v) = d.client.get("/v1/executions/second").unwrap();
+        saw_waiting = waiting(&v);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(saw_waiting, "the second sleep waited for the quota");
+    assert_eq!(d.wait_terminal("first")["phase"], "Succeeded");
+    assert_eq!(d.wait_terminal("second")["phase"], "Succeeded");
 }

@@ -41,12 +41,34 @@ pub struct ServeArgs {
     /// Consecutive handler errors before an attempt fails with RoundFailures.
     #[arg(long, env = "KOZMO_MAX_ROUND_FAILURES")]
     pub max_round_failures: Option<u32>,
+    /// Enable only these plugin ids (repeat or comma-separate; default: all).
+    #[arg(long = "enable-plugin", env = "KOZMO_ENABLED_PLUGINS", value_delimiter = ',')]
+    pub enabled_plugins: Vec<String>,
+    /// Pick the plugin for a task type several plugins register: TYPE=PLUGIN
+    /// (repeat or comma-separate).
+    #[arg(long = "default-for", env = "KOZMO_DEFAULT_FOR_TASK_TYPES", value_delimiter = ',', value_parser = key_value::<String>)]
+    pub default_for_task_types: Vec<(String, String)>,
+    /// Override a plugin's quota: PLUGIN:NAMESPACE=N (repeat or comma-separate).
+    #[arg(long = "resource-quota", env = "KOZMO_RESOURCE_QUOTAS", value_delimiter = ',', value_parser = key_value::<i64>)]
+    pub resource_quotas: Vec<(String, i64)>,
     /// Load the valid plugins and warn about invalid ones instead of refusing to start.
     #[arg(long, env = "KOZMO_SKIP_INVALID_PLUGINS")]
     pub skip_invalid_plugins: bool,
     /// Accept a plugin directory writable by group/others or owned by another user.
     #[arg(long, env = "KOZMO_ALLOW_INSECURE_PLUGIN_DIR")]
     pub allow_insecure_plugin_dir: bool,
+}
+
+/// Parses `KEY=VALUE`.
+fn key_value<T: std::str::FromStr>(s: &str) -> Result<(String, T), String>
+where
+    T::Err: std::fmt::Display,
+{
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))?;
+    let v = v.trim().parse::<T>().map_err(|e| format!("bad value in {s:?}: {e}"))?;
+    Ok((k.trim().to_string(), v))
 }
 
 /// Runs `kozmo serve`; exit 0 after a clean shutdown, 2 for bad configuration or plugins.
@@ -76,6 +98,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if args.secrets_dir.is_some() {
         config.secrets_dir = args.secrets_dir;
     }
+    if !args.enabled_plugins.is_empty() {
+        config.plugins.enabled = args.enabled_plugins;
+    }
+    config
+        .plugins
+        .default_for_task_types
+        .extend(args.default_for_task_types);
+    config.resource_quotas.extend(args.resource_quotas);
     config.plugins.skip_invalid |= args.skip_invalid_plugins;
     config.plugins.allow_insecure_dir |= args.allow_insecure_plugin_dir;
     match daemon::run(config) {
