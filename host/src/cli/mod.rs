@@ -31,7 +31,7 @@ pub enum Command {
     Plugins(plugins::PluginsCommand),
     /// Run the daemon: load the plugin directory, resume every unfinished
     /// execution from the store, serve the HTTP API until SIGTERM/SIGINT.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Submit a task file (or `-` for stdin) to the daemon.
     Submit(executions::SubmitArgs),
     /// Show one execution.
@@ -95,7 +95,7 @@ pub fn init_logging(verbose: u8) {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Plugins(cmd) => plugins::run(cmd),
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Submit(args) => executions::submit(args, cli.server),
         Command::Get { id, output } => executions::get(&id, output, cli.server),
         Command::List { phase, limit, output } => executions::list(phase, limit, output, cli.server),
