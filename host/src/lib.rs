@@ -2,6 +2,7 @@
 //! API. The `kozmo` binary (`main.rs`) is a thin CLI over it.
 
 pub mod api;
+pub mod bench;
 pub mod catalog;
 pub mod cli;
 pub mod client;

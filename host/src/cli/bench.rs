@@ -1,0 +1,247 @@
+//! `kozmo bench`: measures the engine, the store and the loader in one run
+//! and writes BENCHMARKS.md and the throughput plot (the measurements live
+//! in [`crate::bench`]).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::bench::engine::{self, StoreKind};
+use crate::bench::report::{self, Machine, Results, NOTES_MARKER};
+use crate::bench::{load, sqlite_raw};
+
+/// Options of `kozmo bench`.
+#[derive(Debug, Args)]
+#[command(after_long_help = "\
+What each figure measures (goals from the benchmark issue):
+
+  P1  handle of the same no-op plugin natively and through its .so, and a
+      context accessor returning a string: ffi/native ratio (goal <= 1.5x).
+      Read from criterion's last `cargo bench -p kozmo-interface --bench
+      ffi_call` (target/criterion); run that first.
+  P2  engine rounds/s, in-memory store, native no-op plugin, at each
+      --in-flight size (goal >= 500,000). All executions are submitted and
+      parked first (two rounds each, then waiting on a 1 h resync timer),
+      then woken together; the clock runs until the last is Succeeded.
+  P3  durable completions/s: --durable-executions submitted in batches of
+      --batch on SQLite (WAL, synchronous=FULL), clock from the first submit
+      to the last Succeeded row. Then the same rows, read back from that
+      database, are written with plain rusqlite into a fresh file with the
+      same schema and settings, --batch executions per pair of transactions.
+      Ratio engine/raw (goal >= 0.5).
+  P6  resident memory per in-flight execution: VmRSS before and after
+      parking --memory-executions on SQLite, divided (goal <= 1 KiB). Runs
+      first, on a fresh heap.
+  Latency  submit -> Succeeded row, one execution at a time (light load),
+      p50/p99, on SQLite and on the in-memory store.
+  P5  load + check (symbol check, dlopen, ABI checks, entries, loader) of
+      fresh copies of every plugin library in --plugins-dir (default: the
+      directory of this binary, e.g. target/release after `cargo build
+      --release` of the plugins), and load_directory over --load-copies
+      copies of one library (goal: 50 in <= 1 s).
+
+Results go to --output (hand-written notes after the marker line of an
+existing file are kept) and the P2 plot to --plot (SVG).")]
+pub struct BenchArgs {
+    /// Markdown file to write.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    pub output: PathBuf,
+    /// SVG plot of P2 rounds/s against executions in flight.
+    #[arg(long, default_value = "docs/bench-throughput.svg")]
+    pub plot: PathBuf,
+    /// Smoke run: tiny sizes for every measurement (figures meaningless).
+    #[arg(long)]
+    pub quick: bool,
+    /// P2: executions in flight, comma-separated [default: 1000,10000,100000; quick: 100,1000].
+    #[arg(long, value_delimiter = ',')]
+    pub in_flight: Vec<usize>,
+    /// P2: handle rounds per size; each execution runs budget/size rounds (at least 3) [default: 300000].
+    #[arg(long)]
+    pub rounds_budget: Option<u64>,
+    /// P6: executions parked [default: 100000].
+    #[arg(long)]
+    pub memory_executions: Option<usize>,
+    /// P3: executions completed durably [default: 20000].
+    #[arg(long)]
+    pub durable_executions: Option<usize>,
+    /// P3: executions per submission batch and per raw transaction pair.
+    #[arg(long, default_value_t = 512)]
+    pub batch: usize,
+    /// Latency samples per store [default: 200].
+    #[arg(long)]
+    pub latency_samples: Option<usize>,
+    /// P5: directory of plugin libraries [default: the directory of this binary].
+    #[arg(long)]
+    pub plugins_dir: Option<PathBuf>,
+    /// P5: copies of one library loaded as a directory.
+    #[arg(long)]
+    pub load_copies: Option<usize>,
+    /// P1: criterion's output directory [default: target/criterion next to this binary's directory].
+    #[arg(long)]
+    pub criterion_dir: Option<PathBuf>,
+    /// Engine worker threads (0: number of cores).
+    #[arg(long, default_value_t = 0)]
+    pub workers: usize,
+}
+
+struct Sizes {
+    in_flight: Vec<usize>,
+    rounds_budget: u64,
+    memory: usize,
+    durable: usize,
+    latency: usize,
+    copies: usize,
+    per_library: usize,
+}
+
+impl BenchArgs {
+    fn sizes(&self) -> Sizes {
+        let q = self.quick;
+        Sizes {
+            in_flight: if !self.in_flight.is_empty() {
+                self.in_flight.clone()
+            } else if q {
+                vec![100, 1000]
+            } else {
+                vec![1000, 10_000, 100_000]
+            },
+            rounds_budget: self.rounds_budget.unwrap_or(if q { 3000 } else { 300_000 }),
+            memory: self.memory_executions.unwrap_or(if q { 1000 } else { 100_000 }),
+            durable: self.durable_executions.unwrap_or(if q { 200 } else { 20_000 }),
+            latency: self.latency_samples.unwrap_or(if q { 10 } else { 200 }),
+            copies: self.load_copies.unwrap_or(if q { 5 } else { 50 }),
+            per_library: if q { 1 } else { 5 },
+        }
+    }
+}
+
+fn exe_dir() -> Option<PathBuf> {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.canonicalize().ok())
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+}
+
+fn default_criterion_dir() -> PathBuf {
+    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(t).join("criterion");
+    }
+    // target/<profile>/kozmo → target/criterion
+    exe_dir()
+        .and_then(|d| d.parent().map(|t| t.join("criterion")))
+        .unwrap_or_else(|| PathBuf::from("target/criterion"))
+}
+
+/// Where `plot` is, seen from the directory of `output` (for the Markdown link).
+fn relative_link(output: &Path, plot: &Path) -> String {
+    let base = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    match (base.canonicalize(), plot.canonicalize()) {
+        (Ok(b), Ok(p)) => p.strip_prefix(&b).map_or(p.clone(), Path::to_path_buf),
+        _ => plot.to_path_buf(),
+    }
+    .display()
+    .to_string()
+}
+
+/// Runs every measurement, prints the table, writes the files.
+pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let sizes = args.sizes();
+    let workers = if args.workers == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        args.workers
+    };
+    let phases = 6 + sizes.in_flight.len() as u64;
+    let pb = ProgressBar::new(phases);
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {wide_msg}")
+            .expect("valid template"),
+    );
+    pb.enable_steady_tick(Duration::from_millis(120));
+
+    // P6 first: on a fresh heap, freed memory would hide the growth.
+    let memory = engine::memory(StoreKind::SqliteFull, sizes.memory, workers, &pb)?;
+    pb.inc(1);
+
+    let mut throughput = Vec::new();
+    for &n in &sizes.in_flight {
+        let rounds = (sizes.rounds_budget / n.max(1) as u64).clamp(3, 100_000) as u32;
+        throughput.push(engine::throughput(n, rounds - 1, workers, &pb)?);
+        pb.inc(1);
+    }
+
+    let (durable, b) = engine::durable(sizes.durable, args.batch, workers, &pb)?;
+    pb.inc(1);
+    pb.set_message("P3 raw SQLite inserts");
+    let raw = sqlite_raw::replay(&b.dir.path().join("kozmo.db"), &b.dir.path().join("raw.db"), args.batch)?;
+    drop(b);
+    pb.inc(1);
+
+    let mut latency = Vec::new();
+    for kind in [StoreKind::SqliteFull, StoreKind::Memory] {
+        latency.push(engine::latency(kind, sizes.latency, workers, &pb)?);
+        pb.inc(1);
+    }
+
+    let plugins_dir = args.plugins_dir.clone().or_else(exe_dir);
+    let load = match &plugins_dir {
+        None => Err("no plugin directory (pass --plugins-dir)".to_string()),
+        Some(d) => match load::measure(d, sizes.per_library, sizes.copies, &pb)? {
+            Some(p) => Ok(p),
+            None => Err(format!(
+                "no plugin library in {} (build them with `cargo build --release -p kozmo-plugin-echo ...` \
+                 or pass --plugins-dir)",
+                d.display()
+            )),
+        },
+    };
+    pb.inc(1);
+    pb.finish_and_clear();
+
+    let criterion_dir = args.criterion_dir.clone().unwrap_or_else(default_criterion_dir);
+    let results = Results {
+        machine: Machine::detect(),
+        calls: report::read_call_costs(&criterion_dir),
+        criterion_dir,
+        throughput,
+        durable: Some(durable),
+        raw: Some(raw),
+        memory,
+        latency,
+        load,
+        workers,
+    };
+    print!("{}", results.text_table());
+
+    let plot_ok = match results.plot(&args.plot) {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("kozmo bench: plot {}: {e}", args.plot.display());
+            false
+        }
+    };
+    let notes = std::fs::read_to_string(&args.output).ok().and_then(|s| {
+        s.split_once(NOTES_MARKER)
+            .map(|(_, rest)| rest.trim_start_matches('\n').to_string())
+    });
+    let command = std::iter::once("kozmo".to_string())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let link = plot_ok.then(|| relative_link(&args.output, &args.plot));
+    if let Some(parent) = args.output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(
+        &args.output,
+        results.markdown(&command, link.as_deref(), notes.as_deref()),
+    )?;
+    eprintln!("kozmo bench: wrote {}", args.output.display());
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,134 @@
+//! `kozmo bench --quick` as the real binary: every row of the table is
+//! there, in the terminal and in the Markdown file, and the plot is an SVG.
+//! No timing is asserted.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use kozmo_host::bench::report::{NOTES_MARKER, ROW_NAMES};
+
+#[test]
+fn quick_bench_writes_every_row_and_keeps_notes() {
+    let echo = kozmo_testkit::build_plugins(&["kozmo-plugin-echo"]).remove(0);
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = tmp.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    std::fs::set_permissions(&plugins, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::copy(&echo, plugins.join(echo.file_name().unwrap())).unwrap();
+    let output = tmp.path().join("BENCHMARKS.md");
+    let plot = tmp.path().join("docs/throughput.svg");
+    // Notes after the marker survive a run.
+    std::fs::write(
+        &output,
+        format!("old table\n{NOTES_MARKER}\n\n## Where the time goes\n\nkept\n"),
+    )
+    .unwrap();
+
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_kozmo"))
+            .arg("bench")
+            .arg("--quick")
+            .arg("--output")
+            .arg(&output)
+            .arg("--plot")
+            .arg(&plot)
+            .arg("--plugins-dir")
+            .arg(&plugins)
+            .arg("--criterion-dir")
+            .arg(tmp.path().join("no-criterion"))
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let table = String::from_utf8_lossy(&out.stdout);
+    let md = std::fs::read_to_string(&output).unwrap();
+    for name in ROW_NAMES {
+        assert!(table.contains(name), "terminal table lacks [{name}]:\n{table}");
+        assert!(md.contains(&format!("| {name}")), "BENCHMARKS lacks [{name}]:\n{md}");
+    }
+    for size in [
+        "100 in flight",
+        "1,000 in flight",
+        "(SQLite, synchronous=FULL)",
+        "(memory)",
+        "5 copies",
+    ] {
+        assert!(md.contains(size), "no [{size}] row:\n{md}");
+    }
+    assert!(
+        md.contains("not measured: run `cargo bench"),
+        "P1 says how to get it:\n{md}"
+    );
+    assert!(md.contains("libkozmo_plugin_echo"), "P5 lists the library:\n{md}");
+    for fact in ["CPUs (nproc)", "model", "memory", "date (UTC)", "git commit"] {
+        assert!(md.contains(&format!("| {fact} |")), "no [{fact}]:\n{md}");
+    }
+    assert!(
+        md.contains("](docs/throughput.svg)"),
+        "plot linked relative to the file:\n{md}"
+    );
+    assert!(md.ends_with("## Where the time goes\n\nkept\n"), "notes kept:\n{md}");
+    assert!(!md.contains("old table"));
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("executions in flight"), "{svg}");
+
+    // A second run keeps the notes exactly once.
+    assert!(run().status.success());
+    let md = std::fs::read_to_string(&output).unwrap();
+    assert_eq!(md.matches(NOTES_MARKER).count(), 1);
+    assert_eq!(md.matches("\nkept\n").count(), 1, "{md}");
+}
+
+#[test]
+fn bench_help_explains_each_measurement() {
+    let out = Command::new(env!("CARGO_BIN_EXE_kozmo"))
+        .args(["bench", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for p in [
+        "P1",
+        "P2",
+        "P3",
+        "P5",
+        "P6",
+        "Latency",
+        "--quick",
+        "--output",
+        "--plugins-dir",
+    ] {
+        assert!(help.contains(p), "help lacks {p}:\n{help}");
+    }
+}
+
+#[test]
+fn no_plugin_library_is_reported_in_the_table() {
+    let tmp = tempfile::tempdir().unwrap();
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let output = tmp.path().join("B.md");
+    let out = Command::new(env!("CARGO_BIN_EXE_kozmo"))
+        .args(["bench", "--quick", "--in-flight", "50", "--memory-executions", "50"])
+        .args(["--durable-executions", "20", "--latency-samples", "2"])
+        .arg("--output")
+        .arg(&output)
+        .arg("--plot")
+        .arg(tmp.path().join("p.svg"))
+        .arg("--plugins-dir")
+        .arg(&empty)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let md = std::fs::read_to_string(&output).unwrap();
+    assert!(
+        md.contains("| P5 load + check, one library | not measured: no plugin library in"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| P5 load + check, directory of 50 copies | not measured"),
+        "{md}"
+    );
+}
