@@ -605,3 +605,25 @@ fn failed_commits_are_retried_without_losing_or_duplicating_effects() {
         engine.shutdown(Duration::from_secs(5));
     }
 }
+
+#[test]
+fn a_second_engine_on_the_same_data_directory_is_refused() {
+    use std::sync::Arc;
+
+    use kozmo_host::engine::Engine;
+    use kozmo_host::resources::ResourceManagerBuilder;
+    use kozmo_host::store::SqliteStore;
+
+    let h = Harness::new();
+    let second = Engine::start(
+        support::test_config(h.dir.path()),
+        Arc::new(SqliteStore::open_in(h.dir.path()).unwrap()) as Arc<dyn Store>,
+        Arc::new(support::Resolver(support::scripted())),
+        ResourceManagerBuilder::new().build() as Arc<dyn ResourceBackend>,
+    );
+    match second {
+        Err(EngineError::Invalid(m)) => assert!(m.contains("in use by another kozmo engine"), "{m}"),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("two engines on one data directory"),
+    }
+}

@@ -11,6 +11,7 @@
 
 mod context;
 mod events;
+mod lock;
 mod outputs;
 mod retries;
 mod round;
@@ -236,6 +237,7 @@ pub(crate) struct Core {
     work_tx: Sender<String>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     id_counter: AtomicU64,
+    lock: Mutex<Option<lock::DataDirLock>>,
 }
 
 enum CommitMsg {
@@ -299,6 +301,7 @@ impl Engine {
         plugins: Arc<dyn PluginResolver>,
         resources: Arc<dyn ResourceBackend>,
     ) -> Result<EngineHandle, EngineError> {
+        let dir_lock = lock::DataDirLock::acquire(&cfg.data_dir).map_err(EngineError::Invalid)?;
         let data = FsDataStore::new(cfg.data_dir.join("data"))
             .map_err(|e| EngineError::Invalid(format!("data directory {}: {e}", cfg.data_dir.display())))?;
         let (work_tx, work_rx) = crossbeam_channel::unbounded::<String>();
@@ -324,6 +327,7 @@ impl Engine {
             work_tx,
             threads: Mutex::new(Vec::new()),
             id_counter: AtomicU64::new(0),
+            lock: Mutex::new(Some(dir_lock)),
         });
         {
             let weak = Arc::downgrade(&core.sched);
@@ -772,6 +776,8 @@ impl EngineHandle {
             }
             let _ = t.join();
         }
+        // Another engine may use the directory from now on.
+        c.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
     /// Wakes an execution now (as a plugin signal would).
