@@ -45,13 +45,13 @@ pub(crate) async fn submit(State(state): State<AppState>, body: Body) -> Result<
             None,
         ));
     };
-    let id = match spec.remove("id") {
+    let id = match spec.remove("execution_id") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if valid_id(&s) => Some(s),
         Some(_) => {
             return Err(ApiError::bad_request(
-                "`id` must be a string of 1-128 letters, digits, '-', '_' or '.'",
-                Some("id".into()),
+                "`execution_id` must be a string of 1-100 letters, digits, '-', '_' or '.', not starting with '.'",
+                Some("execution_id".into()),
             ))
         }
     };

@@ -121,12 +121,12 @@ fn api_err(r: Result<(u16, Value), ClientError>) -> (u16, String, String) {
 #[test]
 fn submit_then_resubmit_is_idempotent_and_a_different_body_conflicts() {
     let c = start(ApiOptions::default());
-    let body = json!({"id": "job-1", "type": "echo", "inputs": {"n": 1}});
+    let body = json!({"execution_id": "job-1", "type": "echo", "inputs": {"n": 1}});
     let (status, v) = c.post("/v1/executions", &body).unwrap();
     assert_eq!((status, v["id"].as_str()), (201, Some("job-1")));
     let (status, v) = c.post("/v1/executions", &body).unwrap();
     assert_eq!((status, v["id"].as_str()), (200, Some("job-1")));
-    let other = json!({"id": "job-1", "type": "echo", "inputs": {"n": 2}});
+    let other = json!({"execution_id": "job-1", "type": "echo", "inputs": {"n": 2}});
     let (status, kind, _) = api_err(c.post("/v1/executions", &other));
     assert_eq!((status, kind.as_str()), (409, "conflict"));
     let (status, v) = c.get("/v1/executions/job-1").unwrap();
@@ -144,9 +144,9 @@ fn error_statuses_carry_json_bodies() {
     assert!(detail.contains("not valid JSON"), "{detail}");
     let (s, _, _) = api_err(c.post_raw("/v1/executions", b"[1,2]"));
     assert_eq!(s, 400);
-    let (s, _, detail) = api_err(c.post("/v1/executions", &json!({"id": 5, "type": "echo"})));
+    let (s, _, detail) = api_err(c.post("/v1/executions", &json!({"execution_id": 5, "type": "echo"})));
     assert_eq!(s, 400);
-    assert!(detail.contains("`id`"), "{detail}");
+    assert!(detail.contains("`execution_id`"), "{detail}");
     let r = c.post("/v1/executions", &json!({"type": "echo", "inputs": {"n": "x"}}));
     match r {
         Err(ClientError::Api { status: 400, .. }) => {}
@@ -188,8 +188,11 @@ fn the_bad_field_path_is_reported() {
 fn list_pages_and_abort() {
     let c = start(ApiOptions::default());
     for i in 0..3 {
-        c.post("/v1/executions", &json!({"id": format!("e{i}"), "type": "echo"}))
-            .unwrap();
+        c.post(
+            "/v1/executions",
+            &json!({"execution_id": format!("e{i}"), "type": "echo"}),
+        )
+        .unwrap();
     }
     let (_, page) = c.get("/v1/executions?limit=2").unwrap();
     assert_eq!(page["items"].as_array().unwrap().len(), 2);

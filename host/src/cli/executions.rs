@@ -103,7 +103,7 @@ fn print_text(v: &Value) {
 pub fn submit(args: SubmitArgs, server: ServerArgs) -> anyhow::Result<ExitCode> {
     let mut body = read_task(&args.file)?;
     if let Some(id) = &args.id {
-        body["id"] = Value::String(id.clone());
+        body["execution_id"] = Value::String(id.clone());
     }
     let client = server.client();
     let (status, execution) = client.post("/v1/executions", &body)?;

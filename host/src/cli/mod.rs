@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 pub mod executions;
 pub mod plugins;
+pub mod serve;
 
 /// Kozmo: a native plugin system for task execution.
 #[derive(Debug, Parser)]
@@ -28,6 +29,9 @@ pub enum Command {
     /// Inspect and validate plugin libraries.
     #[command(subcommand)]
     Plugins(plugins::PluginsCommand),
+    /// Run the daemon: load the plugin directory, resume every unfinished
+    /// execution from the store, serve the HTTP API until SIGTERM/SIGINT.
+    Serve(Box<serve::ServeArgs>),
     /// Submit a task file (or `-` for stdin) to the daemon.
     Submit(executions::SubmitArgs),
     /// Show one execution.
@@ -91,6 +95,7 @@ pub fn init_logging(verbose: u8) {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Plugins(cmd) => plugins::run(cmd),
+        Command::Serve(args) => serve::run(*args),
         Command::Submit(args) => executions::submit(args, cli.server),
         Command::Get { id, output } => executions::get(&id, output, cli.server),
         Command::List { phase, limit, output } => executions::list(phase, limit, output, cli.server),

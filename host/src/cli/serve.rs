@@ -1,0 +1,118 @@
+//! `kozmo serve`: run the daemon.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::daemon;
+
+/// Flags of `kozmo serve`; each overrides the file and its `KOZMO_*` variable.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Configuration file (TOML; see examples/kozmo.toml).
+    #[arg(long, env = "KOZMO_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory (store and data store).
+    #[arg(long, env = "KOZMO_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Plugin directory.
+    #[arg(long, env = "KOZMO_PLUGINS_DIR")]
+    pub plugins_dir: Option<PathBuf>,
+    /// Listen address (non-loopback addresses need an API token).
+    #[arg(long, env = "KOZMO_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// API token required as `Authorization: Bearer <token>`.
+    #[arg(long, env = "KOZMO_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// Worker threads for plugin calls (0 = number of cores).
+    #[arg(long, env = "KOZMO_WORKERS")]
+    pub workers: Option<usize>,
+    /// Seconds between re-evaluations of executions that have not signalled.
+    #[arg(long, env = "KOZMO_RESYNC_INTERVAL_SECS")]
+    pub resync_interval_secs: Option<f64>,
+    /// Directory of secret files.
+    #[arg(long, env = "KOZMO_SECRETS_DIR")]
+    pub secrets_dir: Option<PathBuf>,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "KOZMO_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Consecutive handler errors before an attempt fails with RoundFailures.
+    #[arg(long, env = "KOZMO_MAX_ROUND_FAILURES")]
+    pub max_round_failures: Option<u32>,
+    /// Enable only these plugin ids (repeat or comma-separate; default: all).
+    #[arg(long = "enable-plugin", env = "KOZMO_ENABLED_PLUGINS", value_delimiter = ',')]
+    pub enabled_plugins: Vec<String>,
+    /// Pick the plugin for a task type several plugins register: TYPE=PLUGIN
+    /// (repeat or comma-separate).
+    #[arg(long = "default-for", env = "KOZMO_DEFAULT_FOR_TASK_TYPES", value_delimiter = ',', value_parser = key_value::<String>)]
+    pub default_for_task_types: Vec<(String, String)>,
+    /// Override a plugin's quota: PLUGIN:NAMESPACE=N (repeat or comma-separate).
+    #[arg(long = "resource-quota", env = "KOZMO_RESOURCE_QUOTAS", value_delimiter = ',', value_parser = key_value::<i64>)]
+    pub resource_quotas: Vec<(String, i64)>,
+    /// Load the valid plugins and warn about invalid ones instead of refusing to start.
+    #[arg(long, env = "KOZMO_SKIP_INVALID_PLUGINS")]
+    pub skip_invalid_plugins: bool,
+    /// Accept a plugin directory writable by group/others or owned by another user.
+    #[arg(long, env = "KOZMO_ALLOW_INSECURE_PLUGIN_DIR")]
+    pub allow_insecure_plugin_dir: bool,
+}
+
+/// Parses `KEY=VALUE`.
+fn key_value<T: std::str::FromStr>(s: &str) -> Result<(String, T), String>
+where
+    T::Err: std::fmt::Display,
+{
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))?;
+    let v = v.trim().parse::<T>().map_err(|e| format!("bad value in {s:?}: {e}"))?;
+    Ok((k.trim().to_string(), v))
+}
+
+/// Runs `kozmo serve`; exit 0 after a clean shutdown, 2 for bad configuration or plugins.
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let mut config = match daemon::load_config(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    macro_rules! set {
+        ($($field:ident),*) => { $( if let Some(v) = args.$field { config.$field = v; } )* };
+    }
+    set!(
+        data_dir,
+        plugins_dir,
+        listen,
+        workers,
+        resync_interval_secs,
+        max_body_bytes,
+        max_round_failures
+    );
+    if args.api_token.is_some() {
+        config.api_token = args.api_token;
+    }
+    if args.secrets_dir.is_some() {
+        config.secrets_dir = args.secrets_dir;
+    }
+    if !args.enabled_plugins.is_empty() {
+        config.plugins.enabled = args.enabled_plugins;
+    }
+    config
+        .plugins
+        .default_for_task_types
+        .extend(args.default_for_task_types);
+    config.resource_quotas.extend(args.resource_quotas);
+    config.plugins.skip_invalid |= args.skip_invalid_plugins;
+    config.plugins.allow_insecure_dir |= args.allow_insecure_plugin_dir;
+    match daemon::run(config) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            Ok(ExitCode::from(e.code))
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! `kozmo serve`: wires the store, the resource manager, the plugin loader,
+//! the engine and the HTTP API together, and shuts them down in order.
+
+mod prometheus;
+mod service;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+pub use service::{parse_spec, DaemonService};
+
+use crate::api::{self, ApiOptions};
+use crate::config::Config;
+use crate::engine::{Engine, EngineConfig, EngineHandle, LateEnqueueOwner};
+use crate::loader::{self, LoaderConfig, LoaderServices};
+use crate::metrics::Metrics;
+use crate::resources::{InMemoryResources, ResourceManagerBuilder};
+use crate::secrets::HostSecrets;
+use crate::store::SqliteStore;
+
+/// Why the daemon did not start; exit code 2 (configuration, plugins) or 1.
+#[derive(Debug)]
+pub struct StartError {
+    /// The process exit code.
+    pub code: u8,
+    /// What went wrong, one problem per line.
+    pub message: String,
+}
+
+impl StartError {
+    fn config(e: impl std::fmt::Display) -> Self {
+        StartError {
+            code: 2,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// A started daemon: engine running, plugins loaded, not yet serving HTTP.
+pub struct Daemon {
+    /// The engine.
+    pub engine: EngineHandle,
+    /// The API service.
+    pub service: Arc<DaemonService>,
+    /// The configuration in force.
+    pub config: Config,
+}
+
+fn quotas_with_overrides(builder: &ResourceManagerBuilder, config: &Config) -> std::collections::BTreeMap<String, i64> {
+    let mut quotas = builder.quotas();
+    for (ns, q) in &config.resource_quotas {
+        let full = format!("{}:{ns}", builder.id());
+        log::info!("resource quota {full} = {q} (from the configuration)");
+        quotas.insert(full, *q);
+    }
+    quotas
+}
+
+/// Opens the store, loads the plugins and starts the engine.
+pub fn start(config: Config) -> Result<Daemon, StartError> {
+    config.validate().map_err(StartError::config)?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))
+        .map_err(StartError::config)?;
+    let store = SqliteStore::open_in(&config.data_dir)
+        .map_err(|e| StartError::config(format!("cannot open the store in {}: {e}", config.data_dir.display())))?;
+
+    let builder = Arc::new(ResourceManagerBuilder::new());
+    let enqueue = Arc::new(LateEnqueueOwner::new());
+    let metrics = Metrics::new("kozmo");
+    let secrets = Arc::new(HostSecrets::new(config.secrets_dir.clone()));
+    let services = LoaderServices {
+        resource_manager_id: builder.id().to_string(),
+        registrar: builder.clone(),
+        secrets,
+        metrics: metrics.sub("plugin"),
+        enqueue_owner: enqueue.clone(),
+        owner_kind: "Execution".into(),
+    };
+    let loader_config = LoaderConfig {
+        plugins_dir: config.plugins_dir.clone(),
+        enabled_plugins: config.plugins.enabled.clone(),
+        default_for_task_types: config.plugins.default_for_task_types.clone(),
+        skip_invalid_plugins: config.plugins.skip_invalid,
+        allow_insecure_plugin_dir: config.plugins.allow_insecure_dir,
+    };
+    let plugins = loader::load_directory(&loader_config, &services).map_err(|report| StartError {
+        code: 2,
+        message: format!(
+            "the plugin directory {} has problems:\n{report}",
+            config.plugins_dir.display()
+        ),
+    })?;
+    for w in plugins.warnings() {
+        log::warn!("{w}");
+    }
+    let infos = plugins.infos();
+    for p in &infos {
+        log::info!("plugin {} ({}) handles {:?}", p.id, p.file.display(), p.task_types);
+    }
+    let resources = Arc::new(InMemoryResources::new(
+        builder.id(),
+        quotas_with_overrides(&builder, &config),
+    ));
+
+    let engine_config = EngineConfig {
+        data_dir: config.data_dir.clone(),
+        workers: config.effective_workers(),
+        resync_interval: Duration::from_secs_f64(config.resync_interval_secs),
+        max_round_failures: config.max_round_failures,
+        secrets_dir: config.secrets_dir.clone(),
+        ..EngineConfig::default()
+    };
+    let engine =
+        Engine::start(engine_config, Arc::new(store), Arc::new(plugins), resources).map_err(|e| StartError {
+            code: 1,
+            message: format!("the engine did not start: {e}"),
+        })?;
+    enqueue.bind(&engine);
+    let service = Arc::new(DaemonService::new(engine.clone(), infos, metrics));
+    Ok(Daemon {
+        engine,
+        service,
+        config,
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => log::info!("SIGTERM: shutting down"),
+        _ = int.recv() => log::info!("SIGINT: shutting down"),
+    }
+}
+
+/// Runs the daemon until SIGTERM/SIGINT: serve HTTP, then stop the engine
+/// (running steps finish or stay persisted for the next start).
+pub fn run(config: Config) -> Result<(), StartError> {
+    let listen = config.listen;
+    let std_listener = std::net::TcpListener::bind(listen).map_err(|e| StartError {
+        code: 2,
+        message: format!("cannot listen on {listen}: {e} (set listen / KOZMO_LISTEN / --listen)"),
+    })?;
+    std_listener
+        .set_nonblocking(true)
+        .map_err(|e| StartError::config(format!("listener: {e}")))?;
+    let daemon = start(config)?;
+    let options = ApiOptions {
+        token: daemon.config.api_token.clone().filter(|t| !t.is_empty()),
+        max_body_bytes: daemon.config.max_body_bytes,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| StartError {
+            code: 1,
+            message: format!("cannot start the HTTP runtime: {e}"),
+        })?;
+    let local = std_listener.local_addr().ok();
+    let result = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::from_std(std_listener)?;
+        log::info!(
+            "kozmo serving on http://{} (data in {})",
+            local.map(|a| a.to_string()).unwrap_or_default(),
+            daemon.config.data_dir.display()
+        );
+        println!(
+            "kozmo: listening on http://{}",
+            local.map(|a| a.to_string()).unwrap_or_default()
+        );
+        api::serve(listener, daemon.service.clone(), options, shutdown_signal()).await
+    });
+    log::info!("HTTP stopped; stopping the engine");
+    daemon.engine.shutdown(Duration::from_secs(30));
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    result.map_err(|e| StartError {
+        code: 1,
+        message: format!("HTTP server failed: {e}"),
+    })
+}
+
+/// Reads the configuration file if given, else defaults.
+pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    match path {
+        Some(p) => Config::from_file(p),
+        None => Ok(Config::default()),
+    }
+}

@@ -1,0 +1,499 @@
+//! The real `kozmo serve` binary on a free loopback port, with temporary
+//! directories and the bundled plugins built as shared libraries, driven
+//! through the CLI and raw HTTP.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kozmo_host::client::{Client, ClientError};
+use serde_json::{json, Value};
+
+const PLUGINS: [&str; 3] = ["kozmo-plugin-echo", "kozmo-plugin-shell", "kozmo-plugin-sleep-quota"];
+
+fn kozmo() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kozmo"))
+}
+
+fn example(name: &str) -> PathBuf {
+    kozmo_testkit::workspace_root().join("examples").join(name)
+}
+
+/// A plugin directory with copies of the bundled plugins (mode 0755/0644).
+fn plugin_dir(root: &Path, which: &[&str]) -> PathBuf {
+    let dir = root.join("plugins");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for lib in kozmo_testkit::build_plugins(which) {
+        let to = dir.join(lib.file_name().unwrap());
+        std::fs::copy(&lib, &to).unwrap();
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    dir
+}
+
+struct Daemon {
+    child: Option<Child>,
+    client: Client,
+    data: PathBuf,
+    plugins: PathBuf,
+    extra: Vec<String>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(root: &Path, plugins: &[&str], extra: &[&str]) -> Daemon {
+        let plugins = plugin_dir(root, plugins);
+        let mut d = Daemon {
+            child: None,
+            client: Client::new("http://127.0.0.1:1", None),
+            data: root.join("data"),
+            plugins,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            log: root.join("daemon.log"),
+        };
+        d.restart();
+        d
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = kozmo();
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(&self.data)
+            .arg("--plugins-dir")
+            .arg(&self.plugins)
+            .arg("--resync-interval-secs")
+            .arg("0.2")
+            .args(&self.extra);
+        if !self.extra.iter().any(|a| a == "--listen") {
+            cmd.arg("--listen").arg("127.0.0.1:0");
+        }
+        cmd.env("RUST_LOG", "info").env_remove("KOZMO_API_TOKEN");
+        cmd
+    }
+
+    fn restart(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut child = self
+            .command()
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("kozmo serve starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(url) = line.strip_prefix("kozmo: listening on ") {
+                        break url.to_string();
+                    }
+                }
+                _ => panic!("daemon exited before listening; log:\n{}", self.log_text()),
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        let token = self
+            .extra
+            .iter()
+            .position(|a| a == "--api-token")
+            .map(|i| self.extra[i + 1].clone());
+        self.client = Client::new(&addr, token);
+        self.child = Some(child);
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&mut self, sig: &str) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        child.wait().unwrap()
+    }
+
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        kozmo()
+            .args(args)
+            .env("KOZMO_SERVER", self.client.base())
+            .env_remove("KOZMO_API_TOKEN")
+            .output()
+            .unwrap()
+    }
+
+    fn submit(&self, body: &Value) -> String {
+        let (_, v) = self.client.post("/v1/executions", body).unwrap();
+        v["id"].as_str().unwrap().to_string()
+    }
+
+    fn wait_phase(&self, id: &str, done: impl Fn(&str) -> bool, within: Duration) -> Value {
+        let start = Instant::now();
+        loop {
+            let (_, v) = self.client.get(&format!("/v1/executions/{id}")).unwrap();
+            if done(v["phase"].as_str().unwrap_or_default()) {
+                return v;
+            }
+            assert!(start.elapsed() < within, "{id} stuck at {v}; log:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn wait_terminal(&self, id: &str) -> Value {
+        self.wait_phase(
+            id,
+            |p| matches!(p, "Succeeded" | "Failed" | "Aborted"),
+            Duration::from_secs(60),
+        )
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn pid_alive(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+#[test]
+fn examples_through_the_cli_with_wait_exit_codes() {
+    let root = tempfile::tempdir().unwrap();
+    let d = Daemon::start(root.path(), &PLUGINS, &[]);
+    for (file, code) in [
+        ("echo.json", 0),
+        ("shell-hello.json", 0),
+        ("sleep-quota.json", 0),
+        ("shell-fail.json", 1),
+    ] {
+        let out = d.cli(&["submit", example(file).to_str().unwrap(), "--wait", "-o", "json"]);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let phase_lines = stderr.lines().filter(|l| l.contains("(Phase")).count();
+        assert!(phase_lines >= 2, "{file}: live phase changes are printed: {stderr}");
+        let last = if code == 0 {
+            "Succeeded (PhaseSuccess"
+        } else {
+            "Failed (PhaseRetryableFailure"
+        };
+        assert!(stderr.contains(last), "{file}: {stderr}");
+        if code == 0 {
+            let outputs: Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert!(
+                outputs.is_object() && !outputs.as_object().unwrap().is_empty(),
+                "{file}: {outputs}"
+            );
+        } else {
+            assert!(stderr.contains("Failed"), "{stderr}");
+            assert!(stderr.contains("NonZeroExit"), "{stderr}");
+        }
+    }
+    let out = d.cli(&["list"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        5,
+        "header + 4 executions"
+    );
+    let hello = d.cli(&[
+        "submit",
+        example("shell-hello.json").to_str().unwrap(),
+        "--id",
+        "hello-1",
+        "--wait",
+    ]);
+    assert!(hello.status.success());
+    let out = d.cli(&["outputs", "hello-1"]);
+    let outputs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(outputs["exit_code"], json!({"integer": 0}));
+    assert!(
+        outputs["stdout"]["string"]
+            .as_str()
+            .unwrap()
+            .starts_with("hello, world"),
+        "{outputs}"
+    );
+    let out = d.cli(&["events", "hello-1"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("PhaseSuccess"));
+    let out = d.cli(&["get", "hello-1", "-o", "json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["phase"], "Succeeded");
+}
+
+#[test]
+fn idempotent_resubmit_conflict_and_every_4xx() {
+    let root = tempfile::tempdir().unwrap();
+    let d = Daemon::start(
+        root.path(),
+        &["kozmo-plugin-shell", "kozmo-plugin-sleep-quota"],
+        &["--max-body-bytes", "4096"],
+    );
+    let c = &d.client;
+    let mut body = read_json(&example("sleep-quota.json"));
+    body["execution_id"] = json!("nap-1");
+    assert_eq!(c.post("/v1/executions", &body).unwrap().0, 201);
+    assert_eq!(c.post("/v1/executions", &body).unwrap().0, 200);
+    body["inputs"]["seconds"] = json!(1);
+    let err = c.post("/v1/executions", &body).unwrap_err();
+    assert!(matches!(err, ClientError::Api { status: 409, .. }), "{err}");
+
+    let err = c.post_raw("/v1/executions", b"{\"type\": ").unwrap_err();
+    assert!(matches!(err, ClientError::Api { status: 400, .. }), "{err}");
+    let bad = json!({"type": "sleep-quota", "metadata": {"retries": "three"}});
+    let raw = ureq::post(&format!("{}/v1/executions", c.base())).send_json(bad);
+    let Err(ureq::Error::Status(400, resp)) = raw else {
+        panic!("{raw:?}")
+    };
+    let body: Value = serde_json::from_str(&resp.into_string().unwrap()).unwrap();
+    assert_eq!(body["path"], "metadata.retries", "{body}");
+    assert_eq!(body["error"], "bad_request");
+    let err = c.get("/v1/executions/nope").unwrap_err();
+    assert!(matches!(err, ClientError::Api { status: 404, .. }), "{err}");
+    let big = json!({"type": "sleep-quota", "inputs": {"pad": "x".repeat(5000)}});
+    let err = c.post("/v1/executions", &big).unwrap_err();
+    assert!(matches!(err, ClientError::Api { status: 413, .. }), "{err}");
+    let err = c
+        .post("/v1/executions", &json!({"type": "nobody-handles-this"}))
+        .unwrap_err();
+    match err {
+        ClientError::Api {
+            status: 422, detail, ..
+        } => assert!(detail.contains("nobody-handles-this"), "{detail}"),
+        other => panic!("{other}"),
+    }
+    d.wait_terminal("nap-1");
+}
+
+#[test]
+fn abort_of_a_running_shell_task_kills_its_process() {
+    let root = tempfile::tempdir().unwrap();
+    let d = Daemon::start(root.path(), &PLUGINS, &[]);
+    let pidfile = root.path().join("pid");
+    let task = json!({
+        "execution_id": "long-1", "type": "shell",
+        "container": {"command": ["sh", "-c", "echo $$ > \"$1\"; sleep 60", "sh", pidfile.to_str().unwrap()]},
+    });
+    d.submit(&task);
+    let start = Instant::now();
+    while !pidfile.exists() || std::fs::read_to_string(&pidfile).unwrap().trim().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "task never started: {}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    assert!(pid_alive(pid));
+    let out = d.cli(&["abort", "long-1", "--reason", "test abort"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v = d.wait_terminal("long-1");
+    assert_eq!(v["phase"], "Aborted");
+    let start = Instant::now();
+    while pid_alive(pid) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "process {pid} survived the abort"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn metrics_parse_as_prometheus_text_and_count_rounds() {
+    let root = tempfile::tempdir().unwrap();
+    let d = Daemon::start(root.path(), &PLUGINS, &[]);
+    let id = d.submit(&read_json(&example("echo.json")));
+    d.wait_terminal(&id);
+    let text = d.client.get_text("/metrics").unwrap();
+    let lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let scrape = prometheus_parse::Scrape::parse(lines.into_iter().map(Ok)).expect("valid Prometheus text");
+    let rounds = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "kozmo_rounds_total")
+        .unwrap_or_else(|| panic!("no kozmo_rounds_total in\n{text}"));
+    match rounds.value {
+        prometheus_parse::Value::Counter(n) | prometheus_parse::Value::Untyped(n) => assert!(n >= 1.0, "{n}"),
+        ref other => panic!("{other:?}"),
+    }
+    assert!(scrape
+        .samples
+        .iter()
+        .any(|s| s.metric.starts_with("kozmo_round_latency_seconds")));
+    assert!(text.contains("kozmo_executions{phase=\"Succeeded\"} 1"), "{text}");
+    assert!(
+        text.contains("kozmo_plugin_sleep_quota_sleeps_completed"),
+        "plugin metrics appear: {text}"
+    );
+    let (_, plugins) = d.client.get("/v1/plugins").unwrap();
+    assert_eq!(plugins.as_array().unwrap().len(), 3);
+    assert_eq!(d.client.get("/healthz").unwrap().1["status"], "ok");
+}
+
+#[test]
+fn sigterm_exits_zero_and_nothing_is_lost() {
+    let root = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(root.path(), &PLUGINS, &[]);
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let mut t = read_json(&example("sleep-quota.json"));
+        t["execution_id"] = json!(format!("nap-{i}"));
+        t["inputs"]["seconds"] = json!(1);
+        ids.push(d.submit(&t));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let status = d.signal("TERM");
+    assert_eq!(status.code(), Some(0), "log:\n{}", d.log_text());
+    d.restart();
+    for id in &ids {
+        let v = d.wait_terminal(id);
+        assert_eq!(v["phase"], "Succeeded", "{v}");
+        let (_, out) = d.client.get(&format!("/v1/executions/{id}/outputs")).unwrap();
+        assert!(out["outputs"]["slept_seconds"].is_object(), "{out}");
+    }
+}
+
+#[test]
+fn sigkill_during_a_shell_task_then_restart_finishes_it() {
+    let root = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(root.path(), &PLUGINS, &[]);
+    let marker = root.path().join("started");
+    d.submit(&json!({
+        "execution_id": "survivor", "type": "shell",
+        "interface": {"outputs": {"exit_code": {"type": "integer"}}},
+        "container": {"command": ["sh", "-c", "touch \"$1\"; sleep 2; echo done", "sh", marker.to_str().unwrap()]},
+    }));
+    let start = Instant::now();
+    while !marker.exists() {
+        assert!(start.elapsed() < Duration::from_secs(20), "{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = d.signal("KILL");
+    assert_eq!(status.code(), None);
+    d.restart();
+    let v = d.wait_terminal("survivor");
+    assert_eq!(v["phase"], "Succeeded", "{v}; log:\n{}", d.log_text());
+    let (_, out) = d.client.get("/v1/executions/survivor/outputs").unwrap();
+    assert_eq!(out["outputs"]["stdout"], json!({"string": "done"}));
+}
+
+#[test]
+fn non_loopback_needs_a_token_and_requests_without_it_get_401() {
+    let root = tempfile::tempdir().unwrap();
+    let plugins = plugin_dir(root.path(), &["kozmo-plugin-echo"]);
+    let out = kozmo()
+        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(root.path().join("data"))
+        .arg("--plugins-dir")
+        .arg(&plugins)
+        .env_remove("KOZMO_API_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not loopback"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let d = Daemon::start(
+        root.path(),
+        &["kozmo-plugin-echo"],
+        &["--listen", "0.0.0.0:0", "--api-token", "t0k3n"],
+    );
+    let port = d.client.base().rsplit(':').next().unwrap().to_string();
+    let authed = Client::new(&format!("http://127.0.0.1:{port}"), Some("t0k3n".into()));
+    assert_eq!(authed.get("/v1/executions").unwrap().0, 200);
+    let anonymous = Client::new(&format!("http://127.0.0.1:{port}"), None);
+    let err = anonymous.get("/v1/executions").unwrap_err();
+    assert!(matches!(err, ClientError::Api { status: 401, .. }), "{err}");
+}
+
+#[test]
+fn bad_plugins_refuse_to_start_with_exit_code_2() {
+    let root = tempfile::tempdir().unwrap();
+    let plugins = plugin_dir(root.path(), &["kozmo-plugin-echo"]);
+    std::fs::write(plugins.join("libgarbage.so"), b"not a library").unwrap();
+    let out = kozmo()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(root.path().join("data"))
+        .arg("--plugins-dir")
+        .arg(&plugins)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("libgarbage.so"));
+}
+
+#[test]
+fn flags_select_plugins_and_override_quotas() {
+    let root = tempfile::tempdir().unwrap();
+    let d = Daemon::start(
+        root.path(),
+        &PLUGINS,
+        &[
+            "--enable-plugin",
+            "shell,sleep-quota",
+            "--resource-quota",
+            "sleep-quota:slots=1",
+        ],
+    );
+    let (_, plugins) = d.client.get("/v1/plugins").unwrap();
+    let ids: Vec<&str> = plugins
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["shell", "sleep-quota"]);
+    // Quota 1: the second sleep waits for the first one's slot.
+    let mut first = read_json(&example("sleep-quota.json"));
+    first["execution_id"] = json!("first");
+    first["inputs"]["seconds"] = json!(2);
+    let mut second = first.clone();
+    second["execution_id"] = json!("second");
+    d.submit(&first);
+    d.wait_phase("first", |p| p == "Running", Duration::from_secs(20));
+    d.submit(&second);
+    let v = d.wait_phase("second", |p| p == "Running", Duration::from_secs(20));
+    let waiting = |v: &Value| v["plugin_phase"] == "PhaseWaitingForResources";
+    let mut saw_waiting = waiting(&v);
+    let start = Instant::now();
+    while !saw_waiting && start.elapsed() < Duration::from_secs(5) {
+        let (_, v) = d.client.get("/v1/executions/second").unwrap();
+        saw_waiting = waiting(&v);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(saw_waiting, "the second sleep waited for the quota");
+    assert_eq!(d.wait_terminal("first")["phase"], "Succeeded");
+    assert_eq!(d.wait_terminal("second")["phase"], "Succeeded");
+}
