@@ -152,6 +152,7 @@ struct Stats {
     commits: AtomicU64,
     batches: AtomicU64,
     leaked_tokens: AtomicU64,
+    unchanged_rounds: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     latency_sum_nanos: AtomicU64,
 }
@@ -184,6 +185,8 @@ pub struct EngineStats {
     pub commit_batches_total: u64,
     /// Tokens the host released after Finalize.
     pub leaked_tokens_released_total: u64,
+    /// Rounds that changed nothing and were not written.
+    pub unchanged_rounds_total: u64,
     /// Executions queued for a step.
     pub queue_depth: usize,
     /// Steps running.
@@ -425,7 +428,12 @@ impl Core {
                     }
                 }
             }
-            let _ = self.commit_tx.send(CommitMsg::Step(Box::new(out.commit), out.next));
+            if out.persist {
+                let _ = self.commit_tx.send(CommitMsg::Step(Box::new(out.commit), out.next));
+            } else {
+                // Nothing to make durable: the next step may start.
+                self.sched.done(&id, out.next);
+            }
         }
     }
 
@@ -746,6 +754,7 @@ impl EngineHandle {
             commits_total: c.stats.commits.load(Ordering::Relaxed),
             commit_batches_total: c.stats.batches.load(Ordering::Relaxed),
             leaked_tokens_released_total: c.stats.leaked_tokens.load(Ordering::Relaxed),
+            unchanged_rounds_total: c.stats.unchanged_rounds.load(Ordering::Relaxed),
             queue_depth: queued,
             in_flight,
             active,
