@@ -116,6 +116,8 @@ fn vector_running_emits_once_and_a_repeated_phase_version_emits_nothing() {
             ("PhaseSuccess".to_string(), 0)
         ]
     );
+    // The two repeated rounds changed nothing and were not written.
+    assert_eq!(h.engine.stats().unchanged_rounds_total, 2);
 }
 
 #[test]

@@ -11,6 +11,7 @@
 
 mod context;
 mod events;
+mod lock;
 mod outputs;
 mod retries;
 mod round;
@@ -151,6 +152,7 @@ struct Stats {
     commits: AtomicU64,
     batches: AtomicU64,
     leaked_tokens: AtomicU64,
+    unchanged_rounds: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     latency_sum_nanos: AtomicU64,
 }
@@ -183,6 +185,8 @@ pub struct EngineStats {
     pub commit_batches_total: u64,
     /// Tokens the host released after Finalize.
     pub leaked_tokens_released_total: u64,
+    /// Rounds that changed nothing and were not written.
+    pub unchanged_rounds_total: u64,
     /// Executions queued for a step.
     pub queue_depth: usize,
     /// Steps running.
@@ -236,6 +240,7 @@ pub(crate) struct Core {
     work_tx: Sender<String>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     id_counter: AtomicU64,
+    lock: Mutex<Option<lock::DataDirLock>>,
 }
 
 enum CommitMsg {
@@ -299,6 +304,7 @@ impl Engine {
         plugins: Arc<dyn PluginResolver>,
         resources: Arc<dyn ResourceBackend>,
     ) -> Result<EngineHandle, EngineError> {
+        let dir_lock = lock::DataDirLock::acquire(&cfg.data_dir).map_err(EngineError::Invalid)?;
         let data = FsDataStore::new(cfg.data_dir.join("data"))
             .map_err(|e| EngineError::Invalid(format!("data directory {}: {e}", cfg.data_dir.display())))?;
         let (work_tx, work_rx) = crossbeam_channel::unbounded::<String>();
@@ -324,6 +330,7 @@ impl Engine {
             work_tx,
             threads: Mutex::new(Vec::new()),
             id_counter: AtomicU64::new(0),
+            lock: Mutex::new(Some(dir_lock)),
         });
         {
             let weak = Arc::downgrade(&core.sched);
@@ -421,7 +428,12 @@ impl Core {
                     }
                 }
             }
-            let _ = self.commit_tx.send(CommitMsg::Step(Box::new(out.commit), out.next));
+            if out.persist {
+                let _ = self.commit_tx.send(CommitMsg::Step(Box::new(out.commit), out.next));
+            } else {
+                // Nothing to make durable: the next step may start.
+                self.sched.done(&id, out.next);
+            }
         }
     }
 
@@ -742,6 +754,7 @@ impl EngineHandle {
             commits_total: c.stats.commits.load(Ordering::Relaxed),
             commit_batches_total: c.stats.batches.load(Ordering::Relaxed),
             leaked_tokens_released_total: c.stats.leaked_tokens.load(Ordering::Relaxed),
+            unchanged_rounds_total: c.stats.unchanged_rounds.load(Ordering::Relaxed),
             queue_depth: queued,
             in_flight,
             active,
@@ -772,6 +785,8 @@ impl EngineHandle {
             }
             let _ = t.join();
         }
+        // Another engine may use the directory from now on.
+        c.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
     /// Wakes an execution now (as a plugin signal would).

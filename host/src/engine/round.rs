@@ -30,6 +30,9 @@ pub struct StepOutcome {
     pub next: Next,
     /// The new in-memory view (applied after the commit is queued).
     pub task: TaskState,
+    /// False for a round that changed nothing (same phase and version, no
+    /// state, outputs, tokens or counters): nothing to write.
+    pub persist: bool,
 }
 
 /// Phase of a failure result mapped from a plugin phase.
@@ -139,6 +142,7 @@ impl Core {
                 commit,
                 next: Next::Now,
                 task: a.record.task.clone(),
+                persist: true,
             };
         }
         self.handle_round(a)
@@ -360,6 +364,24 @@ impl Core {
             next = Next::Now;
         }
 
+        // A polling round that changed nothing is not written (most rounds
+        // of a long task): the store keeps the previous, identical values.
+        let old = &a.record.state;
+        let unchanged = observed
+            && buffered.state.is_none()
+            && outputs_now.is_none()
+            && error_doc_now.is_none()
+            && buffered.tokens.granted.is_empty()
+            && buffered.tokens.released.is_empty()
+            && task == *ts
+            && state.phase == old.phase
+            && old.handler_errors == 0
+            && state.system_failures == old.system_failures
+            && state.finishing == old.finishing;
+        if unchanged {
+            state.updated_at_ms = old.updated_at_ms;
+            self.stats.unchanged_rounds.fetch_add(1, Ordering::Relaxed);
+        }
         self.stats.observe_latency(started.elapsed());
         StepOutcome {
             commit: RoundCommit {
@@ -375,6 +397,7 @@ impl Core {
             },
             next,
             task,
+            persist: !unchanged,
         }
     }
 
@@ -470,6 +493,7 @@ impl Core {
             },
             next,
             task: a.record.task.clone(),
+            persist: true,
         }
     }
 
@@ -526,6 +550,7 @@ impl Core {
             },
             next: Next::Done,
             task,
+            persist: true,
         }
     }
 
@@ -641,6 +666,7 @@ impl Core {
                     },
                     next: Next::Later,
                     task: a.record.task.clone(),
+                    persist: true,
                 };
             }
             log::error!(
@@ -717,7 +743,12 @@ impl Core {
         }
         commit.state = state;
         self.stats.observe_latency(started.elapsed());
-        StepOutcome { commit, next, task }
+        StepOutcome {
+            commit,
+            next,
+            task,
+            persist: true,
+        }
     }
 
     fn catalog_put(&self, a: &Active, plugin: Option<&Arc<dyn Plugin>>, attempt: u32) {
