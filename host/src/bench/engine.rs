@@ -210,7 +210,8 @@ impl BenchEngine {
             if done as usize >= n {
                 return Ok(());
             }
-            std::thread::sleep(Duration::from_micros(500));
+            // Not too often: counting competes with the committer.
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
 
@@ -259,8 +260,9 @@ pub fn throughput(n: usize, rounds: u32, workers: usize, pb: &ProgressBar) -> an
     }
     b.wait_succeeded(n, pb, &what)?;
     let seconds = start.elapsed().as_secs_f64();
+    // After the shutdown: the committer counts a batch after the store has it.
+    b.engine.shutdown(Duration::from_secs(10));
     let after = b.engine.stats();
-    b.shutdown();
     Ok(ThroughputPoint {
         in_flight: n,
         rounds_per_execution: rounds + 1,
@@ -349,8 +351,8 @@ pub fn durable(
     b.submit(n, batch, pb, &what)?;
     b.wait_succeeded(n, pb, &what)?;
     let seconds = start.elapsed().as_secs_f64();
-    let s = b.engine.stats();
     b.engine.shutdown(Duration::from_secs(10));
+    let s = b.engine.stats();
     Ok((
         DurablePoint {
             executions: n,

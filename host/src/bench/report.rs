@@ -101,6 +101,19 @@ pub fn read_call_costs(dir: &Path) -> Vec<CallCost> {
         .collect()
 }
 
+/// The other `ffi_call` benches (state codec, template, names): (name, mean ns).
+pub fn read_helper_costs(dir: &Path) -> Vec<(String, f64)> {
+    [
+        "state_encode",
+        "state_decode",
+        "generated_name_hashed",
+        "template_render_3_args",
+    ]
+    .iter()
+    .filter_map(|g| Some((g.to_string(), criterion_mean(&dir.join(g).join("new/estimates.json"))?)))
+    .collect()
+}
+
 /// Everything one `kozmo bench` run measured.
 #[derive(Debug, Clone)]
 pub struct Results {
@@ -110,6 +123,8 @@ pub struct Results {
     pub criterion_dir: PathBuf,
     /// P1.
     pub calls: Vec<CallCost>,
+    /// The other `ffi_call` benches: (name, mean ns).
+    pub helpers: Vec<(String, f64)>,
     /// P2, by in-flight size.
     pub throughput: Vec<ThroughputPoint>,
     /// P3, engine side.
@@ -482,9 +497,18 @@ impl Results {
             let _ = writeln!(
                 s,
                 "P1: means from criterion's last run of `cargo bench -p kozmo-interface --bench ffi_call` \
-                 (read from `{}`).\n",
+                 (read from `{}`). Same run:\n",
                 self.criterion_dir.display()
             );
+            let _ = writeln!(s, "| bench | mean |\n|---|---|");
+            for c in &self.calls {
+                let _ = writeln!(s, "| {}/native | {:.1} ns |", c.group, c.native_ns);
+                let _ = writeln!(s, "| {}/ffi | {:.1} ns |", c.group, c.ffi_ns);
+            }
+            for (name, ns) in &self.helpers {
+                let _ = writeln!(s, "| {name} | {} |", duration(ns / 1e9));
+            }
+            let _ = writeln!(s);
         }
         let _ = writeln!(s, "{NOTES_MARKER}\n");
         if let Some(n) = notes {

@@ -208,6 +208,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let results = Results {
         machine: Machine::detect(),
         calls: report::read_call_costs(&criterion_dir),
+        helpers: report::read_helper_costs(&criterion_dir),
         criterion_dir,
         throughput,
         durable: Some(durable),

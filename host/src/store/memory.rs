@@ -7,14 +7,46 @@ use kozmo_interface::literals::LiteralMap;
 
 use super::{InsertOutcome, Store, StoreResult};
 use crate::model::{
-    ErrorDocument, EventRecord, ExecPhase, ExecutionRecord, NewExecution, RoundCommit, TaskState, TokenRow,
+    ErrorDocument, EventRecord, ExecPhase, ExecutionRecord, NewEvent, NewExecution, RoundCommit, TaskState, TokenRow,
 };
+
+/// An event as kept in memory: the body as compact JSON text, a tenth of
+/// the memory of a `serde_json::Value` tree and cheaper to make than its
+/// clone (most of P2's store cost was cloning and growing those trees).
+struct StoredEvent {
+    seq: i64,
+    kind: String,
+    attempt: u32,
+    phase: String,
+    version: u32,
+    occurred_at_ms: i64,
+    reported_at_ms: i64,
+    body: Box<str>,
+}
+
+impl StoredEvent {
+    fn record(&self, id: &str) -> EventRecord {
+        EventRecord {
+            seq: self.seq,
+            execution_id: id.to_string(),
+            event: NewEvent {
+                kind: self.kind.clone(),
+                attempt: self.attempt,
+                phase: self.phase.clone(),
+                version: self.version,
+                occurred_at_ms: self.occurred_at_ms,
+                reported_at_ms: self.reported_at_ms,
+                body: serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null),
+            },
+        }
+    }
+}
 
 #[derive(Default)]
 struct Inner {
     executions: BTreeMap<String, ExecutionRecord>,
     tasks: BTreeMap<(String, u32), TaskState>,
-    events: BTreeMap<String, Vec<EventRecord>>,
+    events: BTreeMap<String, Vec<StoredEvent>>,
     outputs: BTreeMap<(String, u32), LiteralMap>,
     errors: BTreeMap<(String, u32), ErrorDocument>,
     tokens: BTreeSet<TokenRow>,
@@ -128,14 +160,22 @@ impl Store for MemoryStore {
             if let Some((attempt, ts)) = &c.task {
                 g.tasks.insert((id.clone(), *attempt), ts.clone());
             }
-            for ev in &c.events {
-                g.seq += 1;
-                let rec = EventRecord {
-                    seq: g.seq,
-                    execution_id: id.clone(),
-                    event: ev.clone(),
-                };
-                g.events.entry(id.clone()).or_default().push(rec);
+            if !c.events.is_empty() {
+                let first = g.seq + 1;
+                g.seq += c.events.len() as i64;
+                let stored = g.events.entry(id.clone()).or_default();
+                for (ev, seq) in c.events.iter().zip(first..) {
+                    stored.push(StoredEvent {
+                        seq,
+                        kind: ev.kind.clone(),
+                        attempt: ev.attempt,
+                        phase: ev.phase.clone(),
+                        version: ev.version,
+                        occurred_at_ms: ev.occurred_at_ms,
+                        reported_at_ms: ev.reported_at_ms,
+                        body: ev.body.to_string().into_boxed_str(),
+                    });
+                }
             }
             if let Some((attempt, o)) = &c.outputs {
                 g.outputs.insert((id.clone(), *attempt), o.clone());
@@ -165,7 +205,12 @@ impl Store for MemoryStore {
     }
 
     fn events(&self, id: &str) -> StoreResult<Vec<EventRecord>> {
-        Ok(self.lock().events.get(id).cloned().unwrap_or_default())
+        Ok(self
+            .lock()
+            .events
+            .get(id)
+            .map(|v| v.iter().map(|e| e.record(id)).collect())
+            .unwrap_or_default())
     }
 
     fn outputs(&self, id: &str, attempt: u32) -> StoreResult<Option<LiteralMap>> {
