@@ -187,8 +187,10 @@ pub fn duration(s: f64) -> String {
         format!("{s:.2} s")
     } else if s >= 1e-3 {
         format!("{:.2} ms", s * 1e3)
-    } else {
+    } else if s >= 1e-6 {
         format!("{:.1} µs", s * 1e6)
+    } else {
+        format!("{:.1} ns", s * 1e9)
     }
 }
 
@@ -590,5 +592,6 @@ mod tests {
         assert_eq!(duration(2.5), "2.50 s");
         assert_eq!(duration(0.0025), "2.50 ms");
         assert_eq!(duration(0.0000025), "2.5 µs");
+        assert_eq!(duration(0.000_000_044), "44.0 ns");
     }
 }

@@ -64,13 +64,13 @@ pub struct BenchArgs {
     /// P6: executions parked [default: 100000].
     #[arg(long)]
     pub memory_executions: Option<usize>,
-    /// P3: executions completed durably [default: 20000].
+    /// P3: executions completed durably [default: 50000].
     #[arg(long)]
     pub durable_executions: Option<usize>,
     /// P3: executions per submission batch and per raw transaction pair.
     #[arg(long, default_value_t = 512)]
     pub batch: usize,
-    /// Latency samples per store [default: 200].
+    /// Latency samples per store [default: 1000].
     #[arg(long)]
     pub latency_samples: Option<usize>,
     /// P5: directory of plugin libraries [default: the directory of this binary].
@@ -110,8 +110,8 @@ impl BenchArgs {
             },
             rounds_budget: self.rounds_budget.unwrap_or(if q { 3000 } else { 300_000 }),
             memory: self.memory_executions.unwrap_or(if q { 1000 } else { 100_000 }),
-            durable: self.durable_executions.unwrap_or(if q { 200 } else { 20_000 }),
-            latency: self.latency_samples.unwrap_or(if q { 10 } else { 200 }),
+            durable: self.durable_executions.unwrap_or(if q { 200 } else { 50_000 }),
+            latency: self.latency_samples.unwrap_or(if q { 10 } else { 1000 }),
             copies: self.load_copies.unwrap_or(if q { 5 } else { 50 }),
             per_library: if q { 1 } else { 5 },
         }
