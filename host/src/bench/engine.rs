@@ -236,6 +236,8 @@ pub struct ThroughputPoint {
     pub batches: u64,
     /// Window length.
     pub seconds: f64,
+    /// Rounds/s of every repetition of this size (this point is their median).
+    pub repetitions: Vec<f64>,
 }
 
 impl ThroughputPoint {
@@ -270,6 +272,7 @@ pub fn throughput(n: usize, rounds: u32, workers: usize, pb: &ProgressBar) -> an
         steps: after.commits_total - before.commits_total,
         batches: after.commit_batches_total - before.commit_batches_total,
         seconds,
+        repetitions: Vec::new(),
     })
 }
 

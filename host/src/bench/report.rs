@@ -238,12 +238,24 @@ impl Results {
             let r = p.rounds_per_second();
             rows.push(row(
                 format!("{}, {} in flight", ROW_NAMES[2], thousands(p.in_flight as f64)),
-                format!(
-                    "{} ({} rounds in {})",
-                    thousands(r),
-                    thousands(p.rounds as f64),
-                    duration(p.seconds)
-                ),
+                if p.repetitions.len() > 1 {
+                    format!(
+                        "{} (median of {} runs, {}–{}; {} rounds in {})",
+                        thousands(r),
+                        p.repetitions.len(),
+                        thousands(p.repetitions[0]),
+                        thousands(p.repetitions[p.repetitions.len() - 1]),
+                        thousands(p.rounds as f64),
+                        duration(p.seconds)
+                    )
+                } else {
+                    format!(
+                        "{} ({} rounds in {})",
+                        thousands(r),
+                        thousands(p.rounds as f64),
+                        duration(p.seconds)
+                    )
+                },
                 "≥ 500,000",
                 Some(r >= 500_000.0),
             ));
@@ -422,7 +434,7 @@ impl Results {
         if !self.throughput.is_empty() {
             let _ = writeln!(
                 s,
-                "P2 (in-memory store, native no-op plugin; executions parked first, then all woken):\n\n\
+                "P2 (in-memory store, native no-op plugin; executions parked first, then all woken; the median run):\n\n\
                  | in flight | rounds/execution | rounds | steps committed | store transactions | seconds | rounds/s |\n\
                  |---|---|---|---|---|---|---|"
             );
