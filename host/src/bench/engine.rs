@@ -287,12 +287,35 @@ pub struct MemoryPoint {
     pub rss_before: u64,
     /// RSS with every execution parked.
     pub rss_after: u64,
+    /// RSS with every execution parked, after returning the allocator's
+    /// free memory to the system (`malloc_trim`, glibc only).
+    pub rss_after_trim: Option<u64>,
 }
 
 impl MemoryPoint {
     /// Bytes per execution.
     pub fn bytes_per_execution(&self) -> f64 {
         self.rss_after.saturating_sub(self.rss_before) as f64 / self.executions.max(1) as f64
+    }
+
+    /// Bytes per execution once freed memory is trimmed (what the executions hold).
+    pub fn trimmed_bytes_per_execution(&self) -> Option<f64> {
+        self.rss_after_trim
+            .map(|r| r.saturating_sub(self.rss_before) as f64 / self.executions.max(1) as f64)
+    }
+}
+
+/// Returns the allocator's free memory to the system; false where unsupported.
+fn trim() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim only releases free heap pages; no pointer is involved.
+        unsafe { libc::malloc_trim(0) };
+        true
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
     }
 }
 
@@ -301,6 +324,7 @@ impl MemoryPoint {
 pub fn memory(kind: StoreKind, n: usize, workers: usize, pb: &ProgressBar) -> anyhow::Result<Option<MemoryPoint>> {
     let what = format!("P6 {n} parked ({})", kind.name());
     let b = BenchEngine::start(kind, BenchPlugin::new(0, false), workers)?;
+    trim();
     let Some(rss_before) = super::rss_bytes() else {
         b.shutdown();
         return Ok(None);
@@ -308,12 +332,14 @@ pub fn memory(kind: StoreKind, n: usize, workers: usize, pb: &ProgressBar) -> an
     b.submit(n, 1000, pb, &what)?;
     b.wait_parked(n, pb, &what);
     let rss_after = super::rss_bytes().unwrap_or(rss_before);
+    let rss_after_trim = trim().then(super::rss_bytes).flatten();
     b.shutdown();
     Ok(Some(MemoryPoint {
         store: kind,
         executions: n,
         rss_before,
         rss_after,
+        rss_after_trim,
     }))
 }
 

@@ -302,10 +302,13 @@ impl Results {
                 rows.push(row(
                     ROW_NAMES[6],
                     format!(
-                        "{} bytes ({} parked, {} store)",
+                        "{} bytes ({} parked, {} store{})",
                         thousands(b),
                         thousands(m.executions as f64),
-                        m.store.name()
+                        m.store.name(),
+                        m.trimmed_bytes_per_execution()
+                            .map(|t| format!("; {} after malloc_trim", thousands(t)))
+                            .unwrap_or_default()
                     ),
                     "≤ 1,024 bytes",
                     Some(b <= 1024.0),
