@@ -80,7 +80,7 @@ pub struct BenchArgs {
     /// P5: directory of plugin libraries [default: the directory of this binary].
     #[arg(long)]
     pub plugins_dir: Option<PathBuf>,
-    /// P5: copies of one library loaded as a directory.
+    /// P5: copies of one library loaded as a directory [default: 50; quick: 5].
     #[arg(long)]
     pub load_copies: Option<usize>,
     /// P1: criterion's output directory [default: target/criterion next to this binary's directory].
