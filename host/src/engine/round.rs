@@ -288,14 +288,7 @@ impl Core {
 
         let mut events = Vec::new();
         if !observed {
-            let src = EventSource {
-                attempt,
-                task_type: &a.spec.template.task_type,
-                plugin_id: plugin.id(),
-                generated_name: &gname,
-                round_start_ms: round_start,
-                now_ms: now,
-            };
+            let src = event_source(a, plugin.as_ref(), attempt, &gname, round_start, now);
             for raw in &buffered.events {
                 events.push(task_event(&src, raw, json!({"raw": true})));
             }
@@ -509,14 +502,7 @@ impl Core {
         let attempt = state.attempt;
         let gname = generated_name(self.name_max_len(Some(plugin)), &a.record.id, a.spec.node_id(), attempt);
         let info = PhaseInfo::success(None);
-        let src = EventSource {
-            attempt,
-            task_type: &a.spec.template.task_type,
-            plugin_id: plugin.id(),
-            generated_name: &gname,
-            round_start_ms: now,
-            now_ms: now,
-        };
+        let src = event_source(a, plugin.as_ref(), attempt, &gname, now, now);
         let task = TaskState {
             plugin_phase: Phase::SUCCESS,
             plugin_phase_version: 0,
@@ -591,14 +577,7 @@ impl Core {
                 match r {
                     Err(e) => errors.push((format!("failed to abort plugin [{}]: {e}", plugin.id()), e.is_panic())),
                     Ok(()) => {
-                        let src = EventSource {
-                            attempt,
-                            task_type: &a.spec.template.task_type,
-                            plugin_id: plugin.id(),
-                            generated_name: &gname,
-                            round_start_ms: now,
-                            now_ms: now,
-                        };
+                        let src = event_source(a, plugin.as_ref(), attempt, &gname, now, now);
                         let persisted = &a.record.task;
                         let flush_phase = if persisted.plugin_phase.is_failure() {
                             persisted.plugin_phase
@@ -789,5 +768,24 @@ fn humantime(d: std::time::Duration) -> String {
         format!("{}ms", d.as_millis())
     } else {
         format!("{}s", d.as_secs_f64())
+    }
+}
+
+/// Where the events of a step come from.
+fn event_source<'a>(
+    a: &'a Active,
+    plugin: &'a dyn Plugin,
+    attempt: u32,
+    generated_name: &'a str,
+    round_start_ms: i64,
+    now_ms: i64,
+) -> EventSource<'a> {
+    EventSource {
+        attempt,
+        task_type: &a.spec.template.task_type,
+        plugin_id: plugin.id(),
+        generated_name,
+        round_start_ms,
+        now_ms,
     }
 }
