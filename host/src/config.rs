@@ -25,6 +25,11 @@ pub struct Config {
     pub api_token: Option<String>,
     /// Blocking workers for plugin calls (0 = number of cores).
     pub workers: usize,
+    /// Seconds every worker may spend inside plugin calls before a spare
+    /// worker is started (slow plugins never stall the others).
+    pub stall_after_secs: f64,
+    /// Most workers, spares included.
+    pub max_workers: usize,
     /// Seconds between re-evaluations of an execution that has not signalled.
     pub resync_interval_secs: f64,
     /// Directory of secret files (`<dir>/<KEY>`); `KOZMO_SECRET_<KEY>` env vars work too.
@@ -62,6 +67,8 @@ impl Default for Config {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             api_token: None,
             workers: 0,
+            stall_after_secs: 5.0,
+            max_workers: 64,
             resync_interval_secs: 5.0,
             secrets_dir: None,
             max_body_bytes: 1024 * 1024,
@@ -101,6 +108,19 @@ impl Config {
             anyhow::bail!(
                 "resync_interval_secs must be a positive number of seconds, got {}",
                 self.resync_interval_secs
+            );
+        }
+        if !(self.stall_after_secs > 0.0 && self.stall_after_secs.is_finite()) {
+            anyhow::bail!(
+                "stall_after_secs must be a positive number of seconds, got {}",
+                self.stall_after_secs
+            );
+        }
+        if self.max_workers < self.effective_workers() {
+            anyhow::bail!(
+                "max_workers ({}) must be at least the number of workers ({})",
+                self.max_workers,
+                self.effective_workers()
             );
         }
         if self.max_body_bytes < 1024 {

@@ -424,6 +424,44 @@ fn the_signal_requeues_at_once() {
 }
 
 #[test]
+fn slow_calls_on_every_worker_get_a_spare_worker_so_others_go_on() {
+    let h = Harness::with(
+        |c| {
+            c.workers = 2;
+            c.stall_after = Duration::from_millis(300);
+        },
+        &[],
+    );
+    let slow: Vec<String> = (0..2)
+        .map(|i| {
+            h.submit(
+                &format!("slow-{i}"),
+                rounds(json!([{"sleep_ms": 8000, "phase": "Success"}])),
+            )
+        })
+        .collect();
+    for id in &slow {
+        h.wait(id, |_| !h.calls(id).is_empty());
+    }
+    let start = std::time::Instant::now();
+    let fast = h.submit(
+        "fast",
+        rounds(json!([{"phase": "Running", "version": 1}, {"phase": "Success"}])),
+    );
+    assert_eq!(h.wait_terminal(&fast).phase, ExecPhase::Succeeded);
+    assert!(start.elapsed() < Duration::from_secs(6), "{:?}", start.elapsed());
+    for id in &slow {
+        assert!(
+            !h.engine.get(id).unwrap().phase.is_terminal(),
+            "{id} is still inside its call"
+        );
+    }
+    for id in &slow {
+        assert_eq!(h.wait_terminal(id).phase, ExecPhase::Succeeded);
+    }
+}
+
+#[test]
 fn a_slow_plugin_call_does_not_stall_other_executions() {
     let h = Harness::new(); // 2 workers
     let slow = h.submit("slow", rounds(json!([{"sleep_ms": 6000, "phase": "Success"}])));

@@ -29,6 +29,12 @@ pub struct ServeArgs {
     /// Worker threads for plugin calls (0 = number of cores).
     #[arg(long, env = "KOZMO_WORKERS")]
     pub workers: Option<usize>,
+    /// Seconds every worker may spend inside plugin calls before a spare worker starts.
+    #[arg(long, env = "KOZMO_STALL_AFTER_SECS")]
+    pub stall_after_secs: Option<f64>,
+    /// Most workers, spares for slow plugin calls included.
+    #[arg(long, env = "KOZMO_MAX_WORKERS")]
+    pub max_workers: Option<usize>,
     /// Seconds between re-evaluations of executions that have not signalled.
     #[arg(long, env = "KOZMO_RESYNC_INTERVAL_SECS")]
     pub resync_interval_secs: Option<f64>,
@@ -88,6 +94,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         plugins_dir,
         listen,
         workers,
+        stall_after_secs,
+        max_workers,
         resync_interval_secs,
         max_body_bytes,
         max_round_failures

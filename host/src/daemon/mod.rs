@@ -111,6 +111,8 @@ pub fn start(config: Config) -> Result<Daemon, StartError> {
         workers: config.effective_workers(),
         resync_interval: Duration::from_secs_f64(config.resync_interval_secs),
         max_round_failures: config.max_round_failures,
+        stall_after: Duration::from_secs_f64(config.stall_after_secs),
+        max_workers: config.max_workers,
         secrets_dir: config.secrets_dir.clone(),
         ..EngineConfig::default()
     };

@@ -16,6 +16,7 @@ mod outputs;
 mod retries;
 mod round;
 mod scheduler;
+mod workers;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -71,6 +72,11 @@ pub struct EngineConfig {
     pub secrets_dir: Option<PathBuf>,
     /// Most round results committed in one transaction.
     pub max_batch: usize,
+    /// When every worker has been inside one step this long (slow or stuck
+    /// plugin calls), a spare worker is started so other executions go on.
+    pub stall_after: Duration,
+    /// Upper bound of the pool, spares included.
+    pub max_workers: usize,
 }
 
 impl Default for EngineConfig {
@@ -88,6 +94,8 @@ impl Default for EngineConfig {
             system_retry_budget: 3,
             secrets_dir: None,
             max_batch: 512,
+            stall_after: Duration::from_secs(5),
+            max_workers: 64,
         }
     }
 }
@@ -238,6 +246,8 @@ pub(crate) struct Core {
     stats: Stats,
     commit_tx: Sender<CommitMsg>,
     work_tx: Sender<String>,
+    work_rx: Receiver<String>,
+    pool: workers::Pool,
     threads: Mutex<Vec<JoinHandle<()>>>,
     id_counter: AtomicU64,
     lock: Mutex<Option<lock::DataDirLock>>,
@@ -328,6 +338,8 @@ impl Engine {
             stats: Stats::default(),
             commit_tx,
             work_tx,
+            work_rx,
+            pool: workers::Pool::default(),
             threads: Mutex::new(Vec::new()),
             id_counter: AtomicU64::new(0),
             lock: Mutex::new(Some(dir_lock)),
@@ -359,13 +371,15 @@ impl Engine {
             log::info!("engine recovered {n} active executions");
         }
         let mut threads = Vec::new();
-        for i in 0..core.cfg.workers.max(1) {
+        for _ in 0..core.cfg.workers.max(1) {
+            threads.push(core.spawn_worker().map_err(|e| EngineError::Invalid(e.to_string()))?);
+        }
+        {
             let c = core.clone();
-            let rx = work_rx.clone();
             threads.push(
                 std::thread::Builder::new()
-                    .name(format!("kozmo-worker-{i}"))
-                    .spawn(move || c.worker(rx))
+                    .name("kozmo-watchdog".into())
+                    .spawn(move || c.watchdog())
                     .map_err(|e| EngineError::Invalid(e.to_string()))?,
             );
         }
@@ -395,7 +409,45 @@ impl Core {
         self.active.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn worker(&self, rx: Receiver<String>) {
+    /// Starts one more worker thread.
+    fn spawn_worker(self: &Arc<Self>) -> std::io::Result<JoinHandle<()>> {
+        let c = self.clone();
+        let w = self.pool.add();
+        std::thread::Builder::new()
+            .name(format!("kozmo-worker-{w}"))
+            .spawn(move || c.worker(w))
+    }
+
+    /// Adds a spare worker whenever every worker has been inside one step
+    /// for `stall_after` (up to `max_workers`), so slow or stuck plugin
+    /// calls never stall the other executions.
+    fn watchdog(self: Arc<Self>) {
+        let tick = (self.cfg.stall_after / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        while !self.sched.is_stopping() {
+            std::thread::sleep(tick);
+            let Some(stuck) = self.pool.stalled(self.cfg.stall_after) else {
+                continue;
+            };
+            let total = self.pool.total();
+            let list = stuck
+                .iter()
+                .map(|(id, d)| format!("{id} ({:.1}s)", d.as_secs_f64()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            if total >= self.cfg.max_workers || self.sched.is_stopping() {
+                log::warn!("all {total} workers are inside slow plugin calls: {list}; max_workers reached");
+                continue;
+            }
+            log::warn!("all {total} workers are inside slow plugin calls: {list}; starting a spare worker");
+            match self.spawn_worker() {
+                Ok(t) => self.threads.lock().unwrap_or_else(|e| e.into_inner()).push(t),
+                Err(e) => log::error!("cannot start a spare worker: {e}"),
+            }
+        }
+    }
+
+    fn worker(&self, w: usize) {
+        let rx = self.work_rx.clone();
         while let Ok(id) = rx.recv() {
             if id.is_empty() {
                 return; // stop sentinel
@@ -407,7 +459,10 @@ impl Core {
                 self.sched.done(&id, Next::Done);
                 continue;
             };
-            let out = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.step(&a))) {
+            self.pool.begin(w, &id);
+            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.step(&a)));
+            self.pool.end(w);
+            let out = match out {
                 Ok(o) => o,
                 Err(_) => {
                     log::error!("engine bug: a step of {id} panicked; retrying later");
@@ -775,7 +830,7 @@ impl EngineHandle {
             log::warn!("engine shutdown: steps still running after {timeout:?}; they will be redone at restart");
         }
         let threads = std::mem::take(&mut *c.threads.lock().unwrap_or_else(|e| e.into_inner()));
-        for _ in 0..c.cfg.workers.max(1) {
+        for _ in 0..c.pool.total() {
             let _ = c.work_tx.send(String::new());
         }
         let _ = c.commit_tx.send(CommitMsg::Stop);
