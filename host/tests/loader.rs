@@ -16,7 +16,7 @@ use kozmo_host::metrics::Metrics;
 use kozmo_interface::metadata::NamespacedName;
 use kozmo_interface::{EnqueueOwner, PluginError, ResourceNamespace, ResourceRegistrar, Result, SecretManager};
 
-const PACKAGES: [&str; 11] = [
+const PACKAGES: [&str; 12] = [
     "kozmo-plugin-echo",
     "kozmo-fixture-second",
     "kozmo-fixture-echo-dup",
@@ -24,6 +24,7 @@ const PACKAGES: [&str; 11] = [
     "kozmo-fixture-claimer",
     "kozmo-fixture-shortname",
     "kozmo-fixture-epoch99",
+    "kozmo-fixture-layout",
     "kozmo-fixture-badentry",
     "kozmo-fixture-noroot",
     "kozmo-fixture-panicky",
@@ -382,6 +383,20 @@ fn an_interface_epoch_mismatch_says_which_versions() {
     let report = load(dir.path()).unwrap_err();
     let m = only_error(&report, ProblemKind::EpochMismatch, &[&so("epoch99")]);
     assert!(m.contains("epoch 99") && m.contains("epoch 1"), "{m}");
+}
+
+#[test]
+fn a_layout_mismatch_is_one_line_with_abi_stables_error_lines() {
+    let dir = dir_with(&[("layout", "layout")]);
+    let report = load(dir.path()).unwrap_err();
+    let m = only_error(&report, ProblemKind::LayoutMismatch, &[&so("layout")]);
+    assert!(m.contains("type layouts differ"), "{m}");
+    assert!(m.contains("Error:"), "the summary quotes abi_stable's error lines: {m}");
+    assert!(
+        m.len() < 2000,
+        "the full report stays at debug level ({} chars)",
+        m.len()
+    );
 }
 
 #[test]
