@@ -449,6 +449,25 @@ pub fn to_ms(t: SystemTime) -> i64 {
 }
 
 /// RFC 3339 of unix milliseconds.
+/// Checks an execution id a client chose: 1-100 characters of
+/// `[A-Za-z0-9._-]`, not starting with `.` (ids name files and URL paths).
+pub fn check_execution_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 100
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "execution id [{id}] must be 1-100 characters of [A-Za-z0-9._-], not starting with '.'"
+        ))
+    }
+}
+
+/// RFC 3339 text of a unix-ms time.
 pub fn rfc3339_ms(ms: i64) -> String {
     let t = if ms >= 0 {
         UNIX_EPOCH + Duration::from_millis(ms as u64)

@@ -275,6 +275,13 @@ fn idempotent_resubmit_conflict_and_every_4xx() {
     let body: Value = serde_json::from_str(&resp.into_string().unwrap()).unwrap();
     assert_eq!(body["path"], "metadata.retries", "{body}");
     assert_eq!(body["error"], "bad_request");
+    let raw = ureq::post(&format!("{}/v1/executions", c.base()))
+        .send_json(json!({"execution_id": "../escape", "type": "sleep-quota"}));
+    let Err(ureq::Error::Status(400, resp)) = raw else {
+        panic!("{raw:?}")
+    };
+    let body: Value = serde_json::from_str(&resp.into_string().unwrap()).unwrap();
+    assert_eq!(body["path"], "execution_id", "{body}");
     let err = c.get("/v1/executions/nope").unwrap_err();
     assert!(matches!(err, ClientError::Api { status: 404, .. }), "{err}");
     let big = json!({"type": "sleep-quota", "inputs": {"pad": "x".repeat(5000)}});

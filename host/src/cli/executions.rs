@@ -10,6 +10,7 @@ use clap::{Args, ValueEnum};
 use serde_json::Value;
 
 use crate::client::Client;
+use crate::model::ExecPhase;
 
 /// Where the daemon is.
 #[derive(Debug, Clone, Args)]
@@ -59,9 +60,9 @@ pub struct SubmitArgs {
     pub output: Format,
 }
 
-/// Phases after which an execution never changes.
+/// Whether an execution phase (as the API writes it) never changes again.
 pub fn is_terminal(phase: &str) -> bool {
-    matches!(phase, "Succeeded" | "Failed" | "Aborted" | "TimedOut")
+    phase.parse::<ExecPhase>().is_ok_and(ExecPhase::is_terminal)
 }
 
 fn read_task(file: &PathBuf) -> anyhow::Result<Value> {

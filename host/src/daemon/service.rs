@@ -6,7 +6,7 @@ use crate::api::{ExecutionService, ServiceError, Submitted};
 use crate::engine::{EngineError, EngineHandle, SubmitOutcome};
 use crate::loader::PluginInfo;
 use crate::metrics::Metrics;
-use crate::model::{ExecPhase, ExecutionSpec};
+use crate::model::{check_execution_id, ExecPhase, ExecutionSpec};
 
 use super::prometheus::engine_metrics_text;
 
@@ -80,17 +80,23 @@ pub fn parse_spec(body: Value) -> Result<ExecutionSpec, ServiceError> {
 }
 
 fn parse_phase(p: &str) -> Result<ExecPhase, ServiceError> {
-    serde_json::from_value(Value::String(p.to_string())).map_err(|_| ServiceError::BadRequest {
-        detail: format!(
-            "unknown phase {p:?}: use one of Queued, Running, Succeeding, Failing, Retrying, Aborting, \
-             Succeeded, Failed, Aborted"
-        ),
-        path: Some("phase".into()),
+    p.parse().map_err(|_| {
+        let known: Vec<&str> = ExecPhase::ALL.iter().map(|p| p.as_str()).collect();
+        ServiceError::BadRequest {
+            detail: format!("unknown phase {p:?}: use one of {}", known.join(", ")),
+            path: Some("phase".into()),
+        }
     })
 }
 
 impl ExecutionService for DaemonService {
     fn submit(&self, id: Option<String>, spec: Value) -> Result<Submitted, ServiceError> {
+        if let Some(id) = &id {
+            check_execution_id(id).map_err(|detail| ServiceError::BadRequest {
+                detail,
+                path: Some("execution_id".into()),
+            })?;
+        }
         let spec = parse_spec(spec)?;
         let (id, created) = match self.engine.submit(id, spec).map_err(service_error)? {
             SubmitOutcome::Created(id) => (id, true),

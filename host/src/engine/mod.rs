@@ -297,15 +297,6 @@ impl EnqueueOwner for LateEnqueueOwner {
     }
 }
 
-fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 100
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-        && !id.starts_with('.')
-}
-
 impl Engine {
     /// Recovers active executions from `store` and starts the engine.
     pub fn start(
@@ -630,11 +621,9 @@ impl Core {
         }
         let client_id = id.is_some();
         let id = match id {
-            Some(id) if valid_id(&id) => id,
             Some(id) => {
-                return Err(EngineError::Invalid(format!(
-                    "execution id [{id}] must be 1-100 characters of [A-Za-z0-9._-], not starting with '.'"
-                )))
+                crate::model::check_execution_id(&id).map_err(EngineError::Invalid)?;
+                id
             }
             None => self.new_id(),
         };

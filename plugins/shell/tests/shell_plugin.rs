@@ -377,6 +377,9 @@ fn abort_and_finalize_before_any_round_do_nothing() {
     let ctx = TestTaskContext::new();
     Shell.abort(&ctx).unwrap();
     Shell.finalize(&ctx).unwrap();
+    assert_eq!(ctx.pending_state(), None, "no state written");
+    assert!(ctx.outputs().is_none() && ctx.error_document().is_none());
+    assert!(ctx.events().is_empty());
 }
 
 #[test]
