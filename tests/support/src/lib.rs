@@ -33,10 +33,6 @@ pub fn library_file_name(package: &str) -> String {
     format!("{}{stem}{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX)
 }
 
-fn build(packages: &[&str], extra_rustflags: Option<&str>, target_dir: &Path) -> Result<(), String> {
-    build_profile(packages, extra_rustflags, target_dir, false)
-}
-
 fn build_profile(
     packages: &[&str],
     extra_rustflags: Option<&str>,
@@ -68,6 +64,23 @@ fn build_profile(
     Ok(())
 }
 
+/// Builds `packages` into `target_dir` and returns each library's path,
+/// in order; panics with cargo's output if the build fails.
+fn build_and_locate(packages: &[&str], rustflags: Option<&str>, target_dir: &Path, release: bool) -> Vec<PathBuf> {
+    if let Err(e) = build_profile(packages, rustflags, target_dir, release) {
+        panic!("{e}");
+    }
+    let profile_dir = target_dir.join(if release { "release" } else { "debug" });
+    packages
+        .iter()
+        .map(|p| {
+            let path = profile_dir.join(library_file_name(p));
+            assert!(path.exists(), "cargo built {p} but {} is missing", path.display());
+            path
+        })
+        .collect()
+}
+
 static BUILT: OnceLock<Mutex<BTreeMap<String, PathBuf>>> = OnceLock::new();
 
 /// Builds `packages` (debug) once per process and returns each library's
@@ -88,12 +101,7 @@ pub fn build_plugins_with(packages: &[&str], rustflags: Option<&str>, flavour: &
         .filter(|p| !cache.contains_key(&format!("{flavour}/{p}")))
         .collect();
     if !missing.is_empty() {
-        if let Err(e) = build(&missing, rustflags, &dir) {
-            panic!("{e}");
-        }
-        for p in &missing {
-            let path = dir.join("debug").join(library_file_name(p));
-            assert!(path.exists(), "cargo built {p} but {} is missing", path.display());
+        for (p, path) in missing.iter().zip(build_and_locate(&missing, rustflags, &dir, false)) {
             cache.insert(format!("{flavour}/{p}"), path);
         }
     }
@@ -108,16 +116,5 @@ pub fn build_plugins_with(packages: &[&str], rustflags: Option<&str>, flavour: &
 /// `release` flavour directory, and returns each library's path. Not
 /// cached per process; cargo makes repeated calls cheap.
 pub fn build_plugins_release(packages: &[&str]) -> Vec<PathBuf> {
-    let dir = plugin_target_dir().join("release");
-    if let Err(e) = build_profile(packages, None, &dir, true) {
-        panic!("{e}");
-    }
-    packages
-        .iter()
-        .map(|p| {
-            let path = dir.join("release").join(library_file_name(p));
-            assert!(path.exists(), "cargo built {p} but {} is missing", path.display());
-            path
-        })
-        .collect()
+    build_and_locate(packages, None, &plugin_target_dir().join("release"), true)
 }
