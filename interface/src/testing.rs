@@ -74,6 +74,9 @@ pub struct TestTaskContext {
     pub max_dataset_size_bytes: i64,
     /// Quota per namespace for the resource manager (unregistered = unlimited).
     pub quotas: BTreeMap<String, usize>,
+    /// A resource manager replacing the built-in one (e.g. one shared by
+    /// several contexts, to test tasks competing for a quota).
+    pub resource_manager: Option<Arc<dyn ResourceManager + Send + Sync>>,
     state: Mutex<(u8, Option<Vec<u8>>)>,
     pending_state: Mutex<Option<(u8, Option<Vec<u8>>)>>,
     outputs: Mutex<Option<LiteralMap>>,
@@ -117,6 +120,7 @@ impl TestTaskContext {
             ],
             max_dataset_size_bytes: 2 * 1024 * 1024,
             quotas: BTreeMap::new(),
+            resource_manager: None,
             state: Mutex::new((0, None)),
             pending_state: Mutex::new(None),
             outputs: Mutex::new(None),
@@ -156,6 +160,12 @@ impl TestTaskContext {
     /// Sets a quota for a namespace.
     pub fn with_quota(mut self, namespace: &str, quota: usize) -> Self {
         self.quotas.insert(namespace.to_string(), quota);
+        self
+    }
+
+    /// Uses `manager` instead of the built-in resource manager.
+    pub fn with_resource_manager(mut self, manager: Arc<dyn ResourceManager + Send + Sync>) -> Self {
+        self.resource_manager = Some(manager);
         self
     }
 
@@ -209,7 +219,10 @@ impl TestTaskContext {
 
 impl TaskExecutionContext for TestTaskContext {
     fn resource_manager(&self) -> &dyn ResourceManager {
-        self
+        match &self.resource_manager {
+            Some(m) => m.as_ref(),
+            None => self,
+        }
     }
     fn secret_manager(&self) -> &dyn SecretManager {
         self

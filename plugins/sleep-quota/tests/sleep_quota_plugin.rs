@@ -4,15 +4,12 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kozmo_interface::context::{Catalog, EventsRecorder, SecretManager, SignalAsync};
-use kozmo_interface::io::{DataStore, InputReader, OutputWriter, TaskReader};
 use kozmo_interface::literals::LiteralDuration;
-use kozmo_interface::state::{PluginStateReader, PluginStateWriter};
 use kozmo_interface::task::TaskTemplate;
 use kozmo_interface::testing::{TestSetupContext, TestTaskContext};
 use kozmo_interface::{
     load_plugin, serde_json, AllocationStatus, ErrorKind, Literal, Phase, PhaseInfo, Plugin, PluginStateReaderExt,
-    ResourceConstraintsSpec, ResourceManager, ResourceNamespace, Result, TaskExecutionContext, TaskExecutionMetadata,
+    ResourceConstraintsSpec, ResourceManager, ResourceNamespace, Result, TaskExecutionContext,
 };
 use kozmo_plugin_sleep_quota::{
     entry, requested_seconds, SleepQuota, SleepState, DEFAULT_QUOTA, NAMESPACE, STATE_VERSION, WAITING_REASON,
@@ -33,9 +30,9 @@ fn task(name: &str, seconds: Literal) -> TestTaskContext {
     ctx
 }
 
-fn round(plugin: &dyn Plugin, ctx: &dyn TaskExecutionContext, test: &TestTaskContext) -> PhaseInfo {
+fn round(plugin: &dyn Plugin, ctx: &TestTaskContext) -> PhaseInfo {
     let info = plugin.handle(ctx).unwrap().into_info();
-    test.next_round();
+    ctx.next_round();
     info
 }
 
@@ -105,54 +102,6 @@ impl ResourceManager for FixedStatus {
     }
 }
 
-/// A task context that is `task` in everything but the resource manager.
-struct WithManager<'a> {
-    task: &'a TestTaskContext,
-    manager: &'a dyn ResourceManager,
-}
-
-impl TaskExecutionContext for WithManager<'_> {
-    fn resource_manager(&self) -> &dyn ResourceManager {
-        self.manager
-    }
-    fn secret_manager(&self) -> &dyn SecretManager {
-        self.task.secret_manager()
-    }
-    fn task_refresh_indicator(&self) -> Arc<dyn SignalAsync> {
-        self.task.task_refresh_indicator()
-    }
-    fn max_dataset_size_bytes(&self) -> i64 {
-        self.task.max_dataset_size_bytes()
-    }
-    fn data_store(&self) -> &dyn DataStore {
-        self.task.data_store()
-    }
-    fn plugin_state_reader(&self) -> &dyn PluginStateReader {
-        self.task.plugin_state_reader()
-    }
-    fn task_reader(&self) -> &dyn TaskReader {
-        self.task.task_reader()
-    }
-    fn input_reader(&self) -> &dyn InputReader {
-        self.task.input_reader()
-    }
-    fn task_execution_metadata(&self) -> &dyn TaskExecutionMetadata {
-        self.task.task_execution_metadata()
-    }
-    fn output_writer(&self) -> &dyn OutputWriter {
-        self.task.output_writer()
-    }
-    fn plugin_state_writer(&self) -> &dyn PluginStateWriter {
-        self.task.plugin_state_writer()
-    }
-    fn catalog(&self) -> &dyn Catalog {
-        self.task.catalog()
-    }
-    fn events_recorder(&self) -> &dyn EventsRecorder {
-        self.task.events_recorder()
-    }
-}
-
 #[test]
 fn the_loader_registers_the_default_quota_and_the_counter() {
     let setup = TestSetupContext::new();
@@ -191,7 +140,7 @@ fn a_granted_task_sleeps_across_rounds_then_succeeds() {
     let ctx = task("sleeper-1", Literal::Float(0.3)).with_quota(NAMESPACE, 1);
     let started = Instant::now();
 
-    let first = round(&*plugin, &ctx, &ctx);
+    let first = round(&*plugin, &ctx);
     assert_eq!((first.phase(), first.version()), (Phase::QUEUED, 0));
     assert!(first.reason().contains("slot acquired"), "{first}");
     assert_eq!(ctx.granted(NAMESPACE), BTreeSet::from(["sleeper-1".to_string()]));
@@ -201,7 +150,7 @@ fn a_granted_task_sleeps_across_rounds_then_succeeds() {
 
     let mut running_rounds = 0;
     let end = loop {
-        let info = round(&*plugin, &ctx, &ctx);
+        let info = round(&*plugin, &ctx);
         if info.phase().is_terminal() {
             break info;
         }
@@ -228,21 +177,13 @@ fn a_granted_task_sleeps_across_rounds_then_succeeds() {
 #[test]
 fn with_quota_one_the_second_task_waits_until_the_first_is_finalized() {
     let plugin = load(&TestSetupContext::new());
-    let slots = SharedSlots::new(1);
-    let a = task("task-a", Literal::Integer(0));
-    let b = task("task-b", Literal::Integer(0));
-    let ca = WithManager {
-        task: &a,
-        manager: &slots,
-    };
-    let cb = WithManager {
-        task: &b,
-        manager: &slots,
-    };
+    let slots = Arc::new(SharedSlots::new(1));
+    let a = task("task-a", Literal::Integer(0)).with_resource_manager(slots.clone());
+    let b = task("task-b", Literal::Integer(0)).with_resource_manager(slots.clone());
 
-    assert_eq!(round(&*plugin, &ca, &a).phase(), Phase::QUEUED);
+    assert_eq!(round(&*plugin, &a).phase(), Phase::QUEUED);
     for _ in 0..3 {
-        let waiting = round(&*plugin, &cb, &b);
+        let waiting = round(&*plugin, &b);
         assert_eq!((waiting.phase(), waiting.version()), (Phase::WAITING_FOR_RESOURCES, 0));
         assert_eq!(waiting.reason(), WAITING_REASON);
         assert_eq!(
@@ -254,40 +195,29 @@ fn with_quota_one_the_second_task_waits_until_the_first_is_finalized() {
     assert_eq!(slots.held(), BTreeSet::from(["task-a".to_string()]));
 
     // A finishes, but holds its slot until finalize.
-    assert_eq!(round(&*plugin, &ca, &a).phase(), Phase::SUCCESS);
-    assert_eq!(round(&*plugin, &cb, &b).phase(), Phase::WAITING_FOR_RESOURCES);
-    plugin.finalize(&ca).unwrap();
+    assert_eq!(round(&*plugin, &a).phase(), Phase::SUCCESS);
+    assert_eq!(round(&*plugin, &b).phase(), Phase::WAITING_FOR_RESOURCES);
+    plugin.finalize(&a).unwrap();
     assert!(slots.held().is_empty());
 
-    assert_eq!(round(&*plugin, &cb, &b).phase(), Phase::QUEUED);
+    assert_eq!(round(&*plugin, &b).phase(), Phase::QUEUED);
     assert_eq!(slots.held(), BTreeSet::from(["task-b".to_string()]));
-    assert_eq!(round(&*plugin, &cb, &b).phase(), Phase::SUCCESS);
-    plugin.abort(&cb).unwrap();
-    plugin.finalize(&cb).unwrap();
+    assert_eq!(round(&*plugin, &b).phase(), Phase::SUCCESS);
+    plugin.abort(&b).unwrap();
+    plugin.finalize(&b).unwrap();
     assert!(slots.held().is_empty());
 }
 
 #[test]
 fn namespace_quota_exceeded_also_waits_and_undefined_is_an_error() {
     let plugin = load(&TestSetupContext::new());
-    let t = task("t", Literal::Integer(1));
-    let exceeded = FixedStatus(AllocationStatus::NAMESPACE_QUOTA_EXCEEDED);
-    let info = round(
-        &*plugin,
-        &WithManager {
-            task: &t,
-            manager: &exceeded,
-        },
-        &t,
-    );
+    let exceeded = task("t", Literal::Integer(1))
+        .with_resource_manager(Arc::new(FixedStatus(AllocationStatus::NAMESPACE_QUOTA_EXCEEDED)));
+    let info = round(&*plugin, &exceeded);
     assert_eq!(info.phase(), Phase::WAITING_FOR_RESOURCES);
-    let undefined = FixedStatus(AllocationStatus::UNDEFINED);
-    let err = plugin
-        .handle(&WithManager {
-            task: &t,
-            manager: &undefined,
-        })
-        .unwrap_err();
+    let undefined =
+        task("t", Literal::Integer(1)).with_resource_manager(Arc::new(FixedStatus(AllocationStatus::UNDEFINED)));
+    let err = plugin.handle(&undefined).unwrap_err();
     assert_eq!(
         (err.code.as_str(), err.kind),
         ("AllocationUndefined", ErrorKind::System)
@@ -303,7 +233,7 @@ fn bad_input_fails_permanently_without_taking_a_slot() {
         Literal::Float(f64::NAN),
     ] {
         let ctx = task("bad", bad.clone()).with_quota(NAMESPACE, 1);
-        let info = round(&*plugin, &ctx, &ctx);
+        let info = round(&*plugin, &ctx);
         assert_eq!(info.phase(), Phase::PERMANENT_FAILURE, "{bad:?}");
         let err = info.err().unwrap();
         assert_eq!((err.code.as_str(), err.kind), ("BadInput", ErrorKind::User));
@@ -336,8 +266,8 @@ fn a_zero_second_sleep_finishes_on_the_round_after_the_grant() {
     let mut ctx = task("quick", Literal::Integer(0));
     ctx.inputs.clear();
     ctx.template.custom = serde_json::json!({"seconds": 0});
-    assert_eq!(round(&*plugin, &ctx, &ctx).phase(), Phase::QUEUED);
-    assert_eq!(round(&*plugin, &ctx, &ctx).phase(), Phase::SUCCESS);
+    assert_eq!(round(&*plugin, &ctx).phase(), Phase::QUEUED);
+    assert_eq!(round(&*plugin, &ctx).phase(), Phase::SUCCESS);
     assert!(matches!(ctx.outputs().unwrap()["slept_seconds"], Literal::Float(s) if s >= 0.0));
 }
 
