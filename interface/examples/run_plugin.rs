@@ -12,22 +12,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use kozmo_interface::host::open_library;
-use kozmo_interface::literals::LiteralMap;
-use kozmo_interface::task::TaskTemplate;
+use kozmo_interface::task::TaskFile;
 use kozmo_interface::testing::{TestSetupContext, TestTaskContext};
 use kozmo_interface::{load_plugin, serde_json};
 
-#[derive(serde::Deserialize)]
-struct TaskFile {
-    #[serde(flatten)]
-    template: TaskTemplate,
-    #[serde(default)]
-    inputs: LiteralMap,
-}
-
 fn run(library: PathBuf, task: PathBuf) -> Result<bool, String> {
-    let text = std::fs::read_to_string(&task).map_err(|e| format!("{}: {e}", task.display()))?;
-    let file: TaskFile = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", task.display()))?;
+    let file = TaskFile::read(&task)?;
     let lib = open_library(&library).map_err(|e| format!("{}: {e}", library.display()))?;
     let task_type = &file.template.task_type;
     let entry = lib

@@ -89,6 +89,35 @@ pub struct TaskTemplate {
     pub container: Option<Container>,
 }
 
+/// A task file as in `examples/` and as `kozmo submit` sends it: the
+/// template's fields at the top level plus `inputs`. Other top-level keys
+/// (the daemon's `execution` metadata) are ignored here.
+///
+/// ```
+/// use kozmo_interface::task::TaskFile;
+///
+/// let f: TaskFile = serde_json::from_str(r#"{"type": "echo", "inputs": {"n": 1}}"#).unwrap();
+/// assert_eq!(f.template.task_type, "echo");
+/// assert_eq!(f.inputs["n"], kozmo_interface::Literal::Integer(1));
+/// ```
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+pub struct TaskFile {
+    /// The task template.
+    #[serde(flatten)]
+    pub template: TaskTemplate,
+    /// The inputs.
+    #[serde(default)]
+    pub inputs: crate::literals::LiteralMap,
+}
+
+impl TaskFile {
+    /// Reads and parses a task file; the error names the file.
+    pub fn read(path: &std::path::Path) -> Result<TaskFile, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
 /// Serde of `Option<Duration>` as a human string (`"90s"`, `"1.5s"`) or seconds.
 mod opt_duration {
     use std::time::Duration;

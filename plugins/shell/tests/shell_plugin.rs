@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use kozmo_interface::task::{Container, TaskTemplate};
+use kozmo_interface::task::{Container, TaskFile, TaskTemplate};
 use kozmo_interface::testing::TestTaskContext;
 use kozmo_interface::{
     serde_json, ErrorKind, Literal, Phase, PhaseInfo, Plugin, PluginStateReaderExt, TaskExecutionContext,
@@ -457,16 +457,8 @@ fn the_entry_registers_the_shell_task_type() {
 
 /// Reads `examples/<name>.json` like the CLI does: a task template plus `inputs`.
 fn example(name: &str) -> (TaskTemplate, kozmo_interface::LiteralMap) {
-    #[derive(serde::Deserialize)]
-    struct TaskFile {
-        #[serde(flatten)]
-        template: TaskTemplate,
-        #[serde(default)]
-        inputs: kozmo_interface::LiteralMap,
-    }
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../examples/{name}.json"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let file: TaskFile = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let file = TaskFile::read(&path).unwrap();
     assert_eq!(file.template.task_type, "shell");
     (file.template, file.inputs)
 }

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kozmo_interface::literals::LiteralDuration;
-use kozmo_interface::task::TaskTemplate;
+use kozmo_interface::task::{TaskFile, TaskTemplate};
 use kozmo_interface::testing::{TestSetupContext, TestTaskContext};
 use kozmo_interface::{
     load_plugin, serde_json, AllocationStatus, ErrorKind, Literal, Phase, PhaseInfo, Plugin, PluginStateReaderExt,
@@ -282,15 +282,8 @@ fn finalize_without_a_slot_is_harmless() {
 
 #[test]
 fn the_example_task_file_parses_and_asks_for_two_seconds() {
-    #[derive(serde::Deserialize)]
-    struct TaskFile {
-        #[serde(flatten)]
-        template: TaskTemplate,
-        #[serde(default)]
-        inputs: kozmo_interface::LiteralMap,
-    }
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/sleep-quota.json");
-    let file: TaskFile = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let file = TaskFile::read(&path).unwrap();
     assert_eq!(file.template.task_type, "sleep-quota");
     assert!(file.template.interface.outputs.contains_key("slept_seconds"));
     assert_eq!(requested_seconds(&file.inputs, &file.template.custom), Ok(2.0));
