@@ -171,6 +171,12 @@ pub trait TaskExecutionMetadata {
     fn interruptible_failure_threshold(&self) -> i32;
     /// Environment variables for the task.
     fn environment_variables(&self) -> &BTreeMap<String, String>;
+    /// The metadata as a plain record when the implementation already is
+    /// one, so hosts can send it across the plugin boundary without copying
+    /// it field by field first.
+    fn as_record(&self) -> Option<&MetadataRecord> {
+        None
+    }
 }
 
 /// A plain [`TaskOverrides`].
@@ -330,6 +336,9 @@ impl TaskExecutionMetadata for MetadataRecord {
     }
     fn environment_variables(&self) -> &BTreeMap<String, String> {
         &self.environment_variables
+    }
+    fn as_record(&self) -> Option<&MetadataRecord> {
+        Some(self)
     }
 }
 

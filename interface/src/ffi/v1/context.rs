@@ -205,7 +205,11 @@ impl FfiTaskContext for HostTaskContext<'_> {
     }
     fn metadata(&self) -> RVec<u8> {
         guard_or("task_execution_metadata", RVec::new, || {
-            to_json(&MetadataRecord::capture(self.0.task_execution_metadata()))
+            let m = self.0.task_execution_metadata();
+            match m.as_record() {
+                Some(record) => to_json(record),
+                None => to_json(&MetadataRecord::capture(m)),
+            }
         })
     }
     fn output_prefix(&self) -> RString {
