@@ -16,3 +16,4 @@ pub mod model;
 pub mod resources;
 pub mod secrets;
 pub mod store;
+mod sync;

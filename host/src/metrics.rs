@@ -97,7 +97,7 @@ impl Metrics {
     }
 
     fn lock(&self) -> MutexGuard<'_, Shared> {
-        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.shared)
     }
 
     fn full(&self, name: &str) -> String {

@@ -27,6 +27,7 @@ use kozmo_interface::{
 };
 
 use crate::model::TokenRow;
+use crate::sync::lock;
 
 /// Id of the in-memory manager (first segment of every namespace).
 pub const IN_MEMORY_MANAGER_ID: &str = "inmemoryresourcemanager";
@@ -135,7 +136,7 @@ impl ResourceManagerBuilder {
 
     /// Registered quotas so far.
     pub fn quotas(&self) -> BTreeMap<String, i64> {
-        self.quotas.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        lock(&self.quotas).clone()
     }
 
     /// Builds the manager (once; later calls return the same one).
@@ -163,7 +164,7 @@ impl ResourceRegistrar for ResourceManagerBuilder {
                 ),
             ));
         }
-        let mut q = self.quotas.lock().unwrap_or_else(|e| e.into_inner());
+        let mut q = lock(&self.quotas);
         if q.contains_key(namespace.as_str()) {
             return Err(PluginError::user(
                 "DuplicateNamespace",
@@ -235,7 +236,7 @@ impl InMemoryResources {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.inner)
     }
 }
 

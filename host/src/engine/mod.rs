@@ -44,6 +44,7 @@ use crate::model::{
 use crate::resources::ResourceBackend;
 use crate::secrets::HostSecrets;
 use crate::store::{InsertOutcome, Store};
+use crate::sync::lock;
 
 /// Finds the plugin for a task type (the loader's registry implements it).
 pub trait PluginResolver: Send + Sync {
@@ -390,14 +391,14 @@ impl Engine {
                     .map_err(|e| EngineError::Invalid(e.to_string()))?,
             );
         }
-        *core.threads.lock().unwrap_or_else(|e| e.into_inner()) = threads;
+        *lock(&core.threads) = threads;
         Ok(EngineHandle { core })
     }
 }
 
 impl Core {
     fn lock_active(&self) -> MutexGuard<'_, HashMap<String, Active>> {
-        self.active.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.active)
     }
 
     /// Starts one more worker thread.
@@ -431,7 +432,7 @@ impl Core {
             }
             log::warn!("all {total} workers are inside slow plugin calls: {list}; starting a spare worker");
             match self.spawn_worker() {
-                Ok(t) => self.threads.lock().unwrap_or_else(|e| e.into_inner()).push(t),
+                Ok(t) => lock(&self.threads).push(t),
                 Err(e) => log::error!("cannot start a spare worker: {e}"),
             }
         }
@@ -818,7 +819,7 @@ impl EngineHandle {
         if !c.sched.wait_idle(timeout) {
             log::warn!("engine shutdown: steps still running after {timeout:?}; they will be redone at restart");
         }
-        let threads = std::mem::take(&mut *c.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        let threads = std::mem::take(&mut *lock(&c.threads));
         for _ in 0..c.pool.total() {
             let _ = c.work_tx.send(String::new());
         }
@@ -830,7 +831,7 @@ impl EngineHandle {
             let _ = t.join();
         }
         // Another engine may use the directory from now on.
-        c.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
+        lock(&c.lock).take();
     }
 
     /// Wakes an execution now (as a plugin signal would).

@@ -67,7 +67,7 @@ impl Scheduler {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.inner)
     }
 
     fn push(&self, g: &mut Inner, id: &str) {

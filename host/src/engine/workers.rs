@@ -48,7 +48,7 @@ impl Pool {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<usize, (String, Instant)>> {
-        self.busy.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.busy)
     }
 }
 

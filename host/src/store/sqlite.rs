@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use kozmo_interface::literals::LiteralMap;
@@ -23,6 +23,7 @@ use crate::model::{
     ErrorDocument, EventRecord, ExecPhase, ExecState, ExecutionRecord, NewEvent, NewExecution, RoundCommit, TaskState,
     TokenRow,
 };
+use crate::sync::lock;
 
 /// How hard commits are pushed to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -42,10 +43,6 @@ pub struct SqliteStore {
 
 fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
-}
-
-fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn json<T: serde::Serialize>(v: &T) -> StoreResult<String> {

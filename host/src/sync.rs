@@ -1,0 +1,10 @@
+//! Locking that survives a panicking lock holder.
+
+use std::sync::{Mutex, MutexGuard};
+
+/// Locks `m`, taking the data even if a thread panicked while holding it:
+/// the daemon keeps serving, and every structure behind these locks is
+/// left consistent between statements.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
