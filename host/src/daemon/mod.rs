@@ -143,6 +143,9 @@ async fn shutdown_signal() {
 /// Runs the daemon until SIGTERM/SIGINT: serve HTTP, then stop the engine
 /// (running steps finish or stay persisted for the next start).
 pub fn run(config: Config) -> Result<(), StartError> {
+    // Refuse a bad configuration (e.g. an open address without a token)
+    // before anything listens.
+    config.validate().map_err(StartError::config)?;
     let listen = config.listen;
     let std_listener = std::net::TcpListener::bind(listen).map_err(|e| StartError {
         code: 2,
