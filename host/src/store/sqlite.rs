@@ -10,13 +10,15 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kozmo_interface::literals::LiteralMap;
 use kozmo_interface::Phase;
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 
+use super::checkpointer::{Checkpointer, FALLBACK_PAGES};
 use super::migrations::MIGRATIONS;
 use super::{InsertOutcome, Store, StoreError, StoreResult};
 use crate::model::{
@@ -37,8 +39,33 @@ pub enum Durability {
 
 /// The SQLite store.
 pub struct SqliteStore {
+    // Dropped first: the thread stops before the connections close.
+    _checkpointer: Checkpointer,
     writer: Mutex<Connection>,
     reader: Mutex<Connection>,
+    sync_cost: SyncCost,
+}
+
+/// A moving average of what committing (syncing) a transaction costs.
+#[derive(Default)]
+struct SyncCost {
+    micros: AtomicU64,
+}
+
+impl SyncCost {
+    /// Largest cost reported (a stalled disk must not stall the engine more).
+    const CAP: Duration = Duration::from_millis(10);
+
+    fn observe(&self, d: Duration) {
+        let sample = d.min(Self::CAP).as_micros() as u64;
+        let old = self.micros.load(Ordering::Relaxed);
+        let new = if old == 0 { sample } else { (old * 7 + sample) / 8 };
+        self.micros.store(new, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> Duration {
+        Duration::from_micros(self.micros.load(Ordering::Relaxed))
+    }
 }
 
 fn err(e: impl std::fmt::Display) -> StoreError {
@@ -61,12 +88,13 @@ fn parse_opt<T: serde::de::DeserializeOwned>(s: Option<String>) -> rusqlite::Res
     .transpose()
 }
 
-const EXEC_COLUMNS: &str = "e.id, e.client_id, e.spec, e.task_type, e.created_at, e.phase, e.attempt, \
+const EXEC_COLUMNS: &str = "e.id, e.client_id, s.spec, e.task_type, e.created_at, e.phase, e.attempt, \
      e.system_failures, e.updated_at, e.attempt_started_at, e.error, e.last_handler_error, e.handler_errors, \
      e.finishing, e.abort_requested, t.plugin_phase, t.plugin_phase_version, t.plugin_state, \
      t.plugin_state_version, t.cleanup_on_failure, t.last_phase_updated_at";
 
-const EXEC_FROM: &str = "FROM executions e LEFT JOIN task_states t ON t.execution_id = e.id AND t.attempt = e.attempt";
+const EXEC_FROM: &str = "FROM executions e JOIN execution_specs s ON s.execution_id = e.id \
+     LEFT JOIN task_states t ON t.execution_id = e.id AND t.attempt = e.attempt";
 
 fn exec_from_row(r: &Row<'_>) -> rusqlite::Result<ExecutionRecord> {
     let phase: String = r.get(5)?;
@@ -129,10 +157,17 @@ impl SqliteStore {
         };
         let mut writer = open()?;
         migrate(&mut writer)?;
+        // Checkpoints run in the background; a commit checkpoints by itself
+        // only if the WAL grows past the fallback.
+        writer
+            .pragma_update(None, "wal_autocheckpoint", FALLBACK_PAGES)
+            .map_err(err)?;
         let reader = open()?;
         Ok(SqliteStore {
+            _checkpointer: Checkpointer::start(path, sync).map_err(err)?,
             writer: Mutex::new(writer),
             reader: Mutex::new(reader),
+            sync_cost: SyncCost::default(),
         })
     }
 
@@ -164,37 +199,42 @@ fn migrate(c: &mut Connection) -> StoreResult<()> {
     Ok(())
 }
 
+/// Inserts one execution; only when the id exists already is its spec read
+/// back (one statement for the common case).
 fn insert_one(tx: &Transaction<'_>, new: &NewExecution) -> StoreResult<InsertOutcome> {
-    let existing: Option<String> = tx
-        .prepare_cached("SELECT spec FROM executions WHERE id = ?1")
+    let s = &new.state;
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO executions (id, client_id, task_type, created_at, phase, attempt, system_failures, \
+             updated_at, attempt_started_at, error, last_handler_error, handler_errors, finishing, abort_requested) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, NULL, 0, NULL, NULL) ON CONFLICT(id) DO NOTHING",
+        )
+        .map_err(err)?
+        .execute(params![
+            new.id,
+            new.client_id,
+            new.task_type,
+            new.created_at_ms,
+            s.phase.as_str(),
+            s.attempt as i64,
+            s.system_failures as i64,
+            s.updated_at_ms,
+            s.attempt_started_at_ms,
+        ])
+        .map_err(err)?;
+    if inserted == 1 {
+        tx.prepare_cached("INSERT INTO execution_specs (execution_id, spec) VALUES (?1, ?2)")
+            .map_err(err)?
+            .execute(params![new.id, new.spec_json])
+            .map_err(err)?;
+        return Ok(InsertOutcome::Created);
+    }
+    let spec_json: String = tx
+        .prepare_cached("SELECT spec FROM execution_specs WHERE execution_id = ?1")
         .map_err(err)?
         .query_row([&new.id], |r| r.get(0))
-        .optional()
         .map_err(err)?;
-    if let Some(spec_json) = existing {
-        return Ok(InsertOutcome::Exists { spec_json });
-    }
-    let s = &new.state;
-    tx.prepare_cached(
-        "INSERT INTO executions (id, client_id, spec, task_type, created_at, phase, attempt, system_failures, \
-         updated_at, attempt_started_at, error, last_handler_error, handler_errors, finishing, abort_requested) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, NULL, 0, NULL, NULL)",
-    )
-    .map_err(err)?
-    .execute(params![
-        new.id,
-        new.client_id,
-        new.spec_json,
-        new.task_type,
-        new.created_at_ms,
-        s.phase.as_str(),
-        s.attempt as i64,
-        s.system_failures as i64,
-        s.updated_at_ms,
-        s.attempt_started_at_ms,
-    ])
-    .map_err(err)?;
-    Ok(InsertOutcome::Created)
+    Ok(InsertOutcome::Exists { spec_json })
 }
 
 fn apply(tx: &Transaction<'_>, c: &RoundCommit) -> StoreResult<()> {
@@ -297,14 +337,7 @@ impl Store for SqliteStore {
     }
 
     fn insert_executions(&self, news: &[NewExecution]) -> StoreResult<Vec<InsertOutcome>> {
-        let mut c = lock(&self.writer);
-        let tx = c.transaction().map_err(err)?;
-        let mut out = Vec::with_capacity(news.len());
-        for new in news {
-            out.push(insert_one(&tx, new)?);
-        }
-        tx.commit().map_err(err)?;
-        Ok(out)
+        self.write(news, &[])
     }
 
     #[allow(clippy::let_and_return)] // the statement borrows the connection guard
@@ -346,15 +379,30 @@ impl Store for SqliteStore {
     }
 
     fn commit(&self, batch: &[RoundCommit]) -> StoreResult<()> {
-        if batch.is_empty() {
-            return Ok(());
+        self.write(&[], batch).map(drop)
+    }
+
+    fn write(&self, news: &[NewExecution], batch: &[RoundCommit]) -> StoreResult<Vec<InsertOutcome>> {
+        if news.is_empty() && batch.is_empty() {
+            return Ok(Vec::new());
         }
         let mut c = lock(&self.writer);
         let tx = c.transaction().map_err(err)?;
+        let mut out = Vec::with_capacity(news.len());
+        for new in news {
+            out.push(insert_one(&tx, new)?);
+        }
         for rc in batch {
             apply(&tx, rc)?;
         }
-        tx.commit().map_err(err)
+        let started = Instant::now();
+        tx.commit().map_err(err)?;
+        self.sync_cost.observe(started.elapsed());
+        Ok(out)
+    }
+
+    fn commit_cost(&self) -> Duration {
+        self.sync_cost.get()
     }
 
     fn request_abort(&self, id: &str, reason: &str) -> StoreResult<bool> {
