@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use kozmo_interface::literals::LiteralMap;
 use kozmo_interface::Phase;
-use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
+use rusqlite::{params, CachedStatement, Connection, OptionalExtension, Row, Transaction};
 
 use super::checkpointer::{Checkpointer, FALLBACK_PAGES};
 use super::migrations::MIGRATIONS;
@@ -199,107 +199,141 @@ fn migrate(c: &mut Connection) -> StoreResult<()> {
     Ok(())
 }
 
-/// Inserts one execution; only when the id exists already is its spec read
-/// back (one statement for the common case).
-fn insert_one(tx: &Transaction<'_>, new: &NewExecution) -> StoreResult<InsertOutcome> {
-    let s = &new.state;
-    let inserted = tx
-        .prepare_cached(
-            "INSERT INTO executions (id, client_id, task_type, created_at, phase, attempt, system_failures, \
-             updated_at, attempt_started_at, error, last_handler_error, handler_errors, finishing, abort_requested) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, NULL, 0, NULL, NULL) ON CONFLICT(id) DO NOTHING",
-        )
-        .map_err(err)?
-        .execute(params![
-            new.id,
-            new.client_id,
-            new.task_type,
-            new.created_at_ms,
-            s.phase.as_str(),
-            s.attempt as i64,
-            s.system_failures as i64,
-            s.updated_at_ms,
-            s.attempt_started_at_ms,
-        ])
-        .map_err(err)?;
-    if inserted == 1 {
-        tx.prepare_cached("INSERT INTO execution_specs (execution_id, spec) VALUES (?1, ?2)")
-            .map_err(err)?
-            .execute(params![new.id, new.spec_json])
-            .map_err(err)?;
-        return Ok(InsertOutcome::Created);
-    }
-    let spec_json: String = tx
-        .prepare_cached("SELECT spec FROM execution_specs WHERE execution_id = ?1")
-        .map_err(err)?
-        .query_row([&new.id], |r| r.get(0))
-        .map_err(err)?;
-    Ok(InsertOutcome::Exists { spec_json })
+/// The statements every group commit runs, prepared once per transaction
+/// (not looked up in the statement cache for every row).
+struct Statements<'c> {
+    tx: &'c Transaction<'c>,
+    insert_execution: CachedStatement<'c>,
+    insert_spec: CachedStatement<'c>,
+    update_execution: CachedStatement<'c>,
+    upsert_task: CachedStatement<'c>,
+    insert_event: CachedStatement<'c>,
 }
 
-fn apply(tx: &Transaction<'_>, c: &RoundCommit) -> StoreResult<()> {
-    let s = &c.state;
-    let id = &c.execution_id;
-    tx.prepare_cached(
-        "UPDATE executions SET phase = ?2, attempt = ?3, system_failures = ?4, updated_at = ?5, \
-         attempt_started_at = ?6, error = ?7, last_handler_error = ?8, handler_errors = ?9, finishing = ?10, \
-         abort_requested = CASE WHEN ?11 THEN NULL ELSE abort_requested END WHERE id = ?1",
-    )
-    .map_err(err)?
-    .execute(params![
-        id,
-        s.phase.as_str(),
-        s.attempt as i64,
-        s.system_failures as i64,
-        s.updated_at_ms,
-        s.attempt_started_at_ms,
-        opt_json(&s.error)?,
-        opt_json(&s.last_handler_error)?,
-        s.handler_errors as i64,
-        opt_json(&s.finishing)?,
-        c.clear_abort,
-    ])
-    .map_err(err)?;
-    if let Some((attempt, t)) = &c.task {
-        tx.prepare_cached(
-            "INSERT OR REPLACE INTO task_states (execution_id, attempt, plugin_phase, plugin_phase_version, \
-             plugin_state, plugin_state_version, cleanup_on_failure, last_phase_updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )
-        .map_err(err)?
-        .execute(params![
-            id,
-            *attempt as i64,
-            t.plugin_phase.0 as i64,
-            t.plugin_phase_version as i64,
-            t.plugin_state,
-            t.plugin_state_version as i64,
-            t.cleanup_on_failure,
-            t.last_phase_updated_at_ms,
-        ])
-        .map_err(err)?;
+impl<'c> Statements<'c> {
+    fn prepare(tx: &'c Transaction<'c>) -> StoreResult<Self> {
+        Ok(Statements {
+            tx,
+            insert_execution: tx
+                .prepare_cached(
+                    "INSERT INTO executions (id, client_id, task_type, created_at, phase, attempt, \
+                     system_failures, updated_at, attempt_started_at, error, last_handler_error, handler_errors, \
+                     finishing, abort_requested) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, NULL, 0, NULL, \
+                     NULL) ON CONFLICT(id) DO NOTHING",
+                )
+                .map_err(err)?,
+            insert_spec: tx
+                .prepare_cached("INSERT INTO execution_specs (execution_id, spec) VALUES (?1, ?2)")
+                .map_err(err)?,
+            update_execution: tx
+                .prepare_cached(
+                    "UPDATE executions SET phase = ?2, attempt = ?3, system_failures = ?4, updated_at = ?5, \
+                     attempt_started_at = ?6, error = ?7, last_handler_error = ?8, handler_errors = ?9, \
+                     finishing = ?10, abort_requested = CASE WHEN ?11 THEN NULL ELSE abort_requested END \
+                     WHERE id = ?1",
+                )
+                .map_err(err)?,
+            upsert_task: tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO task_states (execution_id, attempt, plugin_phase, \
+                     plugin_phase_version, plugin_state, plugin_state_version, cleanup_on_failure, \
+                     last_phase_updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(err)?,
+            insert_event: tx
+                .prepare_cached(
+                    "INSERT INTO events (execution_id, attempt, kind, phase, version, occurred_at, reported_at, \
+                     body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(err)?,
+        })
     }
-    if !c.events.is_empty() {
-        let mut st = tx
-            .prepare_cached(
-                "INSERT INTO events (execution_id, attempt, kind, phase, version, occurred_at, reported_at, body) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )
-            .map_err(err)?;
-        for e in &c.events {
-            st.execute(params![
-                id,
-                e.attempt as i64,
-                e.kind,
-                e.phase,
-                e.version as i64,
-                e.occurred_at_ms,
-                e.reported_at_ms,
-                e.body.to_string(),
+
+    /// Inserts one execution; only when the id exists already is its spec
+    /// read back (one statement for the common case).
+    fn insert(&mut self, new: &NewExecution) -> StoreResult<InsertOutcome> {
+        let s = &new.state;
+        let inserted = self
+            .insert_execution
+            .execute(params![
+                new.id,
+                new.client_id,
+                new.task_type,
+                new.created_at_ms,
+                s.phase.as_str(),
+                s.attempt as i64,
+                s.system_failures as i64,
+                s.updated_at_ms,
+                s.attempt_started_at_ms,
             ])
-            .map_err(|x| StoreError(format!("event {} {} of {id}: {x}", e.kind, e.phase)))?;
+            .map_err(err)?;
+        if inserted == 1 {
+            self.insert_spec.execute(params![new.id, new.spec_json]).map_err(err)?;
+            return Ok(InsertOutcome::Created);
         }
+        let spec_json: String = self
+            .tx
+            .prepare_cached("SELECT spec FROM execution_specs WHERE execution_id = ?1")
+            .map_err(err)?
+            .query_row([&new.id], |r| r.get(0))
+            .map_err(err)?;
+        Ok(InsertOutcome::Exists { spec_json })
     }
+
+    /// Applies one step's results.
+    fn apply(&mut self, c: &RoundCommit) -> StoreResult<()> {
+        let s = &c.state;
+        let id = &c.execution_id;
+        self.update_execution
+            .execute(params![
+                id,
+                s.phase.as_str(),
+                s.attempt as i64,
+                s.system_failures as i64,
+                s.updated_at_ms,
+                s.attempt_started_at_ms,
+                opt_json(&s.error)?,
+                opt_json(&s.last_handler_error)?,
+                s.handler_errors as i64,
+                opt_json(&s.finishing)?,
+                c.clear_abort,
+            ])
+            .map_err(err)?;
+        if let Some((attempt, t)) = &c.task {
+            self.upsert_task
+                .execute(params![
+                    id,
+                    *attempt as i64,
+                    t.plugin_phase.0 as i64,
+                    t.plugin_phase_version as i64,
+                    t.plugin_state,
+                    t.plugin_state_version as i64,
+                    t.cleanup_on_failure,
+                    t.last_phase_updated_at_ms,
+                ])
+                .map_err(err)?;
+        }
+        for e in &c.events {
+            self.insert_event
+                .execute(params![
+                    id,
+                    e.attempt as i64,
+                    e.kind,
+                    e.phase,
+                    e.version as i64,
+                    e.occurred_at_ms,
+                    e.reported_at_ms,
+                    e.body.to_string(),
+                ])
+                .map_err(|x| StoreError(format!("event {} {} of {id}: {x}", e.kind, e.phase)))?;
+        }
+        apply_rare(self.tx, c)
+    }
+}
+
+/// What few steps write: outputs, error documents, resource tokens.
+fn apply_rare(tx: &Transaction<'_>, c: &RoundCommit) -> StoreResult<()> {
+    let id = &c.execution_id;
     if let Some((attempt, o)) = &c.outputs {
         tx.prepare_cached("INSERT OR REPLACE INTO outputs (execution_id, attempt, outputs) VALUES (?1, ?2, ?3)")
             .map_err(err)?
@@ -389,11 +423,14 @@ impl Store for SqliteStore {
         let mut c = lock(&self.writer);
         let tx = c.transaction().map_err(err)?;
         let mut out = Vec::with_capacity(news.len());
-        for new in news {
-            out.push(insert_one(&tx, new)?);
-        }
-        for rc in batch {
-            apply(&tx, rc)?;
+        {
+            let mut st = Statements::prepare(&tx)?;
+            for new in news {
+                out.push(st.insert(new)?);
+            }
+            for rc in batch {
+                st.apply(rc)?;
+            }
         }
         let started = Instant::now();
         tx.commit().map_err(err)?;
