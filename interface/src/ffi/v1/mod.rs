@@ -22,4 +22,6 @@ pub use setup::{
     FfiEnqueueOwner, FfiEnqueueOwner_TO, FfiMetric, FfiMetric_TO, FfiSetupContext, FfiSetupContext_TO, FfiSignal,
     FfiSignal_TO, HostSetupContext, PluginSetupContext,
 };
-pub use values::{FfiError, FfiExecError, FfiPhaseInfo, FfiPhaseRare, FfiProperties, FfiTime, FfiTransition};
+pub use values::{
+    FfiError, FfiExecError, FfiPhaseInfo, FfiPhaseRare, FfiProperties, FfiStrSink, FfiTime, FfiTransition,
+};

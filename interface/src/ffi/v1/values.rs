@@ -2,8 +2,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use abi_stable::std_types::{RBox, ROption, RResult, RString, RVec};
-use abi_stable::StableAbi;
+use abi_stable::std_types::{RBox, ROption, RResult, RStr, RString, RVec};
+use abi_stable::{RMut, StableAbi};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -231,7 +231,9 @@ impl From<&PhaseInfo> for FfiPhaseInfo {
             0
         };
         let (mut occurred_at, mut reported_at) = (FfiTime::EPOCH, FfiTime::EPOCH);
-        let mut info_rest_json = RVec::new();
+        // An `Option` rather than an empty `RVec`: dropping an unused `RVec`
+        // is a call through its vtable.
+        let mut info_rest_json = None;
         if let Some(info) = p.info() {
             flags |= FfiPhaseInfo::HAS_INFO;
             if let Some(t) = info.occurred_at {
@@ -242,17 +244,15 @@ impl From<&PhaseInfo> for FfiPhaseInfo {
                 flags |= FfiPhaseInfo::REPORTED_AT;
                 reported_at = t.into();
             }
-            if let Some(rest) = TaskInfoRest::of(info) {
-                info_rest_json = to_json(&rest);
-            }
+            info_rest_json = TaskInfoRest::of(info).map(|rest| to_json(&rest));
         }
-        let rare = if p.reason().is_empty() && p.err().is_none() && info_rest_json.is_empty() {
+        let rare = if p.reason().is_empty() && p.err().is_none() && info_rest_json.is_none() {
             ROption::RNone
         } else {
             ROption::RSome(RBox::new(FfiPhaseRare {
                 reason: p.reason().into(),
                 err: p.err().map(FfiExecError::from).into(),
-                info_rest_json,
+                info_rest_json: info_rest_json.unwrap_or_default(),
             }))
         };
         FfiPhaseInfo {
@@ -425,6 +425,47 @@ impl From<FfiProperties> for PluginProperties {
     }
 }
 
+/// Where the host writes a string the plugin asked for: the plugin's own
+/// `String` and the plugin's function that fills it. The string is
+/// allocated once, by the plugin's allocator, at its size: no `RString`
+/// that the plugin would have to copy again (its buffer belongs to the
+/// host's allocator) and no growth through `RString`'s vtable.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct FfiStrSink<'a> {
+    target: RMut<'a, ()>,
+    set: unsafe extern "C" fn(RMut<'_, ()>, RStr<'_>),
+}
+
+impl<'a> FfiStrSink<'a> {
+    /// Plugin side: a sink that fills `target`.
+    #[inline]
+    pub fn new(target: &'a mut String) -> Self {
+        FfiStrSink {
+            // SAFETY: erasing the type; `set_string` is the only user and
+            // casts it back to `String`.
+            target: unsafe { RMut::new(target).transmute::<()>() },
+            set: set_string,
+        }
+    }
+
+    /// Host side: hands `value` over (the plugin copies it).
+    #[inline]
+    pub fn set(self, value: &str) {
+        // SAFETY: `target` and `set` were paired by `FfiStrSink::new` (the
+        // fields are private).
+        unsafe { (self.set)(self.target, value.into()) }
+    }
+}
+
+/// Runs in the plugin: `target` is the `String` given to [`FfiStrSink::new`].
+unsafe extern "C" fn set_string(target: RMut<'_, ()>, value: RStr<'_>) {
+    // SAFETY: see `FfiStrSink::new`.
+    let target = unsafe { target.transmute_into_mut::<String>() };
+    // Allocated at its size in one go (no growth path).
+    *target = String::from(value.as_str());
+}
+
 /// JSON bytes of a value (values that evolve cross as tolerant JSON).
 pub(crate) fn to_json<T: Serialize>(v: &T) -> RVec<u8> {
     serde_json::to_vec(v)
@@ -532,6 +573,16 @@ mod tests {
         assert_eq!(PhaseInfo::try_from(FfiPhaseInfo::from(&p)).unwrap(), p);
         let p = PhaseInfo::failed(Phase::PERMANENT_FAILURE, None, None);
         assert_eq!(PhaseInfo::try_from(FfiPhaseInfo::from(&p)).unwrap(), p);
+    }
+
+    #[test]
+    fn a_string_sink_fills_the_plugins_string() {
+        let mut s = String::from("old");
+        FfiStrSink::new(&mut s).set("mem://outputs/é");
+        assert_eq!(s, "mem://outputs/é");
+        let mut empty = String::new();
+        FfiStrSink::new(&mut empty).set("");
+        assert_eq!(empty, "");
     }
 
     #[test]
