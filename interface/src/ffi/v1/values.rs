@@ -220,6 +220,40 @@ impl FfiPhaseInfo {
         reported_at: FfiTime::EPOCH,
         rare: ROption::RNone,
     };
+
+    #[inline]
+    fn flag(&self, bit: u8) -> bool {
+        self.flags & bit != 0
+    }
+
+    /// The task info's times, when there is a task info.
+    #[inline]
+    fn times(&self) -> Option<(Option<SystemTime>, Option<SystemTime>)> {
+        self.flag(FfiPhaseInfo::HAS_INFO).then(|| {
+            (
+                self.flag(FfiPhaseInfo::OCCURRED_AT).then(|| self.occurred_at.into()),
+                self.flag(FfiPhaseInfo::REPORTED_AT).then(|| self.reported_at.into()),
+            )
+        })
+    }
+
+    /// The plain value when there are no rare parts (the common case):
+    /// built in one go, with no decoding and no allocation.
+    #[inline]
+    fn to_plain_without_rare(&self) -> PhaseInfo {
+        PhaseInfo::from_parts(
+            Phase(self.phase),
+            self.version,
+            String::new(),
+            self.times().map(|(occurred_at, reported_at)| TaskInfo {
+                occurred_at,
+                reported_at,
+                ..TaskInfo::default()
+            }),
+            None,
+            self.flag(FfiPhaseInfo::CLEANUP_ON_FAILURE),
+        )
+    }
 }
 
 impl From<&PhaseInfo> for FfiPhaseInfo {
@@ -263,42 +297,6 @@ impl From<&PhaseInfo> for FfiPhaseInfo {
             reported_at,
             rare,
         }
-    }
-}
-
-impl FfiPhaseInfo {
-    #[inline]
-    fn flag(&self, bit: u8) -> bool {
-        self.flags & bit != 0
-    }
-
-    /// The task info's times, when there is a task info.
-    #[inline]
-    fn times(&self) -> Option<(Option<SystemTime>, Option<SystemTime>)> {
-        self.flag(FfiPhaseInfo::HAS_INFO).then(|| {
-            (
-                self.flag(FfiPhaseInfo::OCCURRED_AT).then(|| self.occurred_at.into()),
-                self.flag(FfiPhaseInfo::REPORTED_AT).then(|| self.reported_at.into()),
-            )
-        })
-    }
-
-    /// The plain value when there are no rare parts (the common case):
-    /// built in one go, with no decoding and no allocation.
-    #[inline]
-    fn to_plain_without_rare(&self) -> PhaseInfo {
-        PhaseInfo::from_parts(
-            Phase(self.phase),
-            self.version,
-            String::new(),
-            self.times().map(|(occurred_at, reported_at)| TaskInfo {
-                occurred_at,
-                reported_at,
-                ..TaskInfo::default()
-            }),
-            None,
-            self.flag(FfiPhaseInfo::CLEANUP_ON_FAILURE),
-        )
     }
 }
 
