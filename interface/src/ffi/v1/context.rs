@@ -12,7 +12,7 @@ use abi_stable::RRef;
 
 use super::guard::{guard, guard_or};
 use super::setup::{FfiSignal_TO, HostSignal, PluginSignal};
-use super::values::{from_json, plain, to_json, FfiError, FfiExecError, FfiPhaseInfo};
+use super::values::{from_json, plain, to_json, FfiError, FfiExecError, FfiPhaseInfo, FfiStrSink};
 use crate::context::{Catalog, CatalogKey, EventsRecorder, SecretManager, SignalAsync, TaskExecutionContext};
 use crate::io::{DataStore, InputReader, OutputWriter, TaskReader};
 use crate::literals::LiteralMap;
@@ -28,7 +28,7 @@ use crate::{
 #[sabi_trait]
 pub trait FfiTaskContext {
     /// [`ResourceManager::id`].
-    fn rm_id(&self) -> RString;
+    fn rm_id(&self, into: FfiStrSink<'_>);
     /// [`ResourceManager::allocate_resource`].
     fn rm_allocate(
         &self,
@@ -66,21 +66,21 @@ pub trait FfiTaskContext {
     /// [`TaskReader::path`].
     fn task_path(&self) -> RResult<RString, FfiError>;
     /// [`InputReader::input_prefix`].
-    fn input_prefix(&self) -> RString;
+    fn input_prefix(&self, into: FfiStrSink<'_>);
     /// [`InputReader::input_path`].
-    fn input_path(&self) -> RString;
+    fn input_path(&self, into: FfiStrSink<'_>);
     /// [`InputReader::get`], as JSON.
     fn input_get(&self) -> RResult<RVec<u8>, FfiError>;
     /// The whole [`TaskExecutionMetadata`] as a JSON [`MetadataRecord`].
     fn metadata(&self) -> RVec<u8>;
     /// [`OutputWriter::output_prefix`].
-    fn output_prefix(&self) -> RString;
+    fn output_prefix(&self, into: FfiStrSink<'_>);
     /// [`OutputWriter::raw_output_prefix`].
-    fn raw_output_prefix(&self) -> RString;
+    fn raw_output_prefix(&self, into: FfiStrSink<'_>);
     /// [`OutputWriter::checkpoint_prefix`].
-    fn checkpoint_prefix(&self) -> RString;
+    fn checkpoint_prefix(&self, into: FfiStrSink<'_>);
     /// [`OutputWriter::previous_checkpoint_prefix`].
-    fn previous_checkpoint_prefix(&self) -> RString;
+    fn previous_checkpoint_prefix(&self, into: FfiStrSink<'_>);
     /// [`OutputWriter::put_outputs`], as JSON.
     fn put_outputs(&self, outputs_json: RVec<u8>) -> RResult<(), FfiError>;
     /// [`OutputWriter::put_error`].
@@ -92,6 +92,22 @@ pub trait FfiTaskContext {
     /// [`EventsRecorder::record_raw`].
     #[sabi(last_prefix_field)]
     fn record_raw(&self, info: FfiPhaseInfo) -> RResult<(), FfiError>;
+}
+
+/// Host side of the string accessors: hands the host's value to the
+/// plugin's sink; a panic leaves the plugin's string empty.
+#[inline]
+fn fill(what: &str, into: FfiStrSink<'_>, value: impl FnOnce() -> String) {
+    guard_or(what, || (), || into.set(&value()))
+}
+
+/// Plugin side of the string accessors: the plugin's own string, filled by
+/// the host.
+#[inline]
+fn host_string(fill: impl FnOnce(FfiStrSink<'_>)) -> String {
+    let mut s = String::new();
+    fill(FfiStrSink::new(&mut s));
+    s
 }
 
 /// Host side: serves a plain [`TaskExecutionContext`] to a plugin. Panics in
@@ -106,10 +122,8 @@ fn constraints(project: ROption<i64>, namespace: ROption<i64>) -> ResourceConstr
 }
 
 impl FfiTaskContext for HostTaskContext<'_> {
-    fn rm_id(&self) -> RString {
-        guard_or("resource_manager.id", RString::new, || {
-            self.0.resource_manager().id().into()
-        })
+    fn rm_id(&self, into: FfiStrSink<'_>) {
+        fill("resource_manager.id", into, || self.0.resource_manager().id())
     }
     fn rm_allocate(
         &self,
@@ -190,15 +204,13 @@ impl FfiTaskContext for HostTaskContext<'_> {
     fn task_path(&self) -> RResult<RString, FfiError> {
         guard("task_reader.path", || self.0.task_reader().path().map(RString::from))
     }
-    fn input_prefix(&self) -> RString {
-        guard_or("input_reader.input_prefix", RString::new, || {
-            self.0.input_reader().input_prefix().into()
+    fn input_prefix(&self, into: FfiStrSink<'_>) {
+        fill("input_reader.input_prefix", into, || {
+            self.0.input_reader().input_prefix()
         })
     }
-    fn input_path(&self) -> RString {
-        guard_or("input_reader.input_path", RString::new, || {
-            self.0.input_reader().input_path().into()
-        })
+    fn input_path(&self, into: FfiStrSink<'_>) {
+        fill("input_reader.input_path", into, || self.0.input_reader().input_path())
     }
     fn input_get(&self) -> RResult<RVec<u8>, FfiError> {
         guard("input_reader.get", || self.0.input_reader().get().map(|m| to_json(&m)))
@@ -212,24 +224,24 @@ impl FfiTaskContext for HostTaskContext<'_> {
             }
         })
     }
-    fn output_prefix(&self) -> RString {
-        guard_or("output_writer.output_prefix", RString::new, || {
-            self.0.output_writer().output_prefix().into()
+    fn output_prefix(&self, into: FfiStrSink<'_>) {
+        fill("output_writer.output_prefix", into, || {
+            self.0.output_writer().output_prefix()
         })
     }
-    fn raw_output_prefix(&self) -> RString {
-        guard_or("output_writer.raw_output_prefix", RString::new, || {
-            self.0.output_writer().raw_output_prefix().into()
+    fn raw_output_prefix(&self, into: FfiStrSink<'_>) {
+        fill("output_writer.raw_output_prefix", into, || {
+            self.0.output_writer().raw_output_prefix()
         })
     }
-    fn checkpoint_prefix(&self) -> RString {
-        guard_or("output_writer.checkpoint_prefix", RString::new, || {
-            self.0.output_writer().checkpoint_prefix().into()
+    fn checkpoint_prefix(&self, into: FfiStrSink<'_>) {
+        fill("output_writer.checkpoint_prefix", into, || {
+            self.0.output_writer().checkpoint_prefix()
         })
     }
-    fn previous_checkpoint_prefix(&self) -> RString {
-        guard_or("output_writer.previous_checkpoint_prefix", RString::new, || {
-            self.0.output_writer().previous_checkpoint_prefix().into()
+    fn previous_checkpoint_prefix(&self, into: FfiStrSink<'_>) {
+        fill("output_writer.previous_checkpoint_prefix", into, || {
+            self.0.output_writer().previous_checkpoint_prefix()
         })
     }
     fn put_outputs(&self, outputs_json: RVec<u8>) -> RResult<(), FfiError> {
@@ -330,7 +342,7 @@ impl TaskExecutionContext for PluginTaskContext<'_, '_> {
 
 impl ResourceManager for PluginTaskContext<'_, '_> {
     fn id(&self) -> String {
-        self.ffi.rm_id().into()
+        host_string(|s| self.ffi.rm_id(s))
     }
     fn allocate_resource(
         &self,
@@ -402,10 +414,10 @@ impl TaskReader for PluginTaskContext<'_, '_> {
 
 impl InputReader for PluginTaskContext<'_, '_> {
     fn input_prefix(&self) -> String {
-        self.ffi.input_prefix().into()
+        host_string(|s| self.ffi.input_prefix(s))
     }
     fn input_path(&self) -> String {
-        self.ffi.input_path().into()
+        host_string(|s| self.ffi.input_path(s))
     }
     fn get(&self) -> Result<LiteralMap> {
         from_json(&plain(self.ffi.input_get())?)
@@ -414,16 +426,16 @@ impl InputReader for PluginTaskContext<'_, '_> {
 
 impl OutputWriter for PluginTaskContext<'_, '_> {
     fn output_prefix(&self) -> String {
-        self.ffi.output_prefix().into()
+        host_string(|s| self.ffi.output_prefix(s))
     }
     fn raw_output_prefix(&self) -> String {
-        self.ffi.raw_output_prefix().into()
+        host_string(|s| self.ffi.raw_output_prefix(s))
     }
     fn checkpoint_prefix(&self) -> String {
-        self.ffi.checkpoint_prefix().into()
+        host_string(|s| self.ffi.checkpoint_prefix(s))
     }
     fn previous_checkpoint_prefix(&self) -> String {
-        self.ffi.previous_checkpoint_prefix().into()
+        host_string(|s| self.ffi.previous_checkpoint_prefix(s))
     }
     fn put_outputs(&self, outputs: LiteralMap) -> Result<()> {
         plain(self.ffi.put_outputs(to_json(&outputs)))

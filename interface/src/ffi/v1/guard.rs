@@ -4,7 +4,7 @@ use std::any::Any;
 use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use abi_stable::std_types::RResult;
+use abi_stable::std_types::{RBox, RResult};
 
 use super::FfiError;
 use crate::{PluginError, Result};
@@ -42,22 +42,47 @@ fn take_panic_location() -> Option<String> {
     PANIC_LOCATION.with(|p| p.borrow_mut().take())
 }
 
+/// The error a panic payload becomes (kept out of the hot path).
+#[cold]
+#[inline(never)]
+fn panic_error(what: &str, payload: Box<dyn Any + Send>) -> PluginError {
+    let at = take_panic_location().map(|l| format!(" at {l}")).unwrap_or_default();
+    PluginError::panic(format!("panic in {what}{at}: {}", panic_message(&*payload)))
+}
+
+/// Runs `f`, turning a panic into a [`PluginError`]; `what` names the call
+/// in the panic message (with the panic's location when known).
+#[inline]
+fn catch<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(payload) => Err(panic_error(what, payload)),
+    }
+}
+
 /// Runs `f`, turning an error or a panic into an [`FfiError`]; `what` names
 /// the call in the panic message (with the panic's location when known).
+#[inline]
 pub fn guard<T>(what: &str, f: impl FnOnce() -> Result<T>) -> RResult<T, FfiError> {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(Ok(v)) => RResult::ROk(v),
-        Ok(Err(e)) => RResult::RErr(e.into()),
-        Err(payload) => {
-            let at = take_panic_location().map(|l| format!(" at {l}")).unwrap_or_default();
-            let message = format!("panic in {what}{at}: {}", panic_message(&*payload));
-            RResult::RErr(PluginError::panic(message).into())
-        }
+    match catch(what, f) {
+        Ok(v) => RResult::ROk(v),
+        Err(e) => RResult::RErr(e.into()),
+    }
+}
+
+/// Like [`guard`] for calls whose result goes through an out-pointer: the
+/// status is small (an error, which is rare, is boxed).
+#[inline]
+pub fn guard_status(what: &str, f: impl FnOnce() -> Result<()>) -> RResult<(), RBox<FfiError>> {
+    match catch(what, f) {
+        Ok(()) => RResult::ROk(()),
+        Err(e) => RResult::RErr(RBox::new(e.into())),
     }
 }
 
 /// Runs `f`; on a panic logs it and returns `fallback()`. For calls that
 /// have no error channel.
+#[inline]
 pub(crate) fn guard_or<T>(what: &str, fallback: impl FnOnce() -> T, f: impl FnOnce() -> T) -> T {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(v) => v,

@@ -10,7 +10,7 @@ use abi_stable::std_types::{RBox, RResult, RString, RVec};
 use abi_stable::RRef;
 
 use super::context::{FfiTaskContext_TO, HostTaskContext, PluginTaskContext};
-use super::guard::guard;
+use super::guard::{guard, guard_status};
 use super::setup::{FfiSetupContext_TO, HostSetupContext, PluginSetupContext};
 use super::values::{plain, FfiError, FfiProperties, FfiTransition};
 use crate::context::{SetupContext, TaskExecutionContext};
@@ -24,8 +24,10 @@ pub trait FfiPlugin: Send + Sync {
     fn id(&self) -> RResult<RString, FfiError>;
     /// [`Plugin::properties`].
     fn properties(&self) -> RResult<FfiProperties, FfiError>;
-    /// [`Plugin::handle`].
-    fn handle(&self, ctx: FfiTaskContext_TO<'_, RRef<'_, ()>>) -> RResult<FfiTransition, FfiError>;
+    /// [`Plugin::handle`]: the transition is written into `out` (a record
+    /// the host owns, initialised to [`FfiTransition::UNDEFINED`]); an
+    /// error or a panic comes back boxed and `out` is then meaningless.
+    fn handle(&self, ctx: FfiTaskContext_TO<'_, RRef<'_, ()>>, out: &mut FfiTransition) -> RResult<(), RBox<FfiError>>;
     /// [`Plugin::abort`].
     fn abort(&self, ctx: FfiTaskContext_TO<'_, RRef<'_, ()>>) -> RResult<(), FfiError>;
     /// [`Plugin::finalize`].
@@ -65,10 +67,17 @@ impl FfiPlugin for PluginGlue {
     fn properties(&self) -> RResult<FfiProperties, FfiError> {
         guard("properties", || Ok(self.0.properties().into()))
     }
-    fn handle(&self, ctx: FfiTaskContext_TO<'_, RRef<'_, ()>>) -> RResult<FfiTransition, FfiError> {
-        guard("handle", || {
+    fn handle(&self, ctx: FfiTaskContext_TO<'_, RRef<'_, ()>>, out: &mut FfiTransition) -> RResult<(), RBox<FfiError>> {
+        guard_status("handle", || {
             let ctx = PluginTaskContext::new(ctx);
-            self.0.handle(&ctx).map(|t| FfiTransition::from(&t))
+            // Converted from a borrow: moving the transition out of the
+            // `Result` first would copy it (~230 bytes) for nothing.
+            let result = self.0.handle(&ctx);
+            match &result {
+                Ok(t) => *out = FfiTransition::from(t),
+                Err(_) => return result.map(drop),
+            }
+            Ok(())
         })
     }
     fn abort(&self, ctx: FfiTaskContext_TO<'_, RRef<'_, ()>>) -> RResult<(), FfiError> {
@@ -127,8 +136,14 @@ impl Plugin for HostedPlugin {
     }
     fn handle(&self, ctx: &dyn TaskExecutionContext) -> Result<Transition> {
         let host = HostTaskContext(ctx);
-        let t = plain(self.inner.handle(FfiTaskContext_TO::from_ptr(&host, TD_Opaque)))?;
-        Transition::try_from(t)
+        let mut out = FfiTransition::UNDEFINED;
+        match self
+            .inner
+            .handle(FfiTaskContext_TO::from_ptr(&host, TD_Opaque), &mut out)
+        {
+            RResult::ROk(()) => Transition::try_from(out),
+            RResult::RErr(e) => Err(RBox::into_inner(e).into()),
+        }
     }
     fn abort(&self, ctx: &dyn TaskExecutionContext) -> Result<()> {
         let host = HostTaskContext(ctx);

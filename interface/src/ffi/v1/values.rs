@@ -2,14 +2,14 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use abi_stable::std_types::{ROption, RResult, RString, RVec};
-use abi_stable::StableAbi;
+use abi_stable::std_types::{RBox, ROption, RResult, RStr, RString, RVec};
+use abi_stable::{RMut, StableAbi};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::{
-    ErrorKind, ExecutionError, Phase, PhaseInfo, PluginError, PluginProperties, Result, TaskInfo, Transition,
-    TransitionType,
+    ErrorKind, ExecutionError, ExternalResource, Phase, PhaseInfo, PluginError, PluginProperties, ReasonInfo, Result,
+    TaskInfo, TaskLog, Transition, TransitionType,
 };
 
 /// [`PluginError`] across the boundary.
@@ -63,7 +63,13 @@ pub struct FfiTime {
     pub nanos: u32,
 }
 
+impl FfiTime {
+    /// The Unix epoch.
+    pub const EPOCH: FfiTime = FfiTime { secs: 0, nanos: 0 };
+}
+
 impl From<SystemTime> for FfiTime {
+    #[inline]
     fn from(t: SystemTime) -> Self {
         match t.duration_since(UNIX_EPOCH) {
             Ok(d) => FfiTime {
@@ -84,6 +90,7 @@ impl From<SystemTime> for FfiTime {
 }
 
 impl From<FfiTime> for SystemTime {
+    #[inline]
     fn from(t: FfiTime) -> Self {
         if t.secs >= 0 {
             UNIX_EPOCH + Duration::new(t.secs as u64, t.nanos)
@@ -121,81 +128,174 @@ impl From<FfiExecError> for ExecutionError {
     }
 }
 
-/// [`TaskInfo`] across the boundary: the two times directly, the rest as
-/// JSON (empty when there is no rest, the common case).
+/// The non-time parts of a [`TaskInfo`], borrowed, for JSON: same field
+/// names as `TaskInfo`, so the host decodes them as a `TaskInfo` (its
+/// serde is tolerant of the missing times) without the plugin cloning
+/// anything.
+#[derive(Serialize)]
+struct TaskInfoRest<'a> {
+    logs: &'a [TaskLog],
+    custom_info: &'a serde_json::Value,
+    external_resources: &'a [ExternalResource],
+    additional_reasons: &'a [ReasonInfo],
+}
+
+impl<'a> TaskInfoRest<'a> {
+    /// The rest of `info`, or `None` when everything but the times is empty
+    /// (the common case: nothing is serialised or allocated then).
+    fn of(info: &'a TaskInfo) -> Option<Self> {
+        // Exhaustive on purpose: a new `TaskInfo` field must be carried here.
+        let TaskInfo {
+            logs,
+            occurred_at: _,
+            reported_at: _,
+            custom_info,
+            external_resources,
+            additional_reasons,
+        } = info;
+        if logs.is_empty() && custom_info.is_null() && external_resources.is_empty() && additional_reasons.is_empty() {
+            return None;
+        }
+        Some(TaskInfoRest {
+            logs,
+            custom_info,
+            external_resources,
+            additional_reasons,
+        })
+    }
+}
+
+/// The parts of a [`PhaseInfo`] that most results do not have: a reason, a
+/// failure's error, and the non-time parts of its [`TaskInfo`] as JSON.
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone)]
-pub struct FfiTaskInfo {
-    /// `occurred_at`.
-    pub occurred_at: ROption<FfiTime>,
-    /// `reported_at`.
-    pub reported_at: ROption<FfiTime>,
-    /// The other fields as JSON, or empty.
-    pub rest_json: RVec<u8>,
+pub struct FfiPhaseRare {
+    /// Reason (may be empty).
+    pub reason: RString,
+    /// Error of a failure.
+    pub err: ROption<FfiExecError>,
+    /// `TaskInfo` without its times as JSON, empty when there is none (only
+    /// meaningful with [`FfiPhaseInfo::HAS_INFO`]).
+    pub info_rest_json: RVec<u8>,
 }
 
-impl From<&TaskInfo> for FfiTaskInfo {
-    fn from(info: &TaskInfo) -> Self {
-        let rest_json = if info.is_only_times() {
-            RVec::new()
-        } else {
-            let rest = TaskInfo {
-                occurred_at: None,
-                reported_at: None,
-                ..info.clone()
-            };
-            to_json(&rest)
-        };
-        FfiTaskInfo {
-            occurred_at: info.occurred_at.map(FfiTime::from).into(),
-            reported_at: info.reported_at.map(FfiTime::from).into(),
-            rest_json,
-        }
-    }
-}
-
-impl TryFrom<FfiTaskInfo> for TaskInfo {
-    type Error = PluginError;
-
-    fn try_from(f: FfiTaskInfo) -> Result<Self> {
-        let mut info: TaskInfo = if f.rest_json.is_empty() {
-            TaskInfo::default()
-        } else {
-            from_json(&f.rest_json)?
-        };
-        info.occurred_at = f.occurred_at.into_option().map(SystemTime::from);
-        info.reported_at = f.reported_at.into_option().map(SystemTime::from);
-        Ok(info)
-    }
-}
-
-/// [`PhaseInfo`] across the boundary.
+/// [`PhaseInfo`] across the boundary: a small fixed record (phase, version,
+/// flags, the two [`TaskInfo`] times) that needs no allocation, plus one
+/// optional box for the rare parts ([`FfiPhaseRare`]), present only when
+/// one of them is not empty.
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone)]
 pub struct FfiPhaseInfo {
     /// Phase value.
     pub phase: i8,
+    /// `HAS_INFO | OCCURRED_AT | REPORTED_AT | CLEANUP_ON_FAILURE`; other
+    /// bits are ignored.
+    pub flags: u8,
     /// Phase version.
     pub version: u32,
-    /// Reason.
-    pub reason: RString,
-    /// Cleanup flag.
-    pub cleanup_on_failure: bool,
-    /// Error of a failure.
-    pub err: ROption<FfiExecError>,
-    /// Details.
-    pub info: ROption<FfiTaskInfo>,
+    /// `info.occurred_at`, valid with [`FfiPhaseInfo::OCCURRED_AT`].
+    pub occurred_at: FfiTime,
+    /// `info.reported_at`, valid with [`FfiPhaseInfo::REPORTED_AT`].
+    pub reported_at: FfiTime,
+    /// Reason, error, the rest of the task info; `RNone` when all are empty.
+    pub rare: ROption<RBox<FfiPhaseRare>>,
+}
+
+impl FfiPhaseInfo {
+    /// The phase info has a [`TaskInfo`].
+    pub const HAS_INFO: u8 = 1;
+    /// `info.occurred_at` is set.
+    pub const OCCURRED_AT: u8 = 2;
+    /// `info.reported_at` is set.
+    pub const REPORTED_AT: u8 = 4;
+    /// [`PhaseInfo::cleanup_on_failure`].
+    pub const CLEANUP_ON_FAILURE: u8 = 8;
+
+    /// The undefined phase info (what a host puts in an out-record before a call).
+    pub const UNDEFINED: FfiPhaseInfo = FfiPhaseInfo {
+        phase: 0,
+        flags: 0,
+        version: 0,
+        occurred_at: FfiTime::EPOCH,
+        reported_at: FfiTime::EPOCH,
+        rare: ROption::RNone,
+    };
+
+    #[inline]
+    fn flag(&self, bit: u8) -> bool {
+        self.flags & bit != 0
+    }
+
+    /// The task info's times, when there is a task info.
+    #[inline]
+    fn times(&self) -> Option<(Option<SystemTime>, Option<SystemTime>)> {
+        self.flag(FfiPhaseInfo::HAS_INFO).then(|| {
+            (
+                self.flag(FfiPhaseInfo::OCCURRED_AT).then(|| self.occurred_at.into()),
+                self.flag(FfiPhaseInfo::REPORTED_AT).then(|| self.reported_at.into()),
+            )
+        })
+    }
+
+    /// The plain value when there are no rare parts (the common case):
+    /// built in one go, with no decoding and no allocation.
+    #[inline]
+    fn to_plain_without_rare(&self) -> PhaseInfo {
+        PhaseInfo::from_parts(
+            Phase(self.phase),
+            self.version,
+            String::new(),
+            self.times().map(|(occurred_at, reported_at)| TaskInfo {
+                occurred_at,
+                reported_at,
+                ..TaskInfo::default()
+            }),
+            None,
+            self.flag(FfiPhaseInfo::CLEANUP_ON_FAILURE),
+        )
+    }
 }
 
 impl From<&PhaseInfo> for FfiPhaseInfo {
+    #[inline]
     fn from(p: &PhaseInfo) -> Self {
+        let mut flags = if p.cleanup_on_failure() {
+            FfiPhaseInfo::CLEANUP_ON_FAILURE
+        } else {
+            0
+        };
+        let (mut occurred_at, mut reported_at) = (FfiTime::EPOCH, FfiTime::EPOCH);
+        // An `Option` rather than an empty `RVec`: dropping an unused `RVec`
+        // is a call through its vtable.
+        let mut info_rest_json = None;
+        if let Some(info) = p.info() {
+            flags |= FfiPhaseInfo::HAS_INFO;
+            if let Some(t) = info.occurred_at {
+                flags |= FfiPhaseInfo::OCCURRED_AT;
+                occurred_at = t.into();
+            }
+            if let Some(t) = info.reported_at {
+                flags |= FfiPhaseInfo::REPORTED_AT;
+                reported_at = t.into();
+            }
+            info_rest_json = TaskInfoRest::of(info).map(|rest| to_json(&rest));
+        }
+        let rare = if p.reason().is_empty() && p.err().is_none() && info_rest_json.is_none() {
+            ROption::RNone
+        } else {
+            ROption::RSome(RBox::new(FfiPhaseRare {
+                reason: p.reason().into(),
+                err: p.err().map(FfiExecError::from).into(),
+                info_rest_json: info_rest_json.unwrap_or_default(),
+            }))
+        };
         FfiPhaseInfo {
             phase: p.phase().0,
+            flags,
             version: p.version(),
-            reason: p.reason().into(),
-            cleanup_on_failure: p.cleanup_on_failure(),
-            err: p.err().map(FfiExecError::from).into(),
-            info: p.info().map(FfiTaskInfo::from).into(),
+            occurred_at,
+            reported_at,
+            rare,
         }
     }
 }
@@ -203,23 +303,56 @@ impl From<&PhaseInfo> for FfiPhaseInfo {
 impl TryFrom<FfiPhaseInfo> for PhaseInfo {
     type Error = PluginError;
 
+    #[inline]
     fn try_from(f: FfiPhaseInfo) -> Result<Self> {
-        let info = match f.info.into_option() {
-            Some(i) => Some(TaskInfo::try_from(i)?),
-            None => None,
-        };
-        Ok(PhaseInfo::from_parts(
-            Phase(f.phase),
-            f.version,
-            f.reason.into(),
-            info,
-            f.err.into_option().map(ExecutionError::from),
-            f.cleanup_on_failure,
-        ))
+        if f.rare.is_none() {
+            return Ok(f.to_plain_without_rare());
+        }
+        with_rare_parts(f)
     }
 }
 
-/// [`Transition`] across the boundary.
+/// [`PhaseInfo::try_from`] when there are rare parts: decodes the JSON.
+#[inline(never)]
+fn with_rare_parts(f: FfiPhaseInfo) -> Result<PhaseInfo> {
+    let times = f.times();
+    let cleanup = f.flag(FfiPhaseInfo::CLEANUP_ON_FAILURE);
+    let (reason, err, rest) = match f.rare.into_option() {
+        None => (String::new(), None, RVec::new()),
+        Some(rare) => {
+            let rare = RBox::into_inner(rare);
+            (
+                rare.reason.into_string(),
+                rare.err.into_option().map(ExecutionError::from),
+                rare.info_rest_json,
+            )
+        }
+    };
+    let info = match times {
+        None => None,
+        Some((occurred_at, reported_at)) => {
+            let mut info: TaskInfo = if rest.is_empty() {
+                TaskInfo::default()
+            } else {
+                from_json(&rest)?
+            };
+            info.occurred_at = occurred_at;
+            info.reported_at = reported_at;
+            Some(info)
+        }
+    };
+    Ok(PhaseInfo::from_parts(
+        Phase(f.phase),
+        f.version,
+        reason,
+        info,
+        err,
+        cleanup,
+    ))
+}
+
+/// [`Transition`] across the boundary. `handle` writes it into a record the
+/// host provides, so it is neither returned by value nor copied on the way.
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone)]
 pub struct FfiTransition {
@@ -229,7 +362,16 @@ pub struct FfiTransition {
     pub info: FfiPhaseInfo,
 }
 
+impl FfiTransition {
+    /// An undefined transition: the host's out-record before a call.
+    pub const UNDEFINED: FfiTransition = FfiTransition {
+        ttype: 0,
+        info: FfiPhaseInfo::UNDEFINED,
+    };
+}
+
 impl From<&Transition> for FfiTransition {
+    #[inline]
     fn from(t: &Transition) -> Self {
         FfiTransition {
             ttype: t.transition_type().as_u8(),
@@ -241,8 +383,15 @@ impl From<&Transition> for FfiTransition {
 impl TryFrom<FfiTransition> for Transition {
     type Error = PluginError;
 
+    #[inline]
     fn try_from(f: FfiTransition) -> Result<Self> {
-        Ok(Transition::new(TransitionType::from_u8(f.ttype), f.info.try_into()?))
+        let ttype = TransitionType::from_u8(f.ttype);
+        if f.info.rare.is_none() {
+            // Built straight into the caller's result: no copy of a
+            // `Result<PhaseInfo>` on the way.
+            return Ok(Transition::new(ttype, f.info.to_plain_without_rare()));
+        }
+        Ok(Transition::new(ttype, with_rare_parts(f.info)?))
     }
 }
 
@@ -272,6 +421,47 @@ impl From<FfiProperties> for PluginProperties {
             generated_name_max_length: p.generated_name_max_length.into_option(),
         }
     }
+}
+
+/// Where the host writes a string the plugin asked for: the plugin's own
+/// `String` and the plugin's function that fills it. The string is
+/// allocated once, by the plugin's allocator, at its size: no `RString`
+/// that the plugin would have to copy again (its buffer belongs to the
+/// host's allocator) and no growth through `RString`'s vtable.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct FfiStrSink<'a> {
+    target: RMut<'a, ()>,
+    set: unsafe extern "C" fn(RMut<'_, ()>, RStr<'_>),
+}
+
+impl<'a> FfiStrSink<'a> {
+    /// Plugin side: a sink that fills `target`.
+    #[inline]
+    pub fn new(target: &'a mut String) -> Self {
+        FfiStrSink {
+            // SAFETY: erasing the type; `set_string` is the only user and
+            // casts it back to `String`.
+            target: unsafe { RMut::new(target).transmute::<()>() },
+            set: set_string,
+        }
+    }
+
+    /// Host side: hands `value` over (the plugin copies it).
+    #[inline]
+    pub fn set(self, value: &str) {
+        // SAFETY: `target` and `set` were paired by `FfiStrSink::new` (the
+        // fields are private).
+        unsafe { (self.set)(self.target, value.into()) }
+    }
+}
+
+/// Runs in the plugin: `target` is the `String` given to [`FfiStrSink::new`].
+unsafe extern "C" fn set_string(target: RMut<'_, ()>, value: RStr<'_>) {
+    // SAFETY: see `FfiStrSink::new`.
+    let target = unsafe { target.transmute_into_mut::<String>() };
+    // Allocated at its size in one go (no growth path).
+    *target = String::from(value.as_str());
 }
 
 /// JSON bytes of a value (values that evolve cross as tolerant JSON).
@@ -328,6 +518,69 @@ mod tests {
             let back = Transition::try_from(FfiTransition::from(&t)).unwrap();
             assert_eq!(back, t);
         }
+    }
+
+    #[test]
+    fn the_common_result_needs_no_box_and_no_json() {
+        let running = FfiPhaseInfo::from(&PhaseInfo::running(2, None));
+        assert!(running.rare.is_none());
+        assert_eq!(running.flags, FfiPhaseInfo::HAS_INFO | FfiPhaseInfo::OCCURRED_AT);
+        let undefined = FfiPhaseInfo::from(&PhaseInfo::undefined());
+        assert!(undefined.rare.is_none());
+        assert_eq!(undefined.flags, 0);
+        assert_eq!(PhaseInfo::try_from(undefined).unwrap(), PhaseInfo::undefined());
+    }
+
+    #[test]
+    fn every_rare_part_round_trips_alone() {
+        let t = UNIX_EPOCH + Duration::new(3, 4);
+        let mut infos = vec![
+            TaskInfo {
+                reported_at: Some(t),
+                ..TaskInfo::default()
+            },
+            TaskInfo {
+                custom_info: serde_json::json!(["x"]),
+                ..TaskInfo::default()
+            },
+            TaskInfo {
+                logs: vec![TaskLog::default()],
+                ..TaskInfo::default()
+            },
+        ];
+        infos.push(TaskInfo {
+            external_resources: vec![crate::ExternalResource {
+                external_id: "e".into(),
+                phase: Phase::RUNNING,
+                ..Default::default()
+            }],
+            ..TaskInfo::at(t)
+        });
+        infos.push(TaskInfo {
+            additional_reasons: vec![crate::ReasonInfo {
+                reason: "r".into(),
+                occurred_at: Some(t),
+            }],
+            ..TaskInfo::default()
+        });
+        for info in infos {
+            let p = PhaseInfo::from_parts(Phase::QUEUED, 4, String::new(), Some(info), None, false);
+            assert_eq!(PhaseInfo::try_from(FfiPhaseInfo::from(&p)).unwrap(), p);
+        }
+        let p = PhaseInfo::from_parts(Phase(42), 1, "why".into(), None, None, true);
+        assert_eq!(PhaseInfo::try_from(FfiPhaseInfo::from(&p)).unwrap(), p);
+        let p = PhaseInfo::failed(Phase::PERMANENT_FAILURE, None, None);
+        assert_eq!(PhaseInfo::try_from(FfiPhaseInfo::from(&p)).unwrap(), p);
+    }
+
+    #[test]
+    fn a_string_sink_fills_the_plugins_string() {
+        let mut s = String::from("old");
+        FfiStrSink::new(&mut s).set("mem://outputs/é");
+        assert_eq!(s, "mem://outputs/é");
+        let mut empty = String::new();
+        FfiStrSink::new(&mut empty).set("");
+        assert_eq!(empty, "");
     }
 
     #[test]
