@@ -18,10 +18,10 @@ mod round;
 mod scheduler;
 mod workers;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -32,8 +32,9 @@ use kozmo_interface::{EnqueueOwner, Plugin, Result as PResult};
 use serde::{Deserialize, Serialize};
 
 pub use context::{generated_name, AttemptPaths, MAX_DATASET_SIZE_BYTES};
+pub use events::{EventBody, Extra, InfoBody, TaskEventBody};
 pub use retries::{decide_retryable, RetryDecision};
-pub use scheduler::{Next, Scheduler};
+pub use scheduler::{Job, JobShared, Next, Scheduler, Work};
 
 use crate::catalog::StoreCatalog;
 use crate::datastore::FsDataStore;
@@ -211,43 +212,92 @@ pub struct EngineStats {
     pub step_latency_sum_seconds: f64,
 }
 
-/// The in-memory copy of an active execution.
-#[derive(Clone)]
+/// The in-memory copy of an active execution. It is owned by the
+/// scheduler's entry while it waits, and travels (moved, never copied)
+/// through the work queue, its worker and the committer while a step runs.
 pub(crate) struct Active {
     pub(crate) spec: Arc<ExecutionSpec>,
     pub(crate) record: ExecutionRecord,
     pub(crate) plugin: Option<Arc<dyn Plugin>>,
+    /// The task type (shared by the events of every round).
+    pub(crate) task_type: Arc<str>,
+    /// The plugin's id, when the plugin is known.
+    pub(crate) plugin_id: Option<Arc<str>>,
+    /// What the scheduler's entry and API calls reach while a step runs.
+    pub(crate) shared: Arc<ActiveShared>,
+    /// The generated name of an attempt, kept while the execution runs
+    /// round after round (dropped when it waits).
+    pub(crate) gname: Option<(u32, Arc<str>)>,
+}
+
+/// The part of an [`Active`] reachable while its step runs.
+#[derive(Default)]
+pub(crate) struct ActiveShared {
+    /// A signal came during the step: run again once it is durable.
+    dirty: AtomicBool,
     /// Whether `inputs.json`/`task.json` are known to exist.
-    pub(crate) files: Arc<AtomicBool>,
+    pub(crate) files: AtomicBool,
+    /// A client's abort request that came while the execution was out
+    /// (queued, running or committing); the next step takes it.
+    abort: Mutex<Option<String>>,
+}
+
+impl scheduler::JobShared for ActiveShared {
+    fn dirty(&self) -> &AtomicBool {
+        &self.dirty
+    }
+}
+
+impl scheduler::Job for Box<Active> {
+    type Shared = ActiveShared;
+    fn id(&self) -> &str {
+        &self.record.id
+    }
+    fn shared(&self) -> &Arc<ActiveShared> {
+        &self.shared
+    }
 }
 
 impl Active {
-    fn new(spec: ExecutionSpec, mut record: ExecutionRecord, plugin: Option<Arc<dyn Plugin>>) -> Self {
-        // The parsed spec is kept; the JSON copy would be cloned every step.
+    fn new(spec: Arc<ExecutionSpec>, mut record: ExecutionRecord, plugin: Option<Arc<dyn Plugin>>) -> Box<Self> {
+        // The parsed spec is kept; the JSON copy would only take memory.
         record.spec_json = String::new();
-        Active {
-            spec: Arc::new(spec),
+        Box::new(Active {
+            task_type: Arc::from(spec.template.task_type.as_str()),
+            plugin_id: plugin.as_ref().map(|p| Arc::from(p.id())),
+            spec,
             record,
             plugin,
-            files: Arc::new(AtomicBool::new(false)),
+            shared: Arc::default(),
+            gname: None,
+        })
+    }
+
+    /// Takes an abort request that came while the execution was out.
+    fn take_pending_abort(&mut self) {
+        let pending = lock(&self.shared.abort).take();
+        if let Some(reason) = pending {
+            self.record.abort_requested = Some(reason);
         }
     }
 }
+
+/// The engine's scheduler: executions travel through it as jobs.
+pub(crate) type Sched = Scheduler<Box<Active>>;
 
 pub(crate) struct Core {
     cfg: EngineConfig,
     store: Arc<dyn Store>,
     plugins: Arc<dyn PluginResolver>,
     resources: Arc<dyn ResourceBackend>,
-    sched: Arc<Scheduler>,
-    active: Mutex<HashMap<String, Active>>,
+    sched: Arc<Sched>,
     data: FsDataStore,
     secrets: HostSecrets,
     catalog: StoreCatalog,
     stats: Stats,
     commit_tx: Sender<CommitMsg>,
-    work_tx: Sender<String>,
-    work_rx: Receiver<String>,
+    work_tx: Sender<Work<Box<Active>>>,
+    work_rx: Receiver<Work<Box<Active>>>,
     pool: workers::Pool,
     threads: Mutex<Vec<JoinHandle<()>>>,
     id_counter: AtomicU64,
@@ -255,7 +305,7 @@ pub(crate) struct Core {
 }
 
 enum CommitMsg {
-    Step(Box<RoundCommit>, Next),
+    Step(Box<RoundCommit>, Next, Box<Active>),
     Stop,
 }
 
@@ -273,7 +323,7 @@ pub struct EngineHandle {
 /// dropped: every execution is evaluated at start anyway.
 #[derive(Default)]
 pub struct LateEnqueueOwner {
-    sched: OnceLock<Weak<Scheduler>>,
+    sched: OnceLock<Weak<Sched>>,
 }
 
 impl LateEnqueueOwner {
@@ -309,7 +359,7 @@ impl Engine {
         let dir_lock = lock::DataDirLock::acquire(&cfg.data_dir).map_err(EngineError::Invalid)?;
         let data = FsDataStore::new(cfg.data_dir.join("data"))
             .map_err(|e| EngineError::Invalid(format!("data directory {}: {e}", cfg.data_dir.display())))?;
-        let (work_tx, work_rx) = crossbeam_channel::unbounded::<String>();
+        let (work_tx, work_rx) = crossbeam_channel::unbounded::<Work<Box<Active>>>();
         let (commit_tx, commit_rx) = crossbeam_channel::unbounded::<CommitMsg>();
         let sched = Arc::new(Scheduler::new(
             work_tx.clone(),
@@ -325,7 +375,6 @@ impl Engine {
             plugins,
             resources,
             sched,
-            active: Mutex::new(HashMap::new()),
             data,
             stats: Stats::default(),
             commit_tx,
@@ -355,9 +404,7 @@ impl Engine {
                 }
             };
             let plugin = core.plugins.resolve(&spec.template.task_type).ok();
-            let id = rec.id.clone();
-            core.lock_active().insert(id.clone(), Active::new(spec, rec, plugin));
-            core.sched.add(&id);
+            core.sched.add(Active::new(Arc::new(spec), rec, plugin));
         }
         if n > 0 {
             log::info!("engine recovered {n} active executions");
@@ -397,10 +444,6 @@ impl Engine {
 }
 
 impl Core {
-    fn lock_active(&self) -> MutexGuard<'_, HashMap<String, Active>> {
-        lock(&self.active)
-    }
-
     /// Starts one more worker thread.
     fn spawn_worker(self: &Arc<Self>) -> std::io::Result<JoinHandle<()>> {
         let c = self.clone();
@@ -440,74 +483,68 @@ impl Core {
 
     fn worker(&self, w: usize) {
         let rx = self.work_rx.clone();
-        while let Ok(id) = rx.recv() {
-            if id.is_empty() {
+        while let Ok(work) = rx.recv() {
+            let Work::Run(mut a) = work else {
                 return; // stop sentinel
-            }
-            if !self.sched.take(&id) {
-                continue;
-            }
-            let Some(a) = self.lock_active().get(&id).cloned() else {
-                self.sched.done(&id, Next::Done);
-                continue;
             };
-            self.pool.begin(w, &id);
-            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.step(&a)));
+            if !self.sched.take(&a) {
+                self.sched.done(a, Next::Now); // stopping: home without a step
+                continue;
+            }
+            a.take_pending_abort();
+            self.pool.begin(w, &a.record.id);
+            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.step(&mut a)));
             self.pool.end(w);
             let out = match out {
                 Ok(o) => o,
                 Err(_) => {
-                    log::error!("engine bug: a step of {id} panicked; retrying later");
-                    self.sched.done(&id, Next::Later);
+                    log::error!("engine bug: a step of {} panicked; retrying later", a.record.id);
+                    self.sched.done(a, Next::Later);
                     continue;
                 }
             };
-            {
-                let mut g = self.lock_active();
-                if let Some(e) = g.get_mut(&id) {
-                    e.record.state = out.commit.state.clone();
-                    e.record.task = out.task.clone();
-                    if out.commit.clear_abort {
-                        e.record.abort_requested = None;
-                    }
-                    if out.next == Next::Done {
-                        g.remove(&id);
-                    }
-                }
+            a.record.state = out.commit.state.clone();
+            a.record.task = out.task;
+            if out.commit.clear_abort {
+                a.record.abort_requested = None;
+            }
+            if out.next != Next::Now {
+                // Waiting: keep no per-round cache.
+                a.gname = None;
             }
             if out.persist {
-                let _ = self.commit_tx.send(CommitMsg::Step(Box::new(out.commit), out.next));
+                let _ = self.commit_tx.send(CommitMsg::Step(Box::new(out.commit), out.next, a));
             } else {
                 // Nothing to make durable: the next step may start.
-                self.sched.done(&id, out.next);
+                self.sched.done(a, out.next);
             }
         }
     }
 
     fn committer(&self, rx: Receiver<CommitMsg>) {
         let mut batch: Vec<RoundCommit> = Vec::new();
-        let mut nexts: Vec<Next> = Vec::new();
+        let mut jobs: Vec<(Box<Active>, Next)> = Vec::new();
         loop {
             let mut stop = false;
             match rx.recv() {
-                Ok(CommitMsg::Step(c, n)) => {
+                Ok(CommitMsg::Step(c, n, a)) => {
                     batch.push(*c);
-                    nexts.push(n);
+                    jobs.push((a, n));
                 }
                 Ok(CommitMsg::Stop) | Err(_) => stop = true,
             }
             while batch.len() < self.cfg.max_batch {
                 match rx.try_recv() {
-                    Ok(CommitMsg::Step(c, n)) => {
+                    Ok(CommitMsg::Step(c, n, a)) => {
                         batch.push(*c);
-                        nexts.push(n);
+                        jobs.push((a, n));
                     }
                     Ok(CommitMsg::Stop) => stop = true,
                     Err(_) => break,
                 }
             }
             if !batch.is_empty() {
-                self.flush(&mut batch, &mut nexts);
+                self.flush(&mut batch, &mut jobs);
             }
             if stop {
                 return;
@@ -515,7 +552,7 @@ impl Core {
         }
     }
 
-    fn flush(&self, batch: &mut Vec<RoundCommit>, nexts: &mut Vec<Next>) {
+    fn flush(&self, batch: &mut Vec<RoundCommit>, jobs: &mut Vec<(Box<Active>, Next)>) {
         let mut attempt = 0u32;
         loop {
             match self.store.commit(batch) {
@@ -526,13 +563,11 @@ impl Core {
                     if attempt >= 5 {
                         // Give up on this batch: reload the executions from the
                         // store so memory matches what is durable, retry later.
-                        for c in batch.iter() {
-                            self.reload(&c.execution_id);
+                        batch.clear();
+                        for (a, _) in jobs.iter_mut() {
+                            self.reload(a);
                         }
-                        for c in batch.drain(..) {
-                            self.sched.done(&c.execution_id, Next::Later);
-                        }
-                        nexts.clear();
+                        self.sched.done_all(jobs.drain(..).map(|(a, _)| (a, Next::Later)));
                         return;
                     }
                     std::thread::sleep(Duration::from_millis(50 * u64::from(attempt)));
@@ -541,33 +576,28 @@ impl Core {
         }
         self.stats.commits.fetch_add(batch.len() as u64, Ordering::Relaxed);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
-        for (c, n) in batch.drain(..).zip(nexts.drain(..)) {
-            self.sched.done(&c.execution_id, n);
-        }
+        batch.clear();
+        self.sched.done_all(jobs.drain(..));
     }
 
-    fn reload(&self, id: &str) {
-        match self.store.get_execution(id) {
-            Ok(Some(rec)) if !rec.state.phase.is_terminal() => {
-                let mut g = self.lock_active();
-                if let Some(a) = g.get_mut(id) {
-                    a.record = rec;
-                } else if let Ok(spec) = serde_json::from_str::<ExecutionSpec>(&rec.spec_json) {
-                    let plugin = self.plugins.resolve(&spec.template.task_type).ok();
-                    g.insert(id.to_string(), Active::new(spec, rec, plugin));
-                    self.sched.add(id);
-                }
+    /// Resets an execution to what the store holds (after its step's commit
+    /// was given up).
+    fn reload(&self, a: &mut Active) {
+        if let Ok(Some(mut rec)) = self.store.get_execution(&a.record.id) {
+            if !rec.state.phase.is_terminal() {
+                rec.spec_json = String::new();
+                a.record = rec;
+                a.gname = None;
             }
-            _ => {}
         }
     }
 
     fn view(&self, rec: &ExecutionRecord) -> ExecutionView {
         let spec: Option<ExecutionSpec> = serde_json::from_str(&rec.spec_json).ok();
         let max_len = self
-            .lock_active()
-            .get(&rec.id)
-            .and_then(|a| a.plugin.clone())
+            .sched
+            .with_job(&rec.id, |a, _| a.and_then(|a| a.plugin.clone()))
+            .flatten()
             .or_else(|| {
                 spec.as_ref()
                     .and_then(|s| self.plugins.resolve(&s.template.task_type).ok())
@@ -645,7 +675,6 @@ impl Core {
 
     /// Tracks a durable new execution and queues it.
     fn activate(&self, new: NewExecution, spec: ExecutionSpec, plugin: Option<Arc<dyn Plugin>>) {
-        let id = new.id.clone();
         let rec = ExecutionRecord {
             id: new.id,
             client_id: new.client_id,
@@ -656,8 +685,7 @@ impl Core {
             abort_requested: None,
             task: TaskState::default(),
         };
-        self.lock_active().insert(id.clone(), Active::new(spec, rec, plugin));
-        self.sched.add(&id);
+        self.sched.add(Active::new(Arc::new(spec), rec, plugin));
     }
 }
 
@@ -765,9 +793,10 @@ impl EngineHandle {
         if !c.store.request_abort(id, reason)? {
             return Err(EngineError::NotFound);
         }
-        if let Some(a) = c.lock_active().get_mut(id) {
-            a.record.abort_requested = Some(reason.to_string());
-        }
+        c.sched.with_job(id, |a, shared| match a {
+            Some(a) => a.record.abort_requested = Some(reason.to_string()),
+            None => *lock(&shared.abort) = Some(reason.to_string()),
+        });
         c.sched.enqueue(id);
         self.get(id)
     }
@@ -821,7 +850,7 @@ impl EngineHandle {
         }
         let threads = std::mem::take(&mut *lock(&c.threads));
         for _ in 0..c.pool.total() {
-            let _ = c.work_tx.send(String::new());
+            let _ = c.work_tx.send(Work::Stop);
         }
         let _ = c.commit_tx.send(CommitMsg::Stop);
         for t in threads {

@@ -7,21 +7,22 @@ use kozmo_interface::literals::LiteralMap;
 
 use super::{InsertOutcome, Store, StoreResult};
 use crate::model::{
-    ErrorDocument, EventRecord, ExecPhase, ExecutionRecord, NewEvent, NewExecution, RoundCommit, TaskState, TokenRow,
+    ErrorDocument, EventBody, EventRecord, ExecPhase, ExecutionRecord, NewEvent, NewExecution, RoundCommit, TaskState,
+    TokenRow,
 };
 
-/// An event as kept in memory: the body as compact JSON text, a tenth of
-/// the memory of a `serde_json::Value` tree and cheaper to make than its
-/// clone (most of P2's store cost was cloning and growing those trees).
+/// An event as kept in memory: task event bodies stay typed (shared with
+/// the commit that carried them), others as compact JSON text; bodies are
+/// turned into JSON values only when read.
 struct StoredEvent {
     seq: i64,
-    kind: String,
+    kind: &'static str,
     attempt: u32,
-    phase: String,
+    phase: std::borrow::Cow<'static, str>,
     version: u32,
     occurred_at_ms: i64,
     reported_at_ms: i64,
-    body: Box<str>,
+    body: EventBody,
 }
 
 impl StoredEvent {
@@ -30,38 +31,40 @@ impl StoredEvent {
             seq: self.seq,
             execution_id: id.to_string(),
             event: NewEvent {
-                kind: self.kind.clone(),
+                kind: self.kind.to_string(),
                 attempt: self.attempt,
-                phase: self.phase.clone(),
+                phase: self.phase.to_string(),
                 version: self.version,
                 occurred_at_ms: self.occurred_at_ms,
                 reported_at_ms: self.reported_at_ms,
-                body: serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null),
+                body: self.body.to_value(),
             },
         }
     }
 }
 
+/// One execution and everything stored for it (one map lookup per commit).
+struct Row {
+    rec: ExecutionRecord,
+    /// Task state per attempt.
+    tasks: BTreeMap<u32, TaskState>,
+    events: Vec<StoredEvent>,
+    outputs: BTreeMap<u32, LiteralMap>,
+    errors: BTreeMap<u32, ErrorDocument>,
+}
+
 #[derive(Default)]
 struct Inner {
-    executions: BTreeMap<String, ExecutionRecord>,
-    tasks: BTreeMap<(String, u32), TaskState>,
-    events: BTreeMap<String, Vec<StoredEvent>>,
-    outputs: BTreeMap<(String, u32), LiteralMap>,
-    errors: BTreeMap<(String, u32), ErrorDocument>,
+    executions: BTreeMap<String, Row>,
     tokens: BTreeSet<TokenRow>,
     catalog: BTreeMap<String, LiteralMap>,
     seq: i64,
 }
 
-impl Inner {
-    fn with_task(&self, rec: &ExecutionRecord) -> ExecutionRecord {
-        let mut r = rec.clone();
-        r.task = self
-            .tasks
-            .get(&(r.id.clone(), r.state.attempt))
-            .cloned()
-            .unwrap_or_default();
+impl Row {
+    fn with_task(&self) -> ExecutionRecord {
+        let mut r = self.rec.clone();
+        r.task = self.tasks.get(&r.state.attempt).cloned().unwrap_or_default();
         r
     }
 }
@@ -88,28 +91,33 @@ impl Store for MemoryStore {
         let mut g = self.lock();
         if let Some(e) = g.executions.get(&new.id) {
             return Ok(InsertOutcome::Exists {
-                spec_json: e.spec_json.clone(),
+                spec_json: e.rec.spec_json.clone(),
             });
         }
         g.executions.insert(
             new.id.clone(),
-            ExecutionRecord {
-                id: new.id.clone(),
-                client_id: new.client_id,
-                spec_json: new.spec_json.clone(),
-                task_type: new.task_type.clone(),
-                created_at_ms: new.created_at_ms,
-                state: new.state.clone(),
-                abort_requested: None,
-                task: TaskState::default(),
+            Row {
+                rec: ExecutionRecord {
+                    id: new.id.clone(),
+                    client_id: new.client_id,
+                    spec_json: new.spec_json.clone(),
+                    task_type: new.task_type.clone(),
+                    created_at_ms: new.created_at_ms,
+                    state: new.state.clone(),
+                    abort_requested: None,
+                    task: TaskState::default(),
+                },
+                tasks: BTreeMap::new(),
+                events: Vec::new(),
+                outputs: BTreeMap::new(),
+                errors: BTreeMap::new(),
             },
         );
         Ok(InsertOutcome::Created)
     }
 
     fn get_execution(&self, id: &str) -> StoreResult<Option<ExecutionRecord>> {
-        let g = self.lock();
-        Ok(g.executions.get(id).map(|r| g.with_task(r)))
+        Ok(self.lock().executions.get(id).map(Row::with_task))
     }
 
     fn list_executions(
@@ -127,11 +135,11 @@ impl Store for MemoryStore {
             .range((start, std::ops::Bound::Unbounded))
             .map(|(_, r)| r)
             .filter(|r| match phase {
-                Some(p) => r.state.phase == p,
+                Some(p) => r.rec.state.phase == p,
                 None => true,
             })
             .take(limit)
-            .map(|r| g.with_task(r))
+            .map(Row::with_task)
             .collect())
     }
 
@@ -139,49 +147,44 @@ impl Store for MemoryStore {
         let g = self.lock();
         Ok(g.executions
             .values()
-            .filter(|r| !r.state.phase.is_terminal())
-            .map(|r| g.with_task(r))
+            .filter(|r| !r.rec.state.phase.is_terminal())
+            .map(Row::with_task)
             .collect())
     }
 
     fn commit(&self, batch: &[RoundCommit]) -> StoreResult<()> {
         let mut g = self.lock();
+        let g = &mut *g;
         for c in batch {
-            let id = c.execution_id.clone();
-            match g.executions.get_mut(&id) {
-                Some(e) => {
-                    e.state = c.state.clone();
-                    if c.clear_abort {
-                        e.abort_requested = None;
-                    }
-                }
-                None => continue,
+            let Some(row) = g.executions.get_mut(c.execution_id.as_str()) else {
+                continue;
+            };
+            row.rec.state = c.state.clone();
+            if c.clear_abort {
+                row.rec.abort_requested = None;
             }
             if let Some((attempt, ts)) = &c.task {
-                g.tasks.insert((id.clone(), *attempt), ts.clone());
+                row.tasks.insert(*attempt, ts.clone());
             }
-            if !c.events.is_empty() {
-                let first = g.seq + 1;
-                g.seq += c.events.len() as i64;
-                let stored = g.events.entry(id.clone()).or_default();
-                for (ev, seq) in c.events.iter().zip(first..) {
-                    stored.push(StoredEvent {
-                        seq,
-                        kind: ev.kind.clone(),
-                        attempt: ev.attempt,
-                        phase: ev.phase.clone(),
-                        version: ev.version,
-                        occurred_at_ms: ev.occurred_at_ms,
-                        reported_at_ms: ev.reported_at_ms,
-                        body: ev.body.to_string().into_boxed_str(),
-                    });
-                }
+            row.events.reserve(c.events.len());
+            for ev in &c.events {
+                g.seq += 1;
+                row.events.push(StoredEvent {
+                    seq: g.seq,
+                    kind: ev.kind,
+                    attempt: ev.attempt,
+                    phase: ev.phase.clone(),
+                    version: ev.version,
+                    occurred_at_ms: ev.occurred_at_ms,
+                    reported_at_ms: ev.reported_at_ms,
+                    body: ev.body.clone(),
+                });
             }
             if let Some((attempt, o)) = &c.outputs {
-                g.outputs.insert((id.clone(), *attempt), o.clone());
+                row.outputs.insert(*attempt, o.clone());
             }
             if let Some((attempt, d)) = &c.error_document {
-                g.errors.insert((id.clone(), *attempt), d.clone());
+                row.errors.insert(*attempt, d.clone());
             }
             for t in &c.tokens_granted {
                 g.tokens.insert(t.clone());
@@ -197,7 +200,7 @@ impl Store for MemoryStore {
         let mut g = self.lock();
         match g.executions.get_mut(id) {
             Some(e) => {
-                e.abort_requested = Some(reason.to_string());
+                e.rec.abort_requested = Some(reason.to_string());
                 Ok(true)
             }
             None => Ok(false),
@@ -207,18 +210,26 @@ impl Store for MemoryStore {
     fn events(&self, id: &str) -> StoreResult<Vec<EventRecord>> {
         Ok(self
             .lock()
-            .events
+            .executions
             .get(id)
-            .map(|v| v.iter().map(|e| e.record(id)).collect())
+            .map(|r| r.events.iter().map(|e| e.record(id)).collect())
             .unwrap_or_default())
     }
 
     fn outputs(&self, id: &str, attempt: u32) -> StoreResult<Option<LiteralMap>> {
-        Ok(self.lock().outputs.get(&(id.to_string(), attempt)).cloned())
+        Ok(self
+            .lock()
+            .executions
+            .get(id)
+            .and_then(|r| r.outputs.get(&attempt).cloned()))
     }
 
     fn error_document(&self, id: &str, attempt: u32) -> StoreResult<Option<ErrorDocument>> {
-        Ok(self.lock().errors.get(&(id.to_string(), attempt)).cloned())
+        Ok(self
+            .lock()
+            .executions
+            .get(id)
+            .and_then(|r| r.errors.get(&attempt).cloned()))
     }
 
     fn tokens(&self) -> StoreResult<Vec<TokenRow>> {
@@ -237,7 +248,7 @@ impl Store for MemoryStore {
     fn count_by_phase(&self) -> StoreResult<BTreeMap<ExecPhase, u64>> {
         let mut m = BTreeMap::new();
         for r in self.lock().executions.values() {
-            *m.entry(r.state.phase).or_insert(0) += 1;
+            *m.entry(r.rec.state.phase).or_insert(0) += 1;
         }
         Ok(m)
     }

@@ -92,7 +92,7 @@ mod tests {
     use kozmo_interface::{ErrorKind, ExecutionError, Literal, Phase};
 
     use super::*;
-    use crate::model::{event_kind, ErrorDocument, ExecState, NewEvent, TaskState};
+    use crate::model::{event_kind, ErrorDocument, EventRow, ExecState, NewEvent, TaskState};
 
     fn new(id: &str, spec: &str) -> NewExecution {
         NewExecution {
@@ -114,6 +114,18 @@ mod tests {
             occurred_at_ms: 2,
             reported_at_ms: 3,
             body: serde_json::json!({"k": 1}),
+        }
+    }
+
+    fn row(kind: &'static str) -> EventRow {
+        EventRow {
+            kind,
+            attempt: 0,
+            phase: "PhaseRunning".into(),
+            version: 1,
+            occurred_at_ms: 2,
+            reported_at_ms: 3,
+            body: crate::model::EventBody::Text(r#"{"k":1}"#.into()),
         }
     }
 
@@ -147,7 +159,7 @@ mod tests {
         assert!(!s.request_abort("zzz", "why").unwrap());
         s.commit(&[RoundCommit {
             task: Some((0, task.clone())),
-            events: vec![event(event_kind::TASK), event(event_kind::TERMINAL)],
+            events: vec![row(event_kind::TASK), row(event_kind::TERMINAL)],
             outputs: Some((0, outputs.clone())),
             error_document: Some((
                 0,
@@ -217,7 +229,7 @@ mod tests {
         assert_eq!(s.get_execution("a").unwrap().unwrap().state.phase, ExecPhase::Succeeded);
         // A second terminal event for one execution is refused.
         let dup = RoundCommit {
-            events: vec![event(event_kind::TERMINAL)],
+            events: vec![row(event_kind::TERMINAL)],
             ..RoundCommit::state_only("a", s.get_execution("a").unwrap().unwrap().state)
         };
         assert!(s.commit(&[dup]).is_err());

@@ -251,11 +251,11 @@ fn apply(tx: &Transaction<'_>, c: &RoundCommit) -> StoreResult<()> {
                 id,
                 e.attempt as i64,
                 e.kind,
-                e.phase,
+                e.phase.as_ref(),
                 e.version as i64,
                 e.occurred_at_ms,
                 e.reported_at_ms,
-                e.body.to_string(),
+                e.body.to_text(),
             ])
             .map_err(|x| StoreError(format!("event {} {} of {id}: {x}", e.kind, e.phase)))?;
         }
