@@ -18,7 +18,7 @@ mod round;
 mod scheduler;
 mod workers;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -212,17 +212,80 @@ pub struct EngineStats {
     pub step_latency_sum_seconds: f64,
 }
 
+/// A parsed spec with what follows from it, shared by every active
+/// execution submitted with the same spec (see [`Shapes`]).
+pub(crate) struct Shape {
+    pub(crate) spec: ExecutionSpec,
+    /// The task type (shared by the events of every round).
+    pub(crate) task_type: Arc<str>,
+    pub(crate) plugin: Option<Arc<dyn Plugin>>,
+    /// The plugin's id, when the plugin is known.
+    pub(crate) plugin_id: Option<Arc<str>>,
+}
+
+impl std::ops::Deref for Shape {
+    type Target = ExecutionSpec;
+    fn deref(&self) -> &ExecutionSpec {
+        &self.spec
+    }
+}
+
+/// Interned [`Shape`]s by canonical spec JSON: executions with the same
+/// spec share one parsed copy (most of an idle execution's memory
+/// otherwise). Entries die with their last execution.
+#[derive(Default)]
+struct Shapes {
+    hasher: std::collections::hash_map::RandomState,
+    by_hash: HashMap<u64, Vec<Weak<Shape>>>,
+    /// Entries at the last sweep of dead ones.
+    swept_at: usize,
+}
+
+impl Shapes {
+    fn intern(&mut self, spec_json: &str, spec: ExecutionSpec, plugin: Option<Arc<dyn Plugin>>) -> Arc<Shape> {
+        use std::hash::BuildHasher;
+        let bucket = self.by_hash.entry(self.hasher.hash_one(spec_json)).or_default();
+        bucket.retain(|w| w.strong_count() > 0);
+        let same_plugin = |a: &Option<Arc<dyn Plugin>>| match (a, &plugin) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if let Some(found) = bucket
+            .iter()
+            .filter_map(Weak::upgrade)
+            .find(|s| same_plugin(&s.plugin) && s.spec == spec)
+        {
+            return found;
+        }
+        let shape = Arc::new(Shape {
+            task_type: Arc::from(spec.template.task_type.as_str()),
+            plugin_id: plugin.as_ref().map(|p| Arc::from(p.id())),
+            spec,
+            plugin,
+        });
+        bucket.push(Arc::downgrade(&shape));
+        let n = self.by_hash.len();
+        if n >= 2 * self.swept_at.max(512) {
+            self.by_hash.retain(|_, b| {
+                b.retain(|w| w.strong_count() > 0);
+                !b.is_empty()
+            });
+            self.swept_at = self.by_hash.len();
+        }
+        shape
+    }
+}
+
 /// The in-memory copy of an active execution. It is owned by the
 /// scheduler's entry while it waits, and travels (moved, never copied)
 /// through the work queue, its worker and the committer while a step runs.
 pub(crate) struct Active {
-    pub(crate) spec: Arc<ExecutionSpec>,
+    /// The spec, shared with executions of the same spec.
+    pub(crate) spec: Arc<Shape>,
+    /// The execution (its `spec_json` and `task_type` are left empty: the
+    /// shape has them).
     pub(crate) record: ExecutionRecord,
-    pub(crate) plugin: Option<Arc<dyn Plugin>>,
-    /// The task type (shared by the events of every round).
-    pub(crate) task_type: Arc<str>,
-    /// The plugin's id, when the plugin is known.
-    pub(crate) plugin_id: Option<Arc<str>>,
     /// What the scheduler's entry and API calls reach while a step runs.
     pub(crate) shared: Arc<ActiveShared>,
     /// The generated name of an attempt, kept while the execution runs
@@ -259,15 +322,13 @@ impl scheduler::Job for Box<Active> {
 }
 
 impl Active {
-    fn new(spec: Arc<ExecutionSpec>, mut record: ExecutionRecord, plugin: Option<Arc<dyn Plugin>>) -> Box<Self> {
-        // The parsed spec is kept; the JSON copy would only take memory.
+    fn new(spec: Arc<Shape>, mut record: ExecutionRecord) -> Box<Self> {
+        // The shape has the parsed spec and the task type.
         record.spec_json = String::new();
+        record.task_type = String::new();
         Box::new(Active {
-            task_type: Arc::from(spec.template.task_type.as_str()),
-            plugin_id: plugin.as_ref().map(|p| Arc::from(p.id())),
             spec,
             record,
-            plugin,
             shared: Arc::default(),
             gname: None,
         })
@@ -291,6 +352,7 @@ pub(crate) struct Core {
     plugins: Arc<dyn PluginResolver>,
     resources: Arc<dyn ResourceBackend>,
     sched: Arc<Sched>,
+    shapes: Mutex<Shapes>,
     data: FsDataStore,
     secrets: HostSecrets,
     catalog: StoreCatalog,
@@ -375,6 +437,7 @@ impl Engine {
             plugins,
             resources,
             sched,
+            shapes: Mutex::new(Shapes::default()),
             data,
             stats: Stats::default(),
             commit_tx,
@@ -404,7 +467,8 @@ impl Engine {
                 }
             };
             let plugin = core.plugins.resolve(&spec.template.task_type).ok();
-            core.sched.add(Active::new(Arc::new(spec), rec, plugin));
+            let shape = lock(&core.shapes).intern(&rec.spec_json, spec, plugin);
+            core.sched.add(Active::new(shape, rec));
         }
         if n > 0 {
             log::info!("engine recovered {n} active executions");
@@ -586,6 +650,7 @@ impl Core {
         if let Ok(Some(mut rec)) = self.store.get_execution(&a.record.id) {
             if !rec.state.phase.is_terminal() {
                 rec.spec_json = String::new();
+                rec.task_type = String::new();
                 a.record = rec;
                 a.gname = None;
             }
@@ -596,7 +661,7 @@ impl Core {
         let spec: Option<ExecutionSpec> = serde_json::from_str(&rec.spec_json).ok();
         let max_len = self
             .sched
-            .with_job(&rec.id, |a, _| a.and_then(|a| a.plugin.clone()))
+            .with_job(&rec.id, |a, _| a.and_then(|a| a.spec.plugin.clone()))
             .flatten()
             .or_else(|| {
                 spec.as_ref()
@@ -685,7 +750,8 @@ impl Core {
             abort_requested: None,
             task: TaskState::default(),
         };
-        self.sched.add(Active::new(Arc::new(spec), rec, plugin));
+        let shape = lock(&self.shapes).intern(&rec.spec_json, spec, plugin);
+        self.sched.add(Active::new(shape, rec));
     }
 }
 

@@ -86,8 +86,8 @@ impl Core {
 
     /// The plugin's id as shared text.
     fn plugin_id(a: &Active, plugin: &Arc<dyn Plugin>) -> Arc<str> {
-        match &a.plugin_id {
-            Some(id) if a.plugin.is_some() => id.clone(),
+        match &a.spec.plugin_id {
+            Some(id) if a.spec.plugin.is_some() => id.clone(),
             _ => Arc::from(plugin.id()),
         }
     }
@@ -112,7 +112,7 @@ impl Core {
             },
             AttemptInfo {
                 id: &a.record.id,
-                spec: &a.spec,
+                spec: &a.spec.spec,
                 attempt: st.attempt,
                 name_max_len: self.name_max_len(Some(plugin)),
                 generated_name: &gname,
@@ -174,7 +174,7 @@ impl Core {
         let attempt = state.attempt;
         self.stats.rounds.fetch_add(1, Ordering::Relaxed);
 
-        let plugin = match &a.plugin {
+        let plugin = match &a.spec.plugin {
             Some(p) => p.clone(),
             None => match self.plugins.resolve(&a.spec.template.task_type) {
                 Ok(p) => p,
@@ -557,7 +557,7 @@ impl Core {
         let mut errors: Vec<(String, bool)> = Vec::new();
         let mut plugin_id = String::from("?");
 
-        let plugin = match &a.plugin {
+        let plugin = match &a.spec.plugin {
             Some(p) => Some(p.clone()),
             None => match self.plugins.resolve(&a.spec.template.task_type) {
                 Ok(p) => Some(p),
@@ -773,7 +773,7 @@ fn event_source<'a>(
 ) -> EventSource<'a> {
     EventSource {
         attempt,
-        task_type: &a.task_type,
+        task_type: &a.spec.task_type,
         plugin_id,
         generated_name,
         round_start_ms,

@@ -195,38 +195,42 @@ impl<T: Job> Scheduler<T> {
     }
 
     fn done_locked(&self, g: &mut Inner<T>, job: T, next: Next) {
-        let Some((key, e)) = g.entries.get_key_value(job.id()) else {
+        let stopping = g.stopping;
+        let Some(e) = g.entries.get_mut(job.id()) else {
             return;
         };
-        let key = key.clone();
         g.out -= 1;
         let dirty = e.shared.dirty().swap(false, Ordering::AcqRel);
-        let e = g.entries.get_mut(&key).expect("present");
         match next {
             Next::Done => {
-                g.entries.remove(&key);
+                g.entries.remove(job.id());
             }
-            Next::Now if !g.stopping => {
+            Next::Now if !stopping => {
                 e.no_change = 0;
                 e.timer_gen += 1;
                 g.out += 1;
                 self.send(job);
             }
-            Next::Later if dirty && !g.stopping => {
+            Next::Later if dirty && !stopping => {
                 e.timer_gen += 1;
                 g.out += 1;
                 self.send(job);
             }
             Next::Now => e.job = Some(job),
             Next::Later => {
-                e.job = Some(job);
                 let shift = e.no_change.min(16);
                 e.no_change = e.no_change.saturating_add(1);
                 let delay = self.base.saturating_mul(1u32 << shift).min(self.max);
                 e.timer_gen += 1;
                 let gen = e.timer_gen;
-                g.timers.push(Reverse((Instant::now() + delay, gen, key)));
-                self.timer_cv.notify_one();
+                let key = g.entries.get_key_value(job.id()).map(|(k, _)| k.clone());
+                if let Some(e) = g.entries.get_mut(job.id()) {
+                    e.job = Some(job);
+                }
+                if let Some(key) = key {
+                    g.timers.push(Reverse((Instant::now() + delay, gen, key)));
+                    self.timer_cv.notify_one();
+                }
             }
         }
     }

@@ -1,6 +1,6 @@
 //! In-memory [`Store`]: same semantics, no durability (benchmarks, tests).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use kozmo_interface::literals::LiteralMap;
@@ -55,7 +55,10 @@ struct Row {
 
 #[derive(Default)]
 struct Inner {
-    executions: BTreeMap<String, Row>,
+    /// Executions by id (commits look one up per step).
+    executions: HashMap<String, Row>,
+    /// Their ids in order (listing).
+    order: BTreeSet<String>,
     tokens: BTreeSet<TokenRow>,
     catalog: BTreeMap<String, LiteralMap>,
     seq: i64,
@@ -94,6 +97,7 @@ impl Store for MemoryStore {
                 spec_json: e.rec.spec_json.clone(),
             });
         }
+        g.order.insert(new.id.clone());
         g.executions.insert(
             new.id.clone(),
             Row {
@@ -131,9 +135,9 @@ impl Store for MemoryStore {
             Some(a) => std::ops::Bound::Excluded(a.to_string()),
             None => std::ops::Bound::Unbounded,
         };
-        Ok(g.executions
+        Ok(g.order
             .range((start, std::ops::Bound::Unbounded))
-            .map(|(_, r)| r)
+            .filter_map(|id| g.executions.get(id))
             .filter(|r| match phase {
                 Some(p) => r.rec.state.phase == p,
                 None => true,
@@ -145,8 +149,9 @@ impl Store for MemoryStore {
 
     fn load_active(&self) -> StoreResult<Vec<ExecutionRecord>> {
         let g = self.lock();
-        Ok(g.executions
-            .values()
+        Ok(g.order
+            .iter()
+            .filter_map(|id| g.executions.get(id))
             .filter(|r| !r.rec.state.phase.is_terminal())
             .map(Row::with_task)
             .collect())
