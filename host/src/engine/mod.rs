@@ -291,6 +291,8 @@ pub(crate) struct Active {
     /// The generated name of an attempt, kept while the execution runs
     /// round after round (dropped when it waits).
     pub(crate) gname: Option<(u32, Arc<str>)>,
+    /// Consecutive steps that changed nothing (resync backoff).
+    no_change: u32,
 }
 
 /// The part of an [`Active`] reachable while its step runs.
@@ -319,6 +321,9 @@ impl scheduler::Job for Box<Active> {
     fn shared(&self) -> &Arc<ActiveShared> {
         &self.shared
     }
+    fn no_change(&mut self) -> &mut u32 {
+        &mut self.no_change
+    }
 }
 
 impl Active {
@@ -331,6 +336,7 @@ impl Active {
             record,
             shared: Arc::default(),
             gname: None,
+            no_change: 0,
         })
     }
 

@@ -41,6 +41,9 @@ pub trait Job: Send {
     fn id(&self) -> &str;
     /// The part shared with the scheduler's entry.
     fn shared(&self) -> &Arc<Self::Shared>;
+    /// Consecutive steps that changed nothing (the resync backoff), kept
+    /// by the job so a step that changed something needs no entry lookup.
+    fn no_change(&mut self) -> &mut u32;
 }
 
 /// What the scheduler needs of a job's shared part.
@@ -61,7 +64,6 @@ struct Entry<T: Job> {
     /// The job, when it is not queued, running or committing.
     job: Option<T>,
     shared: Arc<T::Shared>,
-    no_change: u32,
     timer_gen: u64,
 }
 
@@ -146,7 +148,6 @@ impl<T: Job> Scheduler<T> {
             Entry {
                 job: Some(job),
                 shared,
-                no_change: 0,
                 timer_gen: 0,
             },
         );
@@ -178,14 +179,24 @@ impl<T: Job> Scheduler<T> {
     }
 
     /// The steps of these jobs are durable (or were not run); schedule what
-    /// follows, under one lock.
+    /// follows. A job that runs again at once goes straight back to the
+    /// queue (it stays out: its entry has nothing to change, and any timer
+    /// was invalidated when it was queued); the others under one lock.
     pub fn done_all(&self, jobs: impl IntoIterator<Item = (T, Next)>) {
-        let mut g = self.lock();
-        for (job, next) in jobs {
-            self.done_locked(&mut g, job, next);
+        let mut g = None;
+        for (mut job, next) in jobs {
+            if next == Next::Now && !self.stopping.load(Ordering::Acquire) {
+                *job.no_change() = 0;
+                self.send(job);
+                continue;
+            }
+            let g = g.get_or_insert_with(|| self.lock());
+            self.done_locked(g, job, next);
         }
-        if g.out == 0 {
-            self.idle_cv.notify_all();
+        if let Some(g) = g {
+            if g.out == 0 {
+                self.idle_cv.notify_all();
+            }
         }
     }
 
@@ -194,7 +205,7 @@ impl<T: Job> Scheduler<T> {
         self.done_all(std::iter::once((job, next)));
     }
 
-    fn done_locked(&self, g: &mut Inner<T>, job: T, next: Next) {
+    fn done_locked(&self, g: &mut Inner<T>, mut job: T, next: Next) {
         let stopping = g.stopping;
         let Some(e) = g.entries.get_mut(job.id()) else {
             return;
@@ -206,7 +217,7 @@ impl<T: Job> Scheduler<T> {
                 g.entries.remove(job.id());
             }
             Next::Now if !stopping => {
-                e.no_change = 0;
+                *job.no_change() = 0;
                 e.timer_gen += 1;
                 g.out += 1;
                 self.send(job);
@@ -218,8 +229,9 @@ impl<T: Job> Scheduler<T> {
             }
             Next::Now => e.job = Some(job),
             Next::Later => {
-                let shift = e.no_change.min(16);
-                e.no_change = e.no_change.saturating_add(1);
+                let n = job.no_change();
+                let shift = (*n).min(16);
+                *n = n.saturating_add(1);
                 let delay = self.base.saturating_mul(1u32 << shift).min(self.max);
                 e.timer_gen += 1;
                 let gen = e.timer_gen;
@@ -308,7 +320,7 @@ mod tests {
             &self.0
         }
     }
-    struct J(&'static str, Arc<Flags>);
+    struct J(&'static str, Arc<Flags>, u32);
     impl Job for J {
         type Shared = Flags;
         fn id(&self) -> &str {
@@ -317,9 +329,12 @@ mod tests {
         fn shared(&self) -> &Arc<Flags> {
             &self.1
         }
+        fn no_change(&mut self) -> &mut u32 {
+            &mut self.2
+        }
     }
     fn job(id: &'static str) -> J {
-        J(id, Arc::default())
+        J(id, Arc::default(), 0)
     }
     fn ids(rx: &crossbeam_channel::Receiver<Work<J>>) -> Vec<&'static str> {
         rx.try_iter()

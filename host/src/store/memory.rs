@@ -59,6 +59,8 @@ struct Inner {
     executions: HashMap<String, Row>,
     /// Their ids in order (listing).
     order: BTreeSet<String>,
+    /// Executions per phase, kept as phases change.
+    by_phase: BTreeMap<ExecPhase, u64>,
     tokens: BTreeSet<TokenRow>,
     catalog: BTreeMap<String, LiteralMap>,
     seq: i64,
@@ -98,6 +100,7 @@ impl Store for MemoryStore {
             });
         }
         g.order.insert(new.id.clone());
+        *g.by_phase.entry(new.state.phase).or_insert(0) += 1;
         g.executions.insert(
             new.id.clone(),
             Row {
@@ -164,6 +167,13 @@ impl Store for MemoryStore {
             let Some(row) = g.executions.get_mut(c.execution_id.as_str()) else {
                 continue;
             };
+            let (old, new) = (row.rec.state.phase, c.state.phase);
+            if old != new {
+                if let Some(n) = g.by_phase.get_mut(&old) {
+                    *n -= 1;
+                }
+                *g.by_phase.entry(new).or_insert(0) += 1;
+            }
             row.rec.state = c.state.clone();
             if c.clear_abort {
                 row.rec.abort_requested = None;
@@ -251,10 +261,12 @@ impl Store for MemoryStore {
     }
 
     fn count_by_phase(&self) -> StoreResult<BTreeMap<ExecPhase, u64>> {
-        let mut m = BTreeMap::new();
-        for r in self.lock().executions.values() {
-            *m.entry(r.rec.state.phase).or_insert(0) += 1;
-        }
-        Ok(m)
+        Ok(self
+            .lock()
+            .by_phase
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(p, n)| (*p, *n))
+            .collect())
     }
 }
