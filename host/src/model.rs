@@ -202,14 +202,16 @@ pub struct ExecState {
     pub updated_at_ms: i64,
     /// Start of the current attempt, unix ms.
     pub attempt_started_at_ms: i64,
-    /// The error a Failed/Aborted execution ended with.
-    pub error: Option<ExecutionError>,
+    /// The error a Failed/Aborted execution ended with (boxed, like the
+    /// other rarely set parts: an active execution keeps its state in
+    /// memory).
+    pub error: Option<Box<ExecutionError>>,
     /// The last handler error (kept after recovery for visibility).
-    pub last_handler_error: Option<HandlerErrorRecord>,
+    pub last_handler_error: Option<Box<HandlerErrorRecord>>,
     /// Consecutive handler errors of the current attempt.
     pub handler_errors: u32,
     /// Pending Abort/Finalize work (finishing phases only).
-    pub finishing: Option<Finishing>,
+    pub finishing: Option<Box<Finishing>>,
 }
 
 impl ExecState {

@@ -517,10 +517,10 @@ impl Core {
     /// Starts one more worker thread.
     fn spawn_worker(self: &Arc<Self>) -> std::io::Result<JoinHandle<()>> {
         let c = self.clone();
-        let w = self.pool.add();
+        let (w, busy) = self.pool.add();
         std::thread::Builder::new()
             .name(format!("kozmo-worker-{w}"))
-            .spawn(move || c.worker(w))
+            .spawn(move || c.worker(&busy))
     }
 
     /// Adds a spare worker whenever every worker has been inside one step
@@ -551,7 +551,7 @@ impl Core {
         }
     }
 
-    fn worker(&self, w: usize) {
+    fn worker(&self, busy: &workers::Busy) {
         let rx = self.work_rx.clone();
         while let Ok(work) = rx.recv() {
             let Work::Run(mut a) = work else {
@@ -562,9 +562,9 @@ impl Core {
                 continue;
             }
             a.take_pending_abort();
-            self.pool.begin(w, &a.record.id);
+            busy.begin(&a.record.id);
             let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.step(&mut a)));
-            self.pool.end(w);
+            busy.end();
             let out = match out {
                 Ok(o) => o,
                 Err(_) => {
@@ -625,7 +625,7 @@ impl Core {
     fn flush(&self, batch: &mut Vec<RoundCommit>, jobs: &mut Vec<(Box<Active>, Next)>) {
         let mut attempt = 0u32;
         loop {
-            match self.store.commit(batch) {
+            match self.store.commit(&mut batch[..]) {
                 Ok(()) => break,
                 Err(e) => {
                     attempt += 1;
@@ -687,7 +687,7 @@ impl Core {
             generated_name: generated_name(max_len, &rec.id, node, s.attempt),
             plugin_phase: rec.task.plugin_phase.to_string(),
             plugin_phase_version: rec.task.plugin_phase_version,
-            error: s.error.clone(),
+            error: s.error.as_deref().cloned(),
             last_handler_error: s.last_handler_error.as_ref().map(|h| HandlerErrorView {
                 message: h.message.clone(),
                 panic: h.panic,

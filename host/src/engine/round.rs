@@ -136,12 +136,12 @@ impl Core {
             let mut state = st.clone();
             state.phase = ExecPhase::Aborting;
             state.updated_at_ms = now_ms();
-            state.finishing = Some(Finishing {
+            state.finishing = Some(Box::new(Finishing {
                 call_abort: abort_allowed(&a.record.task),
                 reason: reason.clone(),
                 error: Some(ExecutionError::new("Aborted", reason.clone(), ErrorKind::User)),
                 failures: 0,
-            });
+            }));
             let mut commit = RoundCommit::state_only(&a.record.id, state);
             commit.clear_abort = true;
             return StepOutcome {
@@ -328,7 +328,7 @@ impl Core {
             }
         } else if phase == Phase::SUCCESS {
             state.phase = ExecPhase::Succeeding;
-            state.finishing = Some(Finishing::default());
+            state.finishing = Some(Box::default());
             next = Next::Now;
         } else if phase == Phase::RETRYABLE_FAILURE {
             let err = info.err().cloned().unwrap_or_else(ExecutionError::unknown);
@@ -338,12 +338,12 @@ impl Core {
             let err = info.err().cloned().unwrap_or_else(ExecutionError::unknown);
             state.system_failures = after_permanent(&err, state.system_failures);
             state.phase = ExecPhase::Failing;
-            state.finishing = Some(Finishing {
+            state.finishing = Some(Box::new(Finishing {
                 call_abort: abort_allowed(&task),
                 reason: "node failing".into(),
                 error: Some(err),
                 failures: 0,
-            });
+            }));
             next = Next::Now;
         } else if phase == Phase::ABORTED {
             // Aborted from handle is terminal (fix of §6.5): no retry, Finalize runs.
@@ -356,12 +356,12 @@ impl Core {
                 ExecutionError::new("Aborted", reason, ErrorKind::User)
             });
             state.phase = ExecPhase::Aborting;
-            state.finishing = Some(Finishing {
+            state.finishing = Some(Box::new(Finishing {
                 call_abort: false,
                 reason: err.message.clone(),
                 error: Some(err),
                 failures: 0,
-            });
+            }));
             next = Next::Now;
         }
 
@@ -415,20 +415,20 @@ impl Core {
         state.system_failures = d.system_failures;
         if d.eligible {
             state.phase = ExecPhase::Retrying;
-            state.finishing = Some(Finishing {
+            state.finishing = Some(Box::new(Finishing {
                 call_abort: true,
                 reason: err.message.clone(),
                 error: Some(d.error),
                 failures: 0,
-            });
+            }));
         } else {
             state.phase = ExecPhase::Failing;
-            state.finishing = Some(Finishing {
+            state.finishing = Some(Box::new(Finishing {
                 call_abort: abort_if_failing,
                 reason: "node failing".into(),
                 error: Some(d.error),
                 failures: 0,
-            });
+            }));
         }
     }
 
@@ -449,12 +449,12 @@ impl Core {
         log::warn!("execution {} attempt {}: {message}", a.record.id, state.attempt);
         state.handler_errors += 1;
         state.updated_at_ms = now;
-        state.last_handler_error = Some(HandlerErrorRecord {
+        state.last_handler_error = Some(Box::new(HandlerErrorRecord {
             message: message.clone(),
             panic,
             at_ms: now,
             attempt: state.attempt,
-        });
+        }));
         let mut events = vec![handler_error_event(
             state.attempt,
             now,
@@ -630,12 +630,12 @@ impl Core {
             }
             let message = errors.into_iter().map(|e| e.0).collect::<Vec<_>>().join("; ");
             log::warn!("execution {id} attempt {attempt}: {message}");
-            state.last_handler_error = Some(HandlerErrorRecord {
+            state.last_handler_error = Some(Box::new(HandlerErrorRecord {
                 message: message.clone(),
                 panic,
                 at_ms: now,
                 attempt,
-            });
+            }));
             events.push(handler_error_event(attempt, now, &message, panic, f.failures));
             if f.failures < self.cfg.max_round_failures {
                 state.finishing = Some(f);
@@ -714,12 +714,12 @@ impl Core {
                 state.error = if terminal == ExecPhase::Succeeded {
                     None
                 } else {
-                    f.error.clone()
+                    f.error.clone().map(Box::new)
                 };
                 state.finishing = None;
                 commit
                     .events
-                    .push(terminal_event(attempt, now, terminal, state.error.as_ref(), false));
+                    .push(terminal_event(attempt, now, terminal, state.error.as_deref(), false));
                 commit.clear_abort = true;
                 next = Next::Done;
             }

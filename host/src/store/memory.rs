@@ -47,7 +47,7 @@ impl StoredEvent {
 struct Row {
     rec: ExecutionRecord,
     /// Task state per attempt.
-    tasks: BTreeMap<u32, TaskState>,
+    tasks: Vec<(u32, TaskState)>,
     events: Vec<StoredEvent>,
     outputs: BTreeMap<u32, LiteralMap>,
     errors: BTreeMap<u32, ErrorDocument>,
@@ -69,7 +69,12 @@ struct Inner {
 impl Row {
     fn with_task(&self) -> ExecutionRecord {
         let mut r = self.rec.clone();
-        r.task = self.tasks.get(&r.state.attempt).cloned().unwrap_or_default();
+        r.task = self
+            .tasks
+            .iter()
+            .find(|(a, _)| *a == r.state.attempt)
+            .map(|(_, t)| t.clone())
+            .unwrap_or_default();
         r
     }
 }
@@ -114,7 +119,7 @@ impl Store for MemoryStore {
                     abort_requested: None,
                     task: TaskState::default(),
                 },
-                tasks: BTreeMap::new(),
+                tasks: Vec::new(),
                 events: Vec::new(),
                 outputs: BTreeMap::new(),
                 errors: BTreeMap::new(),
@@ -160,9 +165,10 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    fn commit(&self, batch: &[RoundCommit]) -> StoreResult<()> {
+    fn commit(&self, batch: &mut [RoundCommit]) -> StoreResult<()> {
         let mut g = self.lock();
         let g = &mut *g;
+        // Never fails: what it keeps is moved out of the commits.
         for c in batch {
             let Some(row) = g.executions.get_mut(c.execution_id.as_str()) else {
                 continue;
@@ -174,35 +180,38 @@ impl Store for MemoryStore {
                 }
                 *g.by_phase.entry(new).or_insert(0) += 1;
             }
-            row.rec.state = c.state.clone();
+            std::mem::swap(&mut row.rec.state, &mut c.state);
             if c.clear_abort {
                 row.rec.abort_requested = None;
             }
-            if let Some((attempt, ts)) = &c.task {
-                row.tasks.insert(*attempt, ts.clone());
+            if let Some((attempt, ts)) = c.task.take() {
+                match row.tasks.iter_mut().find(|(a, _)| *a == attempt) {
+                    Some((_, t)) => *t = ts,
+                    None => row.tasks.push((attempt, ts)),
+                }
             }
             row.events.reserve(c.events.len());
-            for ev in &c.events {
+            for ev in c.events.drain(..) {
                 g.seq += 1;
                 row.events.push(StoredEvent {
                     seq: g.seq,
                     kind: ev.kind,
                     attempt: ev.attempt,
-                    phase: ev.phase.clone(),
+                    phase: ev.phase,
                     version: ev.version,
                     occurred_at_ms: ev.occurred_at_ms,
                     reported_at_ms: ev.reported_at_ms,
-                    body: ev.body.clone(),
+                    body: ev.body,
                 });
             }
-            if let Some((attempt, o)) = &c.outputs {
-                row.outputs.insert(*attempt, o.clone());
+            if let Some((attempt, o)) = c.outputs.take() {
+                row.outputs.insert(attempt, o);
             }
-            if let Some((attempt, d)) = &c.error_document {
-                row.errors.insert(*attempt, d.clone());
+            if let Some((attempt, d)) = c.error_document.take() {
+                row.errors.insert(attempt, d);
             }
-            for t in &c.tokens_granted {
-                g.tokens.insert(t.clone());
+            for t in c.tokens_granted.drain(..) {
+                g.tokens.insert(t);
             }
             for (ns, tok) in &c.tokens_released {
                 g.tokens.retain(|t| !(&t.namespace == ns && &t.token == tok));

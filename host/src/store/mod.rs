@@ -67,8 +67,11 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<Vec<ExecutionRecord>>;
     /// Every execution not in a terminal phase (recovery at start).
     fn load_active(&self) -> StoreResult<Vec<ExecutionRecord>>;
-    /// Applies a batch of round results in one transaction, in order.
-    fn commit(&self, batch: &[RoundCommit]) -> StoreResult<()>;
+    /// Applies a batch of round results in one transaction, in order. On
+    /// success a store may move what it keeps out of the commits (the
+    /// engine drops them next); on error the batch is left as it was (the
+    /// engine retries it).
+    fn commit(&self, batch: &mut [RoundCommit]) -> StoreResult<()>;
     /// Records a client's abort request; false if the execution is unknown.
     fn request_abort(&self, id: &str, reason: &str) -> StoreResult<bool>;
     /// The events of an execution in order.
@@ -138,7 +141,7 @@ mod tests {
         );
         let mut state = ExecState::new(5);
         state.phase = ExecPhase::Running;
-        state.error = Some(ExecutionError::new("c", "m", ErrorKind::System));
+        state.error = Some(Box::new(ExecutionError::new("c", "m", ErrorKind::System)));
         let task = TaskState {
             plugin_phase: Phase::RUNNING,
             plugin_phase_version: 3,
@@ -157,7 +160,7 @@ mod tests {
         };
         assert!(s.request_abort("a", "why").unwrap());
         assert!(!s.request_abort("zzz", "why").unwrap());
-        s.commit(&[RoundCommit {
+        s.commit(&mut [RoundCommit {
             task: Some((0, task.clone())),
             events: vec![row(event_kind::TASK), row(event_kind::TERMINAL)],
             outputs: Some((0, outputs.clone())),
@@ -190,7 +193,7 @@ mod tests {
         assert_eq!(s.tokens().unwrap(), vec![token]);
         let mut done = state.clone();
         done.phase = ExecPhase::Succeeded;
-        s.commit(&[RoundCommit {
+        s.commit(&mut [RoundCommit {
             tokens_released: vec![("ns".into(), "tok".into())],
             clear_abort: true,
             ..RoundCommit::state_only("a", done)
@@ -232,7 +235,7 @@ mod tests {
             events: vec![row(event_kind::TERMINAL)],
             ..RoundCommit::state_only("a", s.get_execution("a").unwrap().unwrap().state)
         };
-        assert!(s.commit(&[dup]).is_err());
+        assert!(s.commit(&mut [dup]).is_err());
     }
 
     #[test]

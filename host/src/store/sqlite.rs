@@ -345,7 +345,7 @@ impl Store for SqliteStore {
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(err)
     }
 
-    fn commit(&self, batch: &[RoundCommit]) -> StoreResult<()> {
+    fn commit(&self, batch: &mut [RoundCommit]) -> StoreResult<()> {
         if batch.is_empty() {
             return Ok(());
         }
