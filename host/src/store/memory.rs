@@ -16,6 +16,8 @@ use crate::model::{
 /// turned into JSON values only when read.
 struct StoredEvent {
     seq: i64,
+    /// The previous event of the same execution (its `seq`), 0 for none.
+    prev: i64,
     kind: &'static str,
     attempt: u32,
     phase: std::borrow::Cow<'static, str>,
@@ -48,13 +50,56 @@ struct Row {
     rec: ExecutionRecord,
     /// Task state per attempt.
     tasks: Vec<(u32, TaskState)>,
-    events: Vec<StoredEvent>,
+    /// `seq` of its last event in the log (0: none yet).
+    last_event: i64,
     outputs: BTreeMap<u32, LiteralMap>,
     errors: BTreeMap<u32, ErrorDocument>,
 }
 
+/// Events per log chunk (about 100 KiB: one allocation, never moved).
+const EVENT_CHUNK: usize = 1024;
+
+/// Every event, in commit order (`seq` n is entry n - 1), in fixed-size
+/// chunks: appending never moves or copies what is stored, and an
+/// execution's events are chained from its row's last one.
+#[derive(Default)]
+struct EventLog {
+    chunks: Vec<Vec<StoredEvent>>,
+}
+
+impl EventLog {
+    fn push(&mut self, ev: StoredEvent) {
+        match self.chunks.last_mut() {
+            Some(c) if c.len() < EVENT_CHUNK => c.push(ev),
+            _ => {
+                let mut c = Vec::with_capacity(EVENT_CHUNK);
+                c.push(ev);
+                self.chunks.push(c);
+            }
+        }
+    }
+
+    fn get(&self, seq: i64) -> Option<&StoredEvent> {
+        let i = usize::try_from(seq.checked_sub(1)?).ok()?;
+        self.chunks.get(i / EVENT_CHUNK)?.get(i % EVENT_CHUNK)
+    }
+
+    /// The events chained back from `last`, oldest first.
+    fn chain(&self, last: i64) -> Vec<&StoredEvent> {
+        let mut out = Vec::new();
+        let mut at = last;
+        while let Some(e) = self.get(at) {
+            out.push(e);
+            at = e.prev;
+        }
+        out.reverse();
+        out
+    }
+}
+
 #[derive(Default)]
 struct Inner {
+    events: EventLog,
     /// Executions by id (commits look one up per step).
     executions: HashMap<String, Row>,
     /// Their ids in order (listing).
@@ -120,7 +165,7 @@ impl Store for MemoryStore {
                     task: TaskState::default(),
                 },
                 tasks: Vec::new(),
-                events: Vec::new(),
+                last_event: 0,
                 outputs: BTreeMap::new(),
                 errors: BTreeMap::new(),
             },
@@ -190,11 +235,12 @@ impl Store for MemoryStore {
                     None => row.tasks.push((attempt, ts)),
                 }
             }
-            row.events.reserve(c.events.len());
             for ev in c.events.drain(..) {
                 g.seq += 1;
-                row.events.push(StoredEvent {
+                let prev = std::mem::replace(&mut row.last_event, g.seq);
+                g.events.push(StoredEvent {
                     seq: g.seq,
+                    prev,
                     kind: ev.kind,
                     attempt: ev.attempt,
                     phase: ev.phase,
@@ -232,11 +278,10 @@ impl Store for MemoryStore {
     }
 
     fn events(&self, id: &str) -> StoreResult<Vec<EventRecord>> {
-        Ok(self
-            .lock()
-            .executions
+        let g = self.lock();
+        Ok(g.executions
             .get(id)
-            .map(|r| r.events.iter().map(|e| e.record(id)).collect())
+            .map(|r| g.events.chain(r.last_event).into_iter().map(|e| e.record(id)).collect())
             .unwrap_or_default())
     }
 
