@@ -354,7 +354,7 @@ pub struct DurablePoint {
     pub seconds: f64,
     /// Steps committed.
     pub steps: u64,
-    /// Store transactions for steps (submissions are `executions / batch` more).
+    /// Store transactions (submissions and step results share them).
     pub batches: u64,
 }
 

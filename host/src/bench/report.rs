@@ -455,19 +455,21 @@ impl Results {
             let _ = writeln!(
                 s,
                 "P3: {} executions submitted in batches of {}, each a Success round and a Finalize step: {} steps \
-                 committed in {} store transactions (+{} submission transactions).",
+                 and the {} submission batches committed in {} store transactions (group commit: a transaction \
+                 takes every submission and step result queued when it starts).",
                 d.executions,
                 d.batch,
                 d.steps,
-                d.batches,
-                d.executions.div_ceil(d.batch.max(1))
+                d.executions.div_ceil(d.batch.max(1)),
+                d.batches
             );
             if let Some(r) = &self.raw {
                 let _ = writeln!(
                     s,
                     "The raw reference wrote the {} rows these executions left in the engine's database \
                      ({:.1} per execution) into a fresh file with the same schema, WAL and `synchronous=FULL`, \
-                     {} executions at a time in two transactions (their `executions` rows, then the rest).",
+                     {} executions at a time in two transactions (their `executions` and `execution_specs` rows, then \
+                     the rest).",
                     r.rows,
                     r.rows_per_execution(),
                     r.batch

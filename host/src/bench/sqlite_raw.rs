@@ -1,9 +1,9 @@
 //! The P3 reference: the rows a durable run left in its database, written
 //! again with plain rusqlite into a fresh file of the same schema and file
 //! settings (WAL, `synchronous=FULL`), `batch` executions at a time: one
-//! transaction with their `executions` rows (the submission), one with the
-//! rest (task states, events, outputs). No engine, no JSON, no updates: what
-//! SQLite does at best for the same data.
+//! transaction with their `executions` and `execution_specs` rows (the
+//! submission), one with the rest (task states, events, outputs). No
+//! engine, no JSON, no updates: what SQLite does at best for the same data.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -14,14 +14,19 @@ use rusqlite::{params_from_iter, Connection};
 
 use crate::store::{Durability, SqliteStore};
 
-/// Tables written per execution, with the column holding the execution id.
-const TABLES: [(&str, usize); 5] = [
+/// Tables written per execution, with the column holding the execution id;
+/// the first [`SUBMITTED`] are written when an execution is submitted.
+const TABLES: [(&str, usize); 6] = [
     ("executions", 0),
+    ("execution_specs", 0),
     ("task_states", 0),
     ("events", 1),
     ("outputs", 0),
     ("error_documents", 0),
 ];
+
+/// How many of [`TABLES`] hold the rows of a submission.
+const SUBMITTED: usize = 2;
 
 /// What the raw run wrote.
 #[derive(Debug, Clone)]
@@ -100,7 +105,7 @@ pub fn replay(source: &Path, target: &Path, batch: usize) -> anyhow::Result<RawP
             let tx = c.transaction()?;
             for id in chunk {
                 for (t, values) in by_exec.get(id).map(Vec::as_slice).unwrap_or_default() {
-                    if (*t == 0) == submission {
+                    if (*t < SUBMITTED) == submission {
                         tx.prepare_cached(&sql[*t])?.execute(params_from_iter(values.iter()))?;
                         rows += 1;
                     }

@@ -9,6 +9,7 @@
 //!   again ([`scheduler`]).
 //! * The engine knows no SQL and no HTTP.
 
+mod committer;
 mod context;
 mod events;
 mod lock;
@@ -36,11 +37,13 @@ pub use events::{EventBody, Extra, InfoBody, TaskEventBody};
 pub use retries::{decide_retryable, RetryDecision};
 pub use scheduler::{Job, JobShared, Next, Scheduler, Work};
 
+use committer::CommitMsg;
+
 use crate::catalog::StoreCatalog;
 use crate::datastore::FsDataStore;
 use crate::model::{
     now_ms, rfc3339_ms, EventRecord, ExecPhase, ExecState, ExecutionRecord, ExecutionSpec, ExecutionView,
-    HandlerErrorView, NewExecution, RoundCommit, TaskState,
+    HandlerErrorView, NewExecution, TaskState,
 };
 use crate::resources::ResourceBackend;
 use crate::secrets::HostSecrets;
@@ -72,7 +75,7 @@ pub struct EngineConfig {
     pub system_retry_budget: u32,
     /// Directory of secret files (after `KOZMO_SECRET_<KEY>` variables).
     pub secrets_dir: Option<PathBuf>,
-    /// Most round results committed in one transaction.
+    /// Most writes (step results and new executions) in one transaction.
     pub max_batch: usize,
     /// When every worker has been inside one step this long (slow or stuck
     /// plugin calls), a spare worker is started so other executions go on.
@@ -95,7 +98,7 @@ impl Default for EngineConfig {
             max_plugin_phase_versions: 100_000,
             system_retry_budget: 3,
             secrets_dir: None,
-            max_batch: 512,
+            max_batch: 4096,
             stall_after: Duration::from_secs(5),
             max_workers: 64,
         }
@@ -372,11 +375,6 @@ pub(crate) struct Core {
     lock: Mutex<Option<lock::DataDirLock>>,
 }
 
-enum CommitMsg {
-    Step(Box<RoundCommit>, Next, Box<Active>),
-    Stop,
-}
-
 /// The engine.
 pub struct Engine;
 
@@ -591,65 +589,6 @@ impl Core {
         }
     }
 
-    fn committer(&self, rx: Receiver<CommitMsg>) {
-        let mut batch: Vec<RoundCommit> = Vec::new();
-        let mut jobs: Vec<(Box<Active>, Next)> = Vec::new();
-        loop {
-            let mut stop = false;
-            match rx.recv() {
-                Ok(CommitMsg::Step(c, n, a)) => {
-                    batch.push(*c);
-                    jobs.push((a, n));
-                }
-                Ok(CommitMsg::Stop) | Err(_) => stop = true,
-            }
-            while batch.len() < self.cfg.max_batch {
-                match rx.try_recv() {
-                    Ok(CommitMsg::Step(c, n, a)) => {
-                        batch.push(*c);
-                        jobs.push((a, n));
-                    }
-                    Ok(CommitMsg::Stop) => stop = true,
-                    Err(_) => break,
-                }
-            }
-            if !batch.is_empty() {
-                self.flush(&mut batch, &mut jobs);
-            }
-            if stop {
-                return;
-            }
-        }
-    }
-
-    fn flush(&self, batch: &mut Vec<RoundCommit>, jobs: &mut Vec<(Box<Active>, Next)>) {
-        let mut attempt = 0u32;
-        loop {
-            match self.store.commit(&mut batch[..]) {
-                Ok(()) => break,
-                Err(e) => {
-                    attempt += 1;
-                    log::error!("committing {} step results failed (try {attempt}): {e}", batch.len());
-                    if attempt >= 5 {
-                        // Give up on this batch: reload the executions from the
-                        // store so memory matches what is durable, retry later.
-                        batch.clear();
-                        for (a, _) in jobs.iter_mut() {
-                            self.reload(a);
-                        }
-                        self.sched.done_all(jobs.drain(..).map(|(a, _)| (a, Next::Later)));
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(50 * u64::from(attempt)));
-                }
-            }
-        }
-        self.stats.commits.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        self.stats.batches.fetch_add(1, Ordering::Relaxed);
-        batch.clear();
-        self.sched.done_all(jobs.drain(..));
-    }
-
     /// Resets an execution to what the store holds (after its step's commit
     /// was given up).
     fn reload(&self, a: &mut Active) {
@@ -789,17 +728,33 @@ impl EngineHandle {
                 Err(e) => results.push(Err(e)),
             }
         }
-        let news: Vec<NewExecution> = pending.iter().map(|(_, p)| p.0.clone()).collect();
-        let outcomes = match c.store.insert_executions(&news) {
-            Ok(o) => o,
+        // The committer makes them durable with whatever else is pending.
+        let (news, rest): (Vec<NewExecution>, Vec<_>) = pending
+            .into_iter()
+            .map(|(i, (new, spec, plugin))| (new, (i, spec, plugin)))
+            .unzip();
+        if news.is_empty() {
+            return results;
+        }
+        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+        // No answer: the committer stopped (shutdown) before writing them.
+        let reply = c
+            .commit_tx
+            .send(CommitMsg::Submit(news, reply_tx))
+            .ok()
+            .and_then(|()| reply_rx.recv().ok())
+            .ok_or(EngineError::ShuttingDown)
+            .and_then(|written| written.map_err(EngineError::from));
+        let (news, outcomes) = match reply {
+            Ok(written) => written,
             Err(e) => {
-                for (i, _) in &pending {
-                    results[*i] = Err(EngineError::Store(e.0.clone()));
+                for (i, _, _) in &rest {
+                    results[*i] = Err(e.clone());
                 }
                 return results;
             }
         };
-        for ((i, (new, spec, plugin)), outcome) in pending.into_iter().zip(outcomes) {
+        for ((new, (i, spec, plugin)), outcome) in news.into_iter().zip(rest).zip(outcomes) {
             let id = new.id.clone();
             results[i] = match outcome {
                 InsertOutcome::Exists { spec_json } if spec_json == new.spec_json => Ok(SubmitOutcome::Existing(id)),

@@ -78,4 +78,15 @@ CREATE TABLE catalog (
     created_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
+    // 2: the spec, written once, moves out of the executions row, which
+    // every step rewrites: a step then writes a ~100-byte row instead of
+    // one carrying the whole spec (half the WAL bytes per execution).
+    r#"
+CREATE TABLE execution_specs (
+    execution_id TEXT PRIMARY KEY,
+    spec         TEXT NOT NULL
+) WITHOUT ROWID;
+INSERT INTO execution_specs (execution_id, spec) SELECT id, spec FROM executions;
+ALTER TABLE executions DROP COLUMN spec;
+"#,
 ];

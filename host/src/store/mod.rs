@@ -8,6 +8,7 @@
 //! a call returns only after its transaction is durable (SQLite
 //! `synchronous=FULL` by default).
 
+mod checkpointer;
 mod memory;
 mod migrations;
 mod sqlite;
@@ -72,6 +73,31 @@ pub trait Store: Send + Sync {
     /// engine drops them next); on error the batch is left as it was (the
     /// engine retries it).
     fn commit(&self, batch: &mut [RoundCommit]) -> StoreResult<()>;
+    /// Inserts `news` and applies `batch` in one durable transaction: the
+    /// engine's group commit, so new submissions and step results share
+    /// one sync. It must apply all or nothing: the engine answers the
+    /// submitters with the error and retries the step results. The default
+    /// calls [`Store::insert_executions`], then [`Store::commit`] (each only
+    /// if it has something to do): all or nothing only for a store that
+    /// cannot fail (like [`MemoryStore`]); a store that can fail must write
+    /// both in one transaction.
+    fn write(&self, news: &[NewExecution], batch: &mut [RoundCommit]) -> StoreResult<Vec<InsertOutcome>> {
+        let out = if news.is_empty() {
+            Vec::new()
+        } else {
+            self.insert_executions(news)?
+        };
+        if !batch.is_empty() {
+            self.commit(batch)?;
+        }
+        Ok(out)
+    }
+    /// What one commit costs whatever it holds (a disk sync), lately. The
+    /// engine waits up to this long for steps still running to share a
+    /// commit; zero (the default: no sync) means it never waits.
+    fn commit_cost(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
     /// Records a client's abort request; false if the execution is unknown.
     fn request_abort(&self, id: &str, reason: &str) -> StoreResult<bool>;
     /// The events of an execution in order.
@@ -224,11 +250,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = SqliteStore::open_in(dir.path()).unwrap();
-            assert_eq!(s.schema_version().unwrap(), 1);
+            assert_eq!(s.schema_version().unwrap(), 2);
             contract(&s);
         }
         let s = SqliteStore::open_in(dir.path()).unwrap();
-        assert_eq!(s.schema_version().unwrap(), 1, "migrations run once");
+        assert_eq!(s.schema_version().unwrap(), 2, "migrations run once");
         assert_eq!(s.get_execution("a").unwrap().unwrap().state.phase, ExecPhase::Succeeded);
         // A second terminal event for one execution is refused.
         let dup = RoundCommit {
@@ -236,6 +262,49 @@ mod tests {
             ..RoundCommit::state_only("a", s.get_execution("a").unwrap().unwrap().state)
         };
         assert!(s.commit(&mut [dup]).is_err());
+    }
+
+    #[test]
+    fn sqlite_write_is_all_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open_in(dir.path()).unwrap();
+        s.insert_execution(&new("a", "{}")).unwrap();
+        let terminal = || RoundCommit {
+            events: vec![row(event_kind::TERMINAL)],
+            ..RoundCommit::state_only("a", ExecState::new(2))
+        };
+        s.commit(&mut [terminal()]).unwrap();
+        // A second terminal event is refused: the new execution written in
+        // the same transaction must not exist afterwards.
+        assert!(s.write(&[new("b", "{}")], &mut [terminal()]).is_err());
+        assert!(s.get_execution("b").unwrap().is_none());
+        assert_eq!(
+            s.write(&[new("b", "{}"), new("a", "{\"x\":1}")], &mut []).unwrap(),
+            vec![InsertOutcome::Created, InsertOutcome::Exists { spec_json: "{}".into() }]
+        );
+    }
+
+    #[test]
+    fn sqlite_moves_specs_of_a_version_1_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kozmo.db");
+        {
+            let c = rusqlite::Connection::open(&path).unwrap();
+            c.execute_batch(migrations::MIGRATIONS[0]).unwrap();
+            c.pragma_update(None, "user_version", 1).unwrap();
+            c.execute(
+                "INSERT INTO executions VALUES ('old', 1, '{\"s\":1}', 't', 1, 'Running', 0, 0, 1, 1, NULL, NULL, \
+                 0, NULL, NULL)",
+                [],
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open_in(dir.path()).unwrap();
+        assert_eq!(s.schema_version().unwrap(), 2);
+        let rec = s.get_execution("old").unwrap().unwrap();
+        assert_eq!(rec.spec_json, "{\"s\":1}");
+        assert_eq!(rec.state.phase, ExecPhase::Running);
+        assert_eq!(s.load_active().unwrap().len(), 1);
     }
 
     #[test]

@@ -10,13 +10,15 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kozmo_interface::literals::LiteralMap;
 use kozmo_interface::Phase;
-use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
+use rusqlite::{params, CachedStatement, Connection, OptionalExtension, Row, Transaction};
 
+use super::checkpointer::{Checkpointer, FALLBACK_PAGES};
 use super::migrations::MIGRATIONS;
 use super::{InsertOutcome, Store, StoreError, StoreResult};
 use crate::model::{
@@ -37,8 +39,33 @@ pub enum Durability {
 
 /// The SQLite store.
 pub struct SqliteStore {
+    // Dropped first: the thread stops before the connections close.
+    _checkpointer: Checkpointer,
     writer: Mutex<Connection>,
     reader: Mutex<Connection>,
+    sync_cost: SyncCost,
+}
+
+/// A moving average of what committing (syncing) a transaction costs.
+#[derive(Default)]
+struct SyncCost {
+    micros: AtomicU64,
+}
+
+impl SyncCost {
+    /// Largest cost reported (a stalled disk must not stall the engine more).
+    const CAP: Duration = Duration::from_millis(10);
+
+    fn observe(&self, d: Duration) {
+        let sample = d.min(Self::CAP).as_micros() as u64;
+        let old = self.micros.load(Ordering::Relaxed);
+        let new = if old == 0 { sample } else { (old * 7 + sample) / 8 };
+        self.micros.store(new, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> Duration {
+        Duration::from_micros(self.micros.load(Ordering::Relaxed))
+    }
 }
 
 fn err(e: impl std::fmt::Display) -> StoreError {
@@ -61,12 +88,13 @@ fn parse_opt<T: serde::de::DeserializeOwned>(s: Option<String>) -> rusqlite::Res
     .transpose()
 }
 
-const EXEC_COLUMNS: &str = "e.id, e.client_id, e.spec, e.task_type, e.created_at, e.phase, e.attempt, \
+const EXEC_COLUMNS: &str = "e.id, e.client_id, s.spec, e.task_type, e.created_at, e.phase, e.attempt, \
      e.system_failures, e.updated_at, e.attempt_started_at, e.error, e.last_handler_error, e.handler_errors, \
      e.finishing, e.abort_requested, t.plugin_phase, t.plugin_phase_version, t.plugin_state, \
      t.plugin_state_version, t.cleanup_on_failure, t.last_phase_updated_at";
 
-const EXEC_FROM: &str = "FROM executions e LEFT JOIN task_states t ON t.execution_id = e.id AND t.attempt = e.attempt";
+const EXEC_FROM: &str = "FROM executions e JOIN execution_specs s ON s.execution_id = e.id \
+     LEFT JOIN task_states t ON t.execution_id = e.id AND t.attempt = e.attempt";
 
 fn exec_from_row(r: &Row<'_>) -> rusqlite::Result<ExecutionRecord> {
     let phase: String = r.get(5)?;
@@ -129,10 +157,17 @@ impl SqliteStore {
         };
         let mut writer = open()?;
         migrate(&mut writer)?;
+        // Checkpoints run in the background; a commit checkpoints by itself
+        // only if the WAL grows past the fallback.
+        writer
+            .pragma_update(None, "wal_autocheckpoint", FALLBACK_PAGES)
+            .map_err(err)?;
         let reader = open()?;
         Ok(SqliteStore {
+            _checkpointer: Checkpointer::start(path, sync).map_err(err)?,
             writer: Mutex::new(writer),
             reader: Mutex::new(reader),
+            sync_cost: SyncCost::default(),
         })
     }
 
@@ -164,102 +199,141 @@ fn migrate(c: &mut Connection) -> StoreResult<()> {
     Ok(())
 }
 
-fn insert_one(tx: &Transaction<'_>, new: &NewExecution) -> StoreResult<InsertOutcome> {
-    let existing: Option<String> = tx
-        .prepare_cached("SELECT spec FROM executions WHERE id = ?1")
-        .map_err(err)?
-        .query_row([&new.id], |r| r.get(0))
-        .optional()
-        .map_err(err)?;
-    if let Some(spec_json) = existing {
-        return Ok(InsertOutcome::Exists { spec_json });
-    }
-    let s = &new.state;
-    tx.prepare_cached(
-        "INSERT INTO executions (id, client_id, spec, task_type, created_at, phase, attempt, system_failures, \
-         updated_at, attempt_started_at, error, last_handler_error, handler_errors, finishing, abort_requested) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, NULL, 0, NULL, NULL)",
-    )
-    .map_err(err)?
-    .execute(params![
-        new.id,
-        new.client_id,
-        new.spec_json,
-        new.task_type,
-        new.created_at_ms,
-        s.phase.as_str(),
-        s.attempt as i64,
-        s.system_failures as i64,
-        s.updated_at_ms,
-        s.attempt_started_at_ms,
-    ])
-    .map_err(err)?;
-    Ok(InsertOutcome::Created)
+/// The statements every group commit runs, prepared once per transaction
+/// (not looked up in the statement cache for every row).
+struct Statements<'c> {
+    tx: &'c Transaction<'c>,
+    insert_execution: CachedStatement<'c>,
+    insert_spec: CachedStatement<'c>,
+    update_execution: CachedStatement<'c>,
+    upsert_task: CachedStatement<'c>,
+    insert_event: CachedStatement<'c>,
 }
 
-fn apply(tx: &Transaction<'_>, c: &RoundCommit) -> StoreResult<()> {
-    let s = &c.state;
-    let id = &c.execution_id;
-    tx.prepare_cached(
-        "UPDATE executions SET phase = ?2, attempt = ?3, system_failures = ?4, updated_at = ?5, \
-         attempt_started_at = ?6, error = ?7, last_handler_error = ?8, handler_errors = ?9, finishing = ?10, \
-         abort_requested = CASE WHEN ?11 THEN NULL ELSE abort_requested END WHERE id = ?1",
-    )
-    .map_err(err)?
-    .execute(params![
-        id,
-        s.phase.as_str(),
-        s.attempt as i64,
-        s.system_failures as i64,
-        s.updated_at_ms,
-        s.attempt_started_at_ms,
-        opt_json(&s.error)?,
-        opt_json(&s.last_handler_error)?,
-        s.handler_errors as i64,
-        opt_json(&s.finishing)?,
-        c.clear_abort,
-    ])
-    .map_err(err)?;
-    if let Some((attempt, t)) = &c.task {
-        tx.prepare_cached(
-            "INSERT OR REPLACE INTO task_states (execution_id, attempt, plugin_phase, plugin_phase_version, \
-             plugin_state, plugin_state_version, cleanup_on_failure, last_phase_updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )
-        .map_err(err)?
-        .execute(params![
-            id,
-            *attempt as i64,
-            t.plugin_phase.0 as i64,
-            t.plugin_phase_version as i64,
-            t.plugin_state,
-            t.plugin_state_version as i64,
-            t.cleanup_on_failure,
-            t.last_phase_updated_at_ms,
-        ])
-        .map_err(err)?;
+impl<'c> Statements<'c> {
+    fn prepare(tx: &'c Transaction<'c>) -> StoreResult<Self> {
+        Ok(Statements {
+            tx,
+            insert_execution: tx
+                .prepare_cached(
+                    "INSERT INTO executions (id, client_id, task_type, created_at, phase, attempt, \
+                     system_failures, updated_at, attempt_started_at, error, last_handler_error, handler_errors, \
+                     finishing, abort_requested) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, NULL, 0, NULL, \
+                     NULL) ON CONFLICT(id) DO NOTHING",
+                )
+                .map_err(err)?,
+            insert_spec: tx
+                .prepare_cached("INSERT INTO execution_specs (execution_id, spec) VALUES (?1, ?2)")
+                .map_err(err)?,
+            update_execution: tx
+                .prepare_cached(
+                    "UPDATE executions SET phase = ?2, attempt = ?3, system_failures = ?4, updated_at = ?5, \
+                     attempt_started_at = ?6, error = ?7, last_handler_error = ?8, handler_errors = ?9, \
+                     finishing = ?10, abort_requested = CASE WHEN ?11 THEN NULL ELSE abort_requested END \
+                     WHERE id = ?1",
+                )
+                .map_err(err)?,
+            upsert_task: tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO task_states (execution_id, attempt, plugin_phase, \
+                     plugin_phase_version, plugin_state, plugin_state_version, cleanup_on_failure, \
+                     last_phase_updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(err)?,
+            insert_event: tx
+                .prepare_cached(
+                    "INSERT INTO events (execution_id, attempt, kind, phase, version, occurred_at, reported_at, \
+                     body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(err)?,
+        })
     }
-    if !c.events.is_empty() {
-        let mut st = tx
-            .prepare_cached(
-                "INSERT INTO events (execution_id, attempt, kind, phase, version, occurred_at, reported_at, body) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )
-            .map_err(err)?;
-        for e in &c.events {
-            st.execute(params![
-                id,
-                e.attempt as i64,
-                e.kind,
-                e.phase.as_ref(),
-                e.version as i64,
-                e.occurred_at_ms,
-                e.reported_at_ms,
-                e.body.to_text(),
+
+    /// Inserts one execution; only when the id exists already is its spec
+    /// read back (one statement for the common case).
+    fn insert(&mut self, new: &NewExecution) -> StoreResult<InsertOutcome> {
+        let s = &new.state;
+        let inserted = self
+            .insert_execution
+            .execute(params![
+                new.id,
+                new.client_id,
+                new.task_type,
+                new.created_at_ms,
+                s.phase.as_str(),
+                s.attempt as i64,
+                s.system_failures as i64,
+                s.updated_at_ms,
+                s.attempt_started_at_ms,
             ])
-            .map_err(|x| StoreError(format!("event {} {} of {id}: {x}", e.kind, e.phase)))?;
+            .map_err(err)?;
+        if inserted == 1 {
+            self.insert_spec.execute(params![new.id, new.spec_json]).map_err(err)?;
+            return Ok(InsertOutcome::Created);
         }
+        let spec_json: String = self
+            .tx
+            .prepare_cached("SELECT spec FROM execution_specs WHERE execution_id = ?1")
+            .map_err(err)?
+            .query_row([&new.id], |r| r.get(0))
+            .map_err(err)?;
+        Ok(InsertOutcome::Exists { spec_json })
     }
+
+    /// Applies one step's results.
+    fn apply(&mut self, c: &RoundCommit) -> StoreResult<()> {
+        let s = &c.state;
+        let id = &c.execution_id;
+        self.update_execution
+            .execute(params![
+                id,
+                s.phase.as_str(),
+                s.attempt as i64,
+                s.system_failures as i64,
+                s.updated_at_ms,
+                s.attempt_started_at_ms,
+                opt_json(&s.error)?,
+                opt_json(&s.last_handler_error)?,
+                s.handler_errors as i64,
+                opt_json(&s.finishing)?,
+                c.clear_abort,
+            ])
+            .map_err(err)?;
+        if let Some((attempt, t)) = &c.task {
+            self.upsert_task
+                .execute(params![
+                    id,
+                    *attempt as i64,
+                    t.plugin_phase.0 as i64,
+                    t.plugin_phase_version as i64,
+                    t.plugin_state,
+                    t.plugin_state_version as i64,
+                    t.cleanup_on_failure,
+                    t.last_phase_updated_at_ms,
+                ])
+                .map_err(err)?;
+        }
+        for e in &c.events {
+            self.insert_event
+                .execute(params![
+                    id,
+                    e.attempt as i64,
+                    e.kind,
+                    e.phase.as_ref(),
+                    e.version as i64,
+                    e.occurred_at_ms,
+                    e.reported_at_ms,
+                    e.body.to_text(),
+                ])
+                .map_err(|x| StoreError(format!("event {} {} of {id}: {x}", e.kind, e.phase)))?;
+        }
+        apply_rare(self.tx, c)
+    }
+}
+
+/// What few steps write: outputs, error documents, resource tokens.
+fn apply_rare(tx: &Transaction<'_>, c: &RoundCommit) -> StoreResult<()> {
+    let id = &c.execution_id;
     if let Some((attempt, o)) = &c.outputs {
         tx.prepare_cached("INSERT OR REPLACE INTO outputs (execution_id, attempt, outputs) VALUES (?1, ?2, ?3)")
             .map_err(err)?
@@ -297,14 +371,7 @@ impl Store for SqliteStore {
     }
 
     fn insert_executions(&self, news: &[NewExecution]) -> StoreResult<Vec<InsertOutcome>> {
-        let mut c = lock(&self.writer);
-        let tx = c.transaction().map_err(err)?;
-        let mut out = Vec::with_capacity(news.len());
-        for new in news {
-            out.push(insert_one(&tx, new)?);
-        }
-        tx.commit().map_err(err)?;
-        Ok(out)
+        self.write(news, &mut [])
     }
 
     #[allow(clippy::let_and_return)] // the statement borrows the connection guard
@@ -346,15 +413,33 @@ impl Store for SqliteStore {
     }
 
     fn commit(&self, batch: &mut [RoundCommit]) -> StoreResult<()> {
-        if batch.is_empty() {
-            return Ok(());
+        self.write(&[], batch).map(drop)
+    }
+
+    fn write(&self, news: &[NewExecution], batch: &mut [RoundCommit]) -> StoreResult<Vec<InsertOutcome>> {
+        if news.is_empty() && batch.is_empty() {
+            return Ok(Vec::new());
         }
         let mut c = lock(&self.writer);
         let tx = c.transaction().map_err(err)?;
-        for rc in batch {
-            apply(&tx, rc)?;
+        let mut out = Vec::with_capacity(news.len());
+        {
+            let mut st = Statements::prepare(&tx)?;
+            for new in news {
+                out.push(st.insert(new)?);
+            }
+            for rc in batch {
+                st.apply(rc)?;
+            }
         }
-        tx.commit().map_err(err)
+        let started = Instant::now();
+        tx.commit().map_err(err)?;
+        self.sync_cost.observe(started.elapsed());
+        Ok(out)
+    }
+
+    fn commit_cost(&self) -> Duration {
+        self.sync_cost.get()
     }
 
     fn request_abort(&self, id: &str, reason: &str) -> StoreResult<bool> {

@@ -1,0 +1,176 @@
+//! Group commit: one thread makes every write of the engine durable — new
+//! submissions and step results alike — in as few store transactions (and
+//! so as few syncs) as the load allows. A step's execution runs again, and a
+//! submitter gets its answer, only once the transaction holding it is
+//! durable.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use super::scheduler::Next;
+use super::{Active, Core};
+use crate::model::{NewExecution, RoundCommit};
+use crate::store::{InsertOutcome, StoreResult};
+
+/// What a submitter gets back: its executions and what inserting each did.
+pub(crate) type SubmitReply = StoreResult<(Vec<NewExecution>, Vec<InsertOutcome>)>;
+
+/// A write for the committer.
+pub(crate) enum CommitMsg {
+    /// A step's result and its execution, which goes on with `Next` (home
+    /// to the scheduler) once the result is durable.
+    Step(Box<RoundCommit>, Next, Box<Active>),
+    /// New executions; the answer goes back on the sender once durable.
+    Submit(Vec<NewExecution>, Sender<SubmitReply>),
+    /// Commit what is pending and stop.
+    Stop,
+}
+
+/// Writes gathered for one transaction.
+#[derive(Default)]
+struct Pending {
+    steps: Vec<RoundCommit>,
+    jobs: Vec<(Box<Active>, Next)>,
+    news: Vec<NewExecution>,
+    /// One per submitter: how many of `news` are theirs, in order.
+    submitters: Vec<(usize, Sender<SubmitReply>)>,
+}
+
+impl Pending {
+    fn len(&self) -> usize {
+        self.steps.len() + self.news.len()
+    }
+
+    /// Adds a message; true if it was `Stop`.
+    fn add(&mut self, msg: CommitMsg) -> bool {
+        match msg {
+            CommitMsg::Step(c, n, a) => {
+                self.steps.push(*c);
+                self.jobs.push((a, n));
+                false
+            }
+            CommitMsg::Submit(news, reply) => {
+                self.submitters.push((news.len(), reply));
+                self.news.extend(news);
+                false
+            }
+            CommitMsg::Stop => true,
+        }
+    }
+
+    /// Answers every submitter from the transaction's result.
+    fn answer(&mut self, result: StoreResult<Vec<InsertOutcome>>) {
+        let mut news = std::mem::take(&mut self.news).into_iter();
+        match result {
+            Ok(outcomes) => {
+                let mut outcomes = outcomes.into_iter();
+                for (n, reply) in self.submitters.drain(..) {
+                    let mine: Vec<NewExecution> = news.by_ref().take(n).collect();
+                    let theirs: Vec<InsertOutcome> = outcomes.by_ref().take(n).collect();
+                    let _ = reply.send(Ok((mine, theirs)));
+                }
+            }
+            Err(e) => {
+                for (_, reply) in self.submitters.drain(..) {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+impl Core {
+    /// The committer thread: takes whatever is queued (up to `max_batch`
+    /// writes), commits it in one transaction, repeats.
+    pub(crate) fn committer(&self, rx: Receiver<CommitMsg>) {
+        let mut pending = Pending::default();
+        loop {
+            let mut stop = match rx.recv() {
+                Ok(msg) => pending.add(msg),
+                Err(_) => true,
+            };
+            while pending.len() < self.cfg.max_batch {
+                match rx.try_recv() {
+                    Ok(msg) => stop |= pending.add(msg),
+                    Err(_) => break,
+                }
+            }
+            // Steps still queued or running would want a sync of their own
+            // right after this one: wait for them, at most what a sync
+            // costs, so one sync serves them all. Nothing else running (or
+            // a store without syncs): commit at once.
+            let wait = self.store.commit_cost();
+            let deadline = Instant::now() + wait;
+            while !wait.is_zero()
+                && !stop
+                && pending.len() < self.cfg.max_batch
+                && self.steps_coming(pending.steps.len())
+            {
+                match rx.recv_deadline(deadline) {
+                    Ok(msg) => stop |= pending.add(msg),
+                    Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => stop = true,
+                }
+            }
+            if pending.len() > 0 {
+                self.flush(&mut pending);
+            }
+            if stop {
+                return;
+            }
+        }
+    }
+
+    /// Whether steps other than the `pending` ones are queued or running.
+    fn steps_coming(&self, pending: usize) -> bool {
+        let (queued, in_flight, _) = self.sched.depth();
+        // `in_flight` counts a step until its commit is durable, so the
+        // pending ones are in it.
+        queued + in_flight > pending
+    }
+
+    /// One transaction for everything pending. If it fails, the submitters
+    /// get the error at once (nothing of theirs was written) and the step
+    /// results are retried alone; after five failures the executions are
+    /// reloaded from the store and resynced later.
+    fn flush(&self, p: &mut Pending) {
+        let mut attempt = 0u32;
+        loop {
+            match self.store.write(&p.news, &mut p.steps) {
+                Ok(outcomes) => {
+                    p.answer(Ok(outcomes));
+                    break;
+                }
+                Err(e) => {
+                    attempt += 1;
+                    log::error!(
+                        "committing {} step results and {} new executions failed (try {attempt}): {e}",
+                        p.steps.len(),
+                        p.news.len()
+                    );
+                    p.answer(Err(e));
+                    if p.steps.is_empty() {
+                        return;
+                    }
+                    if attempt >= 5 {
+                        // Give up on this batch: reload the executions from the
+                        // store so memory matches what is durable, retry later.
+                        p.steps.clear();
+                        for (a, _) in p.jobs.iter_mut() {
+                            self.reload(a);
+                        }
+                        self.sched.done_all(p.jobs.drain(..).map(|(a, _)| (a, Next::Later)));
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(50 * u64::from(attempt)));
+                }
+            }
+        }
+        self.stats.commits.fetch_add(p.steps.len() as u64, Ordering::Relaxed);
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        p.steps.clear();
+        self.sched.done_all(p.jobs.drain(..));
+    }
+}

@@ -1,0 +1,68 @@
+//! Background WAL checkpoints for the SQLite store.
+//!
+//! By default SQLite checkpoints inside the commit that pushes the WAL past
+//! 1000 pages: that commit copies the pages into the database file and
+//! syncs it before it returns, so every few group commits one takes several
+//! times as long and the engine waits. Here a thread with its own
+//! connection runs `PRAGMA wal_checkpoint(PASSIVE)` every
+//! [`CHECKPOINT_EVERY`] instead (PASSIVE never blocks the writer, which goes
+//! on appending to the WAL meanwhile). The writer keeps an automatic
+//! checkpoint at [`FALLBACK_PAGES`], so the WAL stays bounded even if this
+//! thread falls behind.
+
+use std::path::Path;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
+use rusqlite::Connection;
+
+/// How often the background thread checkpoints.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
+
+/// WAL pages (4 KiB) at which a commit checkpoints by itself.
+pub const FALLBACK_PAGES: u32 = 16_384;
+
+/// The running checkpoint thread; stopped and joined on drop.
+pub struct Checkpointer {
+    stop: Option<Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    /// Starts checkpointing the database at `path` (already in WAL mode);
+    /// `synchronous` is the store's setting (the checkpoint syncs the
+    /// database file under it).
+    pub fn start(path: &Path, synchronous: &str) -> rusqlite::Result<Self> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "synchronous", synchronous)?;
+        let (stop, stopped) = bounded::<()>(0);
+        let thread = std::thread::Builder::new()
+            .name("kozmo-checkpoint".into())
+            .spawn(move || loop {
+                match stopped.recv_timeout(CHECKPOINT_EVERY) {
+                    Err(RecvTimeoutError::Timeout) => {
+                        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                            log::warn!("background WAL checkpoint failed: {e}");
+                        }
+                    }
+                    _ => return,
+                }
+            })
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        Ok(Checkpointer {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
