@@ -13,6 +13,8 @@ use kozmo_interface::task::TaskTemplate;
 use kozmo_interface::{format_rfc3339_nanos, ExecutionError, Phase};
 use serde::{Deserialize, Serialize};
 
+pub use crate::engine::{EventBody, Extra as EventExtra, InfoBody, TaskEventBody};
+
 /// Node id used when the spec names none.
 pub const DEFAULT_NODE_ID: &str = "n0";
 
@@ -200,14 +202,16 @@ pub struct ExecState {
     pub updated_at_ms: i64,
     /// Start of the current attempt, unix ms.
     pub attempt_started_at_ms: i64,
-    /// The error a Failed/Aborted execution ended with.
-    pub error: Option<ExecutionError>,
+    /// The error a Failed/Aborted execution ended with (boxed, like the
+    /// other rarely set parts: an active execution keeps its state in
+    /// memory).
+    pub error: Option<Box<ExecutionError>>,
     /// The last handler error (kept after recovery for visibility).
-    pub last_handler_error: Option<HandlerErrorRecord>,
+    pub last_handler_error: Option<Box<HandlerErrorRecord>>,
     /// Consecutive handler errors of the current attempt.
     pub handler_errors: u32,
     /// Pending Abort/Finalize work (finishing phases only).
-    pub finishing: Option<Finishing>,
+    pub finishing: Option<Box<Finishing>>,
 }
 
 impl ExecState {
@@ -313,6 +317,27 @@ pub struct NewEvent {
     pub body: serde_json::Value,
 }
 
+/// An event a step writes (in a [`RoundCommit`]): its body is typed or
+/// compact text ([`EventBody`]), serialized once where it is stored; stores
+/// give events back as [`NewEvent`]s.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRow {
+    /// One of [`event_kind`].
+    pub kind: &'static str,
+    /// Attempt.
+    pub attempt: u32,
+    /// Phase name (plugin `Phase` name for task events, `ExecPhase` otherwise).
+    pub phase: std::borrow::Cow<'static, str>,
+    /// Phase version.
+    pub version: u32,
+    /// When it happened, unix ms.
+    pub occurred_at_ms: i64,
+    /// When the host recorded it, unix ms.
+    pub reported_at_ms: i64,
+    /// The JSON body.
+    pub body: EventBody,
+}
+
 /// A stored event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventRecord {
@@ -357,7 +382,7 @@ pub struct RoundCommit {
     /// Task state to upsert for `(execution, attempt)`.
     pub task: Option<(u32, TaskState)>,
     /// Events, in order.
-    pub events: Vec<NewEvent>,
+    pub events: Vec<EventRow>,
     /// Outputs to record for an attempt.
     pub outputs: Option<(u32, LiteralMap)>,
     /// Error document to record for an attempt.
@@ -469,6 +494,58 @@ pub fn check_execution_id(id: &str) -> Result<(), String> {
 
 /// RFC 3339 text of a unix-ms time.
 pub fn rfc3339_ms(ms: i64) -> String {
+    let mut s = String::with_capacity(24);
+    let _ = write_rfc3339_ms(&mut s, ms);
+    s
+}
+
+/// Writes [`rfc3339_ms`] of `ms` without allocating (years 1970-9999; other
+/// times through chrono, same text).
+pub fn write_rfc3339_ms(out: &mut impl fmt::Write, ms: i64) -> fmt::Result {
+    // 253402300800000 ms = 10000-01-01T00:00:00Z.
+    if !(0..253_402_300_800_000).contains(&ms) {
+        return out.write_str(&rfc3339_ms_slow(ms));
+    }
+    let days = ms.div_euclid(86_400_000);
+    let in_day = ms.rem_euclid(86_400_000);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (h, m, sec, milli) = (
+        in_day / 3_600_000,
+        in_day / 60_000 % 60,
+        in_day / 1000 % 60,
+        in_day % 1000,
+    );
+    write!(out, "{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{sec:02}")?;
+    if milli != 0 {
+        let frac = [
+            b'0' + (milli / 100) as u8,
+            b'0' + (milli / 10 % 10) as u8,
+            b'0' + (milli % 10) as u8,
+        ];
+        let len = if milli % 100 == 0 {
+            1
+        } else if milli % 10 == 0 {
+            2
+        } else {
+            3
+        };
+        out.write_char('.')?;
+        // ASCII digits.
+        out.write_str(std::str::from_utf8(&frac[..len]).unwrap_or("0"))?;
+    }
+    out.write_char('Z')
+}
+
+fn rfc3339_ms_slow(ms: i64) -> String {
     let t = if ms >= 0 {
         UNIX_EPOCH + Duration::from_millis(ms as u64)
     } else {
@@ -480,6 +557,21 @@ pub fn rfc3339_ms(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fast_rfc3339_matches_chrono() {
+        let mut ms: i64 = 0;
+        // Dates across leap years, centuries (2000, 2100) and every ms digit pattern.
+        while ms < 253_402_300_800_000 {
+            for extra in [0, 1, 10, 100, 120, 123, 999] {
+                assert_eq!(rfc3339_ms(ms + extra), rfc3339_ms_slow(ms + extra), "{}", ms + extra);
+            }
+            ms += 86_399_937 * 97 + 13;
+        }
+        for ms in [-1, -86_400_000, 253_402_300_799_999, 253_402_300_800_000] {
+            assert_eq!(rfc3339_ms(ms), rfc3339_ms_slow(ms));
+        }
+    }
 
     #[test]
     fn phases_round_trip_and_classify() {

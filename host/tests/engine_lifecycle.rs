@@ -561,7 +561,7 @@ fn failed_commits_are_retried_without_losing_or_duplicating_effects() {
         fn load_active(&self) -> StoreResult<Vec<ExecutionRecord>> {
             self.inner.load_active()
         }
-        fn commit(&self, batch: &[RoundCommit]) -> StoreResult<()> {
+        fn commit(&self, batch: &mut [RoundCommit]) -> StoreResult<()> {
             if (self.fails)(self.calls.fetch_add(1, Ordering::SeqCst)) {
                 return Err(StoreError("disk full".into()));
             }

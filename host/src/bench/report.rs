@@ -314,12 +314,7 @@ impl Results {
                     Some(b <= 1024.0),
                 ));
             }
-            None => rows.push(row(
-                ROW_NAMES[6],
-                "not measured (no /proc/self/status)",
-                "≤ 1,024 bytes",
-                None,
-            )),
+            None => rows.push(row(ROW_NAMES[6], "not measured", "≤ 1,024 bytes", None)),
         }
         if self.latency.is_empty() {
             rows.push(row(ROW_NAMES[7], "not measured", "", None));

@@ -45,14 +45,19 @@ What each figure measures (goals from the benchmark issue):
       copies of one library (goal: 50 in <= 1 s).
 
 Results go to --output (hand-written notes after the marker line of an
-existing file are kept) and the P2 plot to --plot (SVG).")]
+existing file are kept) and the P2 plot to --plot (SVG). With --only, just
+the named parts run and the table is printed; files are written only when
+--output / --plot are given.")]
 pub struct BenchArgs {
-    /// Markdown file to write.
-    #[arg(long, default_value = "BENCHMARKS.md")]
-    pub output: PathBuf,
-    /// SVG plot of P2 rounds/s against executions in flight.
-    #[arg(long, default_value = "docs/bench-throughput.svg")]
-    pub plot: PathBuf,
+    /// Markdown file to write [default: BENCHMARKS.md; none with --only].
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// SVG plot of P2 rounds/s against executions in flight [default: docs/bench-throughput.svg; none with --only].
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Run only these parts, comma-separated: p2, p3, p5, p6, latency [default: all].
+    #[arg(long, value_delimiter = ',', value_parser = ["p2", "p3", "p5", "p6", "latency"])]
+    pub only: Vec<String>,
     /// Smoke run: tiny sizes for every measurement (figures meaningless).
     #[arg(long)]
     pub quick: bool,
@@ -155,7 +160,26 @@ fn relative_link(output: &Path, plot: &Path) -> String {
     .to_string()
 }
 
-/// Runs every measurement, prints the table, writes the files.
+impl BenchArgs {
+    /// Whether `part` runs (every part unless `--only` names others).
+    fn runs(&self, part: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|p| p == part)
+    }
+
+    /// Where the Markdown and the plot go (none by default with `--only`).
+    fn files(&self) -> (Option<PathBuf>, Option<PathBuf>) {
+        if self.only.is_empty() {
+            (
+                Some(self.output.clone().unwrap_or_else(|| "BENCHMARKS.md".into())),
+                Some(self.plot.clone().unwrap_or_else(|| "docs/bench-throughput.svg".into())),
+            )
+        } else {
+            (self.output.clone(), self.plot.clone())
+        }
+    }
+}
+
+/// Runs the measurements, prints the table, writes the files.
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let sizes = args.sizes();
     let workers = if args.workers == 0 {
@@ -163,7 +187,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     } else {
         args.workers
     };
-    let phases = 6 + sizes.in_flight.len() as u64;
+    let phases = u64::from(args.runs("p6"))
+        + if args.runs("p2") {
+            sizes.in_flight.len() as u64
+        } else {
+            0
+        }
+        + 2 * u64::from(args.runs("p3"))
+        + 2 * u64::from(args.runs("latency"))
+        + u64::from(args.runs("p5"));
     let pb = ProgressBar::new(phases);
     pb.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {wide_msg}")
@@ -172,11 +204,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     pb.enable_steady_tick(Duration::from_millis(120));
 
     // P6 first: on a fresh heap, freed memory would hide the growth.
-    let memory = engine::memory(StoreKind::SqliteFull, sizes.memory, workers, &pb)?;
-    pb.inc(1);
+    let mut memory = None;
+    if args.runs("p6") {
+        memory = engine::memory(StoreKind::SqliteFull, sizes.memory, workers, &pb)?;
+        pb.inc(1);
+    }
 
     let mut throughput = Vec::new();
-    for &n in &sizes.in_flight {
+    let p2_sizes = if args.runs("p2") { &sizes.in_flight[..] } else { &[] };
+    for &n in p2_sizes {
         let rounds = (sizes.rounds_budget / n.max(1) as u64).clamp(3, 100_000) as u32;
         // The machine is shared: the median of a few runs, with their spread.
         let mut runs = Vec::new();
@@ -191,21 +227,32 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         pb.inc(1);
     }
 
-    let (durable, b) = engine::durable(sizes.durable, args.batch, workers, &pb)?;
-    pb.inc(1);
-    pb.set_message("P3 raw SQLite inserts");
-    let raw = sqlite_raw::replay(&b.dir.path().join("kozmo.db"), &b.dir.path().join("raw.db"), args.batch)?;
-    drop(b);
-    pb.inc(1);
+    let (mut durable, mut raw) = (None, None);
+    if args.runs("p3") {
+        let (d, b) = engine::durable(sizes.durable, args.batch, workers, &pb)?;
+        pb.inc(1);
+        pb.set_message("P3 raw SQLite inserts");
+        raw = Some(sqlite_raw::replay(
+            &b.dir.path().join("kozmo.db"),
+            &b.dir.path().join("raw.db"),
+            args.batch,
+        )?);
+        durable = Some(d);
+        drop(b);
+        pb.inc(1);
+    }
 
     let mut latency = Vec::new();
-    for kind in [StoreKind::SqliteFull, StoreKind::Memory] {
-        latency.push(engine::latency(kind, sizes.latency, workers, &pb)?);
-        pb.inc(1);
+    if args.runs("latency") {
+        for kind in [StoreKind::SqliteFull, StoreKind::Memory] {
+            latency.push(engine::latency(kind, sizes.latency, workers, &pb)?);
+            pb.inc(1);
+        }
     }
 
     let plugins_dir = args.plugins_dir.clone().or_else(exe_dir);
     let load = match &plugins_dir {
+        _ if !args.runs("p5") => Err("not run (--only)".to_string()),
         None => Err("no plugin directory (pass --plugins-dir)".to_string()),
         Some(d) => match load::measure(d, sizes.per_library, sizes.copies, &pb)? {
             Some(p) => Ok(p),
@@ -216,7 +263,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             )),
         },
     };
-    pb.inc(1);
+    if args.runs("p5") {
+        pb.inc(1);
+    }
     pb.finish_and_clear();
 
     let criterion_dir = args.criterion_dir.clone().unwrap_or_else(default_criterion_dir);
@@ -226,8 +275,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         helpers: report::read_helper_costs(&criterion_dir),
         criterion_dir,
         throughput,
-        durable: Some(durable),
-        raw: Some(raw),
+        durable,
+        raw,
         memory,
         latency,
         load,
@@ -235,14 +284,21 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     };
     print!("{}", results.text_table());
 
-    let plot_ok = match results.plot(&args.plot) {
-        Ok(()) => true,
-        Err(e) => {
-            eprintln!("kozmo bench: plot {}: {e}", args.plot.display());
-            false
-        }
+    let (output, plot) = args.files();
+    let plot_ok = match &plot {
+        None => false,
+        Some(plot) => match results.plot(plot) {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("kozmo bench: plot {}: {e}", plot.display());
+                false
+            }
+        },
     };
-    let notes = std::fs::read_to_string(&args.output).ok().and_then(|s| {
+    let Some(output) = output else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let notes = std::fs::read_to_string(&output).ok().and_then(|s| {
         s.split_once(NOTES_MARKER)
             .map(|(_, rest)| rest.trim_start_matches('\n').to_string())
     });
@@ -250,14 +306,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         .chain(std::env::args().skip(1))
         .collect::<Vec<_>>()
         .join(" ");
-    let link = plot_ok.then(|| relative_link(&args.output, &args.plot));
-    if let Some(parent) = args.output.parent().filter(|p| !p.as_os_str().is_empty()) {
+    let link = plot
+        .as_ref()
+        .filter(|_| plot_ok)
+        .map(|plot| relative_link(&output, plot));
+    if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
     }
-    std::fs::write(
-        &args.output,
-        results.markdown(&command, link.as_deref(), notes.as_deref()),
-    )?;
-    eprintln!("kozmo bench: wrote {}", args.output.display());
+    std::fs::write(&output, results.markdown(&command, link.as_deref(), notes.as_deref()))?;
+    eprintln!("kozmo bench: wrote {}", output.display());
     Ok(ExitCode::SUCCESS)
 }

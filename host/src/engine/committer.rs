@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::scheduler::Next;
-use super::Core;
+use super::{Active, Core};
 use crate::model::{NewExecution, RoundCommit};
 use crate::store::{InsertOutcome, StoreResult};
 
@@ -19,8 +19,9 @@ pub(crate) type SubmitReply = StoreResult<(Vec<NewExecution>, Vec<InsertOutcome>
 
 /// A write for the committer.
 pub(crate) enum CommitMsg {
-    /// A step's result; the execution goes on with `Next` once it is durable.
-    Step(Box<RoundCommit>, Next),
+    /// A step's result and its execution, which goes on with `Next` (home
+    /// to the scheduler) once the result is durable.
+    Step(Box<RoundCommit>, Next, Box<Active>),
     /// New executions; the answer goes back on the sender once durable.
     Submit(Vec<NewExecution>, Sender<SubmitReply>),
     /// Commit what is pending and stop.
@@ -31,7 +32,7 @@ pub(crate) enum CommitMsg {
 #[derive(Default)]
 struct Pending {
     steps: Vec<RoundCommit>,
-    nexts: Vec<Next>,
+    jobs: Vec<(Box<Active>, Next)>,
     news: Vec<NewExecution>,
     /// One per submitter: how many of `news` are theirs, in order.
     submitters: Vec<(usize, Sender<SubmitReply>)>,
@@ -45,9 +46,9 @@ impl Pending {
     /// Adds a message; true if it was `Stop`.
     fn add(&mut self, msg: CommitMsg) -> bool {
         match msg {
-            CommitMsg::Step(c, n) => {
+            CommitMsg::Step(c, n, a) => {
                 self.steps.push(*c);
-                self.nexts.push(n);
+                self.jobs.push((a, n));
                 false
             }
             CommitMsg::Submit(news, reply) => {
@@ -137,7 +138,7 @@ impl Core {
     fn flush(&self, p: &mut Pending) {
         let mut attempt = 0u32;
         loop {
-            match self.store.write(&p.news, &p.steps) {
+            match self.store.write(&p.news, &mut p.steps) {
                 Ok(outcomes) => {
                     p.answer(Ok(outcomes));
                     break;
@@ -156,13 +157,11 @@ impl Core {
                     if attempt >= 5 {
                         // Give up on this batch: reload the executions from the
                         // store so memory matches what is durable, retry later.
-                        for c in &p.steps {
-                            self.reload(&c.execution_id);
+                        p.steps.clear();
+                        for (a, _) in p.jobs.iter_mut() {
+                            self.reload(a);
                         }
-                        for c in p.steps.drain(..) {
-                            self.sched.done(&c.execution_id, Next::Later);
-                        }
-                        p.nexts.clear();
+                        self.sched.done_all(p.jobs.drain(..).map(|(a, _)| (a, Next::Later)));
                         return;
                     }
                     std::thread::sleep(Duration::from_millis(50 * u64::from(attempt)));
@@ -171,8 +170,7 @@ impl Core {
         }
         self.stats.commits.fetch_add(p.steps.len() as u64, Ordering::Relaxed);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
-        for (c, n) in p.steps.drain(..).zip(p.nexts.drain(..)) {
-            self.sched.done(&c.execution_id, n);
-        }
+        p.steps.clear();
+        self.sched.done_all(p.jobs.drain(..));
     }
 }

@@ -3,7 +3,7 @@
 //! document, raw events, token operations) so the engine can commit a
 //! round's effects atomically, or drop them when the round fails.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -19,11 +19,11 @@ use kozmo_interface::{
     PluginStateWriter, ResourceManager, Result, SecretManager, SignalAsync, TaskExecutionContext, TaskReader,
 };
 
-use super::scheduler::Scheduler;
+use super::Sched;
 use crate::catalog::StoreCatalog;
 use crate::datastore::FsDataStore;
 use crate::model::{ErrorDocument, ExecutionSpec};
-use crate::resources::{TaskResources, TokenOps};
+use crate::resources::{ResourceBackend, TaskResources, TokenOps, TokenOwner};
 use crate::secrets::HostSecrets;
 
 /// The §6.8 interruptible-failure threshold given to plugins.
@@ -151,7 +151,7 @@ pub fn metadata_record(
 
 /// Requests a new round of one execution.
 pub struct ExecSignal {
-    pub(crate) sched: Weak<Scheduler>,
+    pub(crate) sched: Weak<Sched>,
     pub(crate) id: String,
 }
 
@@ -196,18 +196,38 @@ pub struct Services<'a> {
     /// Catalog.
     pub catalog: &'a StoreCatalog,
     /// Scheduler (for signals).
-    pub sched: &'a Arc<Scheduler>,
+    pub sched: &'a Arc<Sched>,
+    /// Resource manager backend.
+    pub resources: &'a Arc<dyn ResourceBackend>,
+}
+
+/// Which attempt of which execution a context is for: everything the
+/// metadata record, the paths and the resource proxy are made of. Those are
+/// built on first use only (most plugins read few of them in a round).
+pub struct AttemptInfo<'a> {
+    /// Execution id.
+    pub id: &'a str,
+    /// Its spec.
+    pub spec: &'a ExecutionSpec,
+    /// Attempt.
+    pub attempt: u32,
+    /// The plugin's generated-name limit.
+    pub name_max_len: u32,
+    /// The attempt's generated name.
+    pub generated_name: &'a str,
+    /// Interruptible as given to the plugin (§6.8).
+    pub interruptible: bool,
+    /// The plugin's id (resource namespaces).
+    pub plugin_id: &'a str,
 }
 
 /// The context of one plugin call.
 pub struct RoundContext<'a> {
-    id: &'a str,
     services: Services<'a>,
-    template: &'a TaskTemplate,
-    inputs: &'a LiteralMap,
-    metadata: MetadataRecord,
-    paths: &'a AttemptPaths,
-    resources: TaskResources,
+    at: AttemptInfo<'a>,
+    metadata: OnceCell<MetadataRecord>,
+    paths: OnceCell<AttemptPaths>,
+    resources: OnceCell<TaskResources>,
     state_version: u8,
     state_bytes: Option<Vec<u8>>,
     state_write: RefCell<Option<StateWrite>>,
@@ -218,27 +238,19 @@ pub struct RoundContext<'a> {
 }
 
 impl<'a> RoundContext<'a> {
-    /// A context for a call on `id`.
-    #[allow(clippy::too_many_arguments)]
+    /// A context for a call on attempt `at`.
     pub fn new(
-        id: &'a str,
         services: Services<'a>,
-        template: &'a TaskTemplate,
-        inputs: &'a LiteralMap,
-        metadata: MetadataRecord,
-        paths: &'a AttemptPaths,
-        resources: TaskResources,
+        at: AttemptInfo<'a>,
         state: (u8, Option<Vec<u8>>),
         files: &'a AtomicBool,
     ) -> Self {
         RoundContext {
-            id,
             services,
-            template,
-            inputs,
-            metadata,
-            paths,
-            resources,
+            at,
+            metadata: OnceCell::new(),
+            paths: OnceCell::new(),
+            resources: OnceCell::new(),
             state_version: state.0,
             state_bytes: state.1,
             state_write: RefCell::new(None),
@@ -247,6 +259,35 @@ impl<'a> RoundContext<'a> {
             events: RefCell::new(Vec::new()),
             files,
         }
+    }
+
+    fn paths(&self) -> &AttemptPaths {
+        self.paths.get_or_init(|| {
+            let a = &self.at;
+            AttemptPaths::new(
+                self.services.data.root(),
+                a.id,
+                a.spec.node_id(),
+                a.attempt,
+                a.name_max_len,
+            )
+        })
+    }
+
+    fn resources(&self) -> &TaskResources {
+        self.resources.get_or_init(|| {
+            let a = &self.at;
+            TaskResources::new(
+                self.services.resources.clone(),
+                a.plugin_id,
+                &a.spec.metadata.project,
+                &a.spec.metadata.domain,
+                TokenOwner {
+                    execution_id: a.id.to_string(),
+                    attempt: a.attempt,
+                },
+            )
+        })
     }
 
     /// Writes `inputs.json` and `task.json` the first time a plugin asks
@@ -261,11 +302,12 @@ impl<'a> RoundContext<'a> {
             }
             Ok(())
         };
-        let r = write(&self.paths.input_path, serde_json::to_vec(self.inputs))
-            .and_then(|_| write(&self.paths.task_path, serde_json::to_vec(self.template)));
+        let paths = self.paths();
+        let r = write(&paths.input_path, serde_json::to_vec(&self.at.spec.inputs))
+            .and_then(|_| write(&paths.task_path, serde_json::to_vec(&self.at.spec.template)));
         match r {
             Ok(()) => self.files.store(true, Ordering::Release),
-            Err(e) => log::warn!("execution {}: cannot write its input files: {e}", self.id),
+            Err(e) => log::warn!("execution {}: cannot write its input files: {e}", self.at.id),
         }
     }
 
@@ -276,14 +318,14 @@ impl<'a> RoundContext<'a> {
             outputs: self.outputs.into_inner(),
             error_document: self.error_document.into_inner(),
             events: self.events.into_inner(),
-            tokens: self.resources.take_ops(),
+            tokens: self.resources.into_inner().map(|r| r.take_ops()).unwrap_or_default(),
         }
     }
 }
 
 impl TaskExecutionContext for RoundContext<'_> {
     fn resource_manager(&self) -> &dyn ResourceManager {
-        &self.resources
+        self.resources()
     }
     fn secret_manager(&self) -> &dyn SecretManager {
         self.services.secrets
@@ -291,7 +333,7 @@ impl TaskExecutionContext for RoundContext<'_> {
     fn task_refresh_indicator(&self) -> Arc<dyn SignalAsync> {
         Arc::new(ExecSignal {
             sched: Arc::downgrade(self.services.sched),
-            id: self.id.to_string(),
+            id: self.at.id.to_string(),
         })
     }
     fn max_dataset_size_bytes(&self) -> i64 {
@@ -310,7 +352,10 @@ impl TaskExecutionContext for RoundContext<'_> {
         self
     }
     fn task_execution_metadata(&self) -> &dyn TaskExecutionMetadata {
-        &self.metadata
+        self.metadata.get_or_init(|| {
+            let a = &self.at;
+            metadata_record(a.id, a.spec, a.attempt, a.generated_name.to_string(), a.interruptible)
+        })
     }
     fn output_writer(&self) -> &dyn OutputWriter {
         self
@@ -350,40 +395,40 @@ impl PluginStateWriter for RoundContext<'_> {
 
 impl TaskReader for RoundContext<'_> {
     fn read(&self) -> Result<TaskTemplate> {
-        Ok(self.template.clone())
+        Ok(self.at.spec.template.clone())
     }
     fn path(&self) -> Result<String> {
         self.ensure_files();
-        Ok(self.paths.task_path.clone())
+        Ok(self.paths().task_path.clone())
     }
 }
 
 impl InputReader for RoundContext<'_> {
     fn input_prefix(&self) -> String {
         self.ensure_files();
-        self.paths.input_prefix.clone()
+        self.paths().input_prefix.clone()
     }
     fn input_path(&self) -> String {
         self.ensure_files();
-        self.paths.input_path.clone()
+        self.paths().input_path.clone()
     }
     fn get(&self) -> Result<LiteralMap> {
-        Ok(self.inputs.clone())
+        Ok(self.at.spec.inputs.clone())
     }
 }
 
 impl OutputWriter for RoundContext<'_> {
     fn output_prefix(&self) -> String {
-        self.paths.output_prefix.clone()
+        self.paths().output_prefix.clone()
     }
     fn raw_output_prefix(&self) -> String {
-        self.paths.raw_output_prefix.clone()
+        self.paths().raw_output_prefix.clone()
     }
     fn checkpoint_prefix(&self) -> String {
-        self.paths.checkpoint_prefix.clone()
+        self.paths().checkpoint_prefix.clone()
     }
     fn previous_checkpoint_prefix(&self) -> String {
-        self.paths.previous_checkpoint_prefix.clone()
+        self.paths().previous_checkpoint_prefix.clone()
     }
     fn put_outputs(&self, outputs: LiteralMap) -> Result<()> {
         *self.outputs.borrow_mut() = Some(outputs);

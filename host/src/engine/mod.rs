@@ -22,7 +22,7 @@ mod workers;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -33,8 +33,9 @@ use kozmo_interface::{EnqueueOwner, Plugin, Result as PResult};
 use serde::{Deserialize, Serialize};
 
 pub use context::{generated_name, AttemptPaths, MAX_DATASET_SIZE_BYTES};
+pub use events::{EventBody, Extra, InfoBody, TaskEventBody};
 pub use retries::{decide_retryable, RetryDecision};
-pub use scheduler::{Next, Scheduler};
+pub use scheduler::{Job, JobShared, Next, Scheduler, Work};
 
 use committer::CommitMsg;
 
@@ -214,43 +215,160 @@ pub struct EngineStats {
     pub step_latency_sum_seconds: f64,
 }
 
-/// The in-memory copy of an active execution.
-#[derive(Clone)]
-pub(crate) struct Active {
-    pub(crate) spec: Arc<ExecutionSpec>,
-    pub(crate) record: ExecutionRecord,
+/// A parsed spec with what follows from it, shared by every active
+/// execution submitted with the same spec (see [`Shapes`]).
+pub(crate) struct Shape {
+    pub(crate) spec: ExecutionSpec,
+    /// The task type (shared by the events of every round).
+    pub(crate) task_type: Arc<str>,
     pub(crate) plugin: Option<Arc<dyn Plugin>>,
+    /// The plugin's id, when the plugin is known.
+    pub(crate) plugin_id: Option<Arc<str>>,
+}
+
+impl std::ops::Deref for Shape {
+    type Target = ExecutionSpec;
+    fn deref(&self) -> &ExecutionSpec {
+        &self.spec
+    }
+}
+
+/// Interned [`Shape`]s by canonical spec JSON: executions with the same
+/// spec share one parsed copy (most of an idle execution's memory
+/// otherwise). Entries die with their last execution.
+#[derive(Default)]
+struct Shapes {
+    hasher: std::collections::hash_map::RandomState,
+    by_hash: HashMap<u64, Vec<Weak<Shape>>>,
+    /// Entries at the last sweep of dead ones.
+    swept_at: usize,
+}
+
+impl Shapes {
+    fn intern(&mut self, spec_json: &str, spec: ExecutionSpec, plugin: Option<Arc<dyn Plugin>>) -> Arc<Shape> {
+        use std::hash::BuildHasher;
+        let bucket = self.by_hash.entry(self.hasher.hash_one(spec_json)).or_default();
+        bucket.retain(|w| w.strong_count() > 0);
+        let same_plugin = |a: &Option<Arc<dyn Plugin>>| match (a, &plugin) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if let Some(found) = bucket
+            .iter()
+            .filter_map(Weak::upgrade)
+            .find(|s| same_plugin(&s.plugin) && s.spec == spec)
+        {
+            return found;
+        }
+        let shape = Arc::new(Shape {
+            task_type: Arc::from(spec.template.task_type.as_str()),
+            plugin_id: plugin.as_ref().map(|p| Arc::from(p.id())),
+            spec,
+            plugin,
+        });
+        bucket.push(Arc::downgrade(&shape));
+        let n = self.by_hash.len();
+        if n >= 2 * self.swept_at.max(512) {
+            self.by_hash.retain(|_, b| {
+                b.retain(|w| w.strong_count() > 0);
+                !b.is_empty()
+            });
+            self.swept_at = self.by_hash.len();
+        }
+        shape
+    }
+}
+
+/// The in-memory copy of an active execution. It is owned by the
+/// scheduler's entry while it waits, and travels (moved, never copied)
+/// through the work queue, its worker and the committer while a step runs.
+pub(crate) struct Active {
+    /// The spec, shared with executions of the same spec.
+    pub(crate) spec: Arc<Shape>,
+    /// The execution (its `spec_json` and `task_type` are left empty: the
+    /// shape has them).
+    pub(crate) record: ExecutionRecord,
+    /// What the scheduler's entry and API calls reach while a step runs.
+    pub(crate) shared: Arc<ActiveShared>,
+    /// The generated name of an attempt, kept while the execution runs
+    /// round after round (dropped when it waits).
+    pub(crate) gname: Option<(u32, Arc<str>)>,
+    /// Consecutive steps that changed nothing (resync backoff).
+    no_change: u32,
+}
+
+/// The part of an [`Active`] reachable while its step runs.
+#[derive(Default)]
+pub(crate) struct ActiveShared {
+    /// A signal came during the step: run again once it is durable.
+    dirty: AtomicBool,
     /// Whether `inputs.json`/`task.json` are known to exist.
-    pub(crate) files: Arc<AtomicBool>,
+    pub(crate) files: AtomicBool,
+    /// A client's abort request that came while the execution was out
+    /// (queued, running or committing); the next step takes it.
+    abort: Mutex<Option<String>>,
+}
+
+impl scheduler::JobShared for ActiveShared {
+    fn dirty(&self) -> &AtomicBool {
+        &self.dirty
+    }
+}
+
+impl scheduler::Job for Box<Active> {
+    type Shared = ActiveShared;
+    fn id(&self) -> &str {
+        &self.record.id
+    }
+    fn shared(&self) -> &Arc<ActiveShared> {
+        &self.shared
+    }
+    fn no_change(&mut self) -> &mut u32 {
+        &mut self.no_change
+    }
 }
 
 impl Active {
-    fn new(spec: ExecutionSpec, mut record: ExecutionRecord, plugin: Option<Arc<dyn Plugin>>) -> Self {
-        // The parsed spec is kept; the JSON copy would be cloned every step.
+    fn new(spec: Arc<Shape>, mut record: ExecutionRecord) -> Box<Self> {
+        // The shape has the parsed spec and the task type.
         record.spec_json = String::new();
-        Active {
-            spec: Arc::new(spec),
+        record.task_type = String::new();
+        Box::new(Active {
+            spec,
             record,
-            plugin,
-            files: Arc::new(AtomicBool::new(false)),
+            shared: Arc::default(),
+            gname: None,
+            no_change: 0,
+        })
+    }
+
+    /// Takes an abort request that came while the execution was out.
+    fn take_pending_abort(&mut self) {
+        let pending = lock(&self.shared.abort).take();
+        if let Some(reason) = pending {
+            self.record.abort_requested = Some(reason);
         }
     }
 }
+
+/// The engine's scheduler: executions travel through it as jobs.
+pub(crate) type Sched = Scheduler<Box<Active>>;
 
 pub(crate) struct Core {
     cfg: EngineConfig,
     store: Arc<dyn Store>,
     plugins: Arc<dyn PluginResolver>,
     resources: Arc<dyn ResourceBackend>,
-    sched: Arc<Scheduler>,
-    active: Mutex<HashMap<String, Active>>,
+    sched: Arc<Sched>,
+    shapes: Mutex<Shapes>,
     data: FsDataStore,
     secrets: HostSecrets,
     catalog: StoreCatalog,
     stats: Stats,
     commit_tx: Sender<CommitMsg>,
-    work_tx: Sender<String>,
-    work_rx: Receiver<String>,
+    work_tx: Sender<Work<Box<Active>>>,
+    work_rx: Receiver<Work<Box<Active>>>,
     pool: workers::Pool,
     threads: Mutex<Vec<JoinHandle<()>>>,
     id_counter: AtomicU64,
@@ -271,7 +389,7 @@ pub struct EngineHandle {
 /// dropped: every execution is evaluated at start anyway.
 #[derive(Default)]
 pub struct LateEnqueueOwner {
-    sched: OnceLock<Weak<Scheduler>>,
+    sched: OnceLock<Weak<Sched>>,
 }
 
 impl LateEnqueueOwner {
@@ -307,7 +425,7 @@ impl Engine {
         let dir_lock = lock::DataDirLock::acquire(&cfg.data_dir).map_err(EngineError::Invalid)?;
         let data = FsDataStore::new(cfg.data_dir.join("data"))
             .map_err(|e| EngineError::Invalid(format!("data directory {}: {e}", cfg.data_dir.display())))?;
-        let (work_tx, work_rx) = crossbeam_channel::unbounded::<String>();
+        let (work_tx, work_rx) = crossbeam_channel::unbounded::<Work<Box<Active>>>();
         let (commit_tx, commit_rx) = crossbeam_channel::unbounded::<CommitMsg>();
         let sched = Arc::new(Scheduler::new(
             work_tx.clone(),
@@ -323,7 +441,7 @@ impl Engine {
             plugins,
             resources,
             sched,
-            active: Mutex::new(HashMap::new()),
+            shapes: Mutex::new(Shapes::default()),
             data,
             stats: Stats::default(),
             commit_tx,
@@ -353,9 +471,8 @@ impl Engine {
                 }
             };
             let plugin = core.plugins.resolve(&spec.template.task_type).ok();
-            let id = rec.id.clone();
-            core.lock_active().insert(id.clone(), Active::new(spec, rec, plugin));
-            core.sched.add(&id);
+            let shape = lock(&core.shapes).intern(&rec.spec_json, spec, plugin);
+            core.sched.add(Active::new(shape, rec));
         }
         if n > 0 {
             log::info!("engine recovered {n} active executions");
@@ -395,17 +512,13 @@ impl Engine {
 }
 
 impl Core {
-    fn lock_active(&self) -> MutexGuard<'_, HashMap<String, Active>> {
-        lock(&self.active)
-    }
-
     /// Starts one more worker thread.
     fn spawn_worker(self: &Arc<Self>) -> std::io::Result<JoinHandle<()>> {
         let c = self.clone();
-        let w = self.pool.add();
+        let (w, busy) = self.pool.add();
         std::thread::Builder::new()
             .name(format!("kozmo-worker-{w}"))
-            .spawn(move || c.worker(w))
+            .spawn(move || c.worker(&busy))
     }
 
     /// Adds a spare worker whenever every worker has been inside one step
@@ -436,74 +549,65 @@ impl Core {
         }
     }
 
-    fn worker(&self, w: usize) {
+    fn worker(&self, busy: &workers::Busy) {
         let rx = self.work_rx.clone();
-        while let Ok(id) = rx.recv() {
-            if id.is_empty() {
+        while let Ok(work) = rx.recv() {
+            let Work::Run(mut a) = work else {
                 return; // stop sentinel
-            }
-            if !self.sched.take(&id) {
-                continue;
-            }
-            let Some(a) = self.lock_active().get(&id).cloned() else {
-                self.sched.done(&id, Next::Done);
-                continue;
             };
-            self.pool.begin(w, &id);
-            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.step(&a)));
-            self.pool.end(w);
+            if !self.sched.take(&a) {
+                self.sched.done(a, Next::Now); // stopping: home without a step
+                continue;
+            }
+            a.take_pending_abort();
+            busy.begin(&a.record.id);
+            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.step(&mut a)));
+            busy.end();
             let out = match out {
                 Ok(o) => o,
                 Err(_) => {
-                    log::error!("engine bug: a step of {id} panicked; retrying later");
-                    self.sched.done(&id, Next::Later);
+                    log::error!("engine bug: a step of {} panicked; retrying later", a.record.id);
+                    self.sched.done(a, Next::Later);
                     continue;
                 }
             };
-            {
-                let mut g = self.lock_active();
-                if let Some(e) = g.get_mut(&id) {
-                    e.record.state = out.commit.state.clone();
-                    e.record.task = out.task.clone();
-                    if out.commit.clear_abort {
-                        e.record.abort_requested = None;
-                    }
-                    if out.next == Next::Done {
-                        g.remove(&id);
-                    }
-                }
+            a.record.state = out.commit.state.clone();
+            a.record.task = out.task;
+            if out.commit.clear_abort {
+                a.record.abort_requested = None;
+            }
+            if out.next != Next::Now {
+                // Waiting: keep no per-round cache.
+                a.gname = None;
             }
             if out.persist {
-                let _ = self.commit_tx.send(CommitMsg::Step(Box::new(out.commit), out.next));
+                let _ = self.commit_tx.send(CommitMsg::Step(Box::new(out.commit), out.next, a));
             } else {
                 // Nothing to make durable: the next step may start.
-                self.sched.done(&id, out.next);
+                self.sched.done(a, out.next);
             }
         }
     }
 
-    fn reload(&self, id: &str) {
-        match self.store.get_execution(id) {
-            Ok(Some(rec)) if !rec.state.phase.is_terminal() => {
-                let mut g = self.lock_active();
-                if let Some(a) = g.get_mut(id) {
-                    a.record = rec;
-                } else if let Ok(spec) = serde_json::from_str::<ExecutionSpec>(&rec.spec_json) {
-                    let plugin = self.plugins.resolve(&spec.template.task_type).ok();
-                    g.insert(id.to_string(), Active::new(spec, rec, plugin));
-                    self.sched.add(id);
-                }
+    /// Resets an execution to what the store holds (after its step's commit
+    /// was given up).
+    fn reload(&self, a: &mut Active) {
+        if let Ok(Some(mut rec)) = self.store.get_execution(&a.record.id) {
+            if !rec.state.phase.is_terminal() {
+                rec.spec_json = String::new();
+                rec.task_type = String::new();
+                a.record = rec;
+                a.gname = None;
             }
-            _ => {}
         }
     }
 
     fn view(&self, rec: &ExecutionRecord) -> ExecutionView {
         let spec: Option<ExecutionSpec> = serde_json::from_str(&rec.spec_json).ok();
         let max_len = self
-            .lock_active()
-            .get(&rec.id)
-            .and_then(|a| a.plugin.clone())
+            .sched
+            .with_job(&rec.id, |a, _| a.and_then(|a| a.spec.plugin.clone()))
+            .flatten()
             .or_else(|| {
                 spec.as_ref()
                     .and_then(|s| self.plugins.resolve(&s.template.task_type).ok())
@@ -522,7 +626,7 @@ impl Core {
             generated_name: generated_name(max_len, &rec.id, node, s.attempt),
             plugin_phase: rec.task.plugin_phase.to_string(),
             plugin_phase_version: rec.task.plugin_phase_version,
-            error: s.error.clone(),
+            error: s.error.as_deref().cloned(),
             last_handler_error: s.last_handler_error.as_ref().map(|h| HandlerErrorView {
                 message: h.message.clone(),
                 panic: h.panic,
@@ -581,7 +685,6 @@ impl Core {
 
     /// Tracks a durable new execution and queues it.
     fn activate(&self, new: NewExecution, spec: ExecutionSpec, plugin: Option<Arc<dyn Plugin>>) {
-        let id = new.id.clone();
         let rec = ExecutionRecord {
             id: new.id,
             client_id: new.client_id,
@@ -592,8 +695,8 @@ impl Core {
             abort_requested: None,
             task: TaskState::default(),
         };
-        self.lock_active().insert(id.clone(), Active::new(spec, rec, plugin));
-        self.sched.add(&id);
+        let shape = lock(&self.shapes).intern(&rec.spec_json, spec, plugin);
+        self.sched.add(Active::new(shape, rec));
     }
 }
 
@@ -717,9 +820,10 @@ impl EngineHandle {
         if !c.store.request_abort(id, reason)? {
             return Err(EngineError::NotFound);
         }
-        if let Some(a) = c.lock_active().get_mut(id) {
-            a.record.abort_requested = Some(reason.to_string());
-        }
+        c.sched.with_job(id, |a, shared| match a {
+            Some(a) => a.record.abort_requested = Some(reason.to_string()),
+            None => *lock(&shared.abort) = Some(reason.to_string()),
+        });
         c.sched.enqueue(id);
         self.get(id)
     }
@@ -773,7 +877,7 @@ impl EngineHandle {
         }
         let threads = std::mem::take(&mut *lock(&c.threads));
         for _ in 0..c.pool.total() {
-            let _ = c.work_tx.send(String::new());
+            let _ = c.work_tx.send(Work::Stop);
         }
         let _ = c.commit_tx.send(CommitMsg::Stop);
         for t in threads {

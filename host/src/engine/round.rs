@@ -10,17 +10,17 @@ use std::time::Instant;
 use kozmo_interface::{
     CatalogKey, ErrorKind, ExecutionError, Phase, PhaseInfo, Plugin, PluginError, TaskExecutionContext, Transition,
 };
-use serde_json::json;
 
-use super::context::{generated_name, metadata_record, AttemptPaths, Buffered, RoundContext, Services, StateWrite};
-use super::events::{handler_error_event, retry_event, task_event, terminal_event, EventSource};
+use super::context::{generated_name, AttemptInfo, Buffered, RoundContext, Services, StateWrite};
+use super::events::{
+    handler_error_event, retry_event, round_failures_event, task_event, terminal_event, EventSource, Extra,
+};
 use super::outputs::validate_outputs;
 use super::retries::{after_permanent, decide_retryable};
 use super::scheduler::Next;
 use super::{Active, Core};
 use crate::catalog::key_string;
 use crate::model::{now_ms, ExecPhase, ExecState, Finishing, HandlerErrorRecord, RoundCommit, TaskState, TokenRow};
-use crate::resources::{TaskResources, TokenOwner};
 
 /// What a step produced.
 pub struct StepOutcome {
@@ -70,58 +70,64 @@ impl Core {
         })
     }
 
+    /// The generated name of `a`'s current attempt (kept while it runs).
+    fn attempt_name(&self, a: &mut Active, plugin: &Arc<dyn Plugin>) -> Arc<str> {
+        let attempt = a.record.state.attempt;
+        match &a.gname {
+            Some((n, g)) if *n == attempt => g.clone(),
+            _ => {
+                let g: Arc<str> =
+                    generated_name(self.name_max_len(Some(plugin)), &a.record.id, a.spec.node_id(), attempt).into();
+                a.gname = Some((attempt, g.clone()));
+                g
+            }
+        }
+    }
+
+    /// The plugin's id as shared text.
+    fn plugin_id(a: &Active, plugin: &Arc<dyn Plugin>) -> Arc<str> {
+        match &a.spec.plugin_id {
+            Some(id) if a.spec.plugin.is_some() => id.clone(),
+            _ => Arc::from(plugin.id()),
+        }
+    }
+
     /// Runs `f` with a fresh context for the current attempt of `a`.
     fn with_context<R>(
         &self,
-        a: &Active,
+        a: &mut Active,
         plugin: &Arc<dyn Plugin>,
         f: impl FnOnce(&RoundContext<'_>) -> R,
-    ) -> (R, Buffered, String) {
+    ) -> (R, Buffered, Arc<str>) {
+        let gname = self.attempt_name(a, plugin);
+        let plugin_id = Self::plugin_id(a, plugin);
         let st = &a.record.state;
-        let spec = &a.spec;
-        let max_len = self.name_max_len(Some(plugin));
-        let node = spec.node_id();
-        let gname = generated_name(max_len, &a.record.id, node, st.attempt);
-        let paths = AttemptPaths::new(self.data.root(), &a.record.id, node, st.attempt, max_len);
-        let metadata = metadata_record(
-            &a.record.id,
-            spec,
-            st.attempt,
-            gname.clone(),
-            self.interruptible(a, st.system_failures),
-        );
-        let resources = TaskResources::new(
-            self.resources.clone(),
-            plugin.id(),
-            &spec.metadata.project,
-            &spec.metadata.domain,
-            TokenOwner {
-                execution_id: a.record.id.clone(),
-                attempt: st.attempt,
-            },
-        );
         let ctx = RoundContext::new(
-            &a.record.id,
             Services {
                 secrets: &self.secrets,
                 data: &self.data,
                 catalog: &self.catalog,
                 sched: &self.sched,
+                resources: &self.resources,
             },
-            &spec.template,
-            &spec.inputs,
-            metadata,
-            &paths,
-            resources,
+            AttemptInfo {
+                id: &a.record.id,
+                spec: &a.spec.spec,
+                attempt: st.attempt,
+                name_max_len: self.name_max_len(Some(plugin)),
+                generated_name: &gname,
+                interruptible: self.interruptible(a, st.system_failures),
+                plugin_id: &plugin_id,
+            },
             (a.record.task.plugin_state_version, a.record.task.plugin_state.clone()),
-            &a.files,
+            &a.shared.files,
         );
         let r = f(&ctx);
         (r, ctx.into_buffered(), gname)
     }
 
     /// Runs the next step of `a`.
-    pub(crate) fn step(&self, a: &Active) -> StepOutcome {
+    pub(crate) fn step(&self, a: &mut Active) -> StepOutcome {
         let st = &a.record.state;
         if st.phase.is_finishing() {
             return self.finish_step(a);
@@ -130,12 +136,12 @@ impl Core {
             let mut state = st.clone();
             state.phase = ExecPhase::Aborting;
             state.updated_at_ms = now_ms();
-            state.finishing = Some(Finishing {
+            state.finishing = Some(Box::new(Finishing {
                 call_abort: abort_allowed(&a.record.task),
                 reason: reason.clone(),
                 error: Some(ExecutionError::new("Aborted", reason.clone(), ErrorKind::User)),
                 failures: 0,
-            });
+            }));
             let mut commit = RoundCommit::state_only(&a.record.id, state);
             commit.clear_abort = true;
             return StepOutcome {
@@ -160,16 +166,15 @@ impl Core {
         a.spec.template.metadata.discoverable && !plugin.properties().disable_node_level_caching
     }
 
-    fn handle_round(&self, a: &Active) -> StepOutcome {
+    fn handle_round(&self, a: &mut Active) -> StepOutcome {
         let started = Instant::now();
         let round_start = now_ms();
-        let id = &a.record.id;
         let ts = &a.record.task;
         let mut state = a.record.state.clone();
         let attempt = state.attempt;
         self.stats.rounds.fetch_add(1, Ordering::Relaxed);
 
-        let plugin = match &a.plugin {
+        let plugin = match &a.spec.plugin {
             Some(p) => p.clone(),
             None => match self.plugins.resolve(&a.spec.template.task_type) {
                 Ok(p) => p,
@@ -186,12 +191,13 @@ impl Core {
             match self.store.catalog_get(&key_string(&self.catalog_key(a))) {
                 Ok(Some(outputs)) => return self.cache_hit(a, &plugin, state, outputs, started),
                 Ok(None) => {}
-                Err(e) => log::warn!("catalog lookup for {id} failed: {e}"),
+                Err(e) => log::warn!("catalog lookup for {} failed: {e}", a.record.id),
             }
         }
 
         let (result, buffered, gname) =
             self.with_context(a, &plugin, |ctx| plugin.handle(ctx as &dyn TaskExecutionContext));
+        let ts = &a.record.task;
         let mut result: Result<Transition, PluginError> = result;
         if let Some(msg) = &buffered.tokens.never {
             // A quota or constraint of 0: fail permanently, whatever the plugin said.
@@ -252,6 +258,7 @@ impl Core {
         let outputs_now = buffered.outputs.clone();
         let error_doc_now = buffered.error_document.clone();
         if post_process && info.phase() == Phase::SUCCESS {
+            let id = &a.record.id;
             let stored_outputs = || self.store.outputs(id, attempt).ok().flatten();
             let stored_error = || self.store.error_document(id, attempt).ok().flatten();
             let outputs = outputs_now.clone().or_else(stored_outputs);
@@ -288,17 +295,18 @@ impl Core {
 
         let mut events = Vec::new();
         if !observed {
-            let src = event_source(a, plugin.as_ref(), attempt, &gname, round_start, now);
+            let pid = Self::plugin_id(a, &plugin);
+            let src = event_source(a, &pid, attempt, &gname, round_start, now);
             for raw in &buffered.events {
-                events.push(task_event(&src, raw, json!({"raw": true})));
+                events.push(task_event(&src, raw, Extra::Raw));
             }
-            let pool: Vec<_> = buffered
+            let pool = buffered
                 .tokens
                 .granted
                 .iter()
-                .map(|t| json!({"namespace": t.namespace, "token": t.token}))
+                .map(|t| (t.namespace.clone(), t.token.clone()))
                 .collect();
-            events.push(task_event(&src, &info, json!({"resource_pool_info": pool})));
+            events.push(task_event(&src, &info, Extra::Pool(pool)));
         }
 
         state.handler_errors = 0;
@@ -320,7 +328,7 @@ impl Core {
             }
         } else if phase == Phase::SUCCESS {
             state.phase = ExecPhase::Succeeding;
-            state.finishing = Some(Finishing::default());
+            state.finishing = Some(Box::default());
             next = Next::Now;
         } else if phase == Phase::RETRYABLE_FAILURE {
             let err = info.err().cloned().unwrap_or_else(ExecutionError::unknown);
@@ -330,12 +338,12 @@ impl Core {
             let err = info.err().cloned().unwrap_or_else(ExecutionError::unknown);
             state.system_failures = after_permanent(&err, state.system_failures);
             state.phase = ExecPhase::Failing;
-            state.finishing = Some(Finishing {
+            state.finishing = Some(Box::new(Finishing {
                 call_abort: abort_allowed(&task),
                 reason: "node failing".into(),
                 error: Some(err),
                 failures: 0,
-            });
+            }));
             next = Next::Now;
         } else if phase == Phase::ABORTED {
             // Aborted from handle is terminal (fix of §6.5): no retry, Finalize runs.
@@ -348,12 +356,12 @@ impl Core {
                 ExecutionError::new("Aborted", reason, ErrorKind::User)
             });
             state.phase = ExecPhase::Aborting;
-            state.finishing = Some(Finishing {
+            state.finishing = Some(Box::new(Finishing {
                 call_abort: false,
                 reason: err.message.clone(),
                 error: Some(err),
                 failures: 0,
-            });
+            }));
             next = Next::Now;
         }
 
@@ -378,7 +386,7 @@ impl Core {
         self.stats.observe_latency(started.elapsed());
         StepOutcome {
             commit: RoundCommit {
-                execution_id: id.clone(),
+                execution_id: a.record.id.clone(),
                 state,
                 task: Some((attempt, task.clone())),
                 events,
@@ -407,20 +415,20 @@ impl Core {
         state.system_failures = d.system_failures;
         if d.eligible {
             state.phase = ExecPhase::Retrying;
-            state.finishing = Some(Finishing {
+            state.finishing = Some(Box::new(Finishing {
                 call_abort: true,
                 reason: err.message.clone(),
                 error: Some(d.error),
                 failures: 0,
-            });
+            }));
         } else {
             state.phase = ExecPhase::Failing;
-            state.finishing = Some(Finishing {
+            state.finishing = Some(Box::new(Finishing {
                 call_abort: abort_if_failing,
                 reason: "node failing".into(),
                 error: Some(d.error),
                 failures: 0,
-            });
+            }));
         }
     }
 
@@ -441,12 +449,12 @@ impl Core {
         log::warn!("execution {} attempt {}: {message}", a.record.id, state.attempt);
         state.handler_errors += 1;
         state.updated_at_ms = now;
-        state.last_handler_error = Some(HandlerErrorRecord {
+        state.last_handler_error = Some(Box::new(HandlerErrorRecord {
             message: message.clone(),
             panic,
             at_ms: now,
             attempt: state.attempt,
-        });
+        }));
         let mut events = vec![handler_error_event(
             state.attempt,
             now,
@@ -468,7 +476,7 @@ impl Core {
             // so Abort runs on the way out.
             let failing = abort_allowed(&a.record.task);
             self.retryable(a, &mut state, &err, failing);
-            events.push(terminal_or_failure_note(state.attempt, now, &err));
+            events.push(round_failures_event(state.attempt, now, &err));
             next = Next::Now;
         }
         self.stats.observe_latency(started.elapsed());
@@ -492,7 +500,7 @@ impl Core {
 
     fn cache_hit(
         &self,
-        a: &Active,
+        a: &mut Active,
         plugin: &Arc<dyn Plugin>,
         mut state: ExecState,
         outputs: kozmo_interface::LiteralMap,
@@ -500,9 +508,10 @@ impl Core {
     ) -> StepOutcome {
         let now = now_ms();
         let attempt = state.attempt;
-        let gname = generated_name(self.name_max_len(Some(plugin)), &a.record.id, a.spec.node_id(), attempt);
+        let gname = self.attempt_name(a, plugin);
+        let pid = Self::plugin_id(a, plugin);
         let info = PhaseInfo::success(None);
-        let src = event_source(a, plugin.as_ref(), attempt, &gname, now, now);
+        let src = event_source(a, &pid, attempt, &gname, now, now);
         let task = TaskState {
             plugin_phase: Phase::SUCCESS,
             plugin_phase_version: 0,
@@ -519,14 +528,8 @@ impl Core {
                 state,
                 task: Some((attempt, task.clone())),
                 events: vec![
-                    task_event(&src, &info, json!({"cache_status": "CACHE_HIT"})),
-                    terminal_event(
-                        attempt,
-                        now,
-                        ExecPhase::Succeeded,
-                        None,
-                        json!({"cache_status": "CACHE_HIT"}),
-                    ),
+                    task_event(&src, &info, Extra::CacheHit),
+                    terminal_event(attempt, now, ExecPhase::Succeeded, None, true),
                 ],
                 outputs: Some((attempt, outputs)),
                 error_document: None,
@@ -542,9 +545,9 @@ impl Core {
 
     /// Abort (if due) + Finalize, release leftover tokens, then the terminal
     /// phase or the next attempt.
-    fn finish_step(&self, a: &Active) -> StepOutcome {
+    fn finish_step(&self, a: &mut Active) -> StepOutcome {
         let started = Instant::now();
-        let id = &a.record.id;
+        let id = &a.record.id.clone();
         let mut state = a.record.state.clone();
         let mut f = state.finishing.clone().unwrap_or_default();
         let attempt = state.attempt;
@@ -554,7 +557,7 @@ impl Core {
         let mut errors: Vec<(String, bool)> = Vec::new();
         let mut plugin_id = String::from("?");
 
-        let plugin = match &a.plugin {
+        let plugin = match &a.spec.plugin {
             Some(p) => Some(p.clone()),
             None => match self.plugins.resolve(&a.spec.template.task_type) {
                 Ok(p) => Some(p),
@@ -577,7 +580,8 @@ impl Core {
                 match r {
                     Err(e) => errors.push((format!("failed to abort plugin [{}]: {e}", plugin.id()), e.is_panic())),
                     Ok(()) => {
-                        let src = event_source(a, plugin.as_ref(), attempt, &gname, now, now);
+                        let pid = Self::plugin_id(a, plugin);
+                        let src = event_source(a, &pid, attempt, &gname, now, now);
                         let persisted = &a.record.task;
                         let flush_phase = if persisted.plugin_phase.is_failure() {
                             persisted.plugin_phase
@@ -593,14 +597,14 @@ impl Core {
                                 raw.err().cloned(),
                                 raw.cleanup_on_failure(),
                             );
-                            events.push(task_event(&src, &p, json!({"raw": true})));
+                            events.push(task_event(&src, &p, Extra::Raw));
                         }
                         let aborted = PhaseInfo::failed(
                             Phase::ABORTED,
                             Some(ExecutionError::new("Task Aborted", f.reason.clone(), ErrorKind::User)),
                             None,
                         );
-                        events.push(task_event(&src, &aborted, json!({})));
+                        events.push(task_event(&src, &aborted, Extra::None));
                     }
                 }
             }
@@ -626,12 +630,12 @@ impl Core {
             }
             let message = errors.into_iter().map(|e| e.0).collect::<Vec<_>>().join("; ");
             log::warn!("execution {id} attempt {attempt}: {message}");
-            state.last_handler_error = Some(HandlerErrorRecord {
+            state.last_handler_error = Some(Box::new(HandlerErrorRecord {
                 message: message.clone(),
                 panic,
                 at_ms: now,
                 attempt,
-            });
+            }));
             events.push(handler_error_event(attempt, now, &message, panic, f.failures));
             if f.failures < self.cfg.max_round_failures {
                 state.finishing = Some(f);
@@ -710,12 +714,12 @@ impl Core {
                 state.error = if terminal == ExecPhase::Succeeded {
                     None
                 } else {
-                    f.error.clone()
+                    f.error.clone().map(Box::new)
                 };
                 state.finishing = None;
                 commit
                     .events
-                    .push(terminal_event(attempt, now, terminal, state.error.as_ref(), json!({})));
+                    .push(terminal_event(attempt, now, terminal, state.error.as_deref(), false));
                 commit.clear_abort = true;
                 next = Next::Done;
             }
@@ -747,19 +751,6 @@ impl Core {
     }
 }
 
-/// A task-level note of the failure a handler-error streak turned into.
-fn terminal_or_failure_note(attempt: u32, now: i64, err: &ExecutionError) -> crate::model::NewEvent {
-    crate::model::NewEvent {
-        kind: crate::model::event_kind::HANDLER_ERROR.to_string(),
-        attempt,
-        phase: "RoundFailures".into(),
-        version: 0,
-        occurred_at_ms: now,
-        reported_at_ms: now,
-        body: json!({ "error": err }),
-    }
-}
-
 /// `90s`, `1.5s`, `250ms`.
 fn humantime(d: std::time::Duration) -> String {
     if d.subsec_nanos() == 0 {
@@ -774,16 +765,16 @@ fn humantime(d: std::time::Duration) -> String {
 /// Where the events of a step come from.
 fn event_source<'a>(
     a: &'a Active,
-    plugin: &'a dyn Plugin,
+    plugin_id: &'a Arc<str>,
     attempt: u32,
-    generated_name: &'a str,
+    generated_name: &'a Arc<str>,
     round_start_ms: i64,
     now_ms: i64,
 ) -> EventSource<'a> {
     EventSource {
         attempt,
-        task_type: &a.spec.template.task_type,
-        plugin_id: plugin.id(),
+        task_type: &a.spec.task_type,
+        plugin_id,
         generated_name,
         round_start_ms,
         now_ms,

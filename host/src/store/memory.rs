@@ -1,27 +1,30 @@
 //! In-memory [`Store`]: same semantics, no durability (benchmarks, tests).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use kozmo_interface::literals::LiteralMap;
 
 use super::{InsertOutcome, Store, StoreResult};
 use crate::model::{
-    ErrorDocument, EventRecord, ExecPhase, ExecutionRecord, NewEvent, NewExecution, RoundCommit, TaskState, TokenRow,
+    ErrorDocument, EventBody, EventRecord, ExecPhase, ExecutionRecord, NewEvent, NewExecution, RoundCommit, TaskState,
+    TokenRow,
 };
 
-/// An event as kept in memory: the body as compact JSON text, a tenth of
-/// the memory of a `serde_json::Value` tree and cheaper to make than its
-/// clone (most of P2's store cost was cloning and growing those trees).
+/// An event as kept in memory: task event bodies stay typed (shared with
+/// the commit that carried them), others as compact JSON text; bodies are
+/// turned into JSON values only when read.
 struct StoredEvent {
     seq: i64,
-    kind: String,
+    /// The previous event of the same execution (its `seq`), 0 for none.
+    prev: i64,
+    kind: &'static str,
     attempt: u32,
-    phase: String,
+    phase: std::borrow::Cow<'static, str>,
     version: u32,
     occurred_at_ms: i64,
     reported_at_ms: i64,
-    body: Box<str>,
+    body: EventBody,
 }
 
 impl StoredEvent {
@@ -30,37 +33,92 @@ impl StoredEvent {
             seq: self.seq,
             execution_id: id.to_string(),
             event: NewEvent {
-                kind: self.kind.clone(),
+                kind: self.kind.to_string(),
                 attempt: self.attempt,
-                phase: self.phase.clone(),
+                phase: self.phase.to_string(),
                 version: self.version,
                 occurred_at_ms: self.occurred_at_ms,
                 reported_at_ms: self.reported_at_ms,
-                body: serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null),
+                body: self.body.to_value(),
             },
         }
     }
 }
 
+/// One execution and everything stored for it (one map lookup per commit).
+struct Row {
+    rec: ExecutionRecord,
+    /// Task state per attempt.
+    tasks: Vec<(u32, TaskState)>,
+    /// `seq` of its last event in the log (0: none yet).
+    last_event: i64,
+    outputs: BTreeMap<u32, LiteralMap>,
+    errors: BTreeMap<u32, ErrorDocument>,
+}
+
+/// Events per log chunk (about 100 KiB: one allocation, never moved).
+const EVENT_CHUNK: usize = 1024;
+
+/// Every event, in commit order (`seq` n is entry n - 1), in fixed-size
+/// chunks: appending never moves or copies what is stored, and an
+/// execution's events are chained from its row's last one.
+#[derive(Default)]
+struct EventLog {
+    chunks: Vec<Vec<StoredEvent>>,
+}
+
+impl EventLog {
+    fn push(&mut self, ev: StoredEvent) {
+        match self.chunks.last_mut() {
+            Some(c) if c.len() < EVENT_CHUNK => c.push(ev),
+            _ => {
+                let mut c = Vec::with_capacity(EVENT_CHUNK);
+                c.push(ev);
+                self.chunks.push(c);
+            }
+        }
+    }
+
+    fn get(&self, seq: i64) -> Option<&StoredEvent> {
+        let i = usize::try_from(seq.checked_sub(1)?).ok()?;
+        self.chunks.get(i / EVENT_CHUNK)?.get(i % EVENT_CHUNK)
+    }
+
+    /// The events chained back from `last`, oldest first.
+    fn chain(&self, last: i64) -> Vec<&StoredEvent> {
+        let mut out = Vec::new();
+        let mut at = last;
+        while let Some(e) = self.get(at) {
+            out.push(e);
+            at = e.prev;
+        }
+        out.reverse();
+        out
+    }
+}
+
 #[derive(Default)]
 struct Inner {
-    executions: BTreeMap<String, ExecutionRecord>,
-    tasks: BTreeMap<(String, u32), TaskState>,
-    events: BTreeMap<String, Vec<StoredEvent>>,
-    outputs: BTreeMap<(String, u32), LiteralMap>,
-    errors: BTreeMap<(String, u32), ErrorDocument>,
+    events: EventLog,
+    /// Executions by id (commits look one up per step).
+    executions: HashMap<String, Row>,
+    /// Their ids in order (listing).
+    order: BTreeSet<String>,
+    /// Executions per phase, kept as phases change.
+    by_phase: BTreeMap<ExecPhase, u64>,
     tokens: BTreeSet<TokenRow>,
     catalog: BTreeMap<String, LiteralMap>,
     seq: i64,
 }
 
-impl Inner {
-    fn with_task(&self, rec: &ExecutionRecord) -> ExecutionRecord {
-        let mut r = rec.clone();
+impl Row {
+    fn with_task(&self) -> ExecutionRecord {
+        let mut r = self.rec.clone();
         r.task = self
             .tasks
-            .get(&(r.id.clone(), r.state.attempt))
-            .cloned()
+            .iter()
+            .find(|(a, _)| *a == r.state.attempt)
+            .map(|(_, t)| t.clone())
             .unwrap_or_default();
         r
     }
@@ -88,28 +146,35 @@ impl Store for MemoryStore {
         let mut g = self.lock();
         if let Some(e) = g.executions.get(&new.id) {
             return Ok(InsertOutcome::Exists {
-                spec_json: e.spec_json.clone(),
+                spec_json: e.rec.spec_json.clone(),
             });
         }
+        g.order.insert(new.id.clone());
+        *g.by_phase.entry(new.state.phase).or_insert(0) += 1;
         g.executions.insert(
             new.id.clone(),
-            ExecutionRecord {
-                id: new.id.clone(),
-                client_id: new.client_id,
-                spec_json: new.spec_json.clone(),
-                task_type: new.task_type.clone(),
-                created_at_ms: new.created_at_ms,
-                state: new.state.clone(),
-                abort_requested: None,
-                task: TaskState::default(),
+            Row {
+                rec: ExecutionRecord {
+                    id: new.id.clone(),
+                    client_id: new.client_id,
+                    spec_json: new.spec_json.clone(),
+                    task_type: new.task_type.clone(),
+                    created_at_ms: new.created_at_ms,
+                    state: new.state.clone(),
+                    abort_requested: None,
+                    task: TaskState::default(),
+                },
+                tasks: Vec::new(),
+                last_event: 0,
+                outputs: BTreeMap::new(),
+                errors: BTreeMap::new(),
             },
         );
         Ok(InsertOutcome::Created)
     }
 
     fn get_execution(&self, id: &str) -> StoreResult<Option<ExecutionRecord>> {
-        let g = self.lock();
-        Ok(g.executions.get(id).map(|r| g.with_task(r)))
+        Ok(self.lock().executions.get(id).map(Row::with_task))
     }
 
     fn list_executions(
@@ -123,68 +188,76 @@ impl Store for MemoryStore {
             Some(a) => std::ops::Bound::Excluded(a.to_string()),
             None => std::ops::Bound::Unbounded,
         };
-        Ok(g.executions
+        Ok(g.order
             .range((start, std::ops::Bound::Unbounded))
-            .map(|(_, r)| r)
+            .filter_map(|id| g.executions.get(id))
             .filter(|r| match phase {
-                Some(p) => r.state.phase == p,
+                Some(p) => r.rec.state.phase == p,
                 None => true,
             })
             .take(limit)
-            .map(|r| g.with_task(r))
+            .map(Row::with_task)
             .collect())
     }
 
     fn load_active(&self) -> StoreResult<Vec<ExecutionRecord>> {
         let g = self.lock();
-        Ok(g.executions
-            .values()
-            .filter(|r| !r.state.phase.is_terminal())
-            .map(|r| g.with_task(r))
+        Ok(g.order
+            .iter()
+            .filter_map(|id| g.executions.get(id))
+            .filter(|r| !r.rec.state.phase.is_terminal())
+            .map(Row::with_task)
             .collect())
     }
 
-    fn commit(&self, batch: &[RoundCommit]) -> StoreResult<()> {
+    fn commit(&self, batch: &mut [RoundCommit]) -> StoreResult<()> {
         let mut g = self.lock();
+        let g = &mut *g;
+        // Never fails: what it keeps is moved out of the commits.
         for c in batch {
-            let id = c.execution_id.clone();
-            match g.executions.get_mut(&id) {
-                Some(e) => {
-                    e.state = c.state.clone();
-                    if c.clear_abort {
-                        e.abort_requested = None;
-                    }
+            let Some(row) = g.executions.get_mut(c.execution_id.as_str()) else {
+                continue;
+            };
+            let (old, new) = (row.rec.state.phase, c.state.phase);
+            if old != new {
+                if let Some(n) = g.by_phase.get_mut(&old) {
+                    *n -= 1;
                 }
-                None => continue,
+                *g.by_phase.entry(new).or_insert(0) += 1;
             }
-            if let Some((attempt, ts)) = &c.task {
-                g.tasks.insert((id.clone(), *attempt), ts.clone());
+            std::mem::swap(&mut row.rec.state, &mut c.state);
+            if c.clear_abort {
+                row.rec.abort_requested = None;
             }
-            if !c.events.is_empty() {
-                let first = g.seq + 1;
-                g.seq += c.events.len() as i64;
-                let stored = g.events.entry(id.clone()).or_default();
-                for (ev, seq) in c.events.iter().zip(first..) {
-                    stored.push(StoredEvent {
-                        seq,
-                        kind: ev.kind.clone(),
-                        attempt: ev.attempt,
-                        phase: ev.phase.clone(),
-                        version: ev.version,
-                        occurred_at_ms: ev.occurred_at_ms,
-                        reported_at_ms: ev.reported_at_ms,
-                        body: ev.body.to_string().into_boxed_str(),
-                    });
+            if let Some((attempt, ts)) = c.task.take() {
+                match row.tasks.iter_mut().find(|(a, _)| *a == attempt) {
+                    Some((_, t)) => *t = ts,
+                    None => row.tasks.push((attempt, ts)),
                 }
             }
-            if let Some((attempt, o)) = &c.outputs {
-                g.outputs.insert((id.clone(), *attempt), o.clone());
+            for ev in c.events.drain(..) {
+                g.seq += 1;
+                let prev = std::mem::replace(&mut row.last_event, g.seq);
+                g.events.push(StoredEvent {
+                    seq: g.seq,
+                    prev,
+                    kind: ev.kind,
+                    attempt: ev.attempt,
+                    phase: ev.phase,
+                    version: ev.version,
+                    occurred_at_ms: ev.occurred_at_ms,
+                    reported_at_ms: ev.reported_at_ms,
+                    body: ev.body,
+                });
             }
-            if let Some((attempt, d)) = &c.error_document {
-                g.errors.insert((id.clone(), *attempt), d.clone());
+            if let Some((attempt, o)) = c.outputs.take() {
+                row.outputs.insert(attempt, o);
             }
-            for t in &c.tokens_granted {
-                g.tokens.insert(t.clone());
+            if let Some((attempt, d)) = c.error_document.take() {
+                row.errors.insert(attempt, d);
+            }
+            for t in c.tokens_granted.drain(..) {
+                g.tokens.insert(t);
             }
             for (ns, tok) in &c.tokens_released {
                 g.tokens.retain(|t| !(&t.namespace == ns && &t.token == tok));
@@ -197,7 +270,7 @@ impl Store for MemoryStore {
         let mut g = self.lock();
         match g.executions.get_mut(id) {
             Some(e) => {
-                e.abort_requested = Some(reason.to_string());
+                e.rec.abort_requested = Some(reason.to_string());
                 Ok(true)
             }
             None => Ok(false),
@@ -205,20 +278,27 @@ impl Store for MemoryStore {
     }
 
     fn events(&self, id: &str) -> StoreResult<Vec<EventRecord>> {
-        Ok(self
-            .lock()
-            .events
+        let g = self.lock();
+        Ok(g.executions
             .get(id)
-            .map(|v| v.iter().map(|e| e.record(id)).collect())
+            .map(|r| g.events.chain(r.last_event).into_iter().map(|e| e.record(id)).collect())
             .unwrap_or_default())
     }
 
     fn outputs(&self, id: &str, attempt: u32) -> StoreResult<Option<LiteralMap>> {
-        Ok(self.lock().outputs.get(&(id.to_string(), attempt)).cloned())
+        Ok(self
+            .lock()
+            .executions
+            .get(id)
+            .and_then(|r| r.outputs.get(&attempt).cloned()))
     }
 
     fn error_document(&self, id: &str, attempt: u32) -> StoreResult<Option<ErrorDocument>> {
-        Ok(self.lock().errors.get(&(id.to_string(), attempt)).cloned())
+        Ok(self
+            .lock()
+            .executions
+            .get(id)
+            .and_then(|r| r.errors.get(&attempt).cloned()))
     }
 
     fn tokens(&self) -> StoreResult<Vec<TokenRow>> {
@@ -235,10 +315,12 @@ impl Store for MemoryStore {
     }
 
     fn count_by_phase(&self) -> StoreResult<BTreeMap<ExecPhase, u64>> {
-        let mut m = BTreeMap::new();
-        for r in self.lock().executions.values() {
-            *m.entry(r.state.phase).or_insert(0) += 1;
-        }
-        Ok(m)
+        Ok(self
+            .lock()
+            .by_phase
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(p, n)| (*p, *n))
+            .collect())
     }
 }

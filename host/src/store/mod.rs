@@ -68,8 +68,11 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<Vec<ExecutionRecord>>;
     /// Every execution not in a terminal phase (recovery at start).
     fn load_active(&self) -> StoreResult<Vec<ExecutionRecord>>;
-    /// Applies a batch of round results in one transaction, in order.
-    fn commit(&self, batch: &[RoundCommit]) -> StoreResult<()>;
+    /// Applies a batch of round results in one transaction, in order. On
+    /// success a store may move what it keeps out of the commits (the
+    /// engine drops them next); on error the batch is left as it was (the
+    /// engine retries it).
+    fn commit(&self, batch: &mut [RoundCommit]) -> StoreResult<()>;
     /// Inserts `news` and applies `batch` in one durable transaction: the
     /// engine's group commit, so new submissions and step results share
     /// one sync. It must apply all or nothing: the engine answers the
@@ -78,7 +81,7 @@ pub trait Store: Send + Sync {
     /// if it has something to do): all or nothing only for a store that
     /// cannot fail (like [`MemoryStore`]); a store that can fail must write
     /// both in one transaction.
-    fn write(&self, news: &[NewExecution], batch: &[RoundCommit]) -> StoreResult<Vec<InsertOutcome>> {
+    fn write(&self, news: &[NewExecution], batch: &mut [RoundCommit]) -> StoreResult<Vec<InsertOutcome>> {
         let out = if news.is_empty() {
             Vec::new()
         } else {
@@ -118,7 +121,7 @@ mod tests {
     use kozmo_interface::{ErrorKind, ExecutionError, Literal, Phase};
 
     use super::*;
-    use crate::model::{event_kind, ErrorDocument, ExecState, NewEvent, TaskState};
+    use crate::model::{event_kind, ErrorDocument, EventRow, ExecState, NewEvent, TaskState};
 
     fn new(id: &str, spec: &str) -> NewExecution {
         NewExecution {
@@ -143,6 +146,18 @@ mod tests {
         }
     }
 
+    fn row(kind: &'static str) -> EventRow {
+        EventRow {
+            kind,
+            attempt: 0,
+            phase: "PhaseRunning".into(),
+            version: 1,
+            occurred_at_ms: 2,
+            reported_at_ms: 3,
+            body: crate::model::EventBody::Text(r#"{"k":1}"#.into()),
+        }
+    }
+
     /// The contract every store keeps.
     fn contract(s: &dyn Store) {
         assert_eq!(s.insert_execution(&new("a", "{}")).unwrap(), InsertOutcome::Created);
@@ -152,7 +167,7 @@ mod tests {
         );
         let mut state = ExecState::new(5);
         state.phase = ExecPhase::Running;
-        state.error = Some(ExecutionError::new("c", "m", ErrorKind::System));
+        state.error = Some(Box::new(ExecutionError::new("c", "m", ErrorKind::System)));
         let task = TaskState {
             plugin_phase: Phase::RUNNING,
             plugin_phase_version: 3,
@@ -171,9 +186,9 @@ mod tests {
         };
         assert!(s.request_abort("a", "why").unwrap());
         assert!(!s.request_abort("zzz", "why").unwrap());
-        s.commit(&[RoundCommit {
+        s.commit(&mut [RoundCommit {
             task: Some((0, task.clone())),
-            events: vec![event(event_kind::TASK), event(event_kind::TERMINAL)],
+            events: vec![row(event_kind::TASK), row(event_kind::TERMINAL)],
             outputs: Some((0, outputs.clone())),
             error_document: Some((
                 0,
@@ -204,7 +219,7 @@ mod tests {
         assert_eq!(s.tokens().unwrap(), vec![token]);
         let mut done = state.clone();
         done.phase = ExecPhase::Succeeded;
-        s.commit(&[RoundCommit {
+        s.commit(&mut [RoundCommit {
             tokens_released: vec![("ns".into(), "tok".into())],
             clear_abort: true,
             ..RoundCommit::state_only("a", done)
@@ -243,10 +258,10 @@ mod tests {
         assert_eq!(s.get_execution("a").unwrap().unwrap().state.phase, ExecPhase::Succeeded);
         // A second terminal event for one execution is refused.
         let dup = RoundCommit {
-            events: vec![event(event_kind::TERMINAL)],
+            events: vec![row(event_kind::TERMINAL)],
             ..RoundCommit::state_only("a", s.get_execution("a").unwrap().unwrap().state)
         };
-        assert!(s.commit(&[dup]).is_err());
+        assert!(s.commit(&mut [dup]).is_err());
     }
 
     #[test]
@@ -255,16 +270,16 @@ mod tests {
         let s = SqliteStore::open_in(dir.path()).unwrap();
         s.insert_execution(&new("a", "{}")).unwrap();
         let terminal = || RoundCommit {
-            events: vec![event(event_kind::TERMINAL)],
+            events: vec![row(event_kind::TERMINAL)],
             ..RoundCommit::state_only("a", ExecState::new(2))
         };
-        s.commit(&[terminal()]).unwrap();
+        s.commit(&mut [terminal()]).unwrap();
         // A second terminal event is refused: the new execution written in
         // the same transaction must not exist afterwards.
-        assert!(s.write(&[new("b", "{}")], &[terminal()]).is_err());
+        assert!(s.write(&[new("b", "{}")], &mut [terminal()]).is_err());
         assert!(s.get_execution("b").unwrap().is_none());
         assert_eq!(
-            s.write(&[new("b", "{}"), new("a", "{\"x\":1}")], &[]).unwrap(),
+            s.write(&[new("b", "{}"), new("a", "{\"x\":1}")], &mut []).unwrap(),
             vec![InsertOutcome::Created, InsertOutcome::Exists { spec_json: "{}".into() }]
         );
     }

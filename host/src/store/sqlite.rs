@@ -319,11 +319,11 @@ impl<'c> Statements<'c> {
                     id,
                     e.attempt as i64,
                     e.kind,
-                    e.phase,
+                    e.phase.as_ref(),
                     e.version as i64,
                     e.occurred_at_ms,
                     e.reported_at_ms,
-                    e.body.to_string(),
+                    e.body.to_text(),
                 ])
                 .map_err(|x| StoreError(format!("event {} {} of {id}: {x}", e.kind, e.phase)))?;
         }
@@ -371,7 +371,7 @@ impl Store for SqliteStore {
     }
 
     fn insert_executions(&self, news: &[NewExecution]) -> StoreResult<Vec<InsertOutcome>> {
-        self.write(news, &[])
+        self.write(news, &mut [])
     }
 
     #[allow(clippy::let_and_return)] // the statement borrows the connection guard
@@ -412,11 +412,11 @@ impl Store for SqliteStore {
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(err)
     }
 
-    fn commit(&self, batch: &[RoundCommit]) -> StoreResult<()> {
+    fn commit(&self, batch: &mut [RoundCommit]) -> StoreResult<()> {
         self.write(&[], batch).map(drop)
     }
 
-    fn write(&self, news: &[NewExecution], batch: &[RoundCommit]) -> StoreResult<Vec<InsertOutcome>> {
+    fn write(&self, news: &[NewExecution], batch: &mut [RoundCommit]) -> StoreResult<Vec<InsertOutcome>> {
         if news.is_empty() && batch.is_empty() {
             return Ok(Vec::new());
         }
