@@ -12,7 +12,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use super::scheduler::Next;
 use super::{Active, Core};
 use crate::model::{NewExecution, RoundCommit};
-use crate::store::{InsertOutcome, StoreResult};
+use crate::store::{InsertOutcome, StoreResult, WriteTxn};
 
 /// What a submitter gets back: its executions and what inserting each did.
 pub(crate) type SubmitReply = StoreResult<(Vec<NewExecution>, Vec<InsertOutcome>)>;
@@ -60,6 +60,24 @@ impl Pending {
         }
     }
 
+    /// Applies the news and steps after the first `done` ones in `txn`.
+    fn apply_rest(
+        &self,
+        txn: &mut dyn WriteTxn,
+        done: &mut (usize, usize),
+        outcomes: &mut Vec<InsertOutcome>,
+    ) -> StoreResult<()> {
+        for new in &self.news[done.0..] {
+            outcomes.push(txn.insert(new)?);
+        }
+        done.0 = self.news.len();
+        for c in &self.steps[done.1..] {
+            txn.apply(c)?;
+        }
+        done.1 = self.steps.len();
+        Ok(())
+    }
+
     /// Answers every submitter from the transaction's result.
     fn answer(&mut self, result: StoreResult<Vec<InsertOutcome>>) {
         let mut news = std::mem::take(&mut self.news).into_iter();
@@ -83,10 +101,12 @@ impl Pending {
 
 impl Core {
     /// The committer thread: takes whatever is queued (up to `max_batch`
-    /// writes), commits it in one transaction, repeats.
+    /// writes) and commits it in one transaction, repeats.
     pub(crate) fn committer(&self, rx: Receiver<CommitMsg>) {
         let mut pending = Pending::default();
+        let (mut idle, mut busy, mut n, mut items) = (0u128, 0u128, 0u32, 0usize);
         loop {
+            let t0 = Instant::now();
             let mut stop = match rx.recv() {
                 Ok(msg) => pending.add(msg),
                 Err(_) => true,
@@ -97,30 +117,69 @@ impl Core {
                     Err(_) => break,
                 }
             }
-            // Steps still queued or running would want a sync of their own
-            // right after this one: wait for them, at most what a sync
-            // costs, so one sync serves them all. Nothing else running (or
-            // a store without syncs): commit at once.
-            let wait = self.store.commit_cost();
-            let deadline = Instant::now() + wait;
-            while !wait.is_zero()
-                && !stop
-                && pending.len() < self.cfg.max_batch
-                && self.steps_coming(pending.steps.len())
-            {
-                match rx.recv_deadline(deadline) {
-                    Ok(msg) => stop |= pending.add(msg),
-                    Err(RecvTimeoutError::Timeout) => break,
-                    Err(RecvTimeoutError::Disconnected) => stop = true,
-                }
+            let t1 = Instant::now();
+            idle += (t1 - t0).as_micros();
+            n += 1;
+            items += pending.len();
+            match self.store.begin() {
+                Ok(Some(txn)) => stop |= self.stream(txn, &rx, &mut pending),
+                Ok(None) => {}
+                Err(e) => log::error!("cannot open a store transaction: {e}"),
             }
+            // A store without transactions of its own, or a failed one.
             if pending.len() > 0 {
                 self.flush(&mut pending);
             }
+            busy += t1.elapsed().as_micros();
             if stop {
+                eprintln!(
+                    "COMMITTER idle {} busy {} ms txns {} first-items/txn {}",
+                    idle / 1000,
+                    busy / 1000,
+                    n,
+                    items / n.max(1) as usize
+                );
                 return;
             }
         }
+    }
+
+    /// Applies the pending writes in `txn`, then the ones that arrive while
+    /// steps are still queued or running — at most for what a commit costs,
+    /// so one sync serves them all (nothing else running: no wait) — and
+    /// commits. The statements run while it waits. On success the writes
+    /// are answered and `p` is empty; on failure the transaction is rolled
+    /// back and `p` left for [`Core::flush`]. True if `Stop` came.
+    fn stream(&self, mut txn: Box<dyn WriteTxn + '_>, rx: &Receiver<CommitMsg>, p: &mut Pending) -> bool {
+        let deadline = Instant::now() + self.store.commit_cost();
+        let mut stop = false;
+        let mut outcomes = Vec::with_capacity(p.news.len());
+        let mut done = (0, 0);
+        let applied = loop {
+            if let Err(e) = p.apply_rest(txn.as_mut(), &mut done, &mut outcomes) {
+                break Err(e);
+            }
+            if stop || p.len() >= self.cfg.max_batch || !self.steps_coming(p.steps.len()) {
+                break Ok(());
+            }
+            match rx.recv_deadline(deadline) {
+                Ok(msg) => stop |= p.add(msg),
+                Err(RecvTimeoutError::Timeout) => break Ok(()),
+                Err(RecvTimeoutError::Disconnected) => stop = true,
+            }
+        };
+        match applied.and_then(|()| txn.commit()) {
+            Ok(()) => {
+                p.answer(Ok(outcomes));
+                self.committed(p);
+            }
+            Err(e) => log::warn!(
+                "group commit of {} step results and {} new executions failed, retrying them as one batch: {e}",
+                p.steps.len(),
+                p.news.len()
+            ),
+        }
+        stop
     }
 
     /// Whether steps other than the `pending` ones are queued or running.
@@ -168,6 +227,11 @@ impl Core {
                 }
             }
         }
+        self.committed(p);
+    }
+
+    /// The pending steps are durable: count them and send them home.
+    fn committed(&self, p: &mut Pending) {
         self.stats.commits.fetch_add(p.steps.len() as u64, Ordering::Relaxed);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         p.steps.clear();

@@ -5,10 +5,12 @@
 //! syncs it before it returns, so every few group commits one takes several
 //! times as long and the engine waits. Here a thread with its own
 //! connection runs `PRAGMA wal_checkpoint(PASSIVE)` every
-//! [`CHECKPOINT_EVERY`] instead (PASSIVE never blocks the writer, which goes
-//! on appending to the WAL meanwhile). The writer keeps an automatic
-//! checkpoint at [`FALLBACK_PAGES`], so the WAL stays bounded even if this
-//! thread falls behind.
+//! [`CHECKPOINT_EVERY`] as well (PASSIVE never blocks the writer, which
+//! goes on appending to the WAL meanwhile), so most checkpoints happen off
+//! the commit path. The writer keeps SQLite's automatic checkpoint at
+//! [`FALLBACK_PAGES`] for when this thread falls behind: a larger bound let
+//! the WAL file grow to tens of MB, and commits appending to a growing file
+//! synced slower (light-load latency p50 0.58 → 0.86 ms on this machine).
 
 use std::path::Path;
 use std::thread::JoinHandle;
@@ -20,8 +22,9 @@ use rusqlite::Connection;
 /// How often the background thread checkpoints.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
 
-/// WAL pages (4 KiB) at which a commit checkpoints by itself.
-pub const FALLBACK_PAGES: u32 = 16_384;
+/// WAL pages (4 KiB) at which a commit checkpoints by itself (SQLite's
+/// default).
+pub const FALLBACK_PAGES: u32 = 1000;
 
 /// The running checkpoint thread; stopped and joined on drop.
 pub struct Checkpointer {

@@ -12,6 +12,7 @@ mod checkpointer;
 mod memory;
 mod migrations;
 mod sqlite;
+mod sqlite_txn;
 
 use std::collections::BTreeMap;
 
@@ -47,6 +48,18 @@ pub enum InsertOutcome {
         /// Spec JSON of the existing execution.
         spec_json: String,
     },
+}
+
+/// An open write transaction ([`Store::begin`]): what it applies becomes
+/// durable together at [`WriteTxn::commit`]; dropped uncommitted, it leaves
+/// nothing behind.
+pub trait WriteTxn {
+    /// Inserts a new execution, or reports the existing one.
+    fn insert(&mut self, new: &NewExecution) -> StoreResult<InsertOutcome>;
+    /// Applies one step's results.
+    fn apply(&mut self, step: &RoundCommit) -> StoreResult<()>;
+    /// Makes everything applied durable.
+    fn commit(self: Box<Self>) -> StoreResult<()>;
 }
 
 /// The engine's durable state.
@@ -91,6 +104,12 @@ pub trait Store: Send + Sync {
             self.commit(batch)?;
         }
         Ok(out)
+    }
+    /// Opens a write transaction the engine fills as writes arrive (the
+    /// statements run while it waits for more) and commits once; `None`
+    /// (the default) if the store only takes whole batches ([`Store::write`]).
+    fn begin(&self) -> StoreResult<Option<Box<dyn WriteTxn + '_>>> {
+        Ok(None)
     }
     /// What one commit costs whatever it holds (a disk sync), lately. The
     /// engine waits up to this long for steps still running to share a
@@ -281,6 +300,31 @@ mod tests {
         assert_eq!(
             s.write(&[new("b", "{}"), new("a", "{\"x\":1}")], &mut []).unwrap(),
             vec![InsertOutcome::Created, InsertOutcome::Exists { spec_json: "{}".into() }]
+        );
+    }
+
+    #[test]
+    fn sqlite_transactions_apply_as_they_go_and_vanish_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open_in(dir.path()).unwrap();
+        let mut running = ExecState::new(2);
+        running.phase = ExecPhase::Running;
+        {
+            let mut tx = s.begin().unwrap().expect("SQLite streams its group commits");
+            assert_eq!(tx.insert(&new("a", "{}")).unwrap(), InsertOutcome::Created);
+            tx.apply(&RoundCommit::state_only("a", running.clone())).unwrap();
+            // Dropped without commit: rolled back.
+        }
+        assert!(s.get_execution("a").unwrap().is_none());
+        let mut tx = s.begin().unwrap().unwrap();
+        tx.insert(&new("a", "{}")).unwrap();
+        tx.apply(&RoundCommit::state_only("a", running.clone())).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(s.get_execution("a").unwrap().unwrap().state, running);
+        assert!(s.commit_cost() > std::time::Duration::ZERO, "the sync was timed");
+        assert!(
+            MemoryStore::new().begin().unwrap().is_none(),
+            "the memory store takes batches"
         );
     }
 

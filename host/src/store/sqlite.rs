@@ -12,15 +12,16 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kozmo_interface::literals::LiteralMap;
 use kozmo_interface::Phase;
-use rusqlite::{params, CachedStatement, Connection, OptionalExtension, Row, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::checkpointer::{Checkpointer, FALLBACK_PAGES};
 use super::migrations::MIGRATIONS;
-use super::{InsertOutcome, Store, StoreError, StoreResult};
+use super::sqlite_txn::SqliteTxn;
+use super::{InsertOutcome, Store, StoreError, StoreResult, WriteTxn};
 use crate::model::{
     ErrorDocument, EventRecord, ExecPhase, ExecState, ExecutionRecord, NewEvent, NewExecution, RoundCommit, TaskState,
     TokenRow,
@@ -48,7 +49,7 @@ pub struct SqliteStore {
 
 /// A moving average of what committing (syncing) a transaction costs.
 #[derive(Default)]
-struct SyncCost {
+pub(super) struct SyncCost {
     micros: AtomicU64,
 }
 
@@ -56,7 +57,7 @@ impl SyncCost {
     /// Largest cost reported (a stalled disk must not stall the engine more).
     const CAP: Duration = Duration::from_millis(10);
 
-    fn observe(&self, d: Duration) {
+    pub(super) fn observe(&self, d: Duration) {
         let sample = d.min(Self::CAP).as_micros() as u64;
         let old = self.micros.load(Ordering::Relaxed);
         let new = if old == 0 { sample } else { (old * 7 + sample) / 8 };
@@ -68,15 +69,15 @@ impl SyncCost {
     }
 }
 
-fn err(e: impl std::fmt::Display) -> StoreError {
+pub(super) fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
 }
 
-fn json<T: serde::Serialize>(v: &T) -> StoreResult<String> {
+pub(super) fn json<T: serde::Serialize>(v: &T) -> StoreResult<String> {
     serde_json::to_string(v).map_err(err)
 }
 
-fn opt_json<T: serde::Serialize>(v: &Option<T>) -> StoreResult<Option<String>> {
+pub(super) fn opt_json<T: serde::Serialize>(v: &Option<T>) -> StoreResult<Option<String>> {
     v.as_ref().map(json).transpose()
 }
 
@@ -171,6 +172,12 @@ impl SqliteStore {
         })
     }
 
+    /// Opens the write transaction of a group commit (holding the writer
+    /// connection until it ends).
+    fn begin_write(&self) -> StoreResult<SqliteTxn<'_>> {
+        SqliteTxn::begin(lock(&self.writer), &self.sync_cost)
+    }
+
     /// The schema version (number of migrations applied).
     pub fn schema_version(&self) -> StoreResult<u32> {
         lock(&self.reader)
@@ -195,172 +202,6 @@ fn migrate(c: &mut Connection) -> StoreResult<()> {
             .map_err(|e| StoreError(format!("migration {}: {e}", i + 1)))?;
         tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(err)?;
         tx.commit().map_err(err)?;
-    }
-    Ok(())
-}
-
-/// The statements every group commit runs, prepared once per transaction
-/// (not looked up in the statement cache for every row).
-struct Statements<'c> {
-    tx: &'c Transaction<'c>,
-    insert_execution: CachedStatement<'c>,
-    insert_spec: CachedStatement<'c>,
-    update_execution: CachedStatement<'c>,
-    upsert_task: CachedStatement<'c>,
-    insert_event: CachedStatement<'c>,
-}
-
-impl<'c> Statements<'c> {
-    fn prepare(tx: &'c Transaction<'c>) -> StoreResult<Self> {
-        Ok(Statements {
-            tx,
-            insert_execution: tx
-                .prepare_cached(
-                    "INSERT INTO executions (id, client_id, task_type, created_at, phase, attempt, \
-                     system_failures, updated_at, attempt_started_at, error, last_handler_error, handler_errors, \
-                     finishing, abort_requested) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, NULL, 0, NULL, \
-                     NULL) ON CONFLICT(id) DO NOTHING",
-                )
-                .map_err(err)?,
-            insert_spec: tx
-                .prepare_cached("INSERT INTO execution_specs (execution_id, spec) VALUES (?1, ?2)")
-                .map_err(err)?,
-            update_execution: tx
-                .prepare_cached(
-                    "UPDATE executions SET phase = ?2, attempt = ?3, system_failures = ?4, updated_at = ?5, \
-                     attempt_started_at = ?6, error = ?7, last_handler_error = ?8, handler_errors = ?9, \
-                     finishing = ?10, abort_requested = CASE WHEN ?11 THEN NULL ELSE abort_requested END \
-                     WHERE id = ?1",
-                )
-                .map_err(err)?,
-            upsert_task: tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO task_states (execution_id, attempt, plugin_phase, \
-                     plugin_phase_version, plugin_state, plugin_state_version, cleanup_on_failure, \
-                     last_phase_updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )
-                .map_err(err)?,
-            insert_event: tx
-                .prepare_cached(
-                    "INSERT INTO events (execution_id, attempt, kind, phase, version, occurred_at, reported_at, \
-                     body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )
-                .map_err(err)?,
-        })
-    }
-
-    /// Inserts one execution; only when the id exists already is its spec
-    /// read back (one statement for the common case).
-    fn insert(&mut self, new: &NewExecution) -> StoreResult<InsertOutcome> {
-        let s = &new.state;
-        let inserted = self
-            .insert_execution
-            .execute(params![
-                new.id,
-                new.client_id,
-                new.task_type,
-                new.created_at_ms,
-                s.phase.as_str(),
-                s.attempt as i64,
-                s.system_failures as i64,
-                s.updated_at_ms,
-                s.attempt_started_at_ms,
-            ])
-            .map_err(err)?;
-        if inserted == 1 {
-            self.insert_spec.execute(params![new.id, new.spec_json]).map_err(err)?;
-            return Ok(InsertOutcome::Created);
-        }
-        let spec_json: String = self
-            .tx
-            .prepare_cached("SELECT spec FROM execution_specs WHERE execution_id = ?1")
-            .map_err(err)?
-            .query_row([&new.id], |r| r.get(0))
-            .map_err(err)?;
-        Ok(InsertOutcome::Exists { spec_json })
-    }
-
-    /// Applies one step's results.
-    fn apply(&mut self, c: &RoundCommit) -> StoreResult<()> {
-        let s = &c.state;
-        let id = &c.execution_id;
-        self.update_execution
-            .execute(params![
-                id,
-                s.phase.as_str(),
-                s.attempt as i64,
-                s.system_failures as i64,
-                s.updated_at_ms,
-                s.attempt_started_at_ms,
-                opt_json(&s.error)?,
-                opt_json(&s.last_handler_error)?,
-                s.handler_errors as i64,
-                opt_json(&s.finishing)?,
-                c.clear_abort,
-            ])
-            .map_err(err)?;
-        if let Some((attempt, t)) = &c.task {
-            self.upsert_task
-                .execute(params![
-                    id,
-                    *attempt as i64,
-                    t.plugin_phase.0 as i64,
-                    t.plugin_phase_version as i64,
-                    t.plugin_state,
-                    t.plugin_state_version as i64,
-                    t.cleanup_on_failure,
-                    t.last_phase_updated_at_ms,
-                ])
-                .map_err(err)?;
-        }
-        for e in &c.events {
-            self.insert_event
-                .execute(params![
-                    id,
-                    e.attempt as i64,
-                    e.kind,
-                    e.phase.as_ref(),
-                    e.version as i64,
-                    e.occurred_at_ms,
-                    e.reported_at_ms,
-                    e.body.to_text(),
-                ])
-                .map_err(|x| StoreError(format!("event {} {} of {id}: {x}", e.kind, e.phase)))?;
-        }
-        apply_rare(self.tx, c)
-    }
-}
-
-/// What few steps write: outputs, error documents, resource tokens.
-fn apply_rare(tx: &Transaction<'_>, c: &RoundCommit) -> StoreResult<()> {
-    let id = &c.execution_id;
-    if let Some((attempt, o)) = &c.outputs {
-        tx.prepare_cached("INSERT OR REPLACE INTO outputs (execution_id, attempt, outputs) VALUES (?1, ?2, ?3)")
-            .map_err(err)?
-            .execute(params![id, *attempt as i64, json(o)?])
-            .map_err(err)?;
-    }
-    if let Some((attempt, d)) = &c.error_document {
-        tx.prepare_cached(
-            "INSERT OR REPLACE INTO error_documents (execution_id, attempt, document) VALUES (?1, ?2, ?3)",
-        )
-        .map_err(err)?
-        .execute(params![id, *attempt as i64, json(d)?])
-        .map_err(err)?;
-    }
-    for t in &c.tokens_granted {
-        tx.prepare_cached(
-            "INSERT OR REPLACE INTO resource_tokens (namespace, token, execution_id, attempt) VALUES (?1, ?2, ?3, ?4)",
-        )
-        .map_err(err)?
-        .execute(params![t.namespace, t.token, t.execution_id, t.attempt as i64])
-        .map_err(err)?;
-    }
-    for (ns, tok) in &c.tokens_released {
-        tx.prepare_cached("DELETE FROM resource_tokens WHERE namespace = ?1 AND token = ?2")
-            .map_err(err)?
-            .execute(params![ns, tok])
-            .map_err(err)?;
     }
     Ok(())
 }
@@ -420,22 +261,17 @@ impl Store for SqliteStore {
         if news.is_empty() && batch.is_empty() {
             return Ok(Vec::new());
         }
-        let mut c = lock(&self.writer);
-        let tx = c.transaction().map_err(err)?;
-        let mut out = Vec::with_capacity(news.len());
-        {
-            let mut st = Statements::prepare(&tx)?;
-            for new in news {
-                out.push(st.insert(new)?);
-            }
-            for rc in batch {
-                st.apply(rc)?;
-            }
+        let mut tx = self.begin_write()?;
+        let out = news.iter().map(|n| tx.insert(n)).collect::<StoreResult<Vec<_>>>()?;
+        for rc in batch.iter() {
+            tx.apply(rc)?;
         }
-        let started = Instant::now();
-        tx.commit().map_err(err)?;
-        self.sync_cost.observe(started.elapsed());
+        tx.finish()?;
         Ok(out)
+    }
+
+    fn begin(&self) -> StoreResult<Option<Box<dyn WriteTxn + '_>>> {
+        Ok(Some(Box::new(self.begin_write()?)))
     }
 
     fn commit_cost(&self) -> Duration {

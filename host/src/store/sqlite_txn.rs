@@ -1,0 +1,201 @@
+//! The SQLite write transaction of a group commit: writes are applied as
+//! they arrive, made durable together by one `COMMIT` (one sync), and
+//! rolled back if it is dropped before that. It holds the writer
+//! connection for its whole life, so other writes (abort requests, catalog
+//! entries) wait for it rather than landing inside it.
+
+use std::sync::MutexGuard;
+use std::time::Instant;
+
+use rusqlite::{params, Connection};
+
+use super::sqlite::{err, json, opt_json, SyncCost};
+use super::{InsertOutcome, StoreError, StoreResult, WriteTxn};
+use crate::model::{NewExecution, RoundCommit};
+
+/// An open write transaction on the writer connection.
+pub(super) struct SqliteTxn<'a> {
+    conn: MutexGuard<'a, Connection>,
+    sync_cost: &'a SyncCost,
+    open: bool,
+}
+
+impl<'a> SqliteTxn<'a> {
+    /// `BEGIN IMMEDIATE` on the writer connection.
+    pub(super) fn begin(conn: MutexGuard<'a, Connection>, sync_cost: &'a SyncCost) -> StoreResult<Self> {
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(err)?;
+        Ok(SqliteTxn {
+            conn,
+            sync_cost,
+            open: true,
+        })
+    }
+
+    /// Commits (the sync), recording what it cost.
+    pub(super) fn finish(mut self) -> StoreResult<()> {
+        let started = Instant::now();
+        self.conn.execute_batch("COMMIT").map_err(err)?;
+        self.open = false;
+        self.sync_cost.observe(started.elapsed());
+        Ok(())
+    }
+}
+
+impl Drop for SqliteTxn<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+                log::error!("rolling back a failed group commit: {e}");
+            }
+        }
+    }
+}
+
+impl WriteTxn for SqliteTxn<'_> {
+    /// Inserts one execution; only when the id exists already is its spec
+    /// read back (one statement for the common case).
+    fn insert(&mut self, new: &NewExecution) -> StoreResult<InsertOutcome> {
+        let s = &new.state;
+        let inserted = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO executions (id, client_id, task_type, created_at, phase, attempt, system_failures, \
+                 updated_at, attempt_started_at, error, last_handler_error, handler_errors, finishing, \
+                 abort_requested) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, NULL, 0, NULL, NULL) \
+                 ON CONFLICT(id) DO NOTHING",
+            )
+            .map_err(err)?
+            .execute(params![
+                new.id,
+                new.client_id,
+                new.task_type,
+                new.created_at_ms,
+                s.phase.as_str(),
+                s.attempt as i64,
+                s.system_failures as i64,
+                s.updated_at_ms,
+                s.attempt_started_at_ms,
+            ])
+            .map_err(err)?;
+        if inserted == 1 {
+            self.conn
+                .prepare_cached("INSERT INTO execution_specs (execution_id, spec) VALUES (?1, ?2)")
+                .map_err(err)?
+                .execute(params![new.id, new.spec_json])
+                .map_err(err)?;
+            return Ok(InsertOutcome::Created);
+        }
+        let spec_json: String = self
+            .conn
+            .prepare_cached("SELECT spec FROM execution_specs WHERE execution_id = ?1")
+            .map_err(err)?
+            .query_row([&new.id], |r| r.get(0))
+            .map_err(err)?;
+        Ok(InsertOutcome::Exists { spec_json })
+    }
+
+    fn apply(&mut self, c: &RoundCommit) -> StoreResult<()> {
+        let s = &c.state;
+        let id = &c.execution_id;
+        let conn = &*self.conn;
+        conn.prepare_cached(
+            "UPDATE executions SET phase = ?2, attempt = ?3, system_failures = ?4, updated_at = ?5, \
+             attempt_started_at = ?6, error = ?7, last_handler_error = ?8, handler_errors = ?9, finishing = ?10, \
+             abort_requested = CASE WHEN ?11 THEN NULL ELSE abort_requested END WHERE id = ?1",
+        )
+        .map_err(err)?
+        .execute(params![
+            id,
+            s.phase.as_str(),
+            s.attempt as i64,
+            s.system_failures as i64,
+            s.updated_at_ms,
+            s.attempt_started_at_ms,
+            opt_json(&s.error)?,
+            opt_json(&s.last_handler_error)?,
+            s.handler_errors as i64,
+            opt_json(&s.finishing)?,
+            c.clear_abort,
+        ])
+        .map_err(err)?;
+        if let Some((attempt, t)) = &c.task {
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO task_states (execution_id, attempt, plugin_phase, plugin_phase_version, \
+                 plugin_state, plugin_state_version, cleanup_on_failure, last_phase_updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .map_err(err)?
+            .execute(params![
+                id,
+                *attempt as i64,
+                t.plugin_phase.0 as i64,
+                t.plugin_phase_version as i64,
+                t.plugin_state,
+                t.plugin_state_version as i64,
+                t.cleanup_on_failure,
+                t.last_phase_updated_at_ms,
+            ])
+            .map_err(err)?;
+        }
+        if !c.events.is_empty() {
+            let mut st = conn
+                .prepare_cached(
+                    "INSERT INTO events (execution_id, attempt, kind, phase, version, occurred_at, reported_at, \
+                     body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(err)?;
+            for e in &c.events {
+                st.execute(params![
+                    id,
+                    e.attempt as i64,
+                    e.kind,
+                    e.phase.as_ref(),
+                    e.version as i64,
+                    e.occurred_at_ms,
+                    e.reported_at_ms,
+                    e.body.to_text(),
+                ])
+                .map_err(|x| StoreError(format!("event {} {} of {id}: {x}", e.kind, e.phase)))?;
+            }
+        }
+        apply_rare(conn, c)
+    }
+
+    fn commit(self: Box<Self>) -> StoreResult<()> {
+        self.finish()
+    }
+}
+
+/// What few steps write: outputs, error documents, resource tokens.
+fn apply_rare(conn: &Connection, c: &RoundCommit) -> StoreResult<()> {
+    let id = &c.execution_id;
+    if let Some((attempt, o)) = &c.outputs {
+        conn.prepare_cached("INSERT OR REPLACE INTO outputs (execution_id, attempt, outputs) VALUES (?1, ?2, ?3)")
+            .map_err(err)?
+            .execute(params![id, *attempt as i64, json(o)?])
+            .map_err(err)?;
+    }
+    if let Some((attempt, d)) = &c.error_document {
+        conn.prepare_cached(
+            "INSERT OR REPLACE INTO error_documents (execution_id, attempt, document) VALUES (?1, ?2, ?3)",
+        )
+        .map_err(err)?
+        .execute(params![id, *attempt as i64, json(d)?])
+        .map_err(err)?;
+    }
+    for t in &c.tokens_granted {
+        conn.prepare_cached(
+            "INSERT OR REPLACE INTO resource_tokens (namespace, token, execution_id, attempt) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .map_err(err)?
+        .execute(params![t.namespace, t.token, t.execution_id, t.attempt as i64])
+        .map_err(err)?;
+    }
+    for (ns, tok) in &c.tokens_released {
+        conn.prepare_cached("DELETE FROM resource_tokens WHERE namespace = ?1 AND token = ?2")
+            .map_err(err)?
+            .execute(params![ns, tok])
+            .map_err(err)?;
+    }
+    Ok(())
+}
