@@ -665,3 +665,56 @@ fn a_second_engine_on_the_same_data_directory_is_refused() {
         Ok(_) => panic!("two engines on one data directory"),
     }
 }
+
+#[test]
+fn on_the_memory_store_workers_commit_their_own_steps_with_the_same_outcome() {
+    use std::sync::Arc;
+
+    use kozmo_host::engine::Engine;
+    use kozmo_host::resources::ResourceManagerBuilder;
+    use kozmo_host::store::MemoryStore;
+
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::start(
+        support::test_config(dir.path()),
+        Arc::new(MemoryStore::new()) as Arc<dyn Store>,
+        Arc::new(support::Resolver(support::scripted())),
+        ResourceManagerBuilder::new().build() as Arc<dyn ResourceBackend>,
+    )
+    .unwrap();
+    // Two attempts (a user retry), rounds with versions, then success.
+    let mut t = json!({"custom": {
+        "rounds": [{"phase": "Running", "version": 1}, {"phase": "Running", "version": 2}, {"phase": "Success"}],
+        "attempts": {"0": [{"phase": "RetryableFailure", "code": "U", "message": "user"}]}
+    }});
+    t["metadata"] = json!({"retries": 1});
+    engine.submit(Some("mem".into()), spec(t)).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !engine.get("mem").unwrap().phase.is_terminal() {
+        assert!(std::time::Instant::now() < deadline, "the execution never ended");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let v = engine.get("mem").unwrap();
+    assert_eq!(v.phase, ExecPhase::Succeeded);
+    assert_eq!(v.attempt, 1);
+    let events = engine.events("mem").unwrap();
+    let count = |kind: &str| events.iter().filter(|e| e.event.kind == kind).count();
+    assert_eq!(count(event_kind::RETRY), 1);
+    assert_eq!(count(event_kind::TERMINAL), 1);
+    let tasks: Vec<_> = events
+        .iter()
+        .filter(|e| e.event.kind == event_kind::TASK && e.event.attempt == 1)
+        .map(|e| (e.event.phase.as_str(), e.event.version))
+        .collect();
+    assert_eq!(
+        tasks,
+        vec![("PhaseRunning", 1), ("PhaseRunning", 2), ("PhaseSuccess", 0)]
+    );
+    engine.shutdown(Duration::from_secs(5));
+    // Six steps (failed round, Abort+Finalize, three rounds, Finalize),
+    // each its own store write made by the worker that ran it; the one
+    // other write is the submission (through the committer).
+    let s = engine.stats();
+    assert_eq!(s.commits_total, 6, "{s:?}");
+    assert_eq!(s.commit_batches_total, s.commits_total + 1, "{s:?}");
+}

@@ -43,7 +43,7 @@ use crate::catalog::StoreCatalog;
 use crate::datastore::FsDataStore;
 use crate::model::{
     now_ms, rfc3339_ms, EventRecord, ExecPhase, ExecState, ExecutionRecord, ExecutionSpec, ExecutionView,
-    HandlerErrorView, NewExecution, TaskState,
+    HandlerErrorView, NewExecution, RoundCommit, TaskState,
 };
 use crate::resources::ResourceBackend;
 use crate::secrets::HostSecrets;
@@ -366,6 +366,8 @@ pub(crate) struct Core {
     secrets: HostSecrets,
     catalog: StoreCatalog,
     stats: Stats,
+    /// `store.commits_inline()`: workers commit their own steps.
+    inline_commits: bool,
     commit_tx: Sender<CommitMsg>,
     work_tx: Sender<Work<Box<Active>>>,
     work_rx: Receiver<Work<Box<Active>>>,
@@ -434,6 +436,7 @@ impl Engine {
         ));
         resources.restore(&store.tokens()?);
         let core = Arc::new(Core {
+            inline_commits: store.commits_inline(),
             secrets: HostSecrets::new(cfg.secrets_dir.clone()),
             catalog: StoreCatalog::new(store.clone()),
             cfg,
@@ -581,12 +584,35 @@ impl Core {
                 a.gname = None;
             }
             if out.persist {
-                let _ = self.commit_tx.send(CommitMsg::Step(Box::new(out.commit), out.next, a));
+                self.commit_step(out.commit, out.next, a);
             } else {
                 // Nothing to make durable: the next step may start.
                 self.sched.done(a, out.next);
             }
         }
+    }
+
+    /// Makes a step's results durable, then sends its execution home. A
+    /// store without syncs is written here, on the worker (nothing to
+    /// group, and one committer thread would serialise every step); if that
+    /// fails, the committer retries it.
+    fn commit_step(&self, commit: RoundCommit, next: Next, a: Box<Active>) {
+        let mut commit = Box::new(commit);
+        if self.inline_commits {
+            match self.store.commit(std::slice::from_mut(&mut *commit)) {
+                Ok(()) => {
+                    self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                    self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                    self.sched.done(a, next);
+                    return;
+                }
+                Err(e) => log::warn!(
+                    "committing a step of {} failed, the committer retries it: {e}",
+                    a.record.id
+                ),
+            }
+        }
+        let _ = self.commit_tx.send(CommitMsg::Step(commit, next, a));
     }
 
     /// Resets an execution to what the store holds (after its step's commit

@@ -142,6 +142,10 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
+    fn commits_inline(&self) -> bool {
+        true
+    }
+
     fn insert_execution(&self, new: &NewExecution) -> StoreResult<InsertOutcome> {
         let mut g = self.lock();
         if let Some(e) = g.executions.get(&new.id) {

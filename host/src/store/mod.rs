@@ -117,6 +117,12 @@ pub trait Store: Send + Sync {
     fn commit_cost(&self) -> std::time::Duration {
         std::time::Duration::ZERO
     }
+    /// Whether a commit is cheap (no sync, nothing to group): the engine
+    /// then commits each step on the worker that ran it instead of sending
+    /// it to its single committer thread. Default: false.
+    fn commits_inline(&self) -> bool {
+        false
+    }
     /// Records a client's abort request; false if the execution is unknown.
     fn request_abort(&self, id: &str, reason: &str) -> StoreResult<bool>;
     /// The events of an execution in order.
