@@ -65,7 +65,8 @@ pub struct BenchArgs {
     /// P2: executions in flight, comma-separated [default: 1000,10000,100000; quick: 100,1000].
     #[arg(long, value_delimiter = ',')]
     pub in_flight: Vec<usize>,
-    /// P2: handle rounds per size; each execution runs budget/size rounds (at least 3) [default: 300000].
+    /// P2: handle rounds per size; each execution runs budget/size rounds (at least 3) [default: 1000000:
+    /// 10 rounds each at 100k in flight, so waking them is not most of the window].
     #[arg(long)]
     pub rounds_budget: Option<u64>,
     /// P2 and P3: runs per measurement; the table shows their median [default: 3; quick: 1].
@@ -119,7 +120,7 @@ impl BenchArgs {
             } else {
                 vec![1000, 10_000, 100_000]
             },
-            rounds_budget: self.rounds_budget.unwrap_or(if q { 3000 } else { 300_000 }),
+            rounds_budget: self.rounds_budget.unwrap_or(if q { 3000 } else { 1_000_000 }),
             repeat: self.repeat.unwrap_or(if q { 1 } else { 3 }).max(1),
             memory: self.memory_executions.unwrap_or(if q { 1000 } else { 100_000 }),
             durable: self.durable_executions.unwrap_or(if q { 200 } else { 50_000 }),
