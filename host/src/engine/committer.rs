@@ -104,9 +104,7 @@ impl Core {
     /// writes) and commits it in one transaction, repeats.
     pub(crate) fn committer(&self, rx: Receiver<CommitMsg>) {
         let mut pending = Pending::default();
-        let (mut idle, mut busy, mut n, mut items) = (0u128, 0u128, 0u32, 0usize);
         loop {
-            let t0 = Instant::now();
             let mut stop = match rx.recv() {
                 Ok(msg) => pending.add(msg),
                 Err(_) => true,
@@ -117,10 +115,6 @@ impl Core {
                     Err(_) => break,
                 }
             }
-            let t1 = Instant::now();
-            idle += (t1 - t0).as_micros();
-            n += 1;
-            items += pending.len();
             match self.store.begin() {
                 Ok(Some(txn)) => stop |= self.stream(txn, &rx, &mut pending),
                 Ok(None) => {}
@@ -130,15 +124,7 @@ impl Core {
             if pending.len() > 0 {
                 self.flush(&mut pending);
             }
-            busy += t1.elapsed().as_micros();
             if stop {
-                eprintln!(
-                    "COMMITTER idle {} busy {} ms txns {} first-items/txn {}",
-                    idle / 1000,
-                    busy / 1000,
-                    n,
-                    items / n.max(1) as usize
-                );
                 return;
             }
         }
