@@ -466,7 +466,8 @@ impl Results {
                 s,
                 "P3: {} executions submitted in batches of {}, each a Success round and a Finalize step: {} steps \
                  and the {} submission batches committed in {} store transactions (group commit: a transaction \
-                 takes every submission and step result queued when it starts).",
+                 takes the submissions and step results queued, and those arriving while steps still run, for \
+                 at most one sync's cost).",
                 d.executions,
                 d.batch,
                 d.steps,
