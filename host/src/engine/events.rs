@@ -65,6 +65,14 @@ impl EventBody {
         }
     }
 
+    /// Turns a typed body into its text now (on the calling thread), so
+    /// whoever stores it later only copies it.
+    pub fn render(&mut self) {
+        if let EventBody::Task(t) = self {
+            *self = EventBody::Text(to_text(&t.json()));
+        }
+    }
+
     /// The JSON value.
     pub fn to_value(&self) -> serde_json::Value {
         let v = match self {
@@ -493,6 +501,11 @@ mod tests {
             "resource_pool_info": [{"namespace": "ns", "token": "tok"}],
         });
         assert_eq!(parse(&e), expected);
+        // Rendered ahead (for the committer): the same text, no longer typed.
+        let mut rendered = e.body.clone();
+        rendered.render();
+        assert!(matches!(rendered, EventBody::Text(_)));
+        assert_eq!(rendered.to_text(), e.body.to_text());
         // Sorted keys at the top, as a `Value` prints them.
         assert!(e.body.to_text().starts_with(r#"{"error":{"#), "{}", e.body.to_text());
         assert_eq!(

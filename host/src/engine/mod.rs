@@ -612,6 +612,11 @@ impl Core {
                 ),
             }
         }
+        // The committer serialises every store write: what can be done
+        // here, on one of the workers, is not left to it.
+        for e in &mut commit.events {
+            e.body.render();
+        }
         let _ = self.commit_tx.send(CommitMsg::Step(commit, next, a));
     }
 
