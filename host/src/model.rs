@@ -78,6 +78,27 @@ impl ExecutionSpec {
         let v = serde_json::to_value(self).expect("an ExecutionSpec always serialises");
         v.to_string()
     }
+
+    /// The canonical JSON split in two: the inputs, and the rest (metadata
+    /// and template: what the executions of one task share). With
+    /// [`ExecutionSpec::join_canonical`] they make [`Self::to_canonical_json`].
+    pub fn canonical_parts(&self) -> (String, String) {
+        let mut v = serde_json::to_value(self).expect("an ExecutionSpec always serialises");
+        let inputs = v
+            .as_object_mut()
+            .and_then(|m| m.remove("inputs"))
+            .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
+        (inputs.to_string(), v.to_string())
+    }
+
+    /// The canonical JSON from [`Self::canonical_parts`] ("inputs" sorts
+    /// before the other keys).
+    pub fn join_canonical(inputs: &str, rest: &str) -> String {
+        match rest.strip_prefix('{').filter(|r| *r != "}") {
+            Some(r) => format!("{{\"inputs\":{inputs},{r}"),
+            None => format!("{{\"inputs\":{inputs}}}"),
+        }
+    }
 }
 
 /// The execution-level phase (what clients see).
@@ -557,6 +578,28 @@ fn rfc3339_ms_slow(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn canonical_parts_join_into_the_canonical_json() {
+        let specs = [
+            r#"{"template": {"type": "t"}}"#,
+            r#"{"template": {"type": "t", "custom": {"b": 1, "a": [2]}}, "inputs": {"x": {"integer": 3}, "a": {"string": "s"}},
+                "metadata": {"project": "p", "retries": 2}}"#,
+        ];
+        for json in specs {
+            let spec: ExecutionSpec = serde_json::from_str(json).unwrap();
+            let (inputs, rest) = spec.canonical_parts();
+            assert_eq!(ExecutionSpec::join_canonical(&inputs, &rest), spec.to_canonical_json());
+            let rest_v: serde_json::Value = serde_json::from_str(&rest).unwrap();
+            assert!(
+                rest_v.get("inputs").is_none() && rest_v.get("template").is_some(),
+                "{rest}"
+            );
+            let back: LiteralMap = serde_json::from_str(&inputs).unwrap();
+            assert_eq!(back, spec.inputs);
+        }
+        assert_eq!(ExecutionSpec::join_canonical("{}", "{}"), r#"{"inputs":{}}"#);
+    }
 
     #[test]
     fn fast_rfc3339_matches_chrono() {

@@ -152,3 +152,33 @@ fn bundled_plugins_run_through_the_engine_and_the_quota_holds() {
         ExecPhase::Failed
     );
 }
+
+#[test]
+fn executions_of_one_task_share_its_template_but_each_sees_its_own_inputs() {
+    let d = daemon();
+    // Same template and metadata (one shared parsed copy), other inputs.
+    let ids: Vec<String> = (0..3)
+        .map(|i| {
+            let mut echo = task("examples/echo.json");
+            echo.inputs.insert("count".into(), Literal::Integer(i));
+            match d.engine.submit(Some(format!("echo-{i}")), echo).unwrap() {
+                SubmitOutcome::Created(id) => id,
+                other => panic!("{other:?}"),
+            }
+        })
+        .collect();
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(wait(&d.engine, id, Duration::from_secs(10)).phase, ExecPhase::Succeeded);
+        let out = d.engine.outputs(id).unwrap().unwrap();
+        assert_eq!(out["count"], Literal::Integer(i as i64), "{id}: {out:?}");
+        assert_eq!(out["greeting"], Literal::String("hello, kozmo".into()));
+    }
+    // Resubmitting one of them is idempotent (the spec JSON it is compared
+    // with is joined from the same two parts).
+    let mut again = task("examples/echo.json");
+    again.inputs.insert("count".into(), Literal::Integer(1));
+    assert_eq!(
+        d.engine.submit(Some("echo-1".into()), again).unwrap(),
+        SubmitOutcome::Existing("echo-1".into())
+    );
+}

@@ -207,8 +207,10 @@ pub struct Services<'a> {
 pub struct AttemptInfo<'a> {
     /// Execution id.
     pub id: &'a str,
-    /// Its spec.
+    /// Its spec (inputs apart).
     pub spec: &'a ExecutionSpec,
+    /// Its inputs, as canonical JSON.
+    pub inputs: &'a str,
     /// Attempt.
     pub attempt: u32,
     /// The plugin's generated-name limit.
@@ -238,6 +240,11 @@ pub struct RoundContext<'a> {
 }
 
 impl<'a> RoundContext<'a> {
+    /// The execution's inputs.
+    fn inputs(&self) -> LiteralMap {
+        super::parse_inputs(self.at.id, self.at.inputs)
+    }
+
     /// A context for a call on attempt `at`.
     pub fn new(
         services: Services<'a>,
@@ -303,7 +310,7 @@ impl<'a> RoundContext<'a> {
             Ok(())
         };
         let paths = self.paths();
-        let r = write(&paths.input_path, serde_json::to_vec(&self.at.spec.inputs))
+        let r = write(&paths.input_path, serde_json::to_vec(&self.inputs()))
             .and_then(|_| write(&paths.task_path, serde_json::to_vec(&self.at.spec.template)));
         match r {
             Ok(()) => self.files.store(true, Ordering::Release),
@@ -413,7 +420,7 @@ impl InputReader for RoundContext<'_> {
         self.paths().input_path.clone()
     }
     fn get(&self) -> Result<LiteralMap> {
-        Ok(self.at.spec.inputs.clone())
+        Ok(self.inputs())
     }
 }
 

@@ -215,8 +215,8 @@ pub struct EngineStats {
     pub step_latency_sum_seconds: f64,
 }
 
-/// A parsed spec with what follows from it, shared by every active
-/// execution submitted with the same spec (see [`Shapes`]).
+/// A parsed spec without its inputs, with what follows from it, shared by
+/// every active execution of the same task (see [`Shapes`]).
 pub(crate) struct Shape {
     pub(crate) spec: ExecutionSpec,
     /// The task type (shared by the events of every round).
@@ -233,9 +233,47 @@ impl std::ops::Deref for Shape {
     }
 }
 
-/// Interned [`Shape`]s by canonical spec JSON: executions with the same
-/// spec share one parsed copy (most of an idle execution's memory
-/// otherwise). Entries die with their last execution.
+/// A submitted spec taken apart: the part executions of one task share
+/// (template and metadata, interned as a [`Shape`]) and their inputs.
+pub(crate) struct SplitSpec {
+    /// The spec with empty inputs.
+    spec: ExecutionSpec,
+    /// Canonical JSON of `spec` without inputs (the interning key).
+    shared_json: String,
+    /// Canonical JSON of the inputs.
+    inputs: Box<str>,
+}
+
+impl SplitSpec {
+    fn new(mut spec: ExecutionSpec) -> Self {
+        let (inputs, shared_json) = spec.canonical_parts();
+        spec.inputs = LiteralMap::new();
+        SplitSpec {
+            spec,
+            shared_json,
+            inputs: inputs.into_boxed_str(),
+        }
+    }
+
+    /// The whole spec's canonical JSON (what the store keeps).
+    fn canonical_json(&self) -> String {
+        ExecutionSpec::join_canonical(&self.inputs, &self.shared_json)
+    }
+}
+
+/// Inputs from the canonical JSON the engine made of them (a failure would
+/// be an engine bug: it is logged and the inputs read as empty).
+pub(crate) fn parse_inputs(id: &str, json: &str) -> LiteralMap {
+    serde_json::from_str(json).unwrap_or_else(|e| {
+        log::error!("execution {id}: its inputs do not parse back ({e}); read as empty");
+        LiteralMap::new()
+    })
+}
+
+/// Interned [`Shape`]s by the canonical JSON of a spec without its inputs:
+/// executions of the same task (template and metadata) share one parsed
+/// copy (most of an idle execution's memory otherwise), whatever their
+/// inputs. Entries die with their last execution.
 #[derive(Default)]
 struct Shapes {
     hasher: std::collections::hash_map::RandomState,
@@ -284,8 +322,12 @@ impl Shapes {
 /// scheduler's entry while it waits, and travels (moved, never copied)
 /// through the work queue, its worker and the committer while a step runs.
 pub(crate) struct Active {
-    /// The spec, shared with executions of the same spec.
+    /// The spec without its inputs, shared with the executions of the same
+    /// task (same template and metadata).
     pub(crate) spec: Arc<Shape>,
+    /// The inputs, as canonical JSON (a few bytes where a parsed map takes
+    /// a kilobyte); parsed when a plugin or the catalog asks.
+    inputs: Box<str>,
     /// The execution (its `spec_json` and `task_type` are left empty: the
     /// shape has them).
     pub(crate) record: ExecutionRecord,
@@ -330,17 +372,28 @@ impl scheduler::Job for Box<Active> {
 }
 
 impl Active {
-    fn new(spec: Arc<Shape>, mut record: ExecutionRecord) -> Box<Self> {
+    fn new(spec: Arc<Shape>, mut record: ExecutionRecord, inputs: Box<str>) -> Box<Self> {
         // The shape has the parsed spec and the task type.
         record.spec_json = String::new();
         record.task_type = String::new();
         Box::new(Active {
             spec,
+            inputs,
             record,
             shared: Arc::default(),
             gname: None,
             no_change: 0,
         })
+    }
+
+    /// The inputs' canonical JSON.
+    pub(crate) fn inputs_json(&self) -> &str {
+        &self.inputs
+    }
+
+    /// The inputs.
+    pub(crate) fn inputs(&self) -> LiteralMap {
+        parse_inputs(&self.record.id, &self.inputs)
     }
 
     /// Takes an abort request that came while the execution was out.
@@ -474,8 +527,9 @@ impl Engine {
                 }
             };
             let plugin = core.plugins.resolve(&spec.template.task_type).ok();
-            let shape = lock(&core.shapes).intern(&rec.spec_json, spec, plugin);
-            core.sched.add(Active::new(shape, rec));
+            let split = SplitSpec::new(spec);
+            let shape = lock(&core.shapes).intern(&split.shared_json, split.spec, plugin);
+            core.sched.add(Active::new(shape, rec, split.inputs));
         }
         if n > 0 {
             log::info!("engine recovered {n} active executions");
@@ -687,7 +741,7 @@ impl Core {
         id: Option<String>,
         spec: ExecutionSpec,
         now: i64,
-    ) -> Result<(NewExecution, ExecutionSpec, Arc<dyn Plugin>), EngineError> {
+    ) -> Result<(NewExecution, SplitSpec, Arc<dyn Plugin>), EngineError> {
         if spec.template.task_type.is_empty() {
             return Err(EngineError::Invalid("the task template has no type".into()));
         }
@@ -703,19 +757,20 @@ impl Core {
             .plugins
             .resolve(&spec.template.task_type)
             .map_err(|e| EngineError::NoPlugin(format!("task type [{}]: {e}", spec.template.task_type)))?;
+        let split = SplitSpec::new(spec);
         let new = NewExecution {
             id,
             client_id,
-            spec_json: spec.to_canonical_json(),
-            task_type: spec.template.task_type.clone(),
+            spec_json: split.canonical_json(),
+            task_type: split.spec.template.task_type.clone(),
             created_at_ms: now,
             state: ExecState::new(now),
         };
-        Ok((new, spec, plugin))
+        Ok((new, split, plugin))
     }
 
     /// Tracks a durable new execution and queues it.
-    fn activate(&self, new: NewExecution, spec: ExecutionSpec, plugin: Option<Arc<dyn Plugin>>) {
+    fn activate(&self, new: NewExecution, spec: SplitSpec, plugin: Option<Arc<dyn Plugin>>) {
         let rec = ExecutionRecord {
             id: new.id,
             client_id: new.client_id,
@@ -726,8 +781,8 @@ impl Core {
             abort_requested: None,
             task: TaskState::default(),
         };
-        let shape = lock(&self.shapes).intern(&rec.spec_json, spec, plugin);
-        self.sched.add(Active::new(shape, rec));
+        let shape = lock(&self.shapes).intern(&spec.shared_json, spec.spec, plugin);
+        self.sched.add(Active::new(shape, rec, spec.inputs));
     }
 }
 

@@ -113,6 +113,7 @@ impl Core {
             AttemptInfo {
                 id: &a.record.id,
                 spec: &a.spec.spec,
+                inputs: a.inputs_json(),
                 attempt: st.attempt,
                 name_max_len: self.name_max_len(Some(plugin)),
                 generated_name: &gname,
@@ -158,7 +159,7 @@ impl Core {
         CatalogKey {
             identifier: a.spec.template.id.clone(),
             cache_version: a.spec.template.metadata.cache_version.clone(),
-            inputs: a.spec.inputs.clone(),
+            inputs: a.inputs(),
         }
     }
 
