@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use indicatif::ProgressBar;
 use kozmo_interface::{
-    PhaseInfo, Plugin, PluginStateReaderExt, PluginStateWriterExt, Result as PResult, TaskExecutionContext, Transition,
+    Literal, PhaseInfo, Plugin, PluginStateReaderExt, PluginStateWriterExt, Result as PResult, TaskExecutionContext,
+    Transition,
 };
 
 use crate::engine::{Engine, EngineConfig, EngineHandle, PluginResolver};
@@ -161,10 +162,22 @@ impl BenchEngine {
 
     /// Submits `n` executions `b0000000`.. in batches of `batch`.
     pub fn submit(&self, n: usize, batch: usize, pb: &ProgressBar, what: &str) -> anyhow::Result<Vec<String>> {
-        let spec = bench_spec();
+        self.submit_specs(n, batch, pb, what, |_| bench_spec())
+    }
+
+    /// Submits `n` executions `b0000000`.. in batches of `batch`, the
+    /// spec of each made by `spec` from its id.
+    pub fn submit_specs(
+        &self,
+        n: usize,
+        batch: usize,
+        pb: &ProgressBar,
+        what: &str,
+        spec: impl Fn(&str) -> ExecutionSpec,
+    ) -> anyhow::Result<Vec<String>> {
         let ids: Vec<String> = (0..n).map(|i| format!("b{i:07}")).collect();
         for (k, chunk) in ids.chunks(batch.max(1)).enumerate() {
-            let items = chunk.iter().map(|id| (Some(id.clone()), spec.clone())).collect();
+            let items = chunk.iter().map(|id| (Some(id.clone()), spec(id))).collect();
             for r in self.engine.submit_batch(items) {
                 r.map_err(|e| anyhow::anyhow!("submit: {e}"))?;
             }
@@ -329,7 +342,13 @@ pub fn memory(kind: StoreKind, n: usize, workers: usize, pb: &ProgressBar) -> an
         b.shutdown();
         return Ok(None);
     };
-    b.submit(n, 1000, pb, &what)?;
+    // One task, each execution with its own input (as real submissions
+    // are): the template is shared, the inputs are not.
+    b.submit_specs(n, 1000, pb, &what, |id| {
+        let mut spec = bench_spec();
+        spec.inputs.insert("id".into(), Literal::String(id.to_string()));
+        spec
+    })?;
     b.wait_parked(n, pb, &what);
     let rss_after = super::rss_bytes().unwrap_or(rss_before);
     let rss_after_trim = trim().then(super::rss_bytes).flatten();

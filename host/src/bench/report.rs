@@ -492,7 +492,8 @@ impl Results {
             let _ = writeln!(
                 s,
                 "P6: VmRSS {} MiB with the engine started, {} MiB with {} executions parked \
-                 (every execution tracked by the engine, waiting on its resync timer).\n",
+                 (one task, each execution with an input of its own; every execution tracked by the \
+                 engine, waiting on its resync timer).\n",
                 mp.rss_before / (1 << 20),
                 mp.rss_after / (1 << 20),
                 mp.executions

@@ -35,8 +35,9 @@ What each figure measures (goals from the benchmark issue):
       Ratio engine/raw (goal >= 0.5). Runs --repeat times; the table shows
       the run of median ratio.
   P6  resident memory per in-flight execution: VmRSS before and after
-      parking --memory-executions on SQLite, divided (goal <= 1 KiB). Runs
-      first, on a fresh heap.
+      parking --memory-executions on SQLite (one task, each execution with
+      an input of its own), divided (goal <= 1 KiB). Runs first, on a
+      fresh heap.
   Latency  submit -> Succeeded row, one execution at a time (light load),
       p50/p99, on SQLite and on the in-memory store.
   P5  load + check (symbol check, dlopen, ABI checks, entries, loader) of
