@@ -534,16 +534,37 @@ fn failed_commits_are_retried_without_losing_or_duplicating_effects() {
     use kozmo_host::engine::Engine;
     use kozmo_host::model::{ErrorDocument, EventRecord, ExecutionRecord, NewExecution, RoundCommit, TokenRow};
     use kozmo_host::resources::ResourceManagerBuilder;
-    use kozmo_host::store::{InsertOutcome, MemoryStore, StoreError, StoreResult};
+    use kozmo_host::store::{InsertOutcome, MemoryStore, SqliteStore, StoreError, StoreResult, WriteTxn};
     use kozmo_interface::LiteralMap;
 
-    /// Fails the commits `fails` picks (a disk that is full now and then).
+    /// Fails the commits `fails` picks (a disk that is full now and then):
+    /// batches (`commit`) and, over SQLite, streamed transactions (`begin`).
     struct Flaky {
-        inner: MemoryStore,
+        inner: Box<dyn Store>,
         calls: AtomicU32,
         fails: fn(u32) -> bool,
     }
+    /// A streamed transaction whose commit fails (its writes roll back).
+    struct FailingTxn<'a>(Box<dyn WriteTxn + 'a>);
+    impl WriteTxn for FailingTxn<'_> {
+        fn insert(&mut self, n: &NewExecution) -> StoreResult<InsertOutcome> {
+            self.0.insert(n)
+        }
+        fn apply(&mut self, c: &RoundCommit) -> StoreResult<()> {
+            self.0.apply(c)
+        }
+        fn commit(self: Box<Self>) -> StoreResult<()> {
+            Err(StoreError("disk full".into()))
+        }
+    }
     impl Store for Flaky {
+        fn begin(&self) -> StoreResult<Option<Box<dyn WriteTxn + '_>>> {
+            let fail = (self.fails)(self.calls.fetch_add(1, Ordering::SeqCst));
+            Ok(self.inner.begin()?.map(|t| match fail {
+                true => Box::new(FailingTxn(t)) as Box<dyn WriteTxn + '_>,
+                false => t,
+            }))
+        }
         fn insert_execution(&self, n: &NewExecution) -> StoreResult<InsertOutcome> {
             self.inner.insert_execution(n)
         }
@@ -594,13 +615,23 @@ fn failed_commits_are_retried_without_losing_or_duplicating_effects() {
     }
 
     // Every other commit fails (retried in place); then the first 6 fail
-    // (the batch is given up, memory reloaded from the store, step redone).
-    type Pattern = (fn(u32) -> bool, u32);
-    let patterns: [Pattern; 2] = [(|n| n % 2 == 0, 8), (|n| n < 6, 9)];
-    for (fails, min_calls) in patterns {
+    // (the batch is given up, memory reloaded from the store, step redone);
+    // then, over SQLite, every other streamed transaction fails at its
+    // commit (rolled back, its writes retried as one batch).
+    type Pattern = (fn(u32) -> bool, u32, bool);
+    let patterns: [Pattern; 3] = [
+        (|n| n % 2 == 0, 8, false),
+        (|n| n < 6, 9, false),
+        (|n| n % 2 == 0, 6, true),
+    ];
+    for (fails, min_calls, sqlite) in patterns {
         let dir = tempfile::tempdir().unwrap();
+        let inner: Box<dyn Store> = match sqlite {
+            true => Box::new(SqliteStore::open_in(&dir.path().join("db")).unwrap()),
+            false => Box::new(MemoryStore::new()),
+        };
         let store = Arc::new(Flaky {
-            inner: MemoryStore::new(),
+            inner,
             calls: AtomicU32::new(0),
             fails,
         });
