@@ -650,10 +650,9 @@ impl Core {
     /// store without syncs is written here, on the worker (nothing to
     /// group, and one committer thread would serialise every step); if that
     /// fails, the committer retries it.
-    fn commit_step(&self, commit: RoundCommit, next: Next, a: Box<Active>) {
-        let mut commit = Box::new(commit);
+    fn commit_step(&self, mut commit: RoundCommit, next: Next, a: Box<Active>) {
         if self.inline_commits {
-            match self.store.commit(std::slice::from_mut(&mut *commit)) {
+            match self.store.commit(std::slice::from_mut(&mut commit)) {
                 Ok(()) => {
                     self.stats.commits.fetch_add(1, Ordering::Relaxed);
                     self.stats.batches.fetch_add(1, Ordering::Relaxed);
@@ -671,7 +670,7 @@ impl Core {
         for e in &mut commit.events {
             e.body.render();
         }
-        let _ = self.commit_tx.send(CommitMsg::Step(commit, next, a));
+        let _ = self.commit_tx.send(CommitMsg::Step(Box::new(commit), next, a));
     }
 
     /// Resets an execution to what the store holds (after its step's commit

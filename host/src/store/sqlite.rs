@@ -50,7 +50,7 @@ pub struct SqliteStore {
 /// A moving average of what committing (syncing) a transaction costs.
 #[derive(Default)]
 pub(super) struct SyncCost {
-    micros: AtomicU64,
+    nanos: AtomicU64,
 }
 
 impl SyncCost {
@@ -58,14 +58,14 @@ impl SyncCost {
     const CAP: Duration = Duration::from_millis(10);
 
     pub(super) fn observe(&self, d: Duration) {
-        let sample = d.min(Self::CAP).as_micros() as u64;
-        let old = self.micros.load(Ordering::Relaxed);
+        let sample = d.min(Self::CAP).as_nanos() as u64;
+        let old = self.nanos.load(Ordering::Relaxed);
         let new = if old == 0 { sample } else { (old * 7 + sample) / 8 };
-        self.micros.store(new, Ordering::Relaxed);
+        self.nanos.store(new, Ordering::Relaxed);
     }
 
     fn get(&self) -> Duration {
-        Duration::from_micros(self.micros.load(Ordering::Relaxed))
+        Duration::from_nanos(self.nanos.load(Ordering::Relaxed))
     }
 }
 
