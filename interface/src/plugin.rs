@@ -25,10 +25,19 @@ pub trait Plugin: Send + Sync + 'static {
     }
     /// Advances the task one round.
     fn handle(&self, ctx: &dyn TaskExecutionContext) -> Result<Transition>;
-    /// Stops whatever the task started.
-    fn abort(&self, ctx: &dyn TaskExecutionContext) -> Result<()>;
-    /// Releases what the task holds (tokens, temporary files).
-    fn finalize(&self, ctx: &dyn TaskExecutionContext) -> Result<()>;
+    /// Stops whatever the task started. The default does nothing, for
+    /// plugins whose `handle` starts nothing that outlives the call.
+    fn abort(&self, ctx: &dyn TaskExecutionContext) -> Result<()> {
+        let _ = ctx;
+        Ok(())
+    }
+    /// Releases what the task holds (tokens, temporary files). The default
+    /// does nothing; the host releases any token an execution still holds
+    /// after `finalize` anyway, with a warning naming the plugin.
+    fn finalize(&self, ctx: &dyn TaskExecutionContext) -> Result<()> {
+        let _ = ctx;
+        Ok(())
+    }
 }
 
 type LoaderFn = dyn Fn(&dyn SetupContext) -> Result<Box<dyn Plugin>> + Send + Sync;
