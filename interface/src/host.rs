@@ -6,9 +6,10 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use abi_stable::library::{lib_header_from_path, LibraryError};
+use abi_stable::library::{lib_header_from_path, LibHeader, LibraryError};
 
-use crate::ffi::v1::{self, HostLogSink, PluginModule_Ref};
+use crate::abi::{AbiVersion, ABI_VERSION};
+use crate::ffi;
 use crate::plugin::PluginEntry;
 use crate::PluginError;
 
@@ -88,15 +89,35 @@ impl std::error::Error for OpenError {}
 pub struct OpenedLibrary {
     /// The file it was opened from.
     pub path: PathBuf,
-    /// Its ABI epoch.
-    pub abi_epoch: u32,
-    /// The interface version it was built with.
+    /// The ABI version it was built for.
+    pub abi: AbiVersion,
+    /// The interface crate version it was built with.
     pub interface_version: String,
     /// Its entries, with loaders that call into the library.
     pub entries: Vec<PluginEntry>,
 }
 
-fn classify(e: LibraryError) -> OpenError {
+impl OpenedLibrary {
+    /// Whether the library was built against a newer minor than this
+    /// host's: it runs, but the host services added after this host's
+    /// minor report [`needs_newer_host`](crate::abi::needs_newer_host).
+    pub fn is_newer_than_host(&self) -> bool {
+        self.abi.epoch == ABI_VERSION.epoch && self.abi.minor > ABI_VERSION.minor
+    }
+
+    /// The warning for a newer library, e.g. `built against kozmo ABI 1.3,
+    /// this host speaks 1.1: host services added after 1.1 are unavailable`.
+    pub fn newer_warning(&self) -> Option<String> {
+        self.is_newer_than_host().then(|| {
+            format!(
+                "built against kozmo ABI {}, this host speaks {}: host services added after {} are unavailable to it (they return {}); upgrade the daemon",
+                self.abi, ABI_VERSION, ABI_VERSION, crate::abi::NEEDS_NEWER_HOST
+            )
+        })
+    }
+}
+
+pub(crate) fn classify(e: LibraryError) -> OpenError {
     match e {
         LibraryError::OpenError { err, .. } => OpenError::NotALibrary(err.to_string()),
         LibraryError::GetSymbolError { err, .. } => OpenError::NoRootModule(err.to_string()),
@@ -130,41 +151,42 @@ fn classify(e: LibraryError) -> OpenError {
 
 /// The highest log level currently enabled in the host, as the plugin
 /// logger's number (0 off … 5 trace).
-fn host_max_level() -> u8 {
+pub(crate) fn host_max_level() -> u8 {
     log::max_level() as usize as u8
 }
 
-/// Opens `path` as a plugin library: abi_stable's header and layout checks
-/// (`lib_header_from_path(..).init_root_module`), then Kozmo's own epoch and
-/// panic-strategy checks, installs the log forwarder and lists the entries.
+/// The ABI version a library's header declares (abi_stable's version
+/// strings hold `"<epoch>.<minor>.0"`).
+fn header_abi(header: &LibHeader) -> Result<AbiVersion, OpenError> {
+    let text = header.version_strings().version.as_str();
+    AbiVersion::parse(text)
+        .ok_or_else(|| OpenError::Other(format!("unreadable ABI version {text:?} in the library header")))
+}
+
+/// Opens `path` as a plugin library: abi_stable's header, the ABI epoch
+/// (each epoch has its own frozen module; this host keeps every one it
+/// ever shipped), Kozmo's layout check (abi_stable's, forgiving only
+/// appended optional fields: see [`ffi::layout_check`](crate::ffi::layout_check)),
+/// the panic strategy; then attaches the host (ABI version, log forwarder)
+/// and lists the entries.
 ///
 /// The library stays loaded for the life of the process.
 pub fn open_library(path: &Path) -> Result<OpenedLibrary, OpenError> {
     let header = lib_header_from_path(path).map_err(classify)?;
-    let module: PluginModule_Ref = header.init_root_module().map_err(classify)?;
-    let abi_epoch = module.abi_epoch();
-    if abi_epoch != v1::ABI_EPOCH {
-        return Err(OpenError::EpochMismatch {
-            expected: v1::ABI_EPOCH,
-            found: abi_epoch,
-        });
+    let abi = header_abi(header)?;
+    match abi.epoch {
+        // kozmo-abi-append: epoch-dispatch
+        // A new epoch adds its arm above this line, newest first; the arms
+        // of older epochs stay, so their plugins keep loading.
+        1 => ffi::v1::open(path, header, abi),
+        found => Err(OpenError::EpochMismatch {
+            expected: ABI_VERSION.epoch,
+            found,
+        }),
     }
-    if !module.panic_unwind() {
-        return Err(OpenError::PanicAbort);
-    }
-    (module.install_logger())(HostLogSink::object(), host_max_level());
-    let entries = (module.entries())()
-        .into_result()
-        .map_err(|e| OpenError::Entries(e.into()))?;
-    Ok(OpenedLibrary {
-        path: path.to_path_buf(),
-        abi_epoch,
-        interface_version: module.interface_version().as_str().to_string(),
-        entries: entries.into_iter().map(v1::host_entry).collect(),
-    })
 }
 
 /// The version of `kozmo-interface` this host was built with.
 pub fn interface_version() -> &'static str {
-    v1::INTERFACE_VERSION
+    ffi::current::INTERFACE_VERSION
 }

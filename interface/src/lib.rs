@@ -82,6 +82,7 @@
 
 #![deny(missing_docs)]
 
+pub mod abi;
 pub mod context;
 pub mod encoding;
 mod error;
@@ -121,7 +122,7 @@ pub use resource::{AllocationStatus, ResourceConstraint, ResourceConstraintsSpec
 pub use resource_manager::{ResourceManager, ResourceRegistrar};
 pub use state::{PluginStateReader, PluginStateReaderExt, PluginStateWriter, PluginStateWriterExt};
 pub use task_info::{format_rfc3339_nanos, ExternalResource, ReasonInfo, TaskInfo, TaskLog};
-pub use transition::{Transition, TransitionType};
+pub use transition::{ParseTransitionTypeError, Transition, TransitionType};
 
 /// Re-exported so authors can build times and values without another
 /// dependency.

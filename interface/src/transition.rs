@@ -1,6 +1,7 @@
 //! [`Transition`]: what `handle` returns.
 
 use std::fmt;
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
@@ -34,14 +35,65 @@ impl TransitionType {
             TransitionType::Ephemeral
         }
     }
+
+    /// Every transition type, in wire order (the original's
+    /// `TransitionTypeValues`).
+    ///
+    /// ```
+    /// use kozmo_interface::TransitionType;
+    ///
+    /// assert_eq!(TransitionType::values(), [TransitionType::Ephemeral, TransitionType::Barrier]);
+    /// ```
+    pub const fn values() -> [TransitionType; 2] {
+        [TransitionType::Ephemeral, TransitionType::Barrier]
+    }
+
+    /// The constant's name, e.g. `TransitionTypeEphemeral`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            TransitionType::Ephemeral => "TransitionTypeEphemeral",
+            TransitionType::Barrier => "TransitionTypeBarrier",
+        }
+    }
+}
+
+/// A string that names no [`TransitionType`] (the original's
+/// `TransitionTypeString` error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseTransitionTypeError(pub String);
+
+impl fmt::Display for ParseTransitionTypeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} does not belong to TransitionType values", self.0)
+    }
+}
+
+impl std::error::Error for ParseTransitionTypeError {}
+
+impl FromStr for TransitionType {
+    type Err = ParseTransitionTypeError;
+
+    /// Parses the exact (case-sensitive) constant name, as the original's
+    /// `TransitionTypeString` does.
+    ///
+    /// ```
+    /// use kozmo_interface::TransitionType;
+    ///
+    /// assert_eq!("TransitionTypeBarrier".parse(), Ok(TransitionType::Barrier));
+    /// let err = "Barrier".parse::<TransitionType>().unwrap_err();
+    /// assert_eq!(err.to_string(), "Barrier does not belong to TransitionType values");
+    /// ```
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        TransitionType::values()
+            .into_iter()
+            .find(|t| t.name() == s)
+            .ok_or_else(|| ParseTransitionTypeError(s.to_string()))
+    }
 }
 
 impl fmt::Display for TransitionType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            TransitionType::Ephemeral => "TransitionTypeEphemeral",
-            TransitionType::Barrier => "TransitionTypeBarrier",
-        })
+        f.write_str(self.name())
     }
 }
 
@@ -102,6 +154,32 @@ impl fmt::Display for Transition {
 mod tests {
     use super::*;
     use crate::Phase;
+
+    #[test]
+    fn every_value_parses_back_from_its_name_and_nothing_else_parses() {
+        for t in TransitionType::values() {
+            assert_eq!(t.to_string().parse::<TransitionType>(), Ok(t));
+            assert_eq!(TransitionType::from_u8(t.as_u8()), t);
+        }
+        assert_eq!(TransitionType::values().len(), 2);
+        for bad in [
+            "",
+            "Ephemeral",
+            "transitiontypeephemeral",
+            "TransitionTypeBarrier ",
+            "TransitionType",
+        ] {
+            assert_eq!(
+                bad.parse::<TransitionType>(),
+                Err(ParseTransitionTypeError(bad.to_string())),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            "x".parse::<TransitionType>().unwrap_err().to_string(),
+            "x does not belong to TransitionType values"
+        );
+    }
 
     #[test]
     fn names_and_the_seed_example() {

@@ -145,15 +145,16 @@ fn print_problems(report: &LoadReport) {
     print!("{report}");
 }
 
-/// `<id>: task types [a, b], default, <file>, kozmo-interface <v>`.
+/// `<id>: task types [a, b], default, <file>, kozmo-interface <v>, ABI <e.m>`.
 pub fn entry_line(p: &PluginInfo) -> String {
     format!(
-        "{}: task types [{}]{}, {}, kozmo-interface {}",
+        "{}: task types [{}]{}, {}, kozmo-interface {}, ABI {}",
         p.id,
         p.task_types.join(", "),
         if p.is_default { ", default" } else { "" },
         p.file.display(),
-        p.interface_version
+        p.interface_version,
+        p.abi
     )
 }
 
@@ -165,6 +166,7 @@ pub fn table(plugins: &[PluginInfo]) -> String {
         "DEFAULT".to_string(),
         "FILE".to_string(),
         "INTERFACE".to_string(),
+        "ABI".to_string(),
     ]];
     for p in plugins {
         rows.push([
@@ -173,9 +175,10 @@ pub fn table(plugins: &[PluginInfo]) -> String {
             if p.is_default { "yes" } else { "no" }.to_string(),
             p.file.display().to_string(),
             p.interface_version.clone(),
+            p.abi.to_string(),
         ]);
     }
-    let mut widths = [0usize; 5];
+    let mut widths = [0usize; 6];
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());

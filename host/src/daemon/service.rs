@@ -143,6 +143,7 @@ impl ExecutionService for DaemonService {
                         "is_default": p.is_default,
                         "file": p.file.display().to_string(),
                         "interface_version": p.interface_version,
+                        "abi": p.abi.to_string(),
                     })
                 })
                 .collect(),

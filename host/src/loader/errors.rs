@@ -49,6 +49,9 @@ pub enum ProblemKind {
     TaskTypeConflict,
     /// The loader configuration names plugins or task types that do not fit.
     Config,
+    /// The library was built against a newer ABI minor than this host's
+    /// (a warning: it loads, and the host services it lacks report so).
+    NewerAbi,
     /// Anything else the library loader reported.
     Other,
 }
@@ -77,6 +80,7 @@ impl ProblemKind {
             ProblemKind::MultipleDefaults => "multiple-defaults",
             ProblemKind::TaskTypeConflict => "task-type-conflict",
             ProblemKind::Config => "config",
+            ProblemKind::NewerAbi => "newer-abi",
             ProblemKind::Other => "other",
         }
     }

@@ -156,18 +156,29 @@ fn load_candidates(
     services: &LoaderServices,
 ) -> Result<LoadedPlugins, LoadReport> {
     let mut staged = Vec::new();
+    let mut newer = Vec::new();
     for c in &candidates {
         match open_candidate(dir, c, config.allow_insecure_plugin_dir) {
             Ok(lib) => {
                 log::debug!(
-                    "{}: kozmo-interface {}, entries {:?}",
+                    "{}: kozmo-interface {}, ABI {}, entries {:?}",
                     c.path.display(),
                     lib.interface_version,
+                    lib.abi,
                     lib.entries.iter().map(|e| &e.id).collect::<Vec<_>>()
                 );
+                if let Some(w) = lib.newer_warning() {
+                    log::warn!("{}: {w}", c.path.display());
+                    newer.push(Problem::file(
+                        ProblemKind::NewerAbi,
+                        &c.path,
+                        format!("{}: {w}", c.path.display()),
+                    ));
+                }
                 staged.extend(lib.entries.into_iter().map(|entry| StagedEntry {
                     file: c.path.clone(),
                     interface_version: lib.interface_version.clone(),
+                    abi: lib.abi,
                     entry,
                 }))
             }
@@ -213,6 +224,7 @@ fn load_candidates(
     for w in &warnings {
         log::warn!("skipped: {}", w.message);
     }
+    warnings.extend(newer);
     if !errors.is_empty() {
         return Err(LoadReport {
             errors,
@@ -404,6 +416,7 @@ mod tests {
         StagedEntry {
             file: PathBuf::from("/p/lib.so"),
             interface_version: "1.0.0".into(),
+            abi: kozmo_interface::abi::ABI_VERSION,
             entry: PluginEntry {
                 id: id.into(),
                 registered_task_types: vec![id.into()],

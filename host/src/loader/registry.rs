@@ -7,6 +7,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use kozmo_interface::abi::AbiVersion;
 use kozmo_interface::{Plugin, PluginEntry};
 
 use super::errors::{Problem, ProblemKind};
@@ -19,6 +20,8 @@ pub struct StagedEntry {
     pub file: PathBuf,
     /// The interface version the library was built with.
     pub interface_version: String,
+    /// The ABI version the library was built for.
+    pub abi: AbiVersion,
     /// The entry.
     pub entry: PluginEntry,
 }
@@ -36,6 +39,8 @@ pub struct PluginInfo {
     pub file: PathBuf,
     /// The `kozmo-interface` version it was built with.
     pub interface_version: String,
+    /// The ABI version (epoch.minor) it was built for.
+    pub abi: AbiVersion,
 }
 
 impl PluginInfo {
@@ -47,6 +52,7 @@ impl PluginInfo {
             is_default: s.entry.is_default,
             file: s.file.clone(),
             interface_version: s.interface_version.clone(),
+            abi: s.abi,
         }
     }
 }
@@ -363,6 +369,7 @@ mod tests {
         StagedEntry {
             file: PathBuf::from(file),
             interface_version: "1.0.0".into(),
+            abi: kozmo_interface::abi::ABI_VERSION,
             entry: PluginEntry {
                 id: id.into(),
                 registered_task_types: types.iter().map(|t| t.to_string()).collect(),
