@@ -88,6 +88,10 @@ pub trait TaskExecutionContext {
     fn catalog(&self) -> &dyn Catalog;
     /// Extra events.
     fn events_recorder(&self) -> &dyn EventsRecorder;
+    // kozmo-abi-append: task-execution-context
+    // Services added after 1.0 go here, each with a default body returning
+    // `crate::abi::needs_newer_host(..)`, so hosts and test contexts that
+    // predate them still compile and answer clearly.
 }
 
 /// What a plugin loader can reach.

@@ -38,6 +38,9 @@ pub trait Plugin: Send + Sync + 'static {
         let _ = ctx;
         Ok(())
     }
+    // kozmo-abi-append: plugin-trait
+    // Methods added after 1.0 go here, each with a default body (what the
+    // host sees from a plugin that predates the method).
 }
 
 type LoaderFn = dyn Fn(&dyn SetupContext) -> Result<Box<dyn Plugin>> + Send + Sync;

@@ -260,6 +260,7 @@ impl TaskExecutionContext for TestTaskContext {
     fn events_recorder(&self) -> &dyn EventsRecorder {
         self
     }
+    // kozmo-abi-append: test-task-context
 }
 
 impl ResourceManager for TestTaskContext {

@@ -92,6 +92,11 @@ pub trait FfiTaskContext {
     /// [`EventsRecorder::record_raw`].
     #[sabi(last_prefix_field)]
     fn record_raw(&self, info: FfiPhaseInfo) -> RResult<(), FfiError>;
+    // kozmo-abi-append: task-context
+    // Methods appended in later minors go here, in order, each with a
+    // default body returning `crate::abi::needs_newer_host(..)`: a plugin
+    // built against a later minor calls that body when the host's vtable
+    // predates the method.
 }
 
 /// Host side of the string accessors: hands the host's value to the
@@ -274,6 +279,7 @@ impl FfiTaskContext for HostTaskContext<'_> {
             self.0.events_recorder().record_raw(&info)
         })
     }
+    // kozmo-abi-append: host-task-context
 }
 
 /// Plugin side: implements every plain service trait over the FFI object,
@@ -338,6 +344,7 @@ impl TaskExecutionContext for PluginTaskContext<'_, '_> {
     fn events_recorder(&self) -> &dyn EventsRecorder {
         self
     }
+    // kozmo-abi-append: plugin-task-context
 }
 
 impl ResourceManager for PluginTaskContext<'_, '_> {

@@ -33,6 +33,10 @@ pub trait FfiPlugin: Send + Sync {
     /// [`Plugin::finalize`].
     #[sabi(last_prefix_field)]
     fn finalize(&self, ctx: FfiTaskContext_TO<'_, RRef<'_, ()>>) -> RResult<(), FfiError>;
+    // kozmo-abi-append: ffi-plugin
+    // Methods appended in later minors go here, in order, each with a
+    // default body: a host calls that body when the plugin's vtable
+    // predates the method.
 }
 
 /// A [`PluginLoader`] across the boundary.
@@ -86,6 +90,7 @@ impl FfiPlugin for PluginGlue {
     fn finalize(&self, ctx: FfiTaskContext_TO<'_, RRef<'_, ()>>) -> RResult<(), FfiError> {
         guard("finalize", || self.0.finalize(&PluginTaskContext::new(ctx)))
     }
+    // kozmo-abi-append: plugin-glue
 }
 
 /// Plugin-side glue around an author's loader.
@@ -153,6 +158,7 @@ impl Plugin for HostedPlugin {
         let host = HostTaskContext(ctx);
         plain(self.inner.finalize(FfiTaskContext_TO::from_ptr(&host, TD_Opaque)))
     }
+    // kozmo-abi-append: hosted-plugin
 }
 
 /// Host side: turns an entry from a library into a plain [`PluginEntry`]
