@@ -53,8 +53,9 @@ fn is_kozmo_prefix(t: &'static TypeLayout) -> bool {
 }
 
 fn fnv(text: &str) -> u64 {
-    text.bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 impl Names {
@@ -202,7 +203,11 @@ fn size_of(header: &str) -> Option<usize> {
 }
 
 fn without_size(header: &str) -> String {
-    header.split("; ").filter(|p| !p.starts_with("size ")).collect::<Vec<_>>().join("; ")
+    header
+        .split("; ")
+        .filter(|p| !p.starts_with("size "))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// What changed from `released` to `now` that an append does not allow.
@@ -271,7 +276,9 @@ fn appended(released: &BTreeMap<String, TypeBlock>, now: &BTreeMap<String, TypeB
 }
 
 fn snapshot_file() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("abi").join("v1.0.layout")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("abi")
+        .join("v1.0.layout")
 }
 
 #[test]
@@ -289,7 +296,11 @@ fn epoch_1_changes_only_by_appending() {
         )
     });
     let released = parse(&text);
-    assert!(released.len() > 20, "{} holds too few types to be the real snapshot", path.display());
+    assert!(
+        released.len() > 20,
+        "{} holds too few types to be the real snapshot",
+        path.display()
+    );
     let broken = breaking_changes(&released, &now);
     assert!(
         broken.is_empty(),
@@ -321,10 +332,17 @@ fn appends_to_prefix_types_pass_and_every_other_change_is_named() {
     let released = one("m::VTable", block(true, vt, &["a: u8", "b: u16"]));
     let grown = one(
         "m::VTable",
-        block(true, "prefix (frozen fields 2); size 24; align 8", &["a: u8", "b: u16", "c: u32"]),
+        block(
+            true,
+            "prefix (frozen fields 2); size 24; align 8",
+            &["a: u8", "b: u16", "c: u32"],
+        ),
     );
     assert!(breaking_changes(&released, &grown).is_empty());
-    assert_eq!(appended(&released, &grown), vec![r#"m::VTable appends ["c: u32"]"#.to_string()]);
+    assert_eq!(
+        appended(&released, &grown),
+        vec![r#"m::VTable appends ["c: u32"]"#.to_string()]
+    );
 
     let reordered = one("m::VTable", block(true, vt, &["b: u16", "a: u8"]));
     let msg = breaking_changes(&released, &reordered).join("\n");
@@ -333,11 +351,17 @@ fn appends_to_prefix_types_pass_and_every_other_change_is_named() {
     let retyped = one("m::VTable", block(true, vt, &["a: u8", "b: u32"]));
     assert!(breaking_changes(&released, &retyped)[0].contains("`b: u16` became `b: u32`"));
 
-    let refrozen = one("m::VTable", block(true, "prefix (frozen fields 3); size 16; align 8", &["a: u8", "b: u16"]));
+    let refrozen = one(
+        "m::VTable",
+        block(true, "prefix (frozen fields 3); size 16; align 8", &["a: u8", "b: u16"]),
+    );
     assert!(breaking_changes(&released, &refrozen)[0].contains("frozen fields 3"));
 
     let plain = one("m::Value", block(false, "struct; size 8; align 8", &["x: u64"]));
-    let plain_grown = one("m::Value", block(false, "struct; size 16; align 8", &["x: u64", "y: u64"]));
+    let plain_grown = one(
+        "m::Value",
+        block(false, "struct; size 16; align 8", &["x: u64", "y: u64"]),
+    );
     let msg = breaking_changes(&plain, &plain_grown).join("\n");
     assert!(msg.contains("became `struct; size 16; align 8`"), "{msg}");
     assert!(msg.contains("only prefix types"), "{msg}");

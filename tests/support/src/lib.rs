@@ -5,6 +5,8 @@
 //! directory of their own: `cargo test` holds the lock of the main one while
 //! tests run.
 
+pub mod compat;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
