@@ -1,0 +1,53 @@
+//! Reading tasks and inputs, writing outputs, and the data store.
+
+use crate::literals::LiteralMap;
+use crate::task::TaskTemplate;
+use crate::{ExecutionError, Result};
+
+/// Reads the task definition.
+pub trait TaskReader {
+    /// The task template.
+    fn read(&self) -> Result<TaskTemplate>;
+    /// Where the task template is stored (a data-store reference).
+    fn path(&self) -> Result<String>;
+}
+
+/// Reads the task's inputs.
+pub trait InputReader {
+    /// The prefix (directory) holding the inputs.
+    fn input_prefix(&self) -> String;
+    /// The reference of the inputs file.
+    fn input_path(&self) -> String;
+    /// The inputs.
+    fn get(&self) -> Result<LiteralMap>;
+}
+
+/// Where a task writes, and the calls that record its outputs or its error.
+pub trait OutputWriter {
+    /// The prefix under which outputs are stored.
+    fn output_prefix(&self) -> String;
+    /// The prefix for raw data this attempt produces (unique per attempt).
+    fn raw_output_prefix(&self) -> String;
+    /// Where this attempt writes checkpoints.
+    fn checkpoint_prefix(&self) -> String;
+    /// Where the previous attempt wrote checkpoints (empty for the first).
+    fn previous_checkpoint_prefix(&self) -> String;
+    /// Records the outputs (read back by the host after Success).
+    fn put_outputs(&self, outputs: LiteralMap) -> Result<()>;
+    /// Records an error document; a Success with an error document becomes
+    /// the failure it describes (retryable iff `recoverable`).
+    fn put_error(&self, error: ExecutionError, recoverable: bool) -> Result<()>;
+}
+
+/// Blob storage, addressed by string references. A reference that escapes
+/// the store's root is an error.
+pub trait DataStore {
+    /// Reads a whole object.
+    fn read_raw(&self, reference: &str) -> Result<Vec<u8>>;
+    /// Writes (replaces) a whole object.
+    fn write_raw(&self, reference: &str, bytes: &[u8]) -> Result<()>;
+    /// The object's size, or `None` if it does not exist.
+    fn head(&self, reference: &str) -> Result<Option<u64>>;
+    /// Deletes an object (deleting a missing object is not an error).
+    fn delete(&self, reference: &str) -> Result<()>;
+}
