@@ -26,7 +26,9 @@ use kozmo_host::secrets::HostSecrets;
 use kozmo_host::store::{SqliteStore, Store};
 use kozmo_interface::host::open_library;
 use kozmo_interface::Literal;
-use kozmo_testkit::compat::{build_against, released_interface, simulated_interface, Append, ForeignCrate, Replace};
+use kozmo_testkit::compat::{
+    build_against, released_interface, simulated_interface, Append, CopyDir, ForeignCrate, Replace,
+};
 use serde_json::{json, Value};
 
 /// Echo and the probe, built against the released 1.0.0 interface.
@@ -164,7 +166,7 @@ const NEXT_VERSION: &[Replace] = &[
 fn next_minor() -> &'static [PathBuf] {
     static BUILT: OnceLock<Vec<PathBuf>> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let interface = simulated_interface("interface-1.1", NEXT_MINOR, NEXT_VERSION);
+        let interface = simulated_interface("interface-1.1", &[], NEXT_MINOR, NEXT_VERSION);
         build_against(
             "next-1.1",
             &interface,
@@ -175,6 +177,69 @@ fn next_minor() -> &'static [PathBuf] {
                     "tests/compat/mini-host",
                     &["abi_stable = \"=0.11.3\""],
                 ),
+            ],
+        )
+    })
+}
+
+/// The simulated epoch 2: `ffi/v1` kept, a copy `ffi/v2` made
+/// incompatible (two fields of `FfiTime` swapped), new plugins built for
+/// it, the header at 2.0, and its arm at the dispatch point.
+const EPOCH_TWO_COPIES: &[CopyDir] = &[CopyDir {
+    from: "src/ffi/v1",
+    to: "src/ffi/v2",
+}];
+
+const EPOCH_TWO_DISPATCH: &[Append] = &[Append {
+    file: "src/host.rs",
+    marker: "epoch-dispatch",
+    code: "        2 => ffi::v2::open(path, header, abi),\n",
+}];
+
+const EPOCH_TWO: &[Replace] = &[
+    Replace {
+        file: "src/ffi/mod.rs",
+        from: "pub mod v1;",
+        to: "pub mod v1;\npub mod v2;",
+    },
+    Replace {
+        file: "src/ffi/mod.rs",
+        from: "pub use v1 as current;",
+        to: "pub use v2 as current;",
+    },
+    Replace {
+        file: "src/ffi/v2/module.rs",
+        from: "pub const ABI_EPOCH: u32 = 1;",
+        to: "pub const ABI_EPOCH: u32 = 2;",
+    },
+    Replace {
+        file: "src/ffi/v2/module.rs",
+        from: "pub const ABI_VERSION_STRING: &str = \"1.0.0\";",
+        to: "pub const ABI_VERSION_STRING: &str = \"2.0.0\";",
+    },
+    Replace {
+        file: "src/ffi/v2/values.rs",
+        from: "    /// Seconds (negative before 1970).\n    pub secs: i64,\n    /// Nanoseconds, `0..1e9`.\n    pub nanos: u32,",
+        to: "    /// Nanoseconds, `0..1e9`.\n    pub nanos: u32,\n    /// Seconds (negative before 1970).\n    pub secs: i64,",
+    },
+    Replace {
+        file: "Cargo.toml",
+        from: "version = \"1.0.0\"",
+        to: "version = \"2.0.0\"",
+    },
+];
+
+/// Echo built for the simulated epoch 2, and the epoch-2 host: `[echo, host]`.
+fn epoch_two() -> &'static [PathBuf] {
+    static BUILT: OnceLock<Vec<PathBuf>> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let interface = simulated_interface("interface-2.0", EPOCH_TWO_COPIES, EPOCH_TWO_DISPATCH, EPOCH_TWO);
+        build_against(
+            "epoch-2.0",
+            &interface,
+            &[
+                ForeignCrate::plugin("compat-echo-2-0", "plugins/echo"),
+                ForeignCrate::program("compat-epoch-host-2-0", "tests/compat/epoch-host", &[]),
             ],
         )
     })
@@ -372,8 +437,8 @@ fn a_next_minor_plugin_runs_here_and_the_missing_service_names_the_minor_it_need
     assert_eq!(answer, Literal::String(want));
 }
 
-fn mini_host(libs: &[&Path]) -> Vec<Value> {
-    let out = Command::new(&next_minor()[1]).args(libs).output().unwrap();
+fn json_lines(program: &Path, libs: &[&Path]) -> Vec<Value> {
+    let out = Command::new(program).args(libs).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -386,7 +451,7 @@ fn a_next_minor_host_runs_released_plugins_and_gives_new_plugins_the_new_feature
     let released = &released_plugins()[0];
     let next = &next_minor()[0];
     let current = &kozmo_testkit::build_plugins(&["kozmo-plugin-echo"])[0];
-    let seen = mini_host(&[released, next, current]);
+    let seen = json_lines(&next_minor()[1], &[released, next, current]);
     assert_eq!(seen.len(), 3, "{seen:?}");
 
     // Old plugin, new host: loads and runs; the method and the field it
@@ -415,4 +480,40 @@ fn a_next_minor_host_runs_released_plugins_and_gives_new_plugins_the_new_feature
     assert_eq!(e["outputs"]["host_service"], "host 1.1 answered ping", "{new}");
     assert_eq!(e["outputs"]["host_abi"], "1.1", "{new}");
     assert_eq!(e["plugin_method"], "plugin 1.1 answered", "{new}");
+}
+
+#[test]
+fn an_epoch_2_host_keeps_loading_epoch_1_plugins_next_to_epoch_2_ones() {
+    let released = &released_plugins()[0];
+    let current = &kozmo_testkit::build_plugins(&["kozmo-plugin-echo"])[0];
+    let [echo2, host2] = epoch_two() else { unreachable!() };
+    let seen = json_lines(host2, &[released, current, echo2]);
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    for (lib, abi) in seen.iter().zip(["1.0", "1.0", "2.0"]) {
+        assert_eq!(lib["error"], Value::Null, "{lib}");
+        assert_eq!(lib["abi"], abi, "{lib}");
+        assert_eq!(lib["host_abi"], "2.0", "{lib}");
+        let e = &lib["entries"][0];
+        assert_eq!(
+            (e["phase"].as_str(), e["echoed"].as_bool()),
+            (Some("PhaseSuccess"), Some(true)),
+            "{lib}"
+        );
+    }
+}
+
+#[test]
+fn this_host_refuses_an_epoch_2_plugin_naming_the_epoch() {
+    let echo2 = &epoch_two()[0];
+    let out = Command::new(env!("CARGO_BIN_EXE_kozmo"))
+        .args(["plugins", "check"])
+        .arg(echo2)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("error[epoch-mismatch]") && stdout.contains("epoch 2"),
+        "{stdout}"
+    );
 }

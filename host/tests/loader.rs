@@ -383,6 +383,7 @@ fn an_interface_epoch_mismatch_says_which_versions() {
     let report = load(dir.path()).unwrap_err();
     let m = only_error(&report, ProblemKind::EpochMismatch, &[&so("epoch99")]);
     assert!(m.contains("epoch 99") && m.contains("epoch 1"), "{m}");
+    assert!(m.contains("upgrade the daemon to one that loads epoch 99"), "{m}");
 }
 
 #[test]
@@ -556,9 +557,10 @@ fn cli_check_prints_entries_of_a_valid_plugin_and_exits_0() {
     assert_eq!(
         out.trim(),
         format!(
-            "ok: echo: task types [echo], default, {}, kozmo-interface {}",
+            "ok: echo: task types [echo], default, {}, kozmo-interface {}, ABI {}",
             echo.display(),
-            kozmo_interface::host::interface_version()
+            kozmo_interface::host::interface_version(),
+            kozmo_interface::abi::ABI_VERSION
         )
     );
     assert_eq!(err, "");
@@ -605,7 +607,7 @@ fn cli_list_prints_a_table_and_fails_on_problems() {
     assert_eq!(code, 0, "{out}\n{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3, "{out}");
-    assert!(lines[0].starts_with("ID") && lines[0].contains("TASK TYPES") && lines[0].ends_with("INTERFACE"));
+    assert!(lines[0].starts_with("ID") && lines[0].contains("TASK TYPES") && lines[0].ends_with("INTERFACE  ABI"));
     assert!(
         lines[1].starts_with("echo ") && lines[1].contains(" yes "),
         "{}",
@@ -617,6 +619,11 @@ fn cli_list_prints_a_table_and_fails_on_problems() {
         lines[2]
     );
     assert!(lines[1].contains(&so("echo")));
+    assert!(
+        lines[1].ends_with(&format!(" {}", kozmo_interface::abi::ABI_VERSION)),
+        "{}",
+        lines[1]
+    );
 
     std::os::unix::fs::symlink(lib("default2"), dir.path().join(so("default2"))).unwrap();
     let (code, out, _err) = kozmo(&["plugins", "list", "--dir", path_str(dir.path())]);

@@ -148,7 +148,9 @@ pub mod __private {
     pub use abi_stable::library::{CheckTypeLayout, LibHeader, RootModuleResult};
     pub use abi_stable::std_types::{RResult, RVec};
 
-    pub use crate::ffi::v1::{build_module, export_entries, FfiError, FfiPluginEntry, PluginModule_Ref, ABI_EPOCH};
+    pub use crate::ffi::current::{
+        build_module, export_entries, FfiError, FfiPluginEntry, PluginModule_Ref, ABI_EPOCH,
+    };
 
     /// What the generated entries function returns.
     pub type EntriesResult = RResult<RVec<FfiPluginEntry>, FfiError>;

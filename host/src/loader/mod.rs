@@ -320,7 +320,12 @@ fn open_problem(file: &Path, e: OpenError) -> Problem {
         OpenError::EpochMismatch { expected, found } => (
             ProblemKind::EpochMismatch,
             format!(
-                "{f}: declares Kozmo ABI epoch {found}, this host supports epoch {expected}; rebuild the plugin against kozmo-interface {host}"
+                "{f}: declares Kozmo ABI epoch {found}, this host supports epoch {expected}; {}",
+                if found > expected {
+                    format!("upgrade the daemon to one that loads epoch {found}, or rebuild the plugin against kozmo-interface {host}")
+                } else {
+                    format!("rebuild the plugin against kozmo-interface {host}")
+                }
             ),
         ),
         OpenError::LayoutMismatch { summary, report } => {

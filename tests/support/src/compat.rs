@@ -200,18 +200,42 @@ pub struct Replace {
     pub to: &'static str,
 }
 
+/// A directory of the current interface copied under another name in a
+/// simulated version (e.g. `src/ffi/v1` → `src/ffi/v2` for a new epoch),
+/// before the appends and replacements apply.
+#[derive(Debug, Clone, Copy)]
+pub struct CopyDir {
+    /// The source directory, relative to the interface's root.
+    pub from: &'static str,
+    /// The copy's directory, relative to the interface's root.
+    pub to: &'static str,
+}
+
 /// Generates an interface under `target/plugin-builds/compat/<name>` from
-/// the current `interface/` source with `appends` and `replaces` applied;
-/// panics naming a missing marker (the markers are part of the source's
-/// contract: they say where later minors append).
-pub fn simulated_interface(name: &str, appends: &[Append], replaces: &[Replace]) -> PathBuf {
+/// the current `interface/` source with `copies`, then `appends` and
+/// `replaces` applied; panics naming a missing marker or replaced text
+/// (the markers are part of the source's contract: they say where later
+/// versions append).
+pub fn simulated_interface(name: &str, copies: &[CopyDir], appends: &[Append], replaces: &[Replace]) -> PathBuf {
     let source = workspace_root().join("interface");
     let dest = compat_dir().join(name);
-    let mut files: BTreeMap<&str, String> = BTreeMap::new();
-    let read =
-        |f: &str| std::fs::read_to_string(source.join(f)).unwrap_or_else(|e| panic!("reading interface/{f}: {e}"));
+    let read = |f: &Path| {
+        std::fs::read_to_string(source.join(f)).unwrap_or_else(|e| panic!("reading interface/{}: {e}", f.display()))
+    };
+    // Every file that differs from the current source, by relative path.
+    let mut files: BTreeMap<PathBuf, String> = BTreeMap::new();
+    for c in copies {
+        for entry in
+            std::fs::read_dir(source.join(c.from)).unwrap_or_else(|e| panic!("reading interface/{}: {e}", c.from))
+        {
+            let name = entry.expect("a directory entry").file_name();
+            files.insert(Path::new(c.to).join(&name), read(&Path::new(c.from).join(&name)));
+        }
+    }
     for a in appends {
-        let text = files.entry(a.file).or_insert_with(|| read(a.file));
+        let text = files
+            .entry(PathBuf::from(a.file))
+            .or_insert_with(|| read(Path::new(a.file)));
         let tag = format!("// kozmo-abi-append: {}", a.marker);
         let at = text
             .find(&tag)
@@ -220,7 +244,9 @@ pub fn simulated_interface(name: &str, appends: &[Append], replaces: &[Replace])
         text.insert_str(line_end, a.code);
     }
     for r in replaces {
-        let text = files.entry(r.file).or_insert_with(|| read(r.file));
+        let text = files
+            .entry(PathBuf::from(r.file))
+            .or_insert_with(|| read(Path::new(r.file)));
         assert_eq!(
             text.matches(r.from).count(),
             1,
@@ -230,7 +256,13 @@ pub fn simulated_interface(name: &str, appends: &[Append], replaces: &[Replace])
         );
         *text = text.replacen(r.from, r.to, 1);
     }
-    let overrides: BTreeMap<PathBuf, String> = files.into_iter().map(|(f, t)| (PathBuf::from(f), t)).collect();
+    let overrides = files;
     copy_tree_overriding(&source, &dest, Path::new(""), &overrides);
+    for (path, text) in &overrides {
+        // Files that exist only in the simulated version (copied dirs).
+        if !source.join(path).exists() {
+            write_if_changed(&dest.join(path), text);
+        }
+    }
     dest
 }

@@ -4,7 +4,7 @@
 use abi_stable::library::lib_header_from_path;
 use kozmo_interface::ffi::v1::PluginModule_Ref;
 use kozmo_interface::host::open_library;
-use kozmo_interface::serde_json::{json, Value};
+use kozmo_interface::serde_json::{self, json, Value};
 use kozmo_interface::testing::{TestSetupContext, TestTaskContext};
 use kozmo_interface::{load_plugin, Literal};
 
@@ -48,7 +48,6 @@ fn visit(path: &str) -> Value {
     })
 }
 
-use kozmo_interface::serde_json;
 
 fn main() {
     for path in std::env::args().skip(1) {
