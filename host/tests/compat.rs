@@ -176,7 +176,8 @@ fn next_minor() -> &'static [PathBuf] {
                     "compat-mini-host-1-1",
                     "tests/compat/mini-host",
                     &["abi_stable = \"=0.11.3\""],
-                ),
+                )
+                .with_source("interface/tests/layout_snapshot/mod.rs", "layout_snapshot.rs"),
             ],
         )
     })
@@ -439,6 +440,10 @@ fn a_next_minor_plugin_runs_here_and_the_missing_service_names_the_minor_it_need
 
 fn json_lines(program: &Path, libs: &[&Path]) -> Vec<Value> {
     let out = Command::new(program).args(libs).output().unwrap();
+    json_output(out)
+}
+
+fn json_output(out: std::process::Output) -> Vec<Value> {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -516,4 +521,20 @@ fn this_host_refuses_an_epoch_2_plugin_naming_the_epoch() {
         stdout.contains("error[epoch-mismatch]") && stdout.contains("epoch 2"),
         "{stdout}"
     );
+}
+
+#[test]
+fn the_released_layout_snapshot_accepts_the_simulated_minor_as_a_pure_append() {
+    let released = kozmo_testkit::workspace_root().join("interface/abi/v1.0.layout");
+    let out = Command::new(&next_minor()[1])
+        .arg("--check-layout")
+        .arg(&released)
+        .output()
+        .unwrap();
+    let report = json_output(out).remove(0);
+    assert_eq!(report["breaking"], json!([]), "{report:#}");
+    let appended = report["appended"].to_string();
+    for what in ["simulated_field", "simulated_host_service", "simulated_plugin_method"] {
+        assert!(appended.contains(what), "{what} missing from {appended}");
+    }
 }

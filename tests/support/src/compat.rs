@@ -36,6 +36,9 @@ pub struct ForeignCrate {
     pub artifact: Artifact,
     /// Extra `[dependencies]` lines, e.g. `abi_stable = "=0.11.3"`.
     pub extra_dependencies: Vec<String>,
+    /// Extra source files copied into its `src/` (source path relative to
+    /// the workspace root, file name in `src/`).
+    pub extra_sources: Vec<(PathBuf, String)>,
 }
 
 impl ForeignCrate {
@@ -46,6 +49,7 @@ impl ForeignCrate {
             source: workspace_root().join(source),
             artifact: Artifact::Plugin,
             extra_dependencies: Vec::new(),
+            extra_sources: Vec::new(),
         }
     }
 
@@ -56,7 +60,14 @@ impl ForeignCrate {
             source: workspace_root().join(source),
             artifact: Artifact::Program,
             extra_dependencies: extra.iter().map(|s| s.to_string()).collect(),
+            extra_sources: Vec::new(),
         }
+    }
+
+    /// Adds `file` (relative to the workspace root) to its `src/` as `name`.
+    pub fn with_source(mut self, file: &str, name: &str) -> Self {
+        self.extra_sources.push((workspace_root().join(file), name.into()));
+        self
     }
 }
 
@@ -136,6 +147,10 @@ pub fn build_against(name: &str, interface: &Path, crates: &[ForeignCrate]) -> V
         let dir = ws.join(&c.package);
         write_if_changed(&dir.join("Cargo.toml"), &manifest(c, interface));
         copy_tree(&c.source.join("src"), &dir.join("src"));
+        for (file, name) in &c.extra_sources {
+            let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
+            write_if_changed(&dir.join("src").join(name), &text);
+        }
     }
     let target = compat_dir().join("target");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

@@ -1,6 +1,8 @@
 //! A minimal host built against the simulated next minor (ABI 1.1): for
 //! each library on the command line, one JSON line with what it saw.
 
+mod layout_snapshot;
+
 use abi_stable::library::lib_header_from_path;
 use kozmo_interface::ffi::v1::PluginModule_Ref;
 use kozmo_interface::host::open_library;
@@ -49,8 +51,28 @@ fn visit(path: &str) -> Value {
 }
 
 
+/// `--check-layout FILE`: this interface's v1 layout against the released
+/// snapshot in FILE, as `{"breaking": [...], "appended": [...]}`.
+fn check_layout(released: &str) -> Value {
+    use abi_stable::StableAbi;
+    let text = std::fs::read_to_string(released).expect("the released snapshot");
+    let released = layout_snapshot::parse(&text);
+    let now = layout_snapshot::snapshot(<PluginModule_Ref as StableAbi>::LAYOUT);
+    json!({
+        "breaking": layout_snapshot::breaking_changes(&released, &now),
+        "appended": layout_snapshot::appended(&released, &now),
+    })
+}
+
 fn main() {
-    for path in std::env::args().skip(1) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, file] = args.as_slice() {
+        if flag == "--check-layout" {
+            println!("{}", check_layout(file));
+            return;
+        }
+    }
+    for path in args {
         println!("{}", visit(&path));
     }
 }
