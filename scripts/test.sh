@@ -9,7 +9,7 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
 status=0
-cargo test --workspace --all-targets 2>&1 | tee -a "$log" || status=1
+cargo test --workspace --all-targets --no-fail-fast 2>&1 | tee -a "$log" || status=1
 cargo test --workspace --doc 2>&1 | tee -a "$log" || status=1
 RUSTDOCFLAGS="-D warnings" cargo doc --quiet -p kozmo-interface --no-deps || status=1
 
