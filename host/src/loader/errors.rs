@@ -49,6 +49,8 @@ pub enum ProblemKind {
     TaskTypeConflict,
     /// The loader configuration names plugins or task types that do not fit.
     Config,
+    /// The library crashed (or exited) while it was being opened.
+    LoadCrash,
     /// Anything else the library loader reported.
     Other,
 }
@@ -77,8 +79,41 @@ impl ProblemKind {
             ProblemKind::MultipleDefaults => "multiple-defaults",
             ProblemKind::TaskTypeConflict => "task-type-conflict",
             ProblemKind::Config => "config",
+            ProblemKind::LoadCrash => "load-crash",
             ProblemKind::Other => "other",
         }
+    }
+
+    /// The kind named `name` (the inverse of [`ProblemKind::name`]), as a
+    /// plugin's child process reports it.
+    pub fn from_name(name: &str) -> Option<ProblemKind> {
+        use ProblemKind::*;
+        [
+            DirectoryUnreadable,
+            InsecurePermissions,
+            Unreadable,
+            NotALibrary,
+            NoRootModule,
+            AbiHeaderMismatch,
+            InterfaceMismatch,
+            EpochMismatch,
+            LayoutMismatch,
+            PanicAbort,
+            EntriesFailed,
+            InvalidEntry,
+            LoaderError,
+            LoaderPanic,
+            InvalidProperties,
+            PluginIdMismatch,
+            DuplicateId,
+            MultipleDefaults,
+            TaskTypeConflict,
+            Config,
+            LoadCrash,
+            Other,
+        ]
+        .into_iter()
+        .find(|k| k.name() == name)
     }
 
     /// Whether the problem concerns one file only; under
