@@ -133,7 +133,7 @@ impl Handles {
     }
 
     /// Logs `record` under this plugin's target.
-    fn log(&self, r: &LogRecord) {
+    pub fn log(&self, r: &LogRecord) {
         let level = log::Level::iter()
             .nth(usize::from(r.level.clamp(1, 5)) - 1)
             .unwrap_or(log::Level::Warn);
@@ -232,31 +232,33 @@ pub fn forward_output(
     }
 }
 
-/// The last lines a child wrote to stderr: they often say why it died.
+/// What a child last wrote to stderr: it often says why it died.
 #[derive(Default)]
-pub struct LastWords(Mutex<std::collections::VecDeque<String>>);
+pub struct LastWords(Mutex<Words>);
 
-/// How many stderr lines [`LastWords`] keeps.
-const LAST_WORDS: usize = 8;
+#[derive(Default)]
+struct Words {
+    /// The last line that was not a backtrace note.
+    last: Option<String>,
+    /// The allocation failure reported, if any (a backtrace may follow it).
+    out_of_memory: Option<String>,
+}
 
 impl LastWords {
     fn push(&self, line: &str) {
-        let mut lines = lock(&self.0);
-        if lines.len() == LAST_WORDS {
-            lines.pop_front();
+        let mut w = lock(&self.0);
+        if line.contains("memory allocation of") {
+            w.out_of_memory = Some(line.to_string());
         }
-        lines.push_back(line.to_string());
+        if !line.starts_with("note: ") {
+            w.last = Some(line.to_string());
+        }
     }
 
     /// The line that explains the end best: an allocation failure if one
-    /// was reported (a backtrace note may follow it), else the last line.
+    /// was reported, else the last line.
     pub fn get(&self) -> Option<String> {
-        let lines = lock(&self.0);
-        lines
-            .iter()
-            .rev()
-            .find(|l| l.contains("memory allocation of"))
-            .or(lines.back())
-            .cloned()
+        let w = lock(&self.0);
+        w.out_of_memory.clone().or_else(|| w.last.clone())
     }
 }

@@ -367,7 +367,14 @@ impl Supervisor {
                 .spawn(move || monitor(gen, child, stderr_done_rx, weak))?;
         }
         let mut first = Conn::new(spawned.control.try_clone()?);
-        let hello = match first.recv(Some(Instant::now() + self.cfg.call_timeout)) {
+        let deadline = Instant::now() + self.cfg.call_timeout;
+        let mut frame = first.recv(Some(deadline));
+        // Whatever the library logs while it opens comes first.
+        while let Ok(Frame::Log(r)) = &frame {
+            self.handles.log(r);
+            frame = first.recv(Some(deadline));
+        }
+        let hello = match frame {
             Ok(Frame::Hello(h)) if h.protocol == kozmo_isolation_protocol::PROTOCOL_VERSION => Ok(h),
             Ok(Frame::Hello(h)) => {
                 gen.kill(format!(
