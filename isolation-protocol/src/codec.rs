@@ -114,9 +114,12 @@ pub fn read_frame(r: &mut impl Read, buf: &mut Vec<u8>) -> Result<Frame, Protoco
     if len > MAX_FRAME_LEN {
         return Err(ProtocolError::TooLarge(len));
     }
+    // Grown as bytes arrive, so a length the peer never fills costs nothing.
     buf.clear();
-    buf.resize(len, 0);
-    r.read_exact(buf)?;
+    r.take(len as u64).read_to_end(buf)?;
+    if buf.len() < len {
+        return Err(ProtocolError::Io(io::ErrorKind::UnexpectedEof.into()));
+    }
     decode_payload(buf)
 }
 
@@ -170,6 +173,17 @@ mod tests {
             read_frame(&mut Cursor::new(&bytes), &mut buf),
             Err(ProtocolError::Io(_))
         ));
+    }
+
+    #[test]
+    fn a_length_the_peer_never_fills_allocates_nothing_up_front() {
+        let mut buf = Vec::new();
+        let claim = (MAX_FRAME_LEN as u32).to_le_bytes();
+        assert!(matches!(
+            read_frame(&mut Cursor::new(&claim), &mut buf),
+            Err(ProtocolError::Io(_))
+        ));
+        assert!(buf.capacity() < 1024);
     }
 
     #[test]

@@ -2,45 +2,49 @@
 //! reads and writes with reusable buffers and an optional deadline, and the
 //! descriptor passing that creates call connections.
 
-use std::io::{self, Read};
+use std::io::{self, BufReader, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kozmo_isolation_protocol::{read_frame, write_frame, Frame, ProtocolError};
 
-/// A framed connection over a Unix stream socket.
+/// A framed connection over a Unix stream socket. Reads are buffered (a
+/// frame's length and payload usually arrive in one `read`).
 pub struct Conn {
-    stream: UnixStream,
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+    timeout: Option<Duration>,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
 }
 
 impl Conn {
     /// Wraps a connected socket.
-    pub fn new(stream: UnixStream) -> Self {
-        Conn {
-            stream,
+    pub fn new(stream: UnixStream) -> std::io::Result<Self> {
+        Ok(Conn {
+            writer: stream.try_clone()?,
+            reader: BufReader::with_capacity(8 << 10, stream),
+            timeout: None,
             rbuf: Vec::new(),
             wbuf: Vec::new(),
-        }
+        })
     }
 
     /// Sends one frame.
     pub fn send(&mut self, frame: &Frame) -> Result<(), ProtocolError> {
-        write_frame(&mut self.stream, frame, &mut self.wbuf)
+        write_frame(&mut self.writer, frame, &mut self.wbuf)
     }
 
-    /// Reads one frame, waiting at most until `deadline` (a timeout is an
-    /// [`io::ErrorKind::WouldBlock`] or `TimedOut` I/O error).
-    pub fn recv(&mut self, deadline: Option<Instant>) -> Result<Frame, ProtocolError> {
-        let timeout = deadline.map(|d| {
-            d.checked_duration_since(Instant::now())
-                .filter(|left| !left.is_zero())
-                .unwrap_or(Duration::from_micros(1))
-        });
-        self.stream.set_read_timeout(timeout)?;
-        let frame = read_frame(&mut self.stream, &mut self.rbuf);
+    /// Reads one frame, waiting at most `timeout` for it (`None`: no
+    /// limit); running out is an [`io::ErrorKind::WouldBlock`] or
+    /// `TimedOut` I/O error (see [`is_timeout`]).
+    pub fn recv(&mut self, timeout: Option<Duration>) -> Result<Frame, ProtocolError> {
+        if timeout != self.timeout {
+            self.reader.get_ref().set_read_timeout(timeout)?;
+            self.timeout = timeout;
+        }
+        let frame = read_frame(&mut self.reader, &mut self.rbuf);
         self.shrink();
         frame
     }

@@ -18,7 +18,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use kozmo_isolation_protocol::{encode_frame, write_frame, Call, Frame, Hello, Library, OpenFailure, Outcome};
+use kozmo_isolation_protocol::{
+    encode_frame, read_frame, write_frame, Call, Frame, Hello, Library, OpenFailure, Outcome,
+};
 
 use super::conn::{is_timeout, send_with_fd, Conn};
 use super::control::{forward_output, serve_control, Handles, LastWords};
@@ -96,7 +98,7 @@ impl Generation {
         let mut bytes = Vec::new();
         encode_frame(&Frame::NewConnection, &mut bytes).map_err(std::io::Error::other)?;
         send_with_fd(&lock(&self.control).0, &bytes, theirs.as_raw_fd())?;
-        Ok(Conn::new(ours))
+        Conn::new(ours)
     }
 
     fn checkin(&self, conn: Conn) {
@@ -290,8 +292,20 @@ impl Supervisor {
         if conn.send(&Frame::Call(call.clone())).is_err() {
             return Err(died(gen));
         }
+        // Each wait is bounded by the whole call's deadline, and the
+        // deadline is checked after every frame: a call never runs past it
+        // by more than one service call of the daemon's own.
+        let wait = Some(self.cfg.call_timeout);
         loop {
-            match conn.recv(Some(deadline)) {
+            let frame = conn.recv(wait);
+            if frame.is_ok() && Instant::now() > deadline {
+                gen.kill(format!(
+                    "was killed after the call deadline of {} passed",
+                    secs(self.cfg.call_timeout)
+                ));
+                return Err(died(gen));
+            }
+            match frame {
                 Ok(Frame::Service(s)) => {
                     let reply = serve(s, served, &self.handles);
                     if conn.send(&Frame::Reply(reply)).is_err() {
@@ -366,14 +380,24 @@ impl Supervisor {
                 .name("kozmo-plugin-monitor".into())
                 .spawn(move || monitor(gen, child, stderr_done_rx, weak))?;
         }
-        let mut first = Conn::new(spawned.control.try_clone()?);
+        // Unbuffered: the control thread reads on from the next byte.
+        let mut first = spawned.control.try_clone()?;
         let deadline = Instant::now() + self.cfg.call_timeout;
-        let mut frame = first.recv(Some(deadline));
+        let mut buf = Vec::new();
+        let mut next = || {
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1));
+            first.set_read_timeout(Some(left))?;
+            read_frame(&mut first, &mut buf)
+        };
+        let mut frame = next();
         // Whatever the library logs while it opens comes first.
         while let Ok(Frame::Log(r)) = &frame {
             self.handles.log(r);
-            frame = first.recv(Some(deadline));
+            frame = next();
         }
+        spawned.control.set_read_timeout(None)?;
         let hello = match frame {
             Ok(Frame::Hello(h)) if h.protocol == kozmo_isolation_protocol::PROTOCOL_VERSION => Ok(h),
             Ok(Frame::Hello(h)) => {
@@ -486,6 +510,13 @@ impl Supervisor {
         } else {
             Err("ended right after it loaded".into())
         }
+    }
+}
+
+impl Drop for Supervisor {
+    /// The last handle on the plugin is gone: so is its process.
+    fn drop(&mut self) {
+        self.retire();
     }
 }
 

@@ -133,12 +133,13 @@ fn serve_control(mut reader: FdReader, host: &Arc<Host>) -> ExitCode {
             Ok(Frame::NewConnection) => match reader.take_fd() {
                 Some(fd) => {
                     let host = host.clone();
-                    let conn = Conn::new(UnixStream::from(fd));
-                    if let Err(e) = std::thread::Builder::new()
-                        .name("kozmo-plugin-call".into())
-                        .spawn(move || serve_calls(conn, &host))
-                    {
-                        log::error!("cannot start a call thread: {e}");
+                    let started = Conn::new(UnixStream::from(fd)).and_then(|conn| {
+                        std::thread::Builder::new()
+                            .name("kozmo-plugin-call".into())
+                            .spawn(move || serve_calls(conn, &host))
+                    });
+                    if let Err(e) = started {
+                        log::error!("cannot serve a call connection: {e}");
                     }
                 }
                 None => log::error!("the daemon sent NewConnection without a descriptor"),
