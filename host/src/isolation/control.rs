@@ -23,7 +23,7 @@ const MAX_LINE: u64 = 16 << 10;
 /// The daemon's objects behind the handles a plugin holds.
 pub struct Handles {
     target: Mutex<String>,
-    enqueue: Arc<dyn EnqueueOwner>,
+    enqueue: Mutex<Arc<dyn EnqueueOwner>>,
     signals: Mutex<Signals>,
     metrics: Mutex<Metrics>,
 }
@@ -46,7 +46,7 @@ impl Handles {
     pub fn new(label: &str, enqueue: Arc<dyn EnqueueOwner>) -> Self {
         Handles {
             target: Mutex::new(format!("plugin::{label}")),
-            enqueue,
+            enqueue: Mutex::new(enqueue),
             signals: Mutex::default(),
             metrics: Mutex::default(),
         }
@@ -60,6 +60,12 @@ impl Handles {
     /// Names the plugins once the child said which they are.
     pub fn set_label(&self, label: &str) {
         *lock(&self.target) = format!("plugin::{label}");
+    }
+
+    /// The enqueue owner the loader's setup context gave (the plugin's
+    /// enqueue calls go to it).
+    pub fn set_enqueue_owner(&self, owner: Arc<dyn EnqueueOwner>) {
+        *lock(&self.enqueue) = owner;
     }
 
     /// The handle of `execution`'s refresh indicator (one per execution,
@@ -129,7 +135,8 @@ impl Handles {
 
     fn enqueue(&self, owner_json: &str) -> Result<()> {
         let owner: NamespacedName = wire::parse(owner_json, "enqueue owner")?;
-        self.enqueue.enqueue(&owner)
+        let enqueue = lock(&self.enqueue).clone();
+        enqueue.enqueue(&owner)
     }
 
     /// Logs `record` under this plugin's target.

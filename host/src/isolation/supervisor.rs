@@ -226,6 +226,7 @@ impl Supervisor {
 
     /// Loads `entry` in the current child with the loader's context.
     pub fn load(&self, entry: &str, ctx: &dyn kozmo_interface::SetupContext) -> Result<Outcome, Failure> {
+        self.handles.set_enqueue_owner(ctx.enqueue_owner());
         let out = self.call(
             &Call::Load {
                 entry: entry.into(),
