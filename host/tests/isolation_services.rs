@@ -3,7 +3,7 @@
 //! what it saw) run in the daemon and isolated, each with its own copy of
 //! the same in-memory contexts, leaves the same traces.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,7 @@ fn probe() -> PathBuf {
     kozmo_testkit::build_plugins(&["kozmo-fixture-probe"]).remove(0)
 }
 
-fn isolated(lib: &PathBuf) -> OpenedLibrary {
+fn isolated(lib: &Path) -> OpenedLibrary {
     let cfg = IsolationConfig {
         plugins: vec!["*".into()],
         host_exe: Some(env!("CARGO_BIN_EXE_kozmo").into()),
