@@ -104,6 +104,24 @@ fn hostile_plugins_fail_only_their_own_task_and_their_process_is_restarted() {
     for id in &echoes {
         assert_eq!(d.wait_terminal(id)["phase"], "Succeeded", "{id}");
     }
+    // A call stuck in the plugin is killed at its deadline, so an abort
+    // of its execution completes.
+    let stuck = d.submit(&json!({
+        "type": "hostile",
+        "id": {"project": "iso", "domain": "test", "name": "sleep", "version": "1"},
+        "inputs": {"do": "sleep", "ms": 600_000}
+    }));
+    std::thread::sleep(Duration::from_millis(300));
+    let asked = Instant::now();
+    d.client
+        .post(&format!("/v1/executions/{stuck}/abort"), &json!({"reason": "stuck"}))
+        .unwrap();
+    assert_eq!(d.wait_terminal(&stuck)["phase"], "Aborted");
+    assert!(
+        asked.elapsed() < Duration::from_secs(30),
+        "aborted long before the call would end"
+    );
+
     // The last child is healthy and serves the plugin again.
     let ok = d.submit(&hostile("ok"));
     assert_eq!(d.wait_terminal(&ok)["phase"], "Succeeded");
