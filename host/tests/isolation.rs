@@ -67,7 +67,7 @@ fn hostile_plugins_fail_only_their_own_task_and_their_process_is_restarted() {
             "--isolate",
             "hostile",
             "--isolate-memory-mb",
-            "512",
+            "256",
             "--isolate-call-timeout-secs",
             "1",
             "--isolate-restart-backoff-secs",
@@ -82,7 +82,7 @@ fn hostile_plugins_fail_only_their_own_task_and_their_process_is_restarted() {
         ("exit0", "exited with status 0"),
         (
             "alloc",
-            "killed by signal 6 (SIGABRT); out of memory under isolate_memory_mb = 512",
+            "killed by signal 6 (SIGABRT); out of memory under isolate_memory_mb = 256",
         ),
         ("loop", "was killed after the call deadline of 1s passed"),
     ];

@@ -71,21 +71,32 @@ pub fn is_timeout(e: &ProtocolError) -> bool {
     matches!(e, ProtocolError::Io(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
 }
 
+/// Room for the control message of `fds` descriptors.
+fn control_buffer(fds: usize) -> Vec<u8> {
+    // SAFETY: CMSG_SPACE only computes a size.
+    vec![0u8; unsafe { libc::CMSG_SPACE((fds * std::mem::size_of::<RawFd>()) as u32) } as usize]
+}
+
+/// A message header over one data buffer and a control buffer; both must
+/// outlive its use.
+fn message(iov: &mut libc::iovec, control: &mut [u8]) -> libc::msghdr {
+    // SAFETY: msghdr is plain data; zero is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = control.len() as _;
+    msg
+}
+
 /// Sends `bytes` with `fd` attached (`SCM_RIGHTS`) in one `sendmsg`.
 pub fn send_with_fd(socket: &UnixStream, bytes: &[u8], fd: RawFd) -> io::Result<()> {
     let mut iov = libc::iovec {
         iov_base: bytes.as_ptr() as *mut libc::c_void,
         iov_len: bytes.len(),
     };
-    // SAFETY: CMSG_SPACE only computes a size.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
-    let mut control = vec![0u8; space];
-    // SAFETY: msghdr is plain data; every pointer set below outlives the call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-    msg.msg_controllen = space as _;
+    let mut control = control_buffer(1);
+    let msg = message(&mut iov, &mut control);
     // SAFETY: the control buffer is CMSG_SPACE(one fd) bytes, so the first
     // header and its data fit in it.
     unsafe {
@@ -145,15 +156,8 @@ impl Read for FdReader {
             iov_base: buf.as_mut_ptr() as *mut libc::c_void,
             iov_len: buf.len(),
         };
-        // SAFETY: CMSG_SPACE only computes a size.
-        let space = unsafe { libc::CMSG_SPACE((MAX_FDS * std::mem::size_of::<RawFd>()) as u32) } as usize;
-        let mut control = vec![0u8; space];
-        // SAFETY: msghdr is plain data; its pointers outlive the call.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-        msg.msg_controllen = space as _;
+        let mut control = control_buffer(MAX_FDS);
+        let mut msg = message(&mut iov, &mut control);
         let n = loop {
             // SAFETY: as above; MSG_CMSG_CLOEXEC keeps received fds out of
             // anything the plugin spawns.

@@ -93,21 +93,13 @@ impl Handles {
 
     /// Registers a metric in `scope` (below `path`), or finds the one a
     /// previous process of the same plugin registered.
-    pub fn metric(
-        &self,
-        scope: &dyn MetricsScope,
-        kind: MetricKind,
-        path: &[String],
-        name: &str,
-        help: &str,
-        buckets: &[f64],
-    ) -> Result<u64> {
-        let key = format!("{kind:?}:{}:{name}", path.join("/"));
+    pub fn metric(&self, scope: &dyn MetricsScope, metric: &MetricSpec<'_>) -> Result<u64> {
+        let key = format!("{:?}:{}:{}", metric.kind, metric.path.join("/"), metric.name);
         let mut m = lock(&self.metrics);
         if let Some(&h) = m.by_name.get(&key) {
             return Ok(h);
         }
-        let sink = register(scope, kind, path, name, help, buckets)?;
+        let sink = register(scope, metric.path, metric)?;
         let h = m.sinks.len() as u64;
         m.sinks.push(sink);
         m.by_name.insert(key, h);
@@ -162,21 +154,29 @@ impl Handles {
     }
 }
 
-fn register(
-    scope: &dyn MetricsScope,
-    kind: MetricKind,
-    path: &[String],
-    name: &str,
-    help: &str,
-    buckets: &[f64],
-) -> Result<Arc<dyn MetricSink>> {
+/// A metric a plugin registers.
+pub struct MetricSpec<'a> {
+    /// Which kind.
+    pub kind: MetricKind,
+    /// The sub-scopes below the plugin's scope.
+    pub path: &'a [String],
+    /// Its name in the innermost scope.
+    pub name: &'a str,
+    /// Its help text.
+    pub help: &'a str,
+    /// Histogram buckets (empty = defaults).
+    pub buckets: &'a [f64],
+}
+
+/// Registers `m` in the sub-scope `path` of `scope`.
+fn register(scope: &dyn MetricsScope, path: &[String], m: &MetricSpec<'_>) -> Result<Arc<dyn MetricSink>> {
     if let Some((first, rest)) = path.split_first() {
-        return register(&*scope.sub_scope(first), kind, rest, name, help, buckets);
+        return register(&*scope.sub_scope(first), rest, m);
     }
-    Ok(match kind {
-        MetricKind::Counter => scope.counter(name, help)?.into_sink(),
-        MetricKind::Gauge => scope.gauge(name, help)?.into_sink(),
-        MetricKind::Histogram => scope.histogram(name, help, buckets)?.into_sink(),
+    Ok(match m.kind {
+        MetricKind::Counter => scope.counter(m.name, m.help)?.into_sink(),
+        MetricKind::Gauge => scope.gauge(m.name, m.help)?.into_sink(),
+        MetricKind::Histogram => scope.histogram(m.name, m.help, m.buckets)?.into_sink(),
     })
 }
 

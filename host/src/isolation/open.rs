@@ -55,7 +55,7 @@ pub fn open_isolated(
             return Some(Err(Problem::file(ProblemKind::LoadCrash, file, format!("{f}: {how}"))));
         }
         Opened::Refused(failure) => {
-            let kind = ProblemKind::from_name(&failure.kind).unwrap_or(ProblemKind::Other);
+            let kind = open_kind(&failure.kind);
             return Some(Err(Problem::file(kind, file, failure.message)));
         }
         Opened::Library(lib) => lib,
@@ -86,6 +86,25 @@ pub fn open_isolated(
         interface_version: lib.interface_version,
         entries,
     }))
+}
+
+/// The kind of a problem the child met opening the library, from its name
+/// (only `open_library`'s kinds can come back).
+fn open_kind(name: &str) -> ProblemKind {
+    use ProblemKind::*;
+    [
+        NotALibrary,
+        NoRootModule,
+        AbiHeaderMismatch,
+        InterfaceMismatch,
+        EpochMismatch,
+        LayoutMismatch,
+        PanicAbort,
+        EntriesFailed,
+    ]
+    .into_iter()
+    .find(|k| k.name() == name)
+    .unwrap_or(Other)
 }
 
 /// An entry's loader: runs the real loader in the child.

@@ -9,7 +9,7 @@ use kozmo_interface::{
 };
 use kozmo_isolation_protocol::{Service, Value, WireError};
 
-use super::control::Handles;
+use super::control::{Handles, MetricSpec};
 use super::wire::{json, parse, to_wire};
 
 /// The daemon's context of the call being served.
@@ -55,7 +55,16 @@ fn setup_service(service: Service, ctx: &dyn SetupContext, first: bool, handles:
             name,
             help,
             buckets,
-        } => Value::Handle(handles.metric(ctx.metrics_scope(), kind, &scope, &name, &help, &buckets)?),
+        } => Value::Handle(handles.metric(
+            ctx.metrics_scope(),
+            &MetricSpec {
+                kind,
+                path: &scope,
+                name: &name,
+                help: &help,
+                buckets: &buckets,
+            },
+        )?),
         Service::RegisterQuota { namespace_json, quota } => {
             let ns: ResourceNamespace = parse(&namespace_json, "resource namespace")?;
             if first {

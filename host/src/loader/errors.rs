@@ -84,38 +84,6 @@ impl ProblemKind {
         }
     }
 
-    /// The kind named `name` (the inverse of [`ProblemKind::name`]), as a
-    /// plugin's child process reports it.
-    pub fn from_name(name: &str) -> Option<ProblemKind> {
-        use ProblemKind::*;
-        [
-            DirectoryUnreadable,
-            InsecurePermissions,
-            Unreadable,
-            NotALibrary,
-            NoRootModule,
-            AbiHeaderMismatch,
-            InterfaceMismatch,
-            EpochMismatch,
-            LayoutMismatch,
-            PanicAbort,
-            EntriesFailed,
-            InvalidEntry,
-            LoaderError,
-            LoaderPanic,
-            InvalidProperties,
-            PluginIdMismatch,
-            DuplicateId,
-            MultipleDefaults,
-            TaskTypeConflict,
-            Config,
-            LoadCrash,
-            Other,
-        ]
-        .into_iter()
-        .find(|k| k.name() == name)
-    }
-
     /// Whether the problem concerns one file only; under
     /// `skip_invalid_plugins` such problems become warnings and the file (or
     /// plugin) is skipped. Directory, cross-file and configuration problems
