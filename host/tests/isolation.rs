@@ -179,14 +179,20 @@ fn a_library_that_crashes_while_loading_isolated_is_a_one_line_load_crash() {
     assert_eq!(list.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains(&line), "{stdout}");
 
-    // Skipped, the daemon runs the rest (echo, isolated too).
+    // Skipped, the daemon runs the rest, isolated too: echo, and shell
+    // (a process started from the child, its files in the data store).
     let mut d = Daemon::start(
         root.path(),
-        &["kozmo-plugin-echo", "kozmo-fixture-loadcrash"],
+        &["kozmo-plugin-echo", "kozmo-plugin-shell", "kozmo-fixture-loadcrash"],
         &["--isolate", "*", "--skip-invalid-plugins"],
     );
     let id = d.submit(&echo(1));
     assert_eq!(d.wait_terminal(&id)["phase"], "Succeeded");
+    let shell = d.submit(&read_json(&example("shell-hello.json")));
+    let v = d.wait_terminal(&shell);
+    assert_eq!(v["phase"], "Succeeded", "{v}");
+    let (_, outputs) = d.client.get(&format!("/v1/executions/{shell}/outputs")).unwrap();
+    assert!(outputs.to_string().contains("hello"), "{outputs}");
     let log = d.log_text();
     assert!(
         log.contains(&format!("{}: crashed while loading (SIGSEGV)", file.display())),
