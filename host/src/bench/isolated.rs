@@ -1,14 +1,12 @@
 //! Isolation costs: P4 (one no-op `handle` round trip through an isolated
-//! plugin against a raw round trip of the same bytes over the same kind of
-//! socket to another process) and engine rounds/s with the no-op fixture
+//! plugin against a raw pipe round trip of the same bytes to another
+//! process) and engine rounds/s with the no-op fixture
 //! isolated, next to the same library loaded in the daemon.
 //!
 //! Both use `libkozmo_fixture_noop` from the plugin directory (build it
 //! with `cargo build --release -p kozmo-fixture-noop`).
 
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -92,7 +90,7 @@ pub fn load_noop(library: &Path, isolated: bool) -> anyhow::Result<Arc<dyn Plugi
 }
 
 /// P4: `calls` sequential no-op handles through the isolated plugin, then
-/// `calls` raw round trips of the same frames to a forked peer.
+/// `calls` raw pipe round trips of the same frames.
 pub fn round_trip(library: &Path, calls: u64) -> anyhow::Result<RoundTripPoint> {
     let plugin = load_noop(library, true)?;
     let ctx = TestTaskContext::new();
@@ -120,59 +118,32 @@ pub fn round_trip(library: &Path, calls: u64) -> anyhow::Result<RoundTripPoint> 
     })
 }
 
-/// Mean of `calls` round trips: `request` written to a forked process over
-/// a Unix socket pair, `response` read back.
+/// Mean of `calls` raw pipe round trips of the same bytes: the call frame
+/// and the answer frame, written together to `cat` (another process,
+/// started with exec like the plugin's child) and read back.
 fn raw_round_trip(request: &[u8], response: &[u8], calls: u64) -> anyhow::Result<f64> {
-    let (mut ours, theirs) = UnixStream::pair()?;
-    let mut inbox = vec![0u8; request.len()];
-    // SAFETY: after fork the child runs only read/write/_exit on buffers
-    // allocated before the fork, which is async-signal-safe.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(std::io::Error::last_os_error().into());
-    }
-    if pid == 0 {
-        // The parent's end must close here too, or its drop is no EOF.
-        unsafe { libc::close(ours.as_raw_fd()) };
-        let fd = theirs.as_raw_fd();
-        loop {
-            let mut got = 0;
-            while got < inbox.len() {
-                // SAFETY: inbox outlives the call; the length is its own.
-                let n = unsafe { libc::read(fd, inbox[got..].as_mut_ptr().cast(), inbox.len() - got) };
-                if n <= 0 {
-                    unsafe { libc::_exit(0) };
-                }
-                got += n as usize;
-            }
-            let mut sent = 0;
-            while sent < response.len() {
-                // SAFETY: as above.
-                let n = unsafe { libc::write(fd, response[sent..].as_ptr().cast(), response.len() - sent) };
-                if n <= 0 {
-                    unsafe { libc::_exit(0) };
-                }
-                sent += n as usize;
-            }
-        }
-    }
-    drop(theirs);
-    let mut answer = vec![0u8; response.len()];
-    let mut once = |ours: &mut UnixStream| -> std::io::Result<()> {
-        ours.write_all(request)?;
-        ours.read_exact(&mut answer)
+    let mut cat = std::process::Command::new("cat")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("cannot start cat for the raw pipe round trip: {e}"))?;
+    let (mut to, mut from) = (cat.stdin.take().expect("piped"), cat.stdout.take().expect("piped"));
+    let bytes = [request, response].concat();
+    let mut back = vec![0u8; bytes.len()];
+    let mut once = || -> std::io::Result<()> {
+        to.write_all(&bytes)?;
+        from.read_exact(&mut back)
     };
     for _ in 0..calls.min(1000) {
-        once(&mut ours)?;
+        once()?;
     }
     let start = Instant::now();
     for _ in 0..calls {
-        once(&mut ours)?;
+        once()?;
     }
     let ns = start.elapsed().as_nanos() as f64 / calls as f64;
-    drop(ours);
-    // SAFETY: reaps the child forked above.
-    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+    drop(to);
+    cat.wait()?;
     Ok(ns)
 }
 

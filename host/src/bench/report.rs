@@ -214,7 +214,7 @@ pub const ROW_NAMES: [&str; 12] = [
     "Latency submit → terminal, p50 / p99",
     "P5 load + check, one library",
     "P5 load + check, directory of",
-    "P4 no-op handle round trip, isolated / raw socket",
+    "P4 no-op handle round trip, isolated / raw pipe",
     "Isolated no-op plugin, engine rounds/s",
 ];
 

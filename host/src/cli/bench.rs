@@ -46,9 +46,9 @@ What each figure measures (goals from the benchmark issue):
       --release` of the plugins), and load_directory over --load-copies
       copies of one library (goal: 50 in <= 1 s).
   P4  one no-op handle through the noop fixture isolated in a child
-      process (kozmo __plugin-host), against a raw round trip of the same
-      frame bytes over a Unix socket pair to a forked process, sequential,
-      same run: isolated / raw (goal <= 2x). Then engine rounds/s with the
+      process (kozmo __plugin-host), against a raw pipe round trip of the
+      same frame bytes (call + answer) through `cat`, sequential, same run:
+      isolated / raw (goal <= 2x). Then engine rounds/s with the
       noop fixture isolated (goal >= 100,000), next to the same library
       loaded in the daemon: --isolated-in-flight executions on the
       in-memory store, each re-evaluated by a 1 ms resync timer. Both need
