@@ -4,9 +4,15 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
+
+use crate::isolation::IsolationConfig;
+
+/// The smallest accepted `isolate_memory_mb`.
+pub const MIN_ISOLATE_MEMORY_MB: u64 = 64;
 
 /// Default listen address: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7460";
@@ -43,6 +49,14 @@ pub struct Config {
     pub resource_quotas: BTreeMap<String, i64>,
     /// Plugin loading.
     pub plugins: PluginsConfig,
+    /// Plugin ids to run in a supervised child process each (`*` = all).
+    pub isolate: Vec<String>,
+    /// Address-space limit (RLIMIT_AS) of each isolated plugin's process, in MiB.
+    pub isolate_memory_mb: Option<u64>,
+    /// Seconds an isolated plugin's call may take before its process is killed and restarted.
+    pub isolate_call_timeout_secs: f64,
+    /// Seconds before a dead isolated plugin's process is restarted (doubled per failed restart, up to 30).
+    pub isolate_restart_backoff_secs: f64,
 }
 
 /// `[plugins]` section.
@@ -75,6 +89,10 @@ impl Default for Config {
             max_round_failures: 10,
             resource_quotas: BTreeMap::new(),
             plugins: PluginsConfig::default(),
+            isolate: Vec::new(),
+            isolate_memory_mb: None,
+            isolate_call_timeout_secs: crate::isolation::DEFAULT_CALL_TIMEOUT_SECS,
+            isolate_restart_backoff_secs: crate::isolation::DEFAULT_RESTART_BACKOFF_SECS,
         }
     }
 }
@@ -92,6 +110,17 @@ impl Config {
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
         } else {
             self.workers
+        }
+    }
+
+    /// The isolation settings in force.
+    pub fn isolation(&self) -> IsolationConfig {
+        IsolationConfig {
+            plugins: self.isolate.clone(),
+            memory_mb: self.isolate_memory_mb,
+            call_timeout: Duration::from_secs_f64(self.isolate_call_timeout_secs),
+            restart_backoff: Duration::from_secs_f64(self.isolate_restart_backoff_secs),
+            ..IsolationConfig::default()
         }
     }
 
@@ -122,6 +151,24 @@ impl Config {
                 self.max_workers,
                 self.effective_workers()
             );
+        }
+        for (key, v) in [
+            ("isolate_call_timeout_secs", self.isolate_call_timeout_secs),
+            ("isolate_restart_backoff_secs", self.isolate_restart_backoff_secs),
+        ] {
+            if !(v > 0.0 && v.is_finite() && v < 1e9) {
+                anyhow::bail!("{key} must be a positive number of seconds, got {v}");
+            }
+        }
+        if let Some(mb) = self.isolate_memory_mb {
+            if mb < MIN_ISOLATE_MEMORY_MB {
+                anyhow::bail!(
+                    "isolate_memory_mb must be at least {MIN_ISOLATE_MEMORY_MB} (the plugin process itself needs that much address space), got {mb}"
+                );
+            }
+        }
+        if let Some(bad) = self.isolate.iter().find(|id| id.trim().is_empty()) {
+            anyhow::bail!("isolate lists an empty plugin id ({bad:?}); give plugin ids or \"*\"");
         }
         if self.max_body_bytes < 1024 {
             anyhow::bail!("max_body_bytes must be at least 1024, got {}", self.max_body_bytes);
@@ -157,6 +204,42 @@ mod tests {
         assert_eq!(c.plugins.default_for_task_types["python"], "shell");
         assert_eq!(c.resource_quotas["sleep-quota:slots"], 3);
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn isolation_keys_parse_and_bad_values_are_refused() {
+        let c: Config = toml::from_str(
+            r#"
+            isolate = ["hostile", "shell"]
+            isolate_memory_mb = 512
+            isolate_call_timeout_secs = 2.5
+            "#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let iso = c.isolation();
+        assert!(iso.covers("hostile") && !iso.covers("echo") && !iso.covers_all());
+        assert_eq!(iso.memory_mb, Some(512));
+        assert_eq!(iso.call_timeout, Duration::from_millis(2500));
+        let all = Config {
+            isolate: vec!["*".into()],
+            ..Default::default()
+        };
+        assert!(all.isolation().covers("anything"));
+        let small = Config {
+            isolate_memory_mb: Some(8),
+            ..Default::default()
+        };
+        assert!(small.validate().unwrap_err().to_string().contains("isolate_memory_mb"));
+        let never = Config {
+            isolate_call_timeout_secs: 0.0,
+            ..Default::default()
+        };
+        assert!(never
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("isolate_call_timeout_secs"));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod datastore;
 pub mod engine;
+pub mod isolation;
 pub mod loader;
 pub mod metrics;
 pub mod model;

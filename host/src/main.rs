@@ -6,7 +6,9 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = kozmo_host::cli::Cli::parse();
-    kozmo_host::cli::init_logging(cli.verbose);
+    if cli.logs_to_stderr() {
+        kozmo_host::cli::init_logging(cli.verbose);
+    }
     match kozmo_host::cli::run(cli) {
         Ok(code) => code,
         Err(e) => {

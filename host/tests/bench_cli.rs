@@ -9,12 +9,16 @@ use kozmo_host::bench::report::{NOTES_MARKER, ROW_NAMES};
 
 #[test]
 fn quick_bench_writes_every_row_and_keeps_notes() {
-    let echo = kozmo_testkit::build_plugins(&["kozmo-plugin-echo"]).remove(0);
+    let libs = kozmo_testkit::build_plugins(&["kozmo-plugin-echo", "kozmo-fixture-noop"]);
     let tmp = tempfile::tempdir().unwrap();
     let plugins = tmp.path().join("plugins");
     std::fs::create_dir(&plugins).unwrap();
     std::fs::set_permissions(&plugins, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::copy(&echo, plugins.join(echo.file_name().unwrap())).unwrap();
+    for lib in &libs {
+        let to = plugins.join(lib.file_name().unwrap());
+        std::fs::copy(lib, &to).unwrap();
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
     let output = tmp.path().join("BENCHMARKS.md");
     let plot = tmp.path().join("docs/throughput.svg");
     // Notes after the marker survive a run.
@@ -62,6 +66,16 @@ fn quick_bench_writes_every_row_and_keeps_notes() {
         "P1 says how to get it:\n{md}"
     );
     assert!(md.contains("libkozmo_plugin_echo"), "P5 lists the library:\n{md}");
+    for p4 in [
+        "| P4 no-op handle round trip, isolated / raw pipe | ",
+        "| Isolated no-op plugin, engine rounds/s, 100 in flight | ",
+    ] {
+        let line = md
+            .lines()
+            .find(|l| l.starts_with(p4))
+            .unwrap_or_else(|| panic!("no [{p4}] row:\n{md}"));
+        assert!(!line.contains("not measured"), "P4 ran with the noop fixture: {line}");
+    }
     for fact in ["CPUs (nproc)", "model", "memory", "date (UTC)", "git commit"] {
         assert!(md.contains(&format!("| {fact} |")), "no [{fact}]:\n{md}");
     }

@@ -8,10 +8,13 @@
 //! * [`sqlite_raw`]: the P3 reference, the same rows written with plain
 //!   rusqlite in batched transactions on the same file settings;
 //! * [`load`]: P5, load + check of plugin libraries and directories;
+//! * [`isolated`]: P4 (an isolated no-op round trip against a raw pipe
+//!   round trip) and engine rounds/s with the no-op plugin isolated;
 //! * [`report`]: machine facts, the P1 figures `cargo bench` left behind,
 //!   the results table (terminal and Markdown) and the throughput plot.
 
 pub mod engine;
+pub mod isolated;
 pub mod load;
 pub mod report;
 pub mod sqlite_raw;

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::engine::{DurablePoint, LatencyPoint, MemoryPoint, ThroughputPoint};
+use super::isolated::{IsolatedRoundsPoint, RoundTripPoint};
 use super::load::LoadPoint;
 use super::sqlite_raw::RawPoint;
 
@@ -140,6 +141,10 @@ pub struct Results {
     pub latency: Vec<LatencyPoint>,
     /// P5 (`Err`: why not measured).
     pub load: Result<LoadPoint, String>,
+    /// P4 (`Err`: why not measured).
+    pub round_trip: Result<RoundTripPoint, String>,
+    /// Engine rounds/s with the no-op plugin isolated (`Err`: why not measured).
+    pub isolated_rounds: Result<IsolatedRoundsPoint, String>,
     /// Worker threads of the engine runs.
     pub workers: usize,
 }
@@ -198,7 +203,7 @@ pub fn duration(s: f64) -> String {
 }
 
 /// Row names, in order, every run prints (the test checks them).
-pub const ROW_NAMES: [&str; 10] = [
+pub const ROW_NAMES: [&str; 12] = [
     "P1 no-op handle, ffi / native",
     "P1 string accessor, ffi / native",
     "P2 rounds/s, in-memory store",
@@ -209,6 +214,8 @@ pub const ROW_NAMES: [&str; 10] = [
     "Latency submit → terminal, p50 / p99",
     "P5 load + check, one library",
     "P5 load + check, directory of",
+    "P4 no-op handle round trip, isolated / raw pipe",
+    "Isolated no-op plugin, engine rounds/s",
 ];
 
 impl Results {
@@ -374,6 +381,38 @@ impl Results {
                 ));
             }
         }
+        rows.push(match &self.round_trip {
+            Ok(p) => row(
+                ROW_NAMES[10],
+                format!(
+                    "{:.2}× ({} vs {}; {} + {} bytes, {} calls)",
+                    p.ratio(),
+                    duration(p.isolated_ns / 1e9),
+                    duration(p.raw_ns / 1e9),
+                    p.request_bytes,
+                    p.response_bytes,
+                    thousands(p.calls as f64)
+                ),
+                "≤ 2×",
+                Some(p.ratio() <= 2.0),
+            ),
+            Err(why) => row(ROW_NAMES[10], format!("not measured: {why}"), "≤ 2×", None),
+        });
+        rows.push(match &self.isolated_rounds {
+            Ok(p) => row(
+                format!("{}, {} in flight", ROW_NAMES[11], thousands(p.in_flight as f64)),
+                format!(
+                    "{} ({} in the daemon; {} workers, {} windows)",
+                    thousands(p.isolated),
+                    thousands(p.in_process),
+                    p.workers,
+                    duration(p.seconds)
+                ),
+                "≥ 100,000",
+                Some(p.isolated >= 100_000.0),
+            ),
+            Err(why) => row(ROW_NAMES[11], format!("not measured: {why}"), "≥ 100,000", None),
+        });
         rows
     }
 

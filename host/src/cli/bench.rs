@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::bench::engine::{self, StoreKind};
 use crate::bench::report::{self, Machine, Results, NOTES_MARKER};
-use crate::bench::{load, sqlite_raw};
+use crate::bench::{isolated, load, sqlite_raw};
 
 /// Options of `kozmo bench`.
 #[derive(Debug, Args)]
@@ -45,6 +45,15 @@ What each figure measures (goals from the benchmark issue):
       directory of this binary, e.g. target/release after `cargo build
       --release` of the plugins), and load_directory over --load-copies
       copies of one library (goal: 50 in <= 1 s).
+  P4  one no-op handle through the noop fixture isolated in a child
+      process (kozmo __plugin-host), against a raw pipe round trip of the
+      same frame bytes (call + answer) through `cat`, sequential, same run:
+      isolated / raw (goal <= 2x). Then engine rounds/s with the
+      noop fixture isolated (goal >= 100,000), next to the same library
+      loaded in the daemon: --isolated-in-flight executions on the
+      in-memory store, each re-evaluated by a 1 ms resync timer. Both need
+      libkozmo_fixture_noop.so in --plugins-dir (`cargo build --release -p
+      kozmo-fixture-noop`).
 
 Results go to --output (hand-written notes after the marker line of an
 existing file are kept) and the P2 plot to --plot (SVG). With --only, just
@@ -57,8 +66,8 @@ pub struct BenchArgs {
     /// SVG plot of P2 rounds/s against executions in flight [default: docs/bench-throughput.svg; none with --only].
     #[arg(long)]
     pub plot: Option<PathBuf>,
-    /// Run only these parts, comma-separated: p2, p3, p5, p6, latency [default: all].
-    #[arg(long, value_delimiter = ',', value_parser = ["p2", "p3", "p5", "p6", "latency"])]
+    /// Run only these parts, comma-separated: p2, p3, p4, p5, p6, latency [default: all].
+    #[arg(long, value_delimiter = ',', value_parser = ["p2", "p3", "p4", "p5", "p6", "latency"])]
     pub only: Vec<String>,
     /// Smoke run: tiny sizes for every measurement (figures meaningless).
     #[arg(long)]
@@ -94,6 +103,12 @@ pub struct BenchArgs {
     /// P1: criterion's output directory [default: target/criterion next to this binary's directory].
     #[arg(long)]
     pub criterion_dir: Option<PathBuf>,
+    /// P4: sequential isolated calls timed (and raw round trips) [default: 20000; quick: 200].
+    #[arg(long)]
+    pub round_trips: Option<u64>,
+    /// P4: executions in flight for the isolated rounds/s [default: 1000; quick: 100].
+    #[arg(long)]
+    pub isolated_in_flight: Option<usize>,
     /// Engine worker threads (0: number of cores).
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
@@ -108,6 +123,9 @@ struct Sizes {
     latency: usize,
     copies: usize,
     per_library: usize,
+    round_trips: u64,
+    isolated_in_flight: usize,
+    isolated_seconds: f64,
 }
 
 impl BenchArgs {
@@ -128,6 +146,9 @@ impl BenchArgs {
             latency: self.latency_samples.unwrap_or(if q { 10 } else { 1000 }),
             copies: self.load_copies.unwrap_or(if q { 5 } else { 50 }),
             per_library: if q { 1 } else { 5 },
+            round_trips: self.round_trips.unwrap_or(if q { 200 } else { 20_000 }),
+            isolated_in_flight: self.isolated_in_flight.unwrap_or(if q { 100 } else { 1000 }),
+            isolated_seconds: if q { 0.3 } else { 3.0 },
         }
     }
 }
@@ -198,7 +219,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
         + 2 * u64::from(args.runs("p3"))
         + 2 * u64::from(args.runs("latency"))
-        + u64::from(args.runs("p5"));
+        + u64::from(args.runs("p5"))
+        + 2 * u64::from(args.runs("p4"));
     let pb = ProgressBar::new(phases);
     pb.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {wide_msg}")
@@ -273,6 +295,28 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if args.runs("p5") {
         pb.inc(1);
     }
+
+    let noop = plugins_dir.as_deref().and_then(isolated::noop_library);
+    let (round_trip, isolated_rounds) = match &noop {
+        _ if !args.runs("p4") => (Err("not run (--only)".to_string()), Err("not run (--only)".to_string())),
+        None => {
+            let why = format!(
+                "no {} in the plugin directory (`cargo build --release -p kozmo-fixture-noop`, or pass --plugins-dir)",
+                isolated::NOOP_LIBRARY
+            );
+            (Err(why.clone()), Err(why))
+        }
+        Some(lib) => {
+            pb.set_message("P4 isolated round trips");
+            let rt = isolated::round_trip(lib, sizes.round_trips).map_err(|e| format!("{e:#}"));
+            pb.inc(1);
+            pb.set_message("P4 isolated engine rounds");
+            let rounds = isolated::rounds(lib, sizes.isolated_in_flight, sizes.isolated_seconds, workers)
+                .map_err(|e| format!("{e:#}"));
+            pb.inc(1);
+            (rt, rounds)
+        }
+    };
     pb.finish_and_clear();
 
     let criterion_dir = args.criterion_dir.clone().unwrap_or_else(default_criterion_dir);
@@ -288,6 +332,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         memory,
         latency,
         load,
+        round_trip,
+        isolated_rounds,
         workers,
     };
     print!("{}", results.text_table());

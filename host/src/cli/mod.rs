@@ -70,6 +70,10 @@ pub enum Command {
         /// Execution id.
         id: String,
     },
+    /// Internal: the child process that hosts an isolated plugin library
+    /// (started by the daemon, never by hand).
+    #[command(name = "__plugin-host", hide = true)]
+    PluginHost(crate::isolation::child::ChildArgs),
     /// Abort an execution (its plugin's abort and finalize run).
     Abort {
         /// Execution id.
@@ -81,6 +85,14 @@ pub enum Command {
         #[arg(short = 'o', long, value_enum, default_value_t)]
         output: executions::Format,
     },
+}
+
+impl Cli {
+    /// Whether this process logs to stderr itself (a plugin host forwards
+    /// its records to the daemon instead).
+    pub fn logs_to_stderr(&self) -> bool {
+        !matches!(self.command, Command::PluginHost(_))
+    }
 }
 
 /// Sets up env_logger: `RUST_LOG` if set, else warn/info/debug/trace by `-v` count.
@@ -106,5 +118,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Events { id, output } => executions::events(&id, output, cli.server),
         Command::Outputs { id } => executions::outputs(&id, cli.server),
         Command::Abort { id, reason, output } => executions::abort(&id, &reason, output, cli.server),
+        Command::PluginHost(args) => Ok(crate::isolation::child::run(args)),
     }
 }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
+use crate::isolation::IsolationConfig;
 use crate::loader::{self, LoadReport, LoaderConfig, LoaderServices, PluginInfo};
 
 /// `kozmo plugins ...`
@@ -53,6 +54,14 @@ pub struct ListArgs {
     /// (repeatable), as TASK_TYPE=PLUGIN_ID.
     #[arg(long = "default-for", value_name = "TASK_TYPE=PLUGIN_ID", value_parser = parse_pair)]
     pub default_for: Vec<(String, String)>,
+    /// Isolate these plugin ids as `kozmo serve --isolate` would (repeatable;
+    /// `*` = all): they are loaded by a child process and shown as isolated.
+    #[arg(long = "isolate", value_name = "ID", env = "KOZMO_ISOLATE", value_delimiter = ',')]
+    pub isolate: Vec<String>,
+    /// Read `isolate` and its limits from the daemon's configuration file
+    /// (`--isolate` and KOZMO_ISOLATE override its list).
+    #[arg(long, env = "KOZMO_CONFIG")]
+    pub config: Option<PathBuf>,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -79,17 +88,28 @@ fn parse_pair(s: &str) -> Result<(String, String), String> {
 pub fn run(cmd: PluginsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         PluginsCommand::List(args) => {
+            let mut daemon_config = match crate::daemon::load_config(args.config.as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            if !args.isolate.is_empty() {
+                daemon_config.isolate = args.isolate;
+            }
             let config = LoaderConfig {
                 plugins_dir: args.dir.clone(),
                 enabled_plugins: args.enabled,
                 default_for_task_types: args.default_for.into_iter().collect(),
                 skip_invalid_plugins: args.skip_invalid,
                 allow_insecure_plugin_dir: args.common.allow_insecure,
+                isolation: daemon_config.isolation(),
             };
             let services = LoaderServices::offline("in `kozmo plugins list` (no daemon running)");
             match loader::load_directory(&config, &services) {
                 Ok(loaded) => {
-                    print!("{}", table(&loaded.infos()));
+                    print!("{}", table(&loaded.infos(), &config.isolation));
                     if loaded.plugins().is_empty() {
                         eprintln!(
                             "note: no plugin library (*{}) in {}",
@@ -105,7 +125,7 @@ pub fn run(cmd: PluginsCommand) -> anyhow::Result<ExitCode> {
                 }
                 Err(report) => {
                     if !report.loaded.is_empty() {
-                        print!("{}", table(&report.loaded));
+                        print!("{}", table(&report.loaded, &config.isolation));
                     }
                     print_problems(&report);
                     Ok(ExitCode::from(1))
@@ -158,21 +178,26 @@ pub fn entry_line(p: &PluginInfo) -> String {
     )
 }
 
-/// The `list` table, header included.
-pub fn table(plugins: &[PluginInfo]) -> String {
+/// The `list` table, header included. A plugin is isolated when its
+/// library is: when `isolation` names it or another plugin of its file.
+pub fn table(plugins: &[PluginInfo], isolation: &IsolationConfig) -> String {
     let mut rows = vec![[
         "ID".to_string(),
         "TASK TYPES".to_string(),
         "DEFAULT".to_string(),
+        "ISOLATED".to_string(),
         "FILE".to_string(),
         "INTERFACE".to_string(),
         "ABI".to_string(),
     ]];
+    let isolated =
+        |p: &PluginInfo| isolation.covers_all() || plugins.iter().any(|q| q.file == p.file && isolation.covers(&q.id));
     for p in plugins {
         rows.push([
             p.id.clone(),
             p.task_types.join(","),
             if p.is_default { "yes" } else { "no" }.to_string(),
+            if isolated(p) { "yes" } else { "no" }.to_string(),
             p.file.display().to_string(),
             p.interface_version.clone(),
             p.abi.to_string(),

@@ -63,6 +63,22 @@ pub struct ServeArgs {
     /// Accept a plugin directory writable by group/others or owned by another user.
     #[arg(long, env = "KOZMO_ALLOW_INSECURE_PLUGIN_DIR")]
     pub allow_insecure_plugin_dir: bool,
+    /// Run this plugin in a supervised child process of its own (repeat or
+    /// comma-separate; `*` = every plugin). A crash, exit or stuck call
+    /// there fails only that plugin's calls; the process is restarted.
+    #[arg(long = "isolate", value_name = "ID", env = "KOZMO_ISOLATE", value_delimiter = ',')]
+    pub isolate: Vec<String>,
+    /// Address-space limit (RLIMIT_AS) of each isolated plugin's process, in MiB (default: none).
+    #[arg(long, env = "KOZMO_ISOLATE_MEMORY_MB")]
+    pub isolate_memory_mb: Option<u64>,
+    /// Seconds an isolated plugin's call may take before its process is
+    /// killed and restarted [default: 60].
+    #[arg(long, env = "KOZMO_ISOLATE_CALL_TIMEOUT_SECS")]
+    pub isolate_call_timeout_secs: Option<f64>,
+    /// Seconds before a dead isolated plugin's process is restarted, doubled
+    /// after each failed restart up to 30 [default: 0.5].
+    #[arg(long, env = "KOZMO_ISOLATE_RESTART_BACKOFF_SECS")]
+    pub isolate_restart_backoff_secs: Option<f64>,
 }
 
 /// Parses `KEY=VALUE`.
@@ -98,8 +114,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_workers,
         resync_interval_secs,
         max_body_bytes,
-        max_round_failures
+        max_round_failures,
+        isolate_call_timeout_secs,
+        isolate_restart_backoff_secs
     );
+    if args.isolate_memory_mb.is_some() {
+        config.isolate_memory_mb = args.isolate_memory_mb;
+    }
+    if !args.isolate.is_empty() {
+        config.isolate = args.isolate;
+    }
     if args.api_token.is_some() {
         config.api_token = args.api_token;
     }

@@ -52,6 +52,8 @@ pub enum ProblemKind {
     /// The library was built against a newer ABI minor than this host's
     /// (a warning: it loads, and the host services it lacks report so).
     NewerAbi,
+    /// The library crashed (or exited) while it was being opened.
+    LoadCrash,
     /// Anything else the library loader reported.
     Other,
 }
@@ -81,6 +83,7 @@ impl ProblemKind {
             ProblemKind::TaskTypeConflict => "task-type-conflict",
             ProblemKind::Config => "config",
             ProblemKind::NewerAbi => "newer-abi",
+            ProblemKind::LoadCrash => "load-crash",
             ProblemKind::Other => "other",
         }
     }

@@ -48,6 +48,8 @@ pub struct LoaderConfig {
     /// Accept a plugin directory or file writable by group/others or owned
     /// by another user.
     pub allow_insecure_plugin_dir: bool,
+    /// Which plugins run in a supervised child process.
+    pub isolation: crate::isolation::IsolationConfig,
 }
 
 impl LoaderConfig {
@@ -158,7 +160,7 @@ fn load_candidates(
     let mut staged = Vec::new();
     let mut newer = Vec::new();
     for c in &candidates {
-        match open_candidate(dir, c, config.allow_insecure_plugin_dir) {
+        match open_candidate(dir, c, config, services) {
             Ok(lib) => {
                 log::debug!(
                     "{}: kozmo-interface {}, ABI {}, entries {:?}",
@@ -247,15 +249,25 @@ fn one_line(s: &str) -> String {
 }
 
 /// The per-file checks; `Err` holds every problem found with the file.
-fn open_candidate(dir: Option<&Path>, c: &Candidate, allow_insecure: bool) -> Result<OpenedLibrary, Vec<Problem>> {
-    if !allow_insecure {
+fn open_candidate(
+    dir: Option<&Path>,
+    c: &Candidate,
+    config: &LoaderConfig,
+    services: &LoaderServices,
+) -> Result<OpenedLibrary, Vec<Problem>> {
+    if !config.allow_insecure_plugin_dir {
         let found = permissions::check_file(dir, &c.path, &c.resolved);
         if !found.is_empty() {
             return Err(found);
         }
     }
     symbols::check_root_module_symbol(&c.path, &c.resolved).map_err(|p| vec![p])?;
-    let lib = open_library(&c.resolved).map_err(|e| vec![open_problem(&c.path, e)])?;
+    // The one branch for isolation: a library with an isolated plugin is
+    // opened by its supervised child; every other check stays here.
+    let lib = match crate::isolation::open::open_isolated(&c.path, &c.resolved, &config.isolation, services) {
+        Some(opened) => opened.map_err(|p| vec![p])?,
+        None => open_library(&c.resolved).map_err(|e| vec![open_problem(&c.path, e)])?,
+    };
     let mut found = Vec::new();
     for (n, e) in lib.entries.iter().enumerate() {
         if e.id.trim().is_empty() {
@@ -295,7 +307,9 @@ fn open_candidate(dir: Option<&Path>, c: &Candidate, allow_insecure: bool) -> Re
     }
 }
 
-fn open_problem(file: &Path, e: OpenError) -> Problem {
+/// The problem an [`OpenError`] of `file` is (also used by an isolated
+/// plugin's child, which opens the library itself).
+pub(crate) fn open_problem(file: &Path, e: OpenError) -> Problem {
     let f = file.display();
     let host = kozmo_interface::host::interface_version();
     let (kind, message) = match &e {

@@ -1,0 +1,36 @@
+//! The wire protocol between the `kozmo` daemon and the child process that
+//! hosts an isolated plugin library (`kozmo __plugin-host`).
+//!
+//! Two kinds of connection, both Unix stream sockets:
+//!
+//! * the **control** connection (the child's inherited descriptor): the
+//!   child's [`Frame::Hello`], its log records, the calls its long-lived
+//!   handles make from any thread (refresh signals, metrics, enqueue), and
+//!   the daemon's [`Frame::NewConnection`] (a new call connection's
+//!   descriptor rides along as `SCM_RIGHTS`);
+//! * **call** connections, one per call in flight: the daemon sends a
+//!   [`Frame::Call`]; the child answers with any number of
+//!   [`Frame::Service`] requests (the plugin calling back into the host),
+//!   each answered by one [`Frame::Reply`], then exactly one
+//!   [`Frame::Done`]. Calls on one connection are strictly nested, so no
+//!   call ids are needed there; concurrency comes from several connections.
+//!
+//! Every frame is a little-endian `u32` length followed by that many bytes
+//! of bincode 2 (serde, standard configuration). Values of the plugin
+//! interface that evolve (task templates, literals, metadata, phase infos,
+//! namespaces) travel as JSON text inside the frames, as they do across the
+//! FFI boundary; this crate does not depend on the interface.
+//!
+//! The decoder never trusts its peer: a frame longer than [`MAX_FRAME_LEN`]
+//! is refused before anything is allocated, bincode's allocation limit is
+//! the frame's own length, a frame must be consumed exactly, and every
+//! failure is a [`ProtocolError`], never a panic.
+
+mod codec;
+mod frames;
+
+pub use codec::{decode_payload, encode_frame, read_frame, write_frame, ProtocolError, MAX_FRAME_LEN};
+pub use frames::{
+    Call, EntryInfo, Frame, Hello, Library, LogRecord, MetricKind, MetricOp, OpenFailure, Outcome, Service, Value,
+    WireError, PROTOCOL_VERSION,
+};
