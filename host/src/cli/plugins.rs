@@ -203,7 +203,7 @@ pub fn table(plugins: &[PluginInfo], isolation: &IsolationConfig) -> String {
             p.abi.to_string(),
         ]);
     }
-    let mut widths = [0usize; 6];
+    let mut widths = vec![0usize; rows[0].len()];
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());
@@ -212,7 +212,7 @@ pub fn table(plugins: &[PluginInfo], isolation: &IsolationConfig) -> String {
     let mut out = String::new();
     for r in &rows {
         let mut line = String::new();
-        for (i, (c, w)) in r.iter().zip(widths).enumerate() {
+        for (i, (c, &w)) in r.iter().zip(&widths).enumerate() {
             if i + 1 == r.len() {
                 line.push_str(c);
             } else {
