@@ -38,6 +38,15 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Consecutive handler errors before an attempt fails with `RoundFailures`.
     pub max_round_failures: u32,
+    /// Crash-loop protection: an execution that was inside a plugin call at
+    /// this many consecutive unclean stops is failed with `PluginCrashed`
+    /// at the next start (0 = never).
+    pub crash_loop_limit: u32,
+    /// Seconds a plugin call may run before it is reported (warning, event,
+    /// the execution's status).
+    pub call_warn_after_secs: f64,
+    /// Seconds SIGTERM waits for running steps before leaving them behind.
+    pub shutdown_grace_secs: f64,
     /// Quotas per resource namespace (`<plugin id>:<namespace>`), overriding
     /// what plugins register.
     pub resource_quotas: BTreeMap<String, i64>,
@@ -73,6 +82,9 @@ impl Default for Config {
             secrets_dir: None,
             max_body_bytes: 1024 * 1024,
             max_round_failures: 10,
+            crash_loop_limit: 2,
+            call_warn_after_secs: 60.0,
+            shutdown_grace_secs: 30.0,
             resource_quotas: BTreeMap::new(),
             plugins: PluginsConfig::default(),
         }
@@ -115,6 +127,14 @@ impl Config {
                 "stall_after_secs must be a positive number of seconds, got {}",
                 self.stall_after_secs
             );
+        }
+        for (name, v) in [
+            ("call_warn_after_secs", self.call_warn_after_secs),
+            ("shutdown_grace_secs", self.shutdown_grace_secs),
+        ] {
+            if !(v >= 0.0 && v.is_finite()) {
+                anyhow::bail!("{name} must be a number of seconds (0 or more), got {v}");
+            }
         }
         if self.max_workers < self.effective_workers() {
             anyhow::bail!(
