@@ -76,6 +76,45 @@ impl Daemon {
     }
 
     fn restart(&mut self) {
+        if let Err(status) = self.try_start() {
+            panic!("daemon exited ({status}) before listening; log:\n{}", self.log_text());
+        }
+    }
+
+    /// Starts the daemon the way systemd's `Restart=always` would, until one
+    /// stays up for `settle`: the exit statuses of those that died.
+    fn restart_until_stable(&mut self, settle: Duration, max: usize) -> Vec<std::process::ExitStatus> {
+        let mut deaths = Vec::new();
+        while deaths.len() <= max {
+            if let Err(status) = self.try_start() {
+                deaths.push(status);
+                continue;
+            }
+            let child = self.child.as_mut().unwrap();
+            let start = Instant::now();
+            let died = loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    break Some(status);
+                }
+                if start.elapsed() > settle {
+                    break None;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            match died {
+                Some(status) => {
+                    self.child = None;
+                    deaths.push(status);
+                }
+                None => return deaths,
+            }
+        }
+        panic!("the daemon died {} times; log:\n{}", deaths.len(), self.log_text());
+    }
+
+    /// Spawns the daemon and waits for its listening line; the exit status
+    /// if it died first.
+    fn try_start(&mut self) -> Result<(), std::process::ExitStatus> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -96,7 +135,7 @@ impl Daemon {
                         break url.to_string();
                     }
                 }
-                _ => panic!("daemon exited before listening; log:\n{}", self.log_text()),
+                _ => return Err(child.wait().unwrap()),
             }
         };
         std::thread::spawn(move || for _ in lines {});
@@ -107,6 +146,7 @@ impl Daemon {
             .map(|i| self.extra[i + 1].clone());
         self.client = Client::new(&addr, token);
         self.child = Some(child);
+        Ok(())
     }
 
     fn log_text(&self) -> String {
@@ -139,10 +179,14 @@ impl Daemon {
     }
 
     fn wait_phase(&self, id: &str, done: impl Fn(&str) -> bool, within: Duration) -> Value {
+        self.wait_phase_where(id, |v| done(v["phase"].as_str().unwrap_or_default()), within)
+    }
+
+    fn wait_phase_where(&self, id: &str, done: impl Fn(&Value) -> bool, within: Duration) -> Value {
         let start = Instant::now();
         loop {
             let (_, v) = self.client.get(&format!("/v1/executions/{id}")).unwrap();
-            if done(v["phase"].as_str().unwrap_or_default()) {
+            if done(&v) {
                 return v;
             }
             assert!(start.elapsed() < within, "{id} stuck at {v}; log:\n{}", self.log_text());
@@ -503,4 +547,172 @@ fn flags_select_plugins_and_override_quotas() {
     assert!(saw_waiting, "the second sleep waited for the quota");
     assert_eq!(d.wait_terminal("first")["phase"], "Succeeded");
     assert_eq!(d.wait_terminal("second")["phase"], "Succeeded");
+}
+
+// ---- containment of in-process plugins ----
+
+const HOSTILE: [&str; 2] = ["kozmo-plugin-echo", "kozmo-fixture-hostile"];
+
+impl Daemon {
+    /// The kinds of an execution's events, in order.
+    fn event_kinds(&self, id: &str) -> Vec<String> {
+        let (_, v) = self.client.get(&format!("/v1/executions/{id}/events")).unwrap();
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    fn get(&self, id: &str) -> Value {
+        self.client.get(&format!("/v1/executions/{id}")).unwrap().1
+    }
+}
+
+#[test]
+fn a_segfaulting_plugin_is_failed_after_the_crash_loop_limit_and_the_rest_goes_on() {
+    use std::os::unix::process::ExitStatusExt;
+    let root = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(root.path(), &HOSTILE, &["--crash-loop-limit", "2"]);
+    let before = d.submit(&json!({"execution_id": "echo-before", "type": "echo", "inputs": {"x": 1}}));
+    assert_eq!(d.wait_terminal(&before)["phase"], "Succeeded");
+    // The daemon dies inside handle: the answer may never come.
+    let _ = d.client.post(
+        "/v1/executions",
+        &json!({"execution_id": "bomb", "type": "hostile", "inputs": {"do": "segfault"}}),
+    );
+    let first = d.child.take().unwrap().wait().unwrap();
+    assert_eq!(first.signal(), Some(libc::SIGSEGV), "{first}");
+
+    let deaths = d.restart_until_stable(Duration::from_secs(2), 3);
+    assert_eq!(
+        deaths.iter().map(|s| s.signal()).collect::<Vec<_>>(),
+        [Some(libc::SIGSEGV)],
+        "the first restart resumes the execution and dies again; the second fails it"
+    );
+    let v = d.wait_terminal("bomb");
+    assert_eq!(v["phase"], "Failed", "{v}");
+    assert_eq!(v["error"]["code"], "PluginCrashed", "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("plugin \"hostile\" crashed the daemon 2 times in a row during handle of execution bomb")
+            && message.contains("kozmo serve --isolate hostile"),
+        "{message}"
+    );
+    let kinds = d.event_kinds("bomb");
+    assert_eq!(kinds.iter().filter(|k| *k == "plugin_crash").count(), 2, "{kinds:?}");
+    assert_eq!(kinds.last().map(String::as_str), Some("terminal"), "{kinds:?}");
+
+    let after = d.submit(&json!({"execution_id": "echo-after", "type": "echo", "inputs": {"x": 2}}));
+    assert_eq!(d.wait_terminal(&after)["phase"], "Succeeded");
+    assert_eq!(d.get(&before)["phase"], "Succeeded");
+    assert!(d.log_text().contains("crash-loop protection"), "{}", d.log_text());
+}
+
+#[test]
+fn a_stuck_call_is_visible_sigterm_names_it_and_a_removed_plugins_execution_waits_for_it() {
+    let root = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(
+        root.path(),
+        &HOSTILE,
+        &["--call-warn-after-secs", "0.2", "--shutdown-grace-secs", "0.5"],
+    );
+    d.submit(&json!({"execution_id": "sleepy", "type": "hostile", "inputs": {"do": "sleep", "ms": 5000}}));
+    let v = d.wait_phase_where("sleepy", |v| v["waiting"].is_string(), Duration::from_secs(20));
+    let waiting = v["waiting"].as_str().unwrap();
+    assert!(waiting.starts_with("plugin call handle in progress for "), "{v}");
+    assert_eq!(v["plugin_id"], "hostile");
+    let start = Instant::now();
+    while !d.event_kinds("sleepy").contains(&"slow_call".to_string()) {
+        assert!(start.elapsed() < Duration::from_secs(2), "no slow_call event");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // SIGTERM stops waiting after the grace period and names the call.
+    let started = Instant::now();
+    let status = d.signal("TERM");
+    assert_eq!(status.code(), Some(0), "{}", d.log_text());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "did not wait for the 5 s call: {:?}",
+        started.elapsed()
+    );
+    let log = d.log_text();
+    assert!(
+        log.contains("grace period (500ms) is over with 1 step(s) still running: sleepy (handle for "),
+        "{log}"
+    );
+
+    // The plugin is gone: the execution waits, visibly, and nothing else runs it.
+    let hostile = d
+        .plugins
+        .join(kozmo_testkit::library_file_name("kozmo-fixture-hostile"));
+    let aside = root.path().join("hostile.so.aside");
+    std::fs::rename(&hostile, &aside).unwrap();
+    d.restart();
+    let v = d.get("sleepy");
+    assert_eq!(v["waiting"], "plugin \"hostile\" is not loaded", "{v}");
+    let out = d.cli(&["get", "sleepy"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("waiting: plugin \"hostile\" is not loaded"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let echo = d.submit(&json!({"type": "echo", "inputs": {"x": 1}}));
+    assert_eq!(d.wait_terminal(&echo)["phase"], "Succeeded");
+    std::thread::sleep(Duration::from_millis(500));
+    let v = d.get("sleepy");
+    assert!(!is_terminal(&v), "never run under another plugin: {v}");
+    assert!(!d.event_kinds("sleepy").contains(&"terminal".to_string()));
+    assert_eq!(d.signal("TERM").code(), Some(0));
+
+    // The plugin is back: the execution completes under it.
+    std::fs::rename(&aside, &hostile).unwrap();
+    d.restart();
+    let v = d.wait_terminal("sleepy");
+    assert_eq!(v["phase"], "Succeeded", "{v}");
+    assert!(v.get("waiting").is_none(), "{v}");
+    let (_, out) = d.client.get("/v1/executions/sleepy/outputs").unwrap();
+    assert_eq!(out["outputs"]["do"], json!({"string": "sleep"}), "{out}");
+}
+
+#[test]
+fn a_library_crashing_at_load_stops_serve_with_one_line_unless_skipped() {
+    let root = tempfile::tempdir().unwrap();
+    let plugins = plugin_dir(root.path(), &["kozmo-plugin-echo", "kozmo-fixture-loadcrash"]);
+    let crash = plugins.join(kozmo_testkit::library_file_name("kozmo-fixture-loadcrash"));
+    let out = kozmo()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(root.path().join("data"))
+        .arg("--plugins-dir")
+        .arg(&plugins)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let line = format!(
+        "error[load-crash]: {}: crashed while loading (SIGSEGV)",
+        crash.display()
+    );
+    assert!(stderr.lines().any(|l| l == line), "{stderr}");
+
+    let d = Daemon::start(root.path(), &["kozmo-plugin-echo"], &["--skip-invalid-plugins"]);
+    let (_, plugins) = d.client.get("/v1/plugins").unwrap();
+    let ids: Vec<&str> = plugins
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["echo"]);
+    assert!(
+        d.log_text().contains("crashed while loading (SIGSEGV)"),
+        "{}",
+        d.log_text()
+    );
+}
+
+fn is_terminal(v: &Value) -> bool {
+    matches!(v["phase"].as_str(), Some("Succeeded" | "Failed" | "Aborted"))
 }

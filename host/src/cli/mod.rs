@@ -70,6 +70,13 @@ pub enum Command {
         /// Execution id.
         id: String,
     },
+    /// Internal: open plugin libraries one by one in this short-lived
+    /// process (the load probe of `serve` and `plugins`), announcing each.
+    #[command(name = "__probe-libraries", hide = true)]
+    ProbeLibraries {
+        /// Library files.
+        files: Vec<std::path::PathBuf>,
+    },
     /// Abort an execution (its plugin's abort and finalize run).
     Abort {
         /// Execution id.
@@ -106,5 +113,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Events { id, output } => executions::events(&id, output, cli.server),
         Command::Outputs { id } => executions::outputs(&id, cli.server),
         Command::Abort { id, reason, output } => executions::abort(&id, &reason, output, cli.server),
+        Command::ProbeLibraries { files } => Ok(crate::loader::probe::child_main(&files)),
     }
 }

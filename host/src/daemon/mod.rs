@@ -86,7 +86,9 @@ pub fn start(config: Config) -> Result<Daemon, StartError> {
         default_for_task_types: config.plugins.default_for_task_types.clone(),
         skip_invalid_plugins: config.plugins.skip_invalid,
         allow_insecure_plugin_dir: config.plugins.allow_insecure_dir,
-    };
+        probe_program: None,
+    }
+    .probing_with_current_exe();
     let plugins = loader::load_directory(&loader_config, &services).map_err(|report| StartError {
         code: 2,
         message: format!(

@@ -16,6 +16,10 @@ pub enum ProblemKind {
     Unreadable,
     /// The file is not a shared library (or `dlopen` refused it).
     NotALibrary,
+    /// Opening the library killed the process that opened it (a crashing
+    /// static constructor; found by the load probe, or by an isolated
+    /// plugin's child).
+    LoadCrash,
     /// A library without Kozmo's root module.
     NoRootModule,
     /// abi_stable's header is of another abi_stable release.
@@ -61,6 +65,7 @@ impl ProblemKind {
             ProblemKind::InsecurePermissions => "insecure-permissions",
             ProblemKind::Unreadable => "unreadable",
             ProblemKind::NotALibrary => "not-a-library",
+            ProblemKind::LoadCrash => "load-crash",
             ProblemKind::NoRootModule => "no-root-module",
             ProblemKind::AbiHeaderMismatch => "abi-header-mismatch",
             ProblemKind::InterfaceMismatch => "interface-mismatch",
