@@ -180,6 +180,16 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_parses_and_keeps_the_defaults() {
+        let c: Config = toml::from_str(include_str!("../../examples/kozmo.toml")).unwrap();
+        let d = Config::default();
+        assert_eq!(
+            (c.crash_loop_limit, c.call_warn_after_secs, c.shutdown_grace_secs),
+            (d.crash_loop_limit, d.call_warn_after_secs, d.shutdown_grace_secs)
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_errors_naming_the_key() {
         let err = toml::from_str::<Config>("listn = \"x\"").unwrap_err().to_string();
         assert!(err.contains("listn"), "{err}");

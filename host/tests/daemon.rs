@@ -489,18 +489,23 @@ fn non_loopback_needs_a_token_and_requests_without_it_get_401() {
     assert!(matches!(err, ClientError::Api { status: 401, .. }), "{err}");
 }
 
+/// Runs `kozmo serve` over `plugins` (for daemons that refuse to start).
+fn serve_until_exit(root: &Path, plugins: &Path) -> std::process::Output {
+    kozmo()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(root.join("data"))
+        .arg("--plugins-dir")
+        .arg(plugins)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn bad_plugins_refuse_to_start_with_exit_code_2() {
     let root = tempfile::tempdir().unwrap();
     let plugins = plugin_dir(root.path(), &["kozmo-plugin-echo"]);
     std::fs::write(plugins.join("libgarbage.so"), b"not a library").unwrap();
-    let out = kozmo()
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(root.path().join("data"))
-        .arg("--plugins-dir")
-        .arg(&plugins)
-        .output()
-        .unwrap();
+    let out = serve_until_exit(root.path(), &plugins);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("libgarbage.so"));
 }
@@ -682,13 +687,7 @@ fn a_library_crashing_at_load_stops_serve_with_one_line_unless_skipped() {
     let root = tempfile::tempdir().unwrap();
     let plugins = plugin_dir(root.path(), &["kozmo-plugin-echo", "kozmo-fixture-loadcrash"]);
     let crash = plugins.join(kozmo_testkit::library_file_name("kozmo-fixture-loadcrash"));
-    let out = kozmo()
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(root.path().join("data"))
-        .arg("--plugins-dir")
-        .arg(&plugins)
-        .output()
-        .unwrap();
+    let out = serve_until_exit(root.path(), &plugins);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     let line = format!(
