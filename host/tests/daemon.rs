@@ -523,13 +523,7 @@ fn flags_select_plugins_and_override_quotas() {
             "sleep-quota:slots=1",
         ],
     );
-    let (_, plugins) = d.client.get("/v1/plugins").unwrap();
-    let ids: Vec<&str> = plugins
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["id"].as_str().unwrap())
-        .collect();
+    let ids = d.plugin_ids();
     assert_eq!(ids, ["shell", "sleep-quota"]);
     // Quota 1: the second sleep waits for the first one's slot.
     let mut first = read_json(&example("sleep-quota.json"));
@@ -572,6 +566,17 @@ impl Daemon {
 
     fn get(&self, id: &str) -> Value {
         self.client.get(&format!("/v1/executions/{id}")).unwrap().1
+    }
+
+    /// The ids `GET /v1/plugins` lists.
+    fn plugin_ids(&self) -> Vec<String> {
+        let (_, plugins) = self.client.get("/v1/plugins").unwrap();
+        plugins
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_str().unwrap().to_string())
+            .collect()
     }
 }
 
@@ -697,13 +702,7 @@ fn a_library_crashing_at_load_stops_serve_with_one_line_unless_skipped() {
     assert!(stderr.lines().any(|l| l == line), "{stderr}");
 
     let d = Daemon::start(root.path(), &["kozmo-plugin-echo"], &["--skip-invalid-plugins"]);
-    let (_, plugins) = d.client.get("/v1/plugins").unwrap();
-    let ids: Vec<&str> = plugins
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["id"].as_str().unwrap())
-        .collect();
+    let ids = d.plugin_ids();
     assert_eq!(ids, ["echo"]);
     assert!(
         d.log_text().contains("crashed while loading (SIGSEGV)"),

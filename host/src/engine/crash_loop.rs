@@ -14,7 +14,7 @@ use kozmo_interface::{ErrorKind, ExecutionError};
 
 use super::call_slots::{Call, Previous};
 use super::events::call_notice_event;
-use crate::model::{event_kind, now_ms, EventRow, ExecPhase, ExecState, Finishing};
+use crate::model::{event_kind, now_ms, EventRow, ExecPhase, ExecState, ExecutionRecord, Finishing};
 use crate::store::{CrashVictim, Store};
 
 /// An execution that was inside a plugin call when the daemon died.
@@ -57,8 +57,27 @@ pub(crate) fn count(store: &dyn Store, previous: &Previous) -> HashMap<String, C
         .collect()
 }
 
+/// A crashed execution being recovered: records the crash on it and, at
+/// the limit, fails it ([`fail`]); `plugin_id`: the plugin it runs under.
+pub(crate) fn recovering(
+    store: &dyn Store,
+    rec: &mut ExecutionRecord,
+    plugin_id: Option<&str>,
+    crashed: &Crashed,
+    limit: u32,
+) {
+    let event = event(&rec.id, rec.state.attempt, crashed, limit);
+    if let Err(e) = store.append_events(&rec.id, &[event]) {
+        log::warn!("cannot record the crash on execution {}: {e}", rec.id);
+    }
+    if over_limit(crashed, limit) {
+        let pid = rec.plugin_id.as_deref().or(plugin_id).unwrap_or("?");
+        fail(&mut rec.state, &rec.id, pid, crashed);
+    }
+}
+
 /// The event recorded on an execution the daemon died in, and its log line.
-pub(crate) fn event(id: &str, attempt: u32, crashed: &Crashed, limit: u32) -> EventRow {
+fn event(id: &str, attempt: u32, crashed: &Crashed, limit: u32) -> EventRow {
     let message = format!(
         "the daemon stopped uncleanly during plugin call {} of execution {id} ({} time(s) in a row{})",
         crashed.call.name(),
@@ -81,14 +100,14 @@ pub(crate) fn event(id: &str, attempt: u32, crashed: &Crashed, limit: u32) -> Ev
 }
 
 /// Whether `crashed` reached the limit (0 = protection off).
-pub(crate) fn over_limit(crashed: &Crashed, limit: u32) -> bool {
+fn over_limit(crashed: &Crashed, limit: u32) -> bool {
     limit > 0 && crashed.crashes >= limit
 }
 
 /// Moves `state` to Failing with `PluginCrashed`: the finishing step calls
 /// neither Abort nor Finalize (the same library crashed the daemon; calling
 /// it again may crash it again) and only releases what the execution holds.
-pub(crate) fn fail(state: &mut ExecState, id: &str, plugin_id: &str, crashed: &Crashed) {
+fn fail(state: &mut ExecState, id: &str, plugin_id: &str, crashed: &Crashed) {
     let message = format!(
         "plugin \"{plugin_id}\" crashed the daemon {} times in a row during {} of execution {id}; the execution \
          is failed without calling its abort or finalize. Run the plugin in its own process: kozmo serve \

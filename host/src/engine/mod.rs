@@ -577,18 +577,8 @@ impl Engine {
                 }
             };
             if let Some(c) = crashed.get(&rec.id) {
-                let limit = core.cfg.crash_loop_limit;
-                let event = crash_loop::event(&rec.id, rec.state.attempt, c, limit);
-                if let Err(e) = core.store.append_events(&rec.id, &[event]) {
-                    log::warn!("cannot record the crash on execution {}: {e}", rec.id);
-                }
-                if crash_loop::over_limit(c, limit) {
-                    let pid = rec
-                        .plugin_id
-                        .clone()
-                        .or_else(|| plugin.as_ref().map(|p| p.id().to_string()));
-                    crash_loop::fail(&mut rec.state, &rec.id, pid.as_deref().unwrap_or("?"), c);
-                }
+                let pid = plugin.as_ref().map(|p| p.id().to_string());
+                crash_loop::recovering(&*core.store, &mut rec, pid.as_deref(), c, core.cfg.crash_loop_limit);
             }
             let split = SplitSpec::new(spec);
             let shape = lock(&core.shapes).intern(&split.shared_json, split.spec, plugin);
