@@ -8,6 +8,9 @@
 //!   whole pipeline is measured);
 //! * `fixture_dir`: `load_directory` over fresh copies of every fixture.
 //!
+//! Every load probes its libraries in a child `kozmo` first, as `serve`
+//! does.
+//!
 //! Run: `cargo bench -p kozmo-host --bench load`. Every iteration leaves
 //! its libraries mapped (libraries are never unloaded), so the sample
 //! counts are kept small.
@@ -71,7 +74,7 @@ fn bench(c: &mut Criterion) {
             let files: Vec<PathBuf> = (0..iters).map(|i| copy(&echo, dir.path(), &format!("e{i}"))).collect();
             let start = Instant::now();
             for f in &files {
-                let r = check_files(std::slice::from_ref(f), &LoaderConfig::default(), &services);
+                let r = check_files(std::slice::from_ref(f), &probing(LoaderConfig::default()), &services);
                 assert!(r.is_ok());
                 black_box(r.ok());
             }
@@ -88,7 +91,7 @@ fn bench(c: &mut Criterion) {
                     copy(&echo, dir.path(), &format!("e{i:02}"));
                 }
                 let start = Instant::now();
-                let r = load_directory(&LoaderConfig::new(dir.path()), &services);
+                let r = load_directory(&probing(LoaderConfig::new(dir.path())), &services);
                 total += start.elapsed();
                 let report = r.unwrap_err();
                 assert_eq!(report.errors.len(), 1, "{report}");
@@ -106,13 +109,22 @@ fn bench(c: &mut Criterion) {
                     copy(lib, dir.path(), name);
                 }
                 let start = Instant::now();
-                black_box(load_directory(&LoaderConfig::new(dir.path()), &services).err());
+                black_box(load_directory(&probing(LoaderConfig::new(dir.path())), &services).err());
                 total += start.elapsed();
             }
             total
         })
     });
     group.finish();
+}
+
+/// Loads the way `serve` does: each library is probed in a child (the
+/// built `kozmo`) first.
+fn probing(config: LoaderConfig) -> LoaderConfig {
+    LoaderConfig {
+        probe_program: Some(PathBuf::from(env!("CARGO_BIN_EXE_kozmo"))),
+        ..config
+    }
 }
 
 criterion_group!(benches, bench);

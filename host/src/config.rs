@@ -44,6 +44,15 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Consecutive handler errors before an attempt fails with `RoundFailures`.
     pub max_round_failures: u32,
+    /// Crash-loop protection: an execution that was inside a plugin call at
+    /// this many consecutive unclean stops is failed with `PluginCrashed`
+    /// at the next start (0 = never).
+    pub crash_loop_limit: u32,
+    /// Seconds a plugin call may run before it is reported (warning, event,
+    /// the execution's status).
+    pub call_warn_after_secs: f64,
+    /// Seconds SIGTERM waits for running steps before leaving them behind.
+    pub shutdown_grace_secs: f64,
     /// Quotas per resource namespace (`<plugin id>:<namespace>`), overriding
     /// what plugins register.
     pub resource_quotas: BTreeMap<String, i64>,
@@ -87,6 +96,9 @@ impl Default for Config {
             secrets_dir: None,
             max_body_bytes: 1024 * 1024,
             max_round_failures: 10,
+            crash_loop_limit: 2,
+            call_warn_after_secs: 60.0,
+            shutdown_grace_secs: 30.0,
             resource_quotas: BTreeMap::new(),
             plugins: PluginsConfig::default(),
             isolate: Vec::new(),
@@ -144,6 +156,14 @@ impl Config {
                 "stall_after_secs must be a positive number of seconds, got {}",
                 self.stall_after_secs
             );
+        }
+        for (name, v) in [
+            ("call_warn_after_secs", self.call_warn_after_secs),
+            ("shutdown_grace_secs", self.shutdown_grace_secs),
+        ] {
+            if !(v >= 0.0 && v.is_finite()) {
+                anyhow::bail!("{name} must be a number of seconds (0 or more), got {v}");
+            }
         }
         if self.max_workers < self.effective_workers() {
             anyhow::bail!(
@@ -240,6 +260,16 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("isolate_call_timeout_secs"));
+    }
+
+    #[test]
+    fn the_example_file_parses_and_keeps_the_defaults() {
+        let c: Config = toml::from_str(include_str!("../../examples/kozmo.toml")).unwrap();
+        let d = Config::default();
+        assert_eq!(
+            (c.crash_loop_limit, c.call_warn_after_secs, c.shutdown_grace_secs),
+            (d.crash_loop_limit, d.call_warn_after_secs, d.shutdown_grace_secs)
+        );
     }
 
     #[test]

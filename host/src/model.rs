@@ -195,6 +195,10 @@ pub struct Finishing {
     pub error: Option<ExecutionError>,
     /// Consecutive failed tries of this step.
     pub failures: u32,
+    /// Call neither Abort nor Finalize: the plugin crashed the daemon in
+    /// this execution's calls (crash-loop protection); the host only
+    /// releases what the execution holds.
+    pub skip_plugin: bool,
 }
 
 /// A handler error stored on the execution (§6.10 fix).
@@ -288,6 +292,9 @@ pub struct ExecutionRecord {
     pub abort_requested: Option<String>,
     /// Task state of the current attempt.
     pub task: TaskState,
+    /// The plugin chosen at submission (`None` for executions stored before
+    /// executions were bound to their plugin: routed by task type).
+    pub plugin_id: Option<String>,
 }
 
 /// A new execution for the store.
@@ -305,6 +312,8 @@ pub struct NewExecution {
     pub created_at_ms: i64,
     /// Initial state.
     pub state: ExecState,
+    /// The plugin chosen at submission: the execution only ever runs under it.
+    pub plugin_id: Option<String>,
 }
 
 /// Kinds of event rows.
@@ -317,6 +326,12 @@ pub mod event_kind {
     pub const RETRY: &str = "retry";
     /// The execution reached its terminal phase (exactly one per execution).
     pub const TERMINAL: &str = "terminal";
+    /// A plugin call has run past `call_warn_after` (written by the
+    /// watchdog while the call runs, not by a step).
+    pub const SLOW_CALL: &str = "slow_call";
+    /// Crash-loop protection: the daemon died while this execution was
+    /// inside a plugin call (written at start, after the unclean stop).
+    pub const PLUGIN_CRASH: &str = "plugin_crash";
 }
 
 /// An event to store.
@@ -460,6 +475,14 @@ pub struct ExecutionView {
     pub consecutive_handler_errors: u32,
     /// Client abort request pending.
     pub abort_requested: Option<String>,
+    /// The plugin the execution is bound to (chosen at submission).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin_id: Option<String>,
+    /// Why a non-terminal execution is not progressing right now, one line:
+    /// `plugin "x" is not loaded`, `plugin call handle in progress for 5m`,
+    /// `abort pending: plugin call handle in progress for 5m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
     /// RFC 3339.
     pub created_at: String,
     /// RFC 3339.

@@ -2,6 +2,7 @@
 //! directories and the bundled plugins built as shared libraries, driven
 //! through the CLI and raw HTTP.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use kozmo_host::client::{Client, ClientError};
@@ -279,18 +280,23 @@ fn non_loopback_needs_a_token_and_requests_without_it_get_401() {
     assert!(matches!(err, ClientError::Api { status: 401, .. }), "{err}");
 }
 
+/// Runs `kozmo serve` over `plugins` (for daemons that refuse to start).
+fn serve_until_exit(root: &Path, plugins: &Path) -> std::process::Output {
+    kozmo()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(root.join("data"))
+        .arg("--plugins-dir")
+        .arg(plugins)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn bad_plugins_refuse_to_start_with_exit_code_2() {
     let root = tempfile::tempdir().unwrap();
     let plugins = plugin_dir(root.path(), &["kozmo-plugin-echo"]);
     std::fs::write(plugins.join("libgarbage.so"), b"not a library").unwrap();
-    let out = kozmo()
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(root.path().join("data"))
-        .arg("--plugins-dir")
-        .arg(&plugins)
-        .output()
-        .unwrap();
+    let out = serve_until_exit(root.path(), &plugins);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("libgarbage.so"));
 }
@@ -308,13 +314,7 @@ fn flags_select_plugins_and_override_quotas() {
             "sleep-quota:slots=1",
         ],
     );
-    let (_, plugins) = d.client.get("/v1/plugins").unwrap();
-    let ids: Vec<&str> = plugins
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["id"].as_str().unwrap())
-        .collect();
+    let ids = d.plugin_ids();
     assert_eq!(ids, ["shell", "sleep-quota"]);
     // Quota 1: the second sleep waits for the first one's slot.
     let mut first = read_json(&example("sleep-quota.json"));
@@ -337,4 +337,171 @@ fn flags_select_plugins_and_override_quotas() {
     assert!(saw_waiting, "the second sleep waited for the quota");
     assert_eq!(d.wait_terminal("first")["phase"], "Succeeded");
     assert_eq!(d.wait_terminal("second")["phase"], "Succeeded");
+}
+
+// ---- containment of in-process plugins ----
+
+const HOSTILE: [&str; 2] = ["kozmo-plugin-echo", "kozmo-fixture-hostile"];
+
+impl Daemon {
+    /// The kinds of an execution's events, in order.
+    fn event_kinds(&self, id: &str) -> Vec<String> {
+        let (_, v) = self.client.get(&format!("/v1/executions/{id}/events")).unwrap();
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    fn get(&self, id: &str) -> Value {
+        self.client.get(&format!("/v1/executions/{id}")).unwrap().1
+    }
+
+    /// The ids `GET /v1/plugins` lists.
+    fn plugin_ids(&self) -> Vec<String> {
+        let (_, plugins) = self.client.get("/v1/plugins").unwrap();
+        plugins
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+#[test]
+fn a_segfaulting_plugin_is_failed_after_the_crash_loop_limit_and_the_rest_goes_on() {
+    use std::os::unix::process::ExitStatusExt;
+    let root = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(root.path(), &HOSTILE, &["--crash-loop-limit", "2"]);
+    let before = d.submit(&json!({"execution_id": "echo-before", "type": "echo", "inputs": {"x": 1}}));
+    assert_eq!(d.wait_terminal(&before)["phase"], "Succeeded");
+    // The daemon dies inside handle: the answer may never come.
+    let _ = d.client.post(
+        "/v1/executions",
+        &json!({"execution_id": "bomb", "type": "hostile", "inputs": {"do": "segfault"}}),
+    );
+    let first = d.child.take().unwrap().wait().unwrap();
+    assert_eq!(first.signal(), Some(libc::SIGSEGV), "{first}");
+
+    let deaths = d.restart_until_stable(Duration::from_secs(2), 3);
+    assert_eq!(
+        deaths.iter().map(|s| s.signal()).collect::<Vec<_>>(),
+        [Some(libc::SIGSEGV)],
+        "the first restart resumes the execution and dies again; the second fails it"
+    );
+    let v = d.wait_terminal("bomb");
+    assert_eq!(v["phase"], "Failed", "{v}");
+    assert_eq!(v["error"]["code"], "PluginCrashed", "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("plugin \"hostile\" crashed the daemon 2 times in a row during handle of execution bomb")
+            && message.contains("kozmo serve --isolate hostile"),
+        "{message}"
+    );
+    let kinds = d.event_kinds("bomb");
+    assert_eq!(kinds.iter().filter(|k| *k == "plugin_crash").count(), 2, "{kinds:?}");
+    assert_eq!(kinds.last().map(String::as_str), Some("terminal"), "{kinds:?}");
+
+    let after = d.submit(&json!({"execution_id": "echo-after", "type": "echo", "inputs": {"x": 2}}));
+    assert_eq!(d.wait_terminal(&after)["phase"], "Succeeded");
+    assert_eq!(d.get(&before)["phase"], "Succeeded");
+    assert!(d.log_text().contains("crash-loop protection"), "{}", d.log_text());
+}
+
+#[test]
+fn a_stuck_call_is_visible_sigterm_names_it_and_a_removed_plugins_execution_waits_for_it() {
+    let root = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(
+        root.path(),
+        &HOSTILE,
+        &["--call-warn-after-secs", "0.2", "--shutdown-grace-secs", "0.5"],
+    );
+    d.submit(&json!({"execution_id": "sleepy", "type": "hostile", "inputs": {"do": "sleep", "ms": 5000}}));
+    let v = d.wait_phase_where("sleepy", |v| v["waiting"].is_string(), Duration::from_secs(20));
+    let waiting = v["waiting"].as_str().unwrap();
+    assert!(waiting.starts_with("plugin call handle in progress for "), "{v}");
+    assert_eq!(v["plugin_id"], "hostile");
+    let start = Instant::now();
+    while !d.event_kinds("sleepy").contains(&"slow_call".to_string()) {
+        assert!(start.elapsed() < Duration::from_secs(2), "no slow_call event");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // SIGTERM stops waiting after the grace period and names the call.
+    let started = Instant::now();
+    let status = d.signal("TERM");
+    assert_eq!(status.code(), Some(0), "{}", d.log_text());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "did not wait for the 5 s call: {:?}",
+        started.elapsed()
+    );
+    let log = d.log_text();
+    assert!(
+        log.contains("grace period (500ms) is over with 1 step(s) still running: sleepy (handle for "),
+        "{log}"
+    );
+
+    // The plugin is gone: the execution waits, visibly, and nothing else runs it.
+    let hostile = d
+        .plugins
+        .join(kozmo_testkit::library_file_name("kozmo-fixture-hostile"));
+    let aside = root.path().join("hostile.so.aside");
+    std::fs::rename(&hostile, &aside).unwrap();
+    d.restart();
+    let v = d.get("sleepy");
+    assert_eq!(v["waiting"], "plugin \"hostile\" is not loaded", "{v}");
+    let out = d.cli(&["get", "sleepy"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("waiting: plugin \"hostile\" is not loaded"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let echo = d.submit(&json!({"type": "echo", "inputs": {"x": 1}}));
+    assert_eq!(d.wait_terminal(&echo)["phase"], "Succeeded");
+    std::thread::sleep(Duration::from_millis(500));
+    let v = d.get("sleepy");
+    assert!(!is_terminal(&v), "never run under another plugin: {v}");
+    assert!(!d.event_kinds("sleepy").contains(&"terminal".to_string()));
+    assert_eq!(d.signal("TERM").code(), Some(0));
+
+    // The plugin is back: the execution completes under it.
+    std::fs::rename(&aside, &hostile).unwrap();
+    d.restart();
+    let v = d.wait_terminal("sleepy");
+    assert_eq!(v["phase"], "Succeeded", "{v}");
+    assert!(v.get("waiting").is_none(), "{v}");
+    let (_, out) = d.client.get("/v1/executions/sleepy/outputs").unwrap();
+    assert_eq!(out["outputs"]["do"], json!({"string": "sleep"}), "{out}");
+}
+
+#[test]
+fn a_library_crashing_at_load_stops_serve_with_one_line_unless_skipped() {
+    let root = tempfile::tempdir().unwrap();
+    let plugins = plugin_dir(root.path(), &["kozmo-plugin-echo", "kozmo-fixture-loadcrash"]);
+    let crash = plugins.join(kozmo_testkit::library_file_name("kozmo-fixture-loadcrash"));
+    let out = serve_until_exit(root.path(), &plugins);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let line = format!(
+        "error[load-crash]: {}: crashed while loading (SIGSEGV)",
+        crash.display()
+    );
+    assert!(stderr.lines().any(|l| l == line), "{stderr}");
+
+    let d = Daemon::start(root.path(), &["kozmo-plugin-echo"], &["--skip-invalid-plugins"]);
+    let ids = d.plugin_ids();
+    assert_eq!(ids, ["echo"]);
+    assert!(
+        d.log_text().contains("crashed while loading (SIGSEGV)"),
+        "{}",
+        d.log_text()
+    );
+}
+
+fn is_terminal(v: &Value) -> bool {
+    matches!(v["phase"].as_str(), Some("Succeeded" | "Failed" | "Aborted"))
 }

@@ -532,9 +532,11 @@ fn failed_commits_are_retried_without_losing_or_duplicating_effects() {
     use std::sync::Arc;
 
     use kozmo_host::engine::Engine;
-    use kozmo_host::model::{ErrorDocument, EventRecord, ExecutionRecord, NewExecution, RoundCommit, TokenRow};
+    use kozmo_host::model::{
+        ErrorDocument, EventRecord, EventRow, ExecutionRecord, NewExecution, RoundCommit, TokenRow,
+    };
     use kozmo_host::resources::ResourceManagerBuilder;
-    use kozmo_host::store::{InsertOutcome, MemoryStore, SqliteStore, StoreError, StoreResult, WriteTxn};
+    use kozmo_host::store::{CrashVictim, InsertOutcome, MemoryStore, SqliteStore, StoreError, StoreResult, WriteTxn};
     use kozmo_interface::LiteralMap;
 
     /// Fails the commits `fails` picks (a disk that is full now and then):
@@ -611,6 +613,12 @@ fn failed_commits_are_retried_without_losing_or_duplicating_effects() {
         }
         fn count_by_phase(&self) -> StoreResult<std::collections::BTreeMap<ExecPhase, u64>> {
             self.inner.count_by_phase()
+        }
+        fn append_events(&self, id: &str, events: &[EventRow]) -> StoreResult<()> {
+            self.inner.append_events(id, events)
+        }
+        fn count_crashes(&self, victims: &[CrashVictim], at_ms: i64) -> StoreResult<Vec<u32>> {
+            self.inner.count_crashes(victims, at_ms)
         }
     }
 

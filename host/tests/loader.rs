@@ -654,6 +654,7 @@ fn problem_kinds_have_distinct_names() {
         ProblemKind::InsecurePermissions,
         ProblemKind::Unreadable,
         ProblemKind::NotALibrary,
+        ProblemKind::LoadCrash,
         ProblemKind::NoRootModule,
         ProblemKind::AbiHeaderMismatch,
         ProblemKind::InterfaceMismatch,

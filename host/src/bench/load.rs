@@ -77,6 +77,11 @@ pub fn candidates(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// Loads the way `serve` does: each library is probed in a child first.
+fn probing(config: LoaderConfig) -> LoaderConfig {
+    config.probing_with_current_exe()
+}
+
 /// Measures the libraries of `dir`: `per_library` fresh copies of each
 /// (median), a directory of `copies` copies of the first, and a directory
 /// of one copy of each. `None` if `dir` holds no usable plugin library.
@@ -96,7 +101,7 @@ pub fn measure(dir: &Path, per_library: usize, copies: usize, pb: &ProgressBar) 
         for k in 0..per_library.max(1) {
             let c = copy(&file, scratch.path(), &format!("l{i}_{k}"))?;
             let start = Instant::now();
-            let ok = check_files(std::slice::from_ref(&c), &LoaderConfig::default(), &services()).is_ok();
+            let ok = check_files(std::slice::from_ref(&c), &probing(LoaderConfig::default()), &services()).is_ok();
             times.push(start.elapsed().as_secs_f64());
             if !ok {
                 break;
@@ -129,7 +134,7 @@ pub fn measure(dir: &Path, per_library: usize, copies: usize, pb: &ProgressBar) 
     }
     let services_now = services();
     let start = Instant::now();
-    let _ = load_directory(&LoaderConfig::new(d.path()), &services_now);
+    let _ = load_directory(&probing(LoaderConfig::new(d.path())), &services_now);
     let copies_dir = Some((copies, start.elapsed().as_secs_f64()));
 
     pb.set_message("P5 directory of distinct libraries");
@@ -142,7 +147,7 @@ pub fn measure(dir: &Path, per_library: usize, copies: usize, pb: &ProgressBar) 
     }
     let services_now = services();
     let start = Instant::now();
-    let r = load_directory(&LoaderConfig::new(d.path()), &services_now);
+    let r = load_directory(&probing(LoaderConfig::new(d.path())), &services_now);
     let distinct_dir = r.is_ok().then(|| (usable.len(), start.elapsed().as_secs_f64()));
     Ok(Some(LoadPoint {
         source: dir.to_path_buf(),

@@ -74,6 +74,13 @@ pub enum Command {
     /// (started by the daemon, never by hand).
     #[command(name = "__plugin-host", hide = true)]
     PluginHost(crate::isolation::child::ChildArgs),
+    /// Internal: open plugin libraries one by one in this short-lived
+    /// process (the load probe of `serve` and `plugins`), announcing each.
+    #[command(name = "__probe-libraries", hide = true)]
+    ProbeLibraries {
+        /// Library files.
+        files: Vec<std::path::PathBuf>,
+    },
     /// Abort an execution (its plugin's abort and finalize run).
     Abort {
         /// Execution id.
@@ -119,5 +126,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Outputs { id } => executions::outputs(&id, cli.server),
         Command::Abort { id, reason, output } => executions::abort(&id, &reason, output, cli.server),
         Command::PluginHost(args) => Ok(crate::isolation::child::run(args)),
+        Command::ProbeLibraries { files } => Ok(crate::loader::probe::child_main(&files)),
     }
 }

@@ -105,7 +105,9 @@ pub fn run(cmd: PluginsCommand) -> anyhow::Result<ExitCode> {
                 skip_invalid_plugins: args.skip_invalid,
                 allow_insecure_plugin_dir: args.common.allow_insecure,
                 isolation: daemon_config.isolation(),
-            };
+                probe_program: None,
+            }
+            .probing_with_current_exe();
             let services = LoaderServices::offline("in `kozmo plugins list` (no daemon running)");
             match loader::load_directory(&config, &services) {
                 Ok(loaded) => {
@@ -137,7 +139,8 @@ pub fn run(cmd: PluginsCommand) -> anyhow::Result<ExitCode> {
                 plugins_dir: PathBuf::from("(command line)"),
                 allow_insecure_plugin_dir: args.common.allow_insecure,
                 ..Default::default()
-            };
+            }
+            .probing_with_current_exe();
             let services = LoaderServices::offline("in `kozmo plugins check` (no daemon running)");
             match loader::check_files(&args.files, &config, &services) {
                 Ok(loaded) => {

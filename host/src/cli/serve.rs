@@ -47,6 +47,17 @@ pub struct ServeArgs {
     /// Consecutive handler errors before an attempt fails with RoundFailures.
     #[arg(long, env = "KOZMO_MAX_ROUND_FAILURES")]
     pub max_round_failures: Option<u32>,
+    /// Fail an execution with PluginCrashed once the daemon died this many
+    /// times in a row inside its plugin calls (0 = never; default 2).
+    #[arg(long, env = "KOZMO_CRASH_LOOP_LIMIT")]
+    pub crash_loop_limit: Option<u32>,
+    /// Seconds a plugin call may run before it is reported in logs, events
+    /// and the execution's status (default 60).
+    #[arg(long, env = "KOZMO_CALL_WARN_AFTER_SECS")]
+    pub call_warn_after_secs: Option<f64>,
+    /// Seconds SIGTERM waits for running steps (default 30).
+    #[arg(long, env = "KOZMO_SHUTDOWN_GRACE_SECS")]
+    pub shutdown_grace_secs: Option<f64>,
     /// Enable only these plugin ids (repeat or comma-separate; default: all).
     #[arg(long = "enable-plugin", env = "KOZMO_ENABLED_PLUGINS", value_delimiter = ',')]
     pub enabled_plugins: Vec<String>,
@@ -118,6 +129,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         isolate_call_timeout_secs,
         isolate_restart_backoff_secs
     );
+    set!(crash_loop_limit, call_warn_after_secs, shutdown_grace_secs);
     if args.isolate_memory_mb.is_some() {
         config.isolate_memory_mb = args.isolate_memory_mb;
     }

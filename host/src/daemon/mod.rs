@@ -87,7 +87,9 @@ pub fn start(config: Config) -> Result<Daemon, StartError> {
         skip_invalid_plugins: config.plugins.skip_invalid,
         allow_insecure_plugin_dir: config.plugins.allow_insecure_dir,
         isolation: config.isolation(),
-    };
+        probe_program: None,
+    }
+    .probing_with_current_exe();
     let plugins = loader::load_directory(&loader_config, &services).map_err(|report| StartError {
         code: 2,
         message: format!(
@@ -114,6 +116,8 @@ pub fn start(config: Config) -> Result<Daemon, StartError> {
         max_round_failures: config.max_round_failures,
         stall_after: Duration::from_secs_f64(config.stall_after_secs),
         max_workers: config.max_workers,
+        crash_loop_limit: config.crash_loop_limit,
+        call_warn_after: Duration::from_secs_f64(config.call_warn_after_secs),
         secrets_dir: config.secrets_dir.clone(),
         ..EngineConfig::default()
     };
@@ -183,7 +187,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
         api::serve(listener, daemon.service.clone(), options, shutdown_signal()).await
     });
     log::info!("HTTP stopped; stopping the engine");
-    daemon.engine.shutdown(Duration::from_secs(30));
+    daemon
+        .engine
+        .shutdown(Duration::from_secs_f64(daemon.config.shutdown_grace_secs));
     runtime.shutdown_timeout(Duration::from_secs(2));
     result.map_err(|e| StartError {
         code: 1,

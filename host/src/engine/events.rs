@@ -394,6 +394,36 @@ pub fn retry_event(attempt: u32, now_ms: i64, error: Option<&ExecutionError>) ->
     }
 }
 
+/// What the engine observed about a plugin call of an execution outside
+/// its steps (a call running long, a crash inside one): `kind` is one of
+/// [`event_kind`], `label` its phase column.
+pub(crate) fn call_notice_event(
+    kind: &'static str,
+    label: &'static str,
+    attempt: u32,
+    now_ms: i64,
+    call: super::call_slots::Call,
+    message: &str,
+) -> EventRow {
+    #[derive(Serialize)]
+    struct Body<'a> {
+        call: &'static str,
+        message: &'a str,
+    }
+    EventRow {
+        kind,
+        attempt,
+        phase: label.into(),
+        version: 0,
+        occurred_at_ms: now_ms,
+        reported_at_ms: now_ms,
+        body: EventBody::Text(to_text(&Body {
+            call: call.name(),
+            message,
+        })),
+    }
+}
+
 /// The one terminal event of an execution (`cache_hit`: it ended on a
 /// catalog hit).
 pub fn terminal_event(

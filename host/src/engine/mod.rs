@@ -9,14 +9,18 @@
 //!   again ([`scheduler`]).
 //! * The engine knows no SQL and no HTTP.
 
+mod binding;
+mod call_slots;
 mod committer;
 mod context;
+mod crash_loop;
 mod events;
 mod lock;
 mod outputs;
 mod retries;
 mod round;
 mod scheduler;
+mod status;
 mod workers;
 
 use std::collections::{BTreeMap, HashMap};
@@ -54,6 +58,12 @@ use crate::sync::lock;
 pub trait PluginResolver: Send + Sync {
     /// The plugin for `task_type` (or the default plugin).
     fn resolve(&self, task_type: &str) -> Result<Arc<dyn Plugin>, String>;
+    /// The loaded plugin with this id (an execution stays bound to the
+    /// plugin it was submitted under). The default knows only the plugins
+    /// [`PluginResolver::resolve`] routes to, which the engine tries first.
+    fn by_id(&self, _id: &str) -> Option<Arc<dyn Plugin>> {
+        None
+    }
 }
 
 /// Engine settings.
@@ -82,6 +92,13 @@ pub struct EngineConfig {
     pub stall_after: Duration,
     /// Upper bound of the pool, spares included.
     pub max_workers: usize,
+    /// An execution that was inside a plugin call at this many consecutive
+    /// unclean stops of the daemon is failed with `PluginCrashed` at the
+    /// next start (default 2; 0 = never).
+    pub crash_loop_limit: u32,
+    /// A plugin call running this long is reported: a warning and an event,
+    /// and the execution's status says so (default 60 s).
+    pub call_warn_after: Duration,
 }
 
 impl Default for EngineConfig {
@@ -101,6 +118,8 @@ impl Default for EngineConfig {
             max_batch: 4096,
             stall_after: Duration::from_secs(5),
             max_workers: 64,
+            crash_loop_limit: 2,
+            call_warn_after: Duration::from_secs(60),
         }
     }
 }
@@ -425,6 +444,11 @@ pub(crate) struct Core {
     work_tx: Sender<Work<Box<Active>>>,
     work_rx: Receiver<Work<Box<Active>>>,
     pool: workers::Pool,
+    /// The plugin call each worker is inside, in a file that outlives a crash.
+    calls: call_slots::CallSlots,
+    /// Executions whose bound plugin is not loaded: id -> plugin id. They
+    /// wait (unscheduled) until a start that has the plugin.
+    unbound: Mutex<HashMap<String, String>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     id_counter: AtomicU64,
     lock: Mutex<Option<lock::DataDirLock>>,
@@ -488,6 +512,19 @@ impl Engine {
             cfg.max_resync_interval,
         ));
         resources.restore(&store.tokens()?);
+        let previous = call_slots::Previous::read(&cfg.data_dir);
+        let crashed = if previous.unclean {
+            crash_loop::count(&*store, &previous)
+        } else {
+            HashMap::new()
+        };
+        let calls =
+            call_slots::CallSlots::open(&cfg.data_dir, cfg.max_workers.max(cfg.workers).max(1)).map_err(|e| {
+                EngineError::Invalid(format!(
+                    "cannot create the plugin call record in {}: {e}",
+                    cfg.data_dir.display()
+                ))
+            })?;
         let core = Arc::new(Core {
             inline_commits: store.commits_inline(),
             secrets: HostSecrets::new(cfg.secrets_dir.clone()),
@@ -504,6 +541,8 @@ impl Engine {
             work_tx,
             work_rx,
             pool: workers::Pool::default(),
+            calls,
+            unbound: Mutex::new(HashMap::new()),
             threads: Mutex::new(Vec::new()),
             id_counter: AtomicU64::new(0),
             lock: Mutex::new(Some(dir_lock)),
@@ -518,7 +557,7 @@ impl Engine {
         }
         let recovered = core.store.load_active()?;
         let n = recovered.len();
-        for rec in recovered {
+        for mut rec in recovered {
             let spec: ExecutionSpec = match serde_json::from_str(&rec.spec_json) {
                 Ok(s) => s,
                 Err(e) => {
@@ -526,7 +565,21 @@ impl Engine {
                     continue;
                 }
             };
-            let plugin = core.plugins.resolve(&spec.template.task_type).ok();
+            let plugin = match core.bound_plugin(rec.plugin_id.as_deref(), &spec.template.task_type) {
+                Ok(p) => p,
+                Err(missing) => {
+                    log::warn!(
+                        "execution {}: its plugin \"{missing}\" is not loaded; it waits for a start with the plugin",
+                        rec.id
+                    );
+                    lock(&core.unbound).insert(rec.id, missing);
+                    continue;
+                }
+            };
+            if let Some(c) = crashed.get(&rec.id) {
+                let pid = plugin.as_ref().map(|p| p.id().to_string());
+                crash_loop::recovering(&*core.store, &mut rec, pid.as_deref(), c, core.cfg.crash_loop_limit);
+            }
             let split = SplitSpec::new(spec);
             let shape = lock(&core.shapes).intern(&split.shared_json, split.spec, plugin);
             core.sched.add(Active::new(shape, rec, split.inputs));
@@ -575,16 +628,21 @@ impl Core {
         let (w, busy) = self.pool.add();
         std::thread::Builder::new()
             .name(format!("kozmo-worker-{w}"))
-            .spawn(move || c.worker(&busy))
+            .spawn(move || {
+                call_slots::bind_worker(w);
+                c.worker(&busy)
+            })
     }
 
     /// Adds a spare worker whenever every worker has been inside one step
     /// for `stall_after` (up to `max_workers`), so slow or stuck plugin
     /// calls never stall the other executions.
     fn watchdog(self: Arc<Self>) {
-        let tick = (self.cfg.stall_after / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let tick = (self.cfg.stall_after.min(self.cfg.call_warn_after) / 4)
+            .clamp(Duration::from_millis(10), Duration::from_secs(1));
         while !self.sched.is_stopping() {
             std::thread::sleep(tick);
+            self.report_slow_calls();
             let Some(stuck) = self.pool.stalled(self.cfg.stall_after) else {
                 continue;
             };
@@ -617,7 +675,7 @@ impl Core {
                 continue;
             }
             a.take_pending_abort();
-            busy.begin(&a.record.id);
+            busy.begin(&a.record.id, a.record.state.attempt);
             let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.step(&mut a)));
             busy.end();
             let out = match out {
@@ -720,6 +778,8 @@ impl Core {
             consecutive_handler_errors: s.handler_errors,
             // A request that came after the end changes nothing: not shown.
             abort_requested: rec.abort_requested.clone().filter(|_| !s.phase.is_terminal()),
+            plugin_id: rec.plugin_id.clone(),
+            waiting: self.waiting(rec),
             created_at: rfc3339_ms(rec.created_at_ms),
             updated_at: rfc3339_ms(s.updated_at_ms),
             attempt_started_at: rfc3339_ms(s.attempt_started_at_ms),
@@ -764,6 +824,7 @@ impl Core {
             task_type: split.spec.template.task_type.clone(),
             created_at_ms: now,
             state: ExecState::new(now),
+            plugin_id: Some(plugin.id().to_string()),
         };
         Ok((new, split, plugin))
     }
@@ -779,6 +840,7 @@ impl Core {
             state: new.state,
             abort_requested: None,
             task: TaskState::default(),
+            plugin_id: new.plugin_id,
         };
         let shape = lock(&self.shapes).intern(&spec.shared_json, spec.spec, plugin);
         self.sched.add(Active::new(shape, rec, spec.inputs));
@@ -958,7 +1020,7 @@ impl EngineHandle {
         let deadline = Instant::now() + timeout;
         c.sched.stop();
         if !c.sched.wait_idle(timeout) {
-            log::warn!("engine shutdown: steps still running after {timeout:?}; they will be redone at restart");
+            c.log_calls_left_behind(timeout);
         }
         let threads = std::mem::take(&mut *lock(&c.threads));
         for _ in 0..c.pool.total() {
@@ -971,6 +1033,8 @@ impl EngineHandle {
             }
             let _ = t.join();
         }
+        // A clean stop: calls still stuck are not crashes.
+        c.calls.mark_clean();
         // Another engine may use the directory from now on.
         lock(&c.lock).take();
     }
@@ -992,5 +1056,9 @@ impl Core {
 impl PluginResolver for crate::loader::LoadedPlugins {
     fn resolve(&self, task_type: &str) -> Result<Arc<dyn Plugin>, String> {
         crate::loader::LoadedPlugins::resolve(self, task_type).map_err(|e| e.to_string())
+    }
+
+    fn by_id(&self, id: &str) -> Option<Arc<dyn Plugin>> {
+        self.get(id).map(|p| p.plugin.clone())
     }
 }

@@ -11,6 +11,7 @@ use kozmo_interface::{
     CatalogKey, ErrorKind, ExecutionError, Phase, PhaseInfo, Plugin, PluginError, TaskExecutionContext, Transition,
 };
 
+use super::call_slots::Call;
 use super::context::{generated_name, AttemptInfo, Buffered, RoundContext, Services, StateWrite};
 use super::events::{
     handler_error_event, retry_event, round_failures_event, task_event, terminal_event, EventSource, Extra,
@@ -92,11 +93,13 @@ impl Core {
         }
     }
 
-    /// Runs `f` with a fresh context for the current attempt of `a`.
+    /// Runs plugin call `call` (`f`) with a fresh context for the current
+    /// attempt of `a`, recorded in the worker's call slot while it runs.
     fn with_context<R>(
         &self,
         a: &mut Active,
         plugin: &Arc<dyn Plugin>,
+        call: Call,
         f: impl FnOnce(&RoundContext<'_>) -> R,
     ) -> (R, Buffered, Arc<str>) {
         let gname = self.attempt_name(a, plugin);
@@ -123,7 +126,10 @@ impl Core {
             (a.record.task.plugin_state_version, a.record.task.plugin_state.clone()),
             &a.shared.files,
         );
-        let r = f(&ctx);
+        let r = {
+            let _in_call = self.calls.enter(&a.record.id, call);
+            f(&ctx)
+        };
         (r, ctx.into_buffered(), gname)
     }
 
@@ -142,6 +148,7 @@ impl Core {
                 reason: reason.clone(),
                 error: Some(ExecutionError::new("Aborted", reason.clone(), ErrorKind::User)),
                 failures: 0,
+                ..Finishing::default()
             }));
             let mut commit = RoundCommit::state_only(&a.record.id, state);
             commit.clear_abort = true;
@@ -196,8 +203,9 @@ impl Core {
             }
         }
 
-        let (result, buffered, gname) =
-            self.with_context(a, &plugin, |ctx| plugin.handle(ctx as &dyn TaskExecutionContext));
+        let (result, buffered, gname) = self.with_context(a, &plugin, Call::Handle, |ctx| {
+            plugin.handle(ctx as &dyn TaskExecutionContext)
+        });
         let ts = &a.record.task;
         let mut result: Result<Transition, PluginError> = result;
         if let Some(msg) = &buffered.tokens.never {
@@ -344,6 +352,7 @@ impl Core {
                 reason: "node failing".into(),
                 error: Some(err),
                 failures: 0,
+                ..Finishing::default()
             }));
             next = Next::Now;
         } else if phase == Phase::ABORTED {
@@ -362,6 +371,7 @@ impl Core {
                 reason: err.message.clone(),
                 error: Some(err),
                 failures: 0,
+                ..Finishing::default()
             }));
             next = Next::Now;
         }
@@ -421,6 +431,7 @@ impl Core {
                 reason: err.message.clone(),
                 error: Some(d.error),
                 failures: 0,
+                ..Finishing::default()
             }));
         } else {
             state.phase = ExecPhase::Failing;
@@ -429,6 +440,7 @@ impl Core {
                 reason: "node failing".into(),
                 error: Some(d.error),
                 failures: 0,
+                ..Finishing::default()
             }));
         }
     }
@@ -556,9 +568,11 @@ impl Core {
         let mut granted: Vec<TokenRow> = Vec::new();
         let mut released: Vec<(String, String)> = Vec::new();
         let mut errors: Vec<(String, bool)> = Vec::new();
-        let mut plugin_id = String::from("?");
+        let mut plugin_id = a.record.plugin_id.clone().unwrap_or_else(|| "?".into());
 
         let plugin = match &a.spec.plugin {
+            // Crash-loop protection: the plugin is not called again.
+            _ if f.skip_plugin => None,
             Some(p) => Some(p.clone()),
             None => match self.plugins.resolve(&a.spec.template.task_type) {
                 Ok(p) => Some(p),
@@ -575,7 +589,7 @@ impl Core {
             plugin_id = plugin.id().to_string();
             let now = now_ms();
             if f.call_abort {
-                let (r, buffered, gname) = self.with_context(a, plugin, |ctx| plugin.abort(ctx));
+                let (r, buffered, gname) = self.with_context(a, plugin, Call::Abort, |ctx| plugin.abort(ctx));
                 granted.extend(buffered.tokens.granted);
                 released.extend(buffered.tokens.released);
                 match r {
@@ -609,7 +623,7 @@ impl Core {
                     }
                 }
             }
-            let (r, buffered, _) = self.with_context(a, plugin, |ctx| plugin.finalize(ctx));
+            let (r, buffered, _) = self.with_context(a, plugin, Call::Finalize, |ctx| plugin.finalize(ctx));
             granted.extend(buffered.tokens.granted);
             released.extend(buffered.tokens.released);
             if let Err(e) = r {

@@ -16,6 +16,10 @@ pub enum ProblemKind {
     Unreadable,
     /// The file is not a shared library (or `dlopen` refused it).
     NotALibrary,
+    /// Opening the library killed the process that opened it (a crashing
+    /// static constructor; found by the load probe, or by an isolated
+    /// plugin's child).
+    LoadCrash,
     /// A library without Kozmo's root module.
     NoRootModule,
     /// abi_stable's header is of another abi_stable release.
@@ -52,8 +56,6 @@ pub enum ProblemKind {
     /// The library was built against a newer ABI minor than this host's
     /// (a warning: it loads, and the host services it lacks report so).
     NewerAbi,
-    /// The library crashed (or exited) while it was being opened.
-    LoadCrash,
     /// Anything else the library loader reported.
     Other,
 }
@@ -66,6 +68,7 @@ impl ProblemKind {
             ProblemKind::InsecurePermissions => "insecure-permissions",
             ProblemKind::Unreadable => "unreadable",
             ProblemKind::NotALibrary => "not-a-library",
+            ProblemKind::LoadCrash => "load-crash",
             ProblemKind::NoRootModule => "no-root-module",
             ProblemKind::AbiHeaderMismatch => "abi-header-mismatch",
             ProblemKind::InterfaceMismatch => "interface-mismatch",
@@ -83,7 +86,6 @@ impl ProblemKind {
             ProblemKind::TaskTypeConflict => "task-type-conflict",
             ProblemKind::Config => "config",
             ProblemKind::NewerAbi => "newer-abi",
-            ProblemKind::LoadCrash => "load-crash",
             ProblemKind::Other => "other",
         }
     }

@@ -21,6 +21,7 @@ use kozmo_interface::{EnqueueOwner, Plugin, ResourceRegistrar, SecretManager};
 pub mod discovery;
 pub mod errors;
 pub mod permissions;
+pub mod probe;
 pub mod registry;
 pub mod setup;
 pub mod symbols;
@@ -50,6 +51,12 @@ pub struct LoaderConfig {
     pub allow_insecure_plugin_dir: bool,
     /// Which plugins run in a supervised child process.
     pub isolation: crate::isolation::IsolationConfig,
+    /// The program that opens each library in a child process first
+    /// ([`probe`]): a `kozmo` binary. The daemon and the CLI pass their own
+    /// executable ([`LoaderConfig::probing_with_current_exe`]), integration
+    /// tests the built `kozmo`; `None` (the default) opens libraries
+    /// in-process only.
+    pub probe_program: Option<PathBuf>,
 }
 
 impl LoaderConfig {
@@ -59,6 +66,15 @@ impl LoaderConfig {
             plugins_dir: dir.into(),
             ..Default::default()
         }
+    }
+
+    /// The same, probing libraries with this process's executable (the
+    /// `kozmo` binary); without probing if it cannot be found.
+    pub fn probing_with_current_exe(self) -> Self {
+        let probe_program = std::env::current_exe()
+            .map_err(|e| log::warn!("cannot find the kozmo executable for load probing: {e}"))
+            .ok();
+        LoaderConfig { probe_program, ..self }
     }
 }
 
@@ -157,10 +173,22 @@ fn load_candidates(
     config: &LoaderConfig,
     services: &LoaderServices,
 ) -> Result<LoadedPlugins, LoadReport> {
+    let mut checked = Vec::with_capacity(candidates.len());
+    for c in &candidates {
+        match precheck(dir, c, config.allow_insecure_plugin_dir) {
+            Ok(()) => checked.push(c),
+            Err(found) => problems.extend(found),
+        }
+    }
+    if let Some(program) = &config.probe_program {
+        let (safe, crashed) = probe::survivors(program, checked);
+        problems.extend(crashed);
+        checked = safe;
+    }
     let mut staged = Vec::new();
     let mut newer = Vec::new();
-    for c in &candidates {
-        match open_candidate(dir, c, config, services) {
+    for c in checked {
+        match open_candidate(c, config, services) {
             Ok(lib) => {
                 log::debug!(
                     "{}: kozmo-interface {}, ABI {}, entries {:?}",
@@ -248,20 +276,25 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// The per-file checks; `Err` holds every problem found with the file.
-fn open_candidate(
-    dir: Option<&Path>,
-    c: &Candidate,
-    config: &LoaderConfig,
-    services: &LoaderServices,
-) -> Result<OpenedLibrary, Vec<Problem>> {
-    if !config.allow_insecure_plugin_dir {
+/// The checks made before a file is opened at all (by the probe or the
+/// host): permissions, then the root-module symbol.
+fn precheck(dir: Option<&Path>, c: &Candidate, allow_insecure: bool) -> Result<(), Vec<Problem>> {
+    if !allow_insecure {
         let found = permissions::check_file(dir, &c.path, &c.resolved);
         if !found.is_empty() {
             return Err(found);
         }
     }
-    symbols::check_root_module_symbol(&c.path, &c.resolved).map_err(|p| vec![p])?;
+    symbols::check_root_module_symbol(&c.path, &c.resolved).map_err(|p| vec![p])
+}
+
+/// Opens a prechecked file and checks its entries; `Err` holds every
+/// problem found with the file.
+fn open_candidate(
+    c: &Candidate,
+    config: &LoaderConfig,
+    services: &LoaderServices,
+) -> Result<OpenedLibrary, Vec<Problem>> {
     // The one branch for isolation: a library with an isolated plugin is
     // opened by its supervised child; every other check stays here.
     let lib = match crate::isolation::open::open_isolated(&c.path, &c.resolved, &config.isolation, services) {

@@ -5,10 +5,10 @@ use std::sync::Mutex;
 
 use kozmo_interface::literals::LiteralMap;
 
-use super::{InsertOutcome, Store, StoreResult};
+use super::{CrashVictim, InsertOutcome, Store, StoreResult};
 use crate::model::{
-    ErrorDocument, EventBody, EventRecord, ExecPhase, ExecutionRecord, NewEvent, NewExecution, RoundCommit, TaskState,
-    TokenRow,
+    ErrorDocument, EventBody, EventRecord, EventRow, ExecPhase, ExecutionRecord, NewEvent, NewExecution, RoundCommit,
+    TaskState, TokenRow,
 };
 
 /// An event as kept in memory: task event bodies stay typed (shared with
@@ -108,7 +108,31 @@ struct Inner {
     by_phase: BTreeMap<ExecPhase, u64>,
     tokens: BTreeSet<TokenRow>,
     catalog: BTreeMap<String, LiteralMap>,
+    /// Consecutive crashes per execution ([`Store::count_crashes`]).
+    crashes: HashMap<String, u32>,
     seq: i64,
+}
+
+impl Inner {
+    /// Appends `ev` to the log and to `id`'s chain.
+    fn push_event(&mut self, id: &str, ev: EventRow) {
+        let Some(row) = self.executions.get_mut(id) else {
+            return;
+        };
+        self.seq += 1;
+        let prev = std::mem::replace(&mut row.last_event, self.seq);
+        self.events.push(StoredEvent {
+            seq: self.seq,
+            prev,
+            kind: ev.kind,
+            attempt: ev.attempt,
+            phase: ev.phase,
+            version: ev.version,
+            occurred_at_ms: ev.occurred_at_ms,
+            reported_at_ms: ev.reported_at_ms,
+            body: ev.body,
+        });
+    }
 }
 
 impl Row {
@@ -167,6 +191,7 @@ impl Store for MemoryStore {
                     state: new.state.clone(),
                     abort_requested: None,
                     task: TaskState::default(),
+                    plugin_id: new.plugin_id.clone(),
                 },
                 tasks: Vec::new(),
                 last_event: 0,
@@ -239,21 +264,6 @@ impl Store for MemoryStore {
                     None => row.tasks.push((attempt, ts)),
                 }
             }
-            for ev in c.events.drain(..) {
-                g.seq += 1;
-                let prev = std::mem::replace(&mut row.last_event, g.seq);
-                g.events.push(StoredEvent {
-                    seq: g.seq,
-                    prev,
-                    kind: ev.kind,
-                    attempt: ev.attempt,
-                    phase: ev.phase,
-                    version: ev.version,
-                    occurred_at_ms: ev.occurred_at_ms,
-                    reported_at_ms: ev.reported_at_ms,
-                    body: ev.body,
-                });
-            }
             if let Some((attempt, o)) = c.outputs.take() {
                 row.outputs.insert(attempt, o);
             }
@@ -266,8 +276,32 @@ impl Store for MemoryStore {
             for (ns, tok) in &c.tokens_released {
                 g.tokens.retain(|t| !(&t.namespace == ns && &t.token == tok));
             }
+            for ev in c.events.drain(..) {
+                g.push_event(&c.execution_id, ev);
+            }
         }
         Ok(())
+    }
+
+    fn append_events(&self, id: &str, events: &[EventRow]) -> StoreResult<()> {
+        let mut g = self.lock();
+        for ev in events {
+            g.push_event(id, ev.clone());
+        }
+        Ok(())
+    }
+
+    fn count_crashes(&self, victims: &[CrashVictim], _at_ms: i64) -> StoreResult<Vec<u32>> {
+        let mut g = self.lock();
+        g.crashes.retain(|id, _| victims.iter().any(|v| &v.execution_id == id));
+        Ok(victims
+            .iter()
+            .map(|v| {
+                let n = g.crashes.entry(v.execution_id.clone()).or_insert(0);
+                *n += 1;
+                *n
+            })
+            .collect())
     }
 
     fn request_abort(&self, id: &str, reason: &str) -> StoreResult<bool> {

@@ -89,4 +89,19 @@ CREATE TABLE execution_specs (
 INSERT INTO execution_specs (execution_id, spec) SELECT id, spec FROM executions;
 ALTER TABLE executions DROP COLUMN spec;
 "#,
+    // 3: an execution stays bound to the plugin chosen at submission
+    // (NULL for older rows: routed by task type as before).
+    r#"
+ALTER TABLE executions ADD COLUMN plugin_id TEXT;
+"#,
+    // 4: crash-loop protection: per execution, the consecutive unclean
+    // stops of the daemon that happened inside one of its plugin calls.
+    r#"
+CREATE TABLE plugin_crashes (
+    execution_id TEXT PRIMARY KEY,
+    crashes      INTEGER NOT NULL,
+    call         TEXT NOT NULL,
+    at           INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
 ];

@@ -21,7 +21,9 @@ pub use sqlite::{Durability, SqliteStore};
 
 use kozmo_interface::literals::LiteralMap;
 
-use crate::model::{ErrorDocument, EventRecord, ExecPhase, ExecutionRecord, NewExecution, RoundCommit, TokenRow};
+use crate::model::{
+    ErrorDocument, EventRecord, EventRow, ExecPhase, ExecutionRecord, NewExecution, RoundCommit, TokenRow,
+};
 
 /// A store failure (I/O, corruption, schema).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +50,16 @@ pub enum InsertOutcome {
         /// Spec JSON of the existing execution.
         spec_json: String,
     },
+}
+
+/// An execution that was inside a plugin call when the daemon stopped
+/// uncleanly ([`Store::count_crashes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrashVictim {
+    /// The execution.
+    pub execution_id: String,
+    /// The call it was inside (`handle`, `abort`, `finalize`).
+    pub call: String,
 }
 
 /// An open write transaction ([`Store::begin`]): what it applies becomes
@@ -123,6 +135,14 @@ pub trait Store: Send + Sync {
     fn commits_inline(&self) -> bool {
         false
     }
+    /// Appends events to an execution outside any step (what the engine
+    /// observes about it: a slow plugin call, a crash), durably.
+    fn append_events(&self, id: &str, events: &[EventRow]) -> StoreResult<()>;
+    /// Crash-loop bookkeeping after an unclean stop, in one transaction:
+    /// every execution not among `victims` starts over at zero crashes (the
+    /// crashes must be consecutive), each victim's count goes up by one;
+    /// returns the victims' new counts, in order.
+    fn count_crashes(&self, victims: &[CrashVictim], at_ms: i64) -> StoreResult<Vec<u32>>;
     /// Records a client's abort request; false if the execution is unknown.
     fn request_abort(&self, id: &str, reason: &str) -> StoreResult<bool>;
     /// The events of an execution in order.
@@ -156,6 +176,7 @@ mod tests {
             task_type: "t".into(),
             created_at_ms: 1,
             state: ExecState::new(1),
+            plugin_id: Some("p".into()),
         }
     }
 
@@ -263,6 +284,30 @@ mod tests {
         s.catalog_put("k", &outputs).unwrap();
         assert_eq!(s.catalog_get("k").unwrap(), Some(outputs));
         assert_eq!(s.catalog_get("other").unwrap(), None);
+        assert_eq!(
+            s.get_execution("b").unwrap().unwrap().plugin_id.as_deref(),
+            Some("p"),
+            "the plugin chosen at submission is kept"
+        );
+        s.append_events("b", &[row(event_kind::SLOW_CALL)]).unwrap();
+        assert_eq!(s.events("b").unwrap().last().unwrap().event.kind, event_kind::SLOW_CALL);
+        let victim = |id: &str| CrashVictim {
+            execution_id: id.into(),
+            call: "handle".into(),
+        };
+        assert_eq!(s.count_crashes(&[victim("b"), victim("c")], 1).unwrap(), vec![1, 1]);
+        assert_eq!(s.count_crashes(&[victim("b")], 2).unwrap(), vec![2], "consecutive");
+        assert_eq!(
+            s.count_crashes(&[victim("c")], 3).unwrap(),
+            vec![1],
+            "c was not in a call at the second crash: it starts over"
+        );
+        assert_eq!(s.count_crashes(&[], 4).unwrap(), Vec::<u32>::new());
+        assert_eq!(
+            s.count_crashes(&[victim("b")], 5).unwrap(),
+            vec![1],
+            "b starts over too"
+        );
     }
 
     #[test]
@@ -275,11 +320,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = SqliteStore::open_in(dir.path()).unwrap();
-            assert_eq!(s.schema_version().unwrap(), 2);
+            assert_eq!(s.schema_version().unwrap(), 4);
             contract(&s);
         }
         let s = SqliteStore::open_in(dir.path()).unwrap();
-        assert_eq!(s.schema_version().unwrap(), 2, "migrations run once");
+        assert_eq!(s.schema_version().unwrap(), 4, "migrations run once");
         assert_eq!(s.get_execution("a").unwrap().unwrap().state.phase, ExecPhase::Succeeded);
         // A second terminal event for one execution is refused.
         let dup = RoundCommit {
@@ -350,9 +395,10 @@ mod tests {
             .unwrap();
         }
         let s = SqliteStore::open_in(dir.path()).unwrap();
-        assert_eq!(s.schema_version().unwrap(), 2);
+        assert_eq!(s.schema_version().unwrap(), 4);
         let rec = s.get_execution("old").unwrap().unwrap();
         assert_eq!(rec.spec_json, "{\"s\":1}");
+        assert_eq!(rec.plugin_id, None, "older rows are not bound: routed by task type");
         assert_eq!(rec.state.phase, ExecPhase::Running);
         assert_eq!(s.load_active().unwrap().len(), 1);
     }

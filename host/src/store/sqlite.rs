@@ -20,11 +20,11 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::checkpointer::{Checkpointer, FALLBACK_PAGES};
 use super::migrations::MIGRATIONS;
-use super::sqlite_txn::SqliteTxn;
-use super::{InsertOutcome, Store, StoreError, StoreResult, WriteTxn};
+use super::sqlite_txn::{insert_events, SqliteTxn};
+use super::{CrashVictim, InsertOutcome, Store, StoreError, StoreResult, WriteTxn};
 use crate::model::{
-    ErrorDocument, EventRecord, ExecPhase, ExecState, ExecutionRecord, NewEvent, NewExecution, RoundCommit, TaskState,
-    TokenRow,
+    ErrorDocument, EventRecord, EventRow, ExecPhase, ExecState, ExecutionRecord, NewEvent, NewExecution, RoundCommit,
+    TaskState, TokenRow,
 };
 use crate::sync::lock;
 
@@ -92,7 +92,7 @@ fn parse_opt<T: serde::de::DeserializeOwned>(s: Option<String>) -> rusqlite::Res
 const EXEC_COLUMNS: &str = "e.id, e.client_id, s.spec, e.task_type, e.created_at, e.phase, e.attempt, \
      e.system_failures, e.updated_at, e.attempt_started_at, e.error, e.last_handler_error, e.handler_errors, \
      e.finishing, e.abort_requested, t.plugin_phase, t.plugin_phase_version, t.plugin_state, \
-     t.plugin_state_version, t.cleanup_on_failure, t.last_phase_updated_at";
+     t.plugin_state_version, t.cleanup_on_failure, t.last_phase_updated_at, e.plugin_id";
 
 const EXEC_FROM: &str = "FROM executions e JOIN execution_specs s ON s.execution_id = e.id \
      LEFT JOIN task_states t ON t.execution_id = e.id AND t.attempt = e.attempt";
@@ -132,6 +132,7 @@ fn exec_from_row(r: &Row<'_>) -> rusqlite::Result<ExecutionRecord> {
         },
         abort_requested: r.get(14)?,
         task,
+        plugin_id: r.get(21)?,
     })
 }
 
@@ -276,6 +277,38 @@ impl Store for SqliteStore {
 
     fn commit_cost(&self) -> Duration {
         self.sync_cost.get()
+    }
+
+    fn append_events(&self, id: &str, events: &[EventRow]) -> StoreResult<()> {
+        let tx = self.begin_write()?;
+        insert_events(tx.conn(), id, events)?;
+        tx.finish()
+    }
+
+    fn count_crashes(&self, victims: &[CrashVictim], at_ms: i64) -> StoreResult<Vec<u32>> {
+        let tx = self.begin_write()?;
+        let ids: Vec<&str> = victims.iter().map(|v| v.execution_id.as_str()).collect();
+        let c = tx.conn();
+        c.execute(
+            "DELETE FROM plugin_crashes WHERE execution_id NOT IN (SELECT value FROM json_each(?1))",
+            [json(&ids)?],
+        )
+        .map_err(err)?;
+        let mut counts = Vec::with_capacity(victims.len());
+        for v in victims {
+            let n: i64 = c
+                .prepare_cached(
+                    "INSERT INTO plugin_crashes (execution_id, crashes, call, at) VALUES (?1, 1, ?2, ?3) \
+                     ON CONFLICT(execution_id) DO UPDATE SET crashes = crashes + 1, call = ?2, at = ?3 \
+                     RETURNING crashes",
+                )
+                .map_err(err)?
+                .query_row(params![v.execution_id, v.call, at_ms], |r| r.get(0))
+                .map_err(err)?;
+            counts.push(n.max(0) as u32);
+        }
+        tx.finish()?;
+        Ok(counts)
     }
 
     fn request_abort(&self, id: &str, reason: &str) -> StoreResult<bool> {

@@ -11,7 +11,7 @@ use rusqlite::{params, Connection};
 
 use super::sqlite::{err, json, opt_json, SyncCost};
 use super::{InsertOutcome, StoreError, StoreResult, WriteTxn};
-use crate::model::{NewExecution, RoundCommit};
+use crate::model::{EventRow, NewExecution, RoundCommit};
 
 /// An open write transaction on the writer connection.
 pub(super) struct SqliteTxn<'a> {
@@ -29,6 +29,11 @@ impl<'a> SqliteTxn<'a> {
             sync_cost,
             open: true,
         })
+    }
+
+    /// The connection, for statements of its own.
+    pub(super) fn conn(&self) -> &Connection {
+        &self.conn
     }
 
     /// Commits (the sync), recording what it cost.
@@ -61,7 +66,7 @@ impl WriteTxn for SqliteTxn<'_> {
             .prepare_cached(
                 "INSERT INTO executions (id, client_id, task_type, created_at, phase, attempt, system_failures, \
                  updated_at, attempt_started_at, error, last_handler_error, handler_errors, finishing, \
-                 abort_requested) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, NULL, 0, NULL, NULL) \
+                 abort_requested, plugin_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, NULL, 0, NULL, NULL, ?10) \
                  ON CONFLICT(id) DO NOTHING",
             )
             .map_err(err)?
@@ -75,6 +80,7 @@ impl WriteTxn for SqliteTxn<'_> {
                 s.system_failures as i64,
                 s.updated_at_ms,
                 s.attempt_started_at_ms,
+                new.plugin_id,
             ])
             .map_err(err)?;
         if inserted == 1 {
@@ -137,33 +143,40 @@ impl WriteTxn for SqliteTxn<'_> {
             ])
             .map_err(err)?;
         }
-        if !c.events.is_empty() {
-            let mut st = conn
-                .prepare_cached(
-                    "INSERT INTO events (execution_id, attempt, kind, phase, version, occurred_at, reported_at, \
-                     body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )
-                .map_err(err)?;
-            for e in &c.events {
-                st.execute(params![
-                    id,
-                    e.attempt as i64,
-                    e.kind,
-                    e.phase.as_ref(),
-                    e.version as i64,
-                    e.occurred_at_ms,
-                    e.reported_at_ms,
-                    e.body.to_text(),
-                ])
-                .map_err(|x| StoreError(format!("event {} {} of {id}: {x}", e.kind, e.phase)))?;
-            }
-        }
+        insert_events(conn, id, &c.events)?;
         apply_rare(conn, c)
     }
 
     fn commit(self: Box<Self>) -> StoreResult<()> {
         self.finish()
     }
+}
+
+/// Appends `events` of execution `id`.
+pub(super) fn insert_events(conn: &Connection, id: &str, events: &[EventRow]) -> StoreResult<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut st = conn
+        .prepare_cached(
+            "INSERT INTO events (execution_id, attempt, kind, phase, version, occurred_at, reported_at, \
+             body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .map_err(err)?;
+    for e in events {
+        st.execute(params![
+            id,
+            e.attempt as i64,
+            e.kind,
+            e.phase.as_ref(),
+            e.version as i64,
+            e.occurred_at_ms,
+            e.reported_at_ms,
+            e.body.to_text(),
+        ])
+        .map_err(|x| StoreError(format!("event {} {} of {id}: {x}", e.kind, e.phase)))?;
+    }
+    Ok(())
 }
 
 /// What few steps write: outputs, error documents, resource tokens.

@@ -75,6 +75,45 @@ impl Daemon {
     }
 
     pub fn restart(&mut self) {
+        if let Err(status) = self.try_start() {
+            panic!("daemon exited ({status}) before listening; log:\n{}", self.log_text());
+        }
+    }
+
+    /// Starts the daemon the way systemd's `Restart=always` would, until one
+    /// stays up for `settle`: the exit statuses of those that died.
+    pub fn restart_until_stable(&mut self, settle: Duration, max: usize) -> Vec<std::process::ExitStatus> {
+        let mut deaths = Vec::new();
+        while deaths.len() <= max {
+            if let Err(status) = self.try_start() {
+                deaths.push(status);
+                continue;
+            }
+            let child = self.child.as_mut().unwrap();
+            let start = Instant::now();
+            let died = loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    break Some(status);
+                }
+                if start.elapsed() > settle {
+                    break None;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            match died {
+                Some(status) => {
+                    self.child = None;
+                    deaths.push(status);
+                }
+                None => return deaths,
+            }
+        }
+        panic!("the daemon died {} times; log:\n{}", deaths.len(), self.log_text());
+    }
+
+    /// Spawns the daemon and waits for its listening line; the exit status
+    /// if it died first.
+    pub fn try_start(&mut self) -> Result<(), std::process::ExitStatus> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -95,7 +134,7 @@ impl Daemon {
                         break url.to_string();
                     }
                 }
-                _ => panic!("daemon exited before listening; log:\n{}", self.log_text()),
+                _ => return Err(child.wait().unwrap()),
             }
         };
         std::thread::spawn(move || for _ in lines {});
@@ -106,6 +145,7 @@ impl Daemon {
             .map(|i| self.extra[i + 1].clone());
         self.client = Client::new(&addr, token);
         self.child = Some(child);
+        Ok(())
     }
 
     pub fn log_text(&self) -> String {
@@ -138,10 +178,14 @@ impl Daemon {
     }
 
     pub fn wait_phase(&self, id: &str, done: impl Fn(&str) -> bool, within: Duration) -> Value {
+        self.wait_phase_where(id, |v| done(v["phase"].as_str().unwrap_or_default()), within)
+    }
+
+    pub fn wait_phase_where(&self, id: &str, done: impl Fn(&Value) -> bool, within: Duration) -> Value {
         let start = Instant::now();
         loop {
             let (_, v) = self.client.get(&format!("/v1/executions/{id}")).unwrap();
-            if done(v["phase"].as_str().unwrap_or_default()) {
+            if done(&v) {
                 return v;
             }
             assert!(start.elapsed() < within, "{id} stuck at {v}; log:\n{}", self.log_text());
