@@ -67,6 +67,18 @@
 //! # fn main() {}
 //! ```
 //!
+//! ## Compatibility
+//!
+//! A plugin is built against an ABI version, epoch.minor (see [`abi`]). A
+//! plugin built against 1.x loads and runs unchanged in every 1.y daemon
+//! with y ≥ x. In an older daemon (y < x) it still loads, with a warning,
+//! and each host service added after 1.y returns an error with code
+//! [`abi::NEEDS_NEWER_HOST`] naming the minor it needs; [`abi::host_abi`]
+//! tells the plugin which ABI its daemon speaks. New trait methods always
+//! come with default bodies, so a plugin's source keeps compiling. An
+//! incompatible change is a new epoch, and daemons keep loading the older
+//! epochs.
+//!
 //! ## Map
 //!
 //! * Values: [`Phase`], [`PhaseInfo`] and its constructors, [`Transition`],
@@ -77,8 +89,9 @@
 //! * [`encoding`] (generated names), [`template`] (argument rendering),
 //!   [`literals`] (input/output values), [`state`] (typed plugin state),
 //!   [`testing`] (in-memory host services to unit-test a plugin).
-//! * [`host`] (for hosts: open a plugin library) and [`ffi`] (the frozen
-//!   per-epoch FFI layer; authors never need it).
+//! * [`abi`] (the ABI version), [`host`] (for hosts: open a plugin
+//!   library) and [`ffi`] (the frozen per-epoch FFI layer; authors never
+//!   need it).
 
 #![deny(missing_docs)]
 
@@ -135,7 +148,9 @@ pub mod __private {
     pub use abi_stable::library::{CheckTypeLayout, LibHeader, RootModuleResult};
     pub use abi_stable::std_types::{RResult, RVec};
 
-    pub use crate::ffi::v1::{build_module, export_entries, FfiError, FfiPluginEntry, PluginModule_Ref, ABI_EPOCH};
+    pub use crate::ffi::current::{
+        build_module, export_entries, FfiError, FfiPluginEntry, PluginModule_Ref, ABI_EPOCH,
+    };
 
     /// What the generated entries function returns.
     pub type EntriesResult = RResult<RVec<FfiPluginEntry>, FfiError>;

@@ -57,7 +57,7 @@ fn probe_context() -> TestTaskContext {
 /// side effect it had.
 pub fn check_probe(lib: &OpenedLibrary) {
     let setup = TestSetupContext::new().with_secret("setup-secret", "s3tup");
-    let plugin = load_plugin(&setup, entry(&lib, "probe")).unwrap();
+    let plugin = load_plugin(&setup, entry(lib, "probe")).unwrap();
     assert_eq!(plugin.id(), "probe");
     assert!(plugin.properties().disable_node_level_caching);
     assert_eq!(plugin.properties().generated_name_max_length, Some(12));
