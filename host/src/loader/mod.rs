@@ -180,7 +180,12 @@ fn load_candidates(
             Err(found) => problems.extend(found),
         }
     }
-    if let Some(program) = &config.probe_program {
+    // With isolation active every library is first opened by its own
+    // supervised child (see `isolation::open`), which reports a crash while
+    // loading as the same `load-crash` problem: a probe child would open
+    // each library a second time at start-up.
+    let probe_program = config.probe_program.as_ref().filter(|_| !config.isolation.is_active());
+    if let Some(program) = probe_program {
         let (safe, crashed) = probe::survivors(program, checked);
         problems.extend(crashed);
         checked = safe;
