@@ -517,23 +517,30 @@ pub fn to_ms(t: SystemTime) -> i64 {
     }
 }
 
-/// RFC 3339 of unix milliseconds.
-/// Checks an execution id a client chose: 1-100 characters of
-/// `[A-Za-z0-9._-]`, not starting with `.` (ids name files and URL paths).
-pub fn check_execution_id(id: &str) -> Result<(), String> {
-    let ok = !id.is_empty()
-        && id.len() <= 100
-        && !id.starts_with('.')
-        && id
+/// Whether a name may be one component of a path, a URL or a generated
+/// name: 1-100 characters of `[A-Za-z0-9._-]`, not starting with `.` (so
+/// never `.`, `..`, a hidden file, a separator or a control character).
+/// `Err` says what the rule is, without repeating the value.
+pub fn check_name_component(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && !name.starts_with('.')
+        && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "execution id [{id}] must be 1-100 characters of [A-Za-z0-9._-], not starting with '.'"
-        ))
+        Err("must be 1-100 characters of [A-Za-z0-9._-], not starting with '.' (it names files and URL paths)".into())
     }
+}
+
+/// Checks an execution id a client chose ([`check_name_component`]).
+pub fn check_execution_id(id: &str) -> Result<(), String> {
+    check_name_component(id).map_err(|why| {
+        let shown: String = id.chars().take(100).flat_map(char::escape_debug).collect();
+        format!("execution id [{shown}] {why}")
+    })
 }
 
 /// RFC 3339 text of a unix-ms time.

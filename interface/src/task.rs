@@ -140,7 +140,9 @@ mod opt_duration {
             Some(_) => None,
         };
         match secs {
-            Some(s) if s.is_finite() && s >= 0.0 => Ok(Some(Duration::from_secs_f64(s))),
+            Some(s) if s.is_finite() && s >= 0.0 => Duration::try_from_secs_f64(s)
+                .map(Some)
+                .map_err(|_| D::Error::custom(format!("timeout: {s} seconds is too long to represent"))),
             _ => Err(D::Error::custom(
                 "timeout: expected seconds (e.g. 90) or a duration like \"90s\", \"5m\", \"2h\", \"250ms\"",
             )),
@@ -193,5 +195,10 @@ mod tests {
         }
         let err = serde_json::from_str::<TaskMetadata>(r#"{"timeout": "soon"}"#).unwrap_err();
         assert!(err.to_string().contains("timeout: expected seconds"), "{err}");
+        for huge in ["1e20", "\"1e20s\"", "\"99999999999999999h\""] {
+            let json = format!(r#"{{"timeout": {huge}}}"#);
+            let err = serde_json::from_str::<TaskMetadata>(&json).unwrap_err();
+            assert!(err.to_string().contains("too long"), "{huge}: {err}");
+        }
     }
 }

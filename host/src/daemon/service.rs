@@ -1,14 +1,16 @@
 //! The API's [`ExecutionService`] over the engine: JSON in, JSON out.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use crate::api::{ExecutionService, ServiceError, Submitted};
+use crate::api::{ExecutionService, Health, ServiceError, Submitted};
 use crate::engine::{EngineError, EngineHandle, SubmitOutcome};
 use crate::loader::PluginInfo;
 use crate::metrics::Metrics;
-use crate::model::{check_execution_id, ExecPhase, ExecutionSpec};
+use crate::model::{check_execution_id, rfc3339_ms, ExecPhase};
+use crate::store::StoreErrorKind;
 
 use super::prometheus::engine_metrics_text;
+pub use super::spec_parse::parse_spec;
 
 /// The daemon's service: the engine, the loaded plugins, the metrics.
 pub struct DaemonService {
@@ -34,49 +36,23 @@ fn service_error(e: EngineError) -> ServiceError {
         EngineError::Conflict(m) => ServiceError::Conflict(m),
         EngineError::NoPlugin(m) => ServiceError::Unprocessable(m),
         EngineError::Invalid(m) => ServiceError::BadRequest { detail: m, path: None },
-        EngineError::Store(m) => ServiceError::Internal(m),
+        EngineError::Store(m) => match StoreErrorKind::of_message(&m) {
+            StoreErrorKind::Full => ServiceError::StorageFull(format!(
+                "the store's disk is full ({m}); nothing of this request was written: free space in the data \
+                 directory and retry (executions already accepted are kept)"
+            )),
+            StoreErrorKind::ReadOnly => ServiceError::StorageReadOnly(format!(
+                "the store is read-only ({m}); nothing of this request was written: make the data directory \
+                 writable and retry"
+            )),
+            StoreErrorKind::Other => ServiceError::Internal(m),
+        },
         EngineError::ShuttingDown => ServiceError::Unavailable("the daemon is shutting down".into()),
     }
 }
 
 fn json<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
-}
-
-/// Reads a task body: either the nested form `{"template": {...}, "inputs":
-/// {...}, "metadata": {...}}`, or the task-file form: the template's fields
-/// at the top level (its `metadata` is the *task* metadata: retries,
-/// timeout, ...), plus `inputs`, plus `execution` for the execution metadata
-/// (project, domain, labels, ...).
-pub fn parse_spec(body: Value) -> Result<ExecutionSpec, ServiceError> {
-    let flat = matches!(&body, Value::Object(obj) if !obj.contains_key("template"));
-    let body = match body {
-        Value::Object(obj) if flat => {
-            let mut template = obj;
-            let mut spec = Map::new();
-            for (from, to) in [("inputs", "inputs"), ("execution", "metadata")] {
-                if let Some(v) = template.remove(from) {
-                    spec.insert(to.to_string(), v);
-                }
-            }
-            spec.insert("template".into(), Value::Object(template));
-            Value::Object(spec)
-        }
-        other => other,
-    };
-    serde_path_to_error::deserialize::<_, ExecutionSpec>(body).map_err(|e| {
-        let nested = e.path().to_string();
-        // Report the path as the client wrote it.
-        let path = match (flat, nested.split_once('.')) {
-            (true, Some(("template", rest))) => rest.to_string(),
-            (true, Some(("metadata", rest))) => format!("execution.{rest}"),
-            _ => nested,
-        };
-        ServiceError::BadRequest {
-            detail: format!("invalid task at `{path}`: {}", e.inner()),
-            path: Some(path),
-        }
-    })
 }
 
 fn parse_phase(p: &str) -> Result<ExecPhase, ServiceError> {
@@ -159,39 +135,19 @@ impl ExecutionService for DaemonService {
         format!("{}{}# EOF\n", body, engine_metrics_text(&self.engine.stats()))
     }
 
-    fn health(&self) -> Result<(), String> {
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_task_file_form_and_the_nested_form_parse_alike() {
-        let flat = serde_json::json!({"type": "echo", "metadata": {"retries": 2}, "inputs": {"x": 1},
-            "execution": {"project": "p"}});
-        let nested = serde_json::json!({"template": {"type": "echo", "metadata": {"retries": 2}}, "inputs": {"x": 1},
-            "metadata": {"project": "p"}});
-        assert_eq!(parse_spec(flat).unwrap(), parse_spec(nested).unwrap());
-    }
-
-    #[test]
-    fn a_bad_field_reports_its_path() {
-        match parse_spec(serde_json::json!({"type": "echo", "metadata": {"retries": "x"}})) {
-            Err(ServiceError::BadRequest { path, detail }) => {
-                assert_eq!(path.as_deref(), Some("metadata.retries"), "{detail}");
-            }
-            other => panic!("{other:?}"),
-        }
-        match parse_spec(serde_json::json!({"type": "echo", "execution": {"labels": 3}})) {
-            Err(ServiceError::BadRequest { path, .. }) => assert_eq!(path.as_deref(), Some("execution.labels")),
-            other => panic!("{other:?}"),
-        }
-        match parse_spec(serde_json::json!({"type": "echo", "interface": {"outputs": 5}})) {
-            Err(ServiceError::BadRequest { path, .. }) => assert_eq!(path.as_deref(), Some("interface.outputs")),
-            other => panic!("{other:?}"),
+    fn health(&self) -> Health {
+        match self.engine.store_degraded() {
+            None => Health::Ok,
+            Some(d) => Health::Degraded {
+                reason: format!("storage_{}", d.kind),
+                detail: format!(
+                    "store writes fail since {}: {}; submissions and step commits are refused or retried until \
+                     a write succeeds",
+                    rfc3339_ms(d.since_ms),
+                    d.detail
+                ),
+                since: rfc3339_ms(d.since_ms),
+            },
         }
     }
 }
