@@ -66,6 +66,13 @@ pub struct Config {
     pub isolate_call_timeout_secs: f64,
     /// Seconds before a dead isolated plugin's process is restarted (doubled per failed restart, up to 30).
     pub isolate_restart_backoff_secs: f64,
+    /// Seconds a client has to send a request's headers; also how long an
+    /// idle keep-alive connection stays open.
+    pub http_header_timeout_secs: f64,
+    /// Seconds a client has to send a request's body after its headers.
+    pub http_body_timeout_secs: f64,
+    /// Most HTTP connections open at once; more are closed at once.
+    pub http_max_connections: usize,
 }
 
 /// `[plugins]` section.
@@ -105,6 +112,9 @@ impl Default for Config {
             isolate_memory_mb: None,
             isolate_call_timeout_secs: crate::isolation::DEFAULT_CALL_TIMEOUT_SECS,
             isolate_restart_backoff_secs: crate::isolation::DEFAULT_RESTART_BACKOFF_SECS,
+            http_header_timeout_secs: 10.0,
+            http_body_timeout_secs: 30.0,
+            http_max_connections: 1000,
         }
     }
 }
@@ -122,6 +132,19 @@ impl Config {
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
         } else {
             self.workers
+        }
+    }
+
+    /// The API's options in force (the token is the configured one).
+    pub fn api_options(&self) -> crate::api::ApiOptions {
+        crate::api::ApiOptions {
+            token: self.api_token.clone().filter(|t| !t.is_empty()),
+            max_body_bytes: self.max_body_bytes,
+            body_timeout: Duration::from_secs_f64(self.http_body_timeout_secs),
+            connections: crate::api::ConnectionLimits {
+                max_connections: self.http_max_connections,
+                header_timeout: Duration::from_secs_f64(self.http_header_timeout_secs),
+            },
         }
     }
 
@@ -189,6 +212,17 @@ impl Config {
         }
         if let Some(bad) = self.isolate.iter().find(|id| id.trim().is_empty()) {
             anyhow::bail!("isolate lists an empty plugin id ({bad:?}); give plugin ids or \"*\"");
+        }
+        for (key, v) in [
+            ("http_header_timeout_secs", self.http_header_timeout_secs),
+            ("http_body_timeout_secs", self.http_body_timeout_secs),
+        ] {
+            if !(v > 0.0 && v.is_finite() && v <= 3600.0) {
+                anyhow::bail!("{key} must be a number of seconds above 0 and at most 3600, got {v}");
+            }
+        }
+        if self.http_max_connections == 0 {
+            anyhow::bail!("http_max_connections must be at least 1");
         }
         if self.max_body_bytes < 1024 {
             anyhow::bail!("max_body_bytes must be at least 1024, got {}", self.max_body_bytes);

@@ -7,6 +7,9 @@ use serde_json::json;
 
 use super::service::ServiceError;
 
+/// Seconds a client should wait before retrying a 503 or 507.
+const RETRY_AFTER_SECS: &str = "10";
+
 /// An error response.
 #[derive(Debug)]
 pub struct ApiError {
@@ -67,6 +70,8 @@ impl From<ServiceError> for ApiError {
             ServiceError::Conflict(d) => ApiError::new(StatusCode::CONFLICT, "conflict", d),
             ServiceError::Unprocessable(d) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", d),
             ServiceError::Unavailable(d) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", d),
+            ServiceError::StorageFull(d) => ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "storage_full", d),
+            ServiceError::StorageReadOnly(d) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_read_only", d),
             ServiceError::Internal(d) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", d),
         }
     }
@@ -78,6 +83,16 @@ impl IntoResponse for ApiError {
         if let Some(p) = self.path {
             body["path"] = json!(p);
         }
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if matches!(
+            self.status,
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::INSUFFICIENT_STORAGE
+        ) {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+        }
+        response
     }
 }

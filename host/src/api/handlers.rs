@@ -10,7 +10,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::service::{ExecutionService, ServiceError};
+use super::service::{ExecutionService, Health, ServiceError};
 use super::AppState;
 
 /// Largest page `GET /v1/executions` returns.
@@ -29,7 +29,21 @@ async fn blocking<T: Send + 'static>(
 
 async fn read_json(state: &AppState, body: Body) -> Result<Option<Value>, ApiError> {
     let limit = state.options.max_body_bytes;
-    let bytes = to_bytes(body, limit).await.map_err(|_| ApiError::too_large(limit))?;
+    let wait = state.options.body_timeout;
+    let bytes = match tokio::time::timeout(wait, to_bytes(body, limit)).await {
+        Ok(read) => read.map_err(|_| ApiError::too_large(limit))?,
+        Err(_) => {
+            log::warn!(
+                "cut off a slow client: its request body did not arrive within {} s (setting http_body_timeout_secs)",
+                wait.as_secs_f64()
+            );
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!("the request body did not arrive within {} s", wait.as_secs_f64()),
+            ));
+        }
+    };
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
@@ -69,6 +83,12 @@ pub(crate) async fn list(
     State(state): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
+    if let Some(unknown) = q.keys().find(|k| !matches!(k.as_str(), "limit" | "phase" | "after")) {
+        return Err(ApiError::bad_request(
+            format!("unknown query parameter `{unknown}`: use limit, phase, after"),
+            Some(unknown.clone()),
+        ));
+    }
     let limit = match q.get("limit") {
         None => 100,
         Some(l) => match l.parse::<usize>() {
@@ -111,18 +131,34 @@ pub(crate) async fn abort(
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
+    const DEFAULT_REASON: &str = "aborted by the API";
     let reason = match read_json(&state, body).await? {
-        None => "aborted by the API".to_string(),
-        Some(v) => match v.get("reason") {
-            None => "aborted by the API".to_string(),
-            Some(Value::String(r)) => r.clone(),
-            Some(_) => {
+        None => DEFAULT_REASON.to_string(),
+        Some(Value::Object(mut fields)) => {
+            let reason = match fields.remove("reason") {
+                None | Some(Value::Null) => DEFAULT_REASON.to_string(),
+                Some(Value::String(r)) => r,
+                Some(_) => {
+                    return Err(ApiError::bad_request(
+                        "`reason` must be a string",
+                        Some("reason".into()),
+                    ))
+                }
+            };
+            if let Some(unknown) = fields.keys().next() {
                 return Err(ApiError::bad_request(
-                    "`reason` must be a string",
-                    Some("reason".into()),
-                ))
+                    format!("unknown field `{unknown}`: an abort body has only `reason`"),
+                    Some(unknown.clone()),
+                ));
             }
-        },
+            reason
+        }
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "an abort body must be a JSON object like {\"reason\": \"...\"}, or empty",
+                None,
+            ))
+        }
     };
     Ok(Json(blocking(&state, move |s| s.abort(&id, &reason)).await?))
 }
@@ -133,8 +169,12 @@ pub(crate) async fn plugins(State(state): State<AppState>) -> Json<Value> {
 
 pub(crate) async fn health(State(state): State<AppState>) -> Response {
     match state.service.health() {
-        Ok(()) => Json(json!({ "status": "ok" })).into_response(),
-        Err(e) => ApiError::from(ServiceError::Unavailable(e)).into_response(),
+        Health::Ok => Json(json!({ "status": "ok" })).into_response(),
+        Health::Degraded { reason, detail, since } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "degraded", "reason": reason, "detail": detail, "since": since })),
+        )
+            .into_response(),
     }
 }
 

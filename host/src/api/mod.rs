@@ -3,11 +3,14 @@
 
 mod error;
 mod handlers;
+mod json_errors;
+mod server;
 mod service;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -16,7 +19,8 @@ use axum::routing::{get, post};
 use axum::Router;
 
 pub use error::ApiError;
-pub use service::{ExecutionService, ServiceError, Submitted};
+pub use server::ConnectionLimits;
+pub use service::{ExecutionService, Health, ServiceError, Submitted};
 
 /// API settings.
 #[derive(Debug, Clone)]
@@ -25,6 +29,10 @@ pub struct ApiOptions {
     pub token: Option<String>,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// Time a client has to send a request's body once its headers came.
+    pub body_timeout: Duration,
+    /// Open connections and the header deadline.
+    pub connections: ConnectionLimits,
 }
 
 impl Default for ApiOptions {
@@ -32,6 +40,11 @@ impl Default for ApiOptions {
         ApiOptions {
             token: None,
             max_body_bytes: 1024 * 1024,
+            body_timeout: Duration::from_secs(30),
+            connections: ConnectionLimits {
+                max_connections: 1000,
+                header_timeout: Duration::from_secs(10),
+            },
         }
     }
 }
@@ -43,6 +56,8 @@ pub(crate) struct AppState {
     pub(crate) options: Arc<ApiOptions>,
 }
 
+/// Runs before any handler, so before any body is read: a request without
+/// the token costs its headers only.
 async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if let Some(token) = &state.options.token {
         let given = req
@@ -74,6 +89,7 @@ pub fn router(service: Arc<dyn ExecutionService>, options: ApiOptions) -> Router
         .route("/metrics", get(handlers::metrics))
         .fallback(handlers::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(axum::middleware::from_fn(json_errors::every_error_in_json))
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
 }
@@ -83,16 +99,16 @@ pub fn is_loopback(addr: &SocketAddr) -> bool {
     addr.ip().is_loopback()
 }
 
-/// Serves the API on `listener` until `shutdown` completes.
+/// Serves the API on `listener` until `shutdown` completes, within the
+/// options' connection limits.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     service: Arc<dyn ExecutionService>,
     options: ApiOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(service, options))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = options.connections;
+    server::serve_connections(listener, router(service, options), limits, shutdown).await
 }
 
 #[cfg(test)]

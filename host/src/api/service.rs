@@ -21,6 +21,10 @@ pub enum ServiceError {
     Unprocessable(String),
     /// 503: shutting down.
     Unavailable(String),
+    /// 507: the store's disk is full; nothing of the request was written.
+    StorageFull(String),
+    /// 503 with `Retry-After`: the store is read-only right now.
+    StorageReadOnly(String),
     /// 500: anything else (store errors).
     Internal(String),
 }
@@ -34,6 +38,23 @@ pub struct Submitted {
     pub created: bool,
     /// The execution as `get` shows it.
     pub execution: Value,
+}
+
+/// What `/healthz` reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Health {
+    /// Serving.
+    Ok,
+    /// Up, but some requests fail: `reason` is a short kind
+    /// (`storage_full`), `detail` says what and what to do.
+    Degraded {
+        /// Short kind of the problem.
+        reason: String,
+        /// What is wrong and what to do.
+        detail: String,
+        /// Since when (RFC 3339).
+        since: String,
+    },
 }
 
 /// The operations behind `/v1`. Implementations may block (the API calls
@@ -55,6 +76,6 @@ pub trait ExecutionService: Send + Sync + 'static {
     fn plugins(&self) -> Value;
     /// Prometheus text exposition of every metric.
     fn metrics_text(&self) -> String;
-    /// `Ok` while the daemon can serve.
-    fn health(&self) -> Result<(), String>;
+    /// Whether the daemon can serve, and if not why.
+    fn health(&self) -> Health;
 }

@@ -85,8 +85,8 @@ impl ExecutionService for Fake {
     fn metrics_text(&self) -> String {
         "# TYPE kozmo_rounds counter\nkozmo_rounds_total 3\n# EOF\n".into()
     }
-    fn health(&self) -> Result<(), String> {
-        Ok(())
+    fn health(&self) -> Health {
+        Health::Ok
     }
 }
 

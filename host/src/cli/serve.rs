@@ -90,6 +90,17 @@ pub struct ServeArgs {
     /// after each failed restart up to 30 [default: 0.5].
     #[arg(long, env = "KOZMO_ISOLATE_RESTART_BACKOFF_SECS")]
     pub isolate_restart_backoff_secs: Option<f64>,
+    /// Seconds a client has to send a request's headers (and how long an idle
+    /// keep-alive connection stays open); slower clients are cut off [default: 10].
+    #[arg(long, env = "KOZMO_HTTP_HEADER_TIMEOUT_SECS")]
+    pub http_header_timeout_secs: Option<f64>,
+    /// Seconds a client has to send a request's body after its headers [default: 30].
+    #[arg(long, env = "KOZMO_HTTP_BODY_TIMEOUT_SECS")]
+    pub http_body_timeout_secs: Option<f64>,
+    /// Most HTTP connections open at once; one more is closed at once
+    /// [default: 1000, lowered to fit the open-file limit].
+    #[arg(long, env = "KOZMO_HTTP_MAX_CONNECTIONS")]
+    pub http_max_connections: Option<usize>,
 }
 
 /// Parses `KEY=VALUE`.
@@ -130,6 +141,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         isolate_restart_backoff_secs
     );
     set!(crash_loop_limit, call_warn_after_secs, shutdown_grace_secs);
+    set!(http_header_timeout_secs, http_body_timeout_secs, http_max_connections);
     if args.isolate_memory_mb.is_some() {
         config.isolate_memory_mb = args.isolate_memory_mb;
     }

@@ -1,8 +1,10 @@
 //! `kozmo serve`: wires the store, the resource manager, the plugin loader,
 //! the engine and the HTTP API together, and shuts them down in order.
 
+mod fd_limit;
 mod prometheus;
 mod service;
+mod spec_parse;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,7 +14,7 @@ use anyhow::Context;
 
 pub use service::{parse_spec, DaemonService};
 
-use crate::api::{self, ApiOptions};
+use crate::api;
 use crate::config::Config;
 use crate::engine::{Engine, EngineConfig, EngineHandle, LateEnqueueOwner};
 use crate::loader::{self, LoaderConfig, LoaderServices};
@@ -160,10 +162,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
         .set_nonblocking(true)
         .map_err(|e| StartError::config(format!("listener: {e}")))?;
     let daemon = start(config)?;
-    let options = ApiOptions {
-        token: daemon.config.api_token.clone().filter(|t| !t.is_empty()),
-        max_body_bytes: daemon.config.max_body_bytes,
-    };
+    let mut options = daemon.config.api_options();
+    options.connections.max_connections = fd_limit::connections_within_fd_limit(options.connections.max_connections);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -77,6 +77,21 @@ pub fn engine_metrics_text(s: &EngineStats) -> String {
     }
     family(
         &mut out,
+        "kozmo_store_errors",
+        "counter",
+        "Failed store writes by kind: full (disk or size limit), read_only, other.",
+    );
+    for (kind, n) in &s.store_errors_total {
+        let _ = writeln!(out, "kozmo_store_errors_total{{kind=\"{kind}\"}} {n}");
+    }
+    gauge(
+        &mut out,
+        "kozmo_store_degraded",
+        "1 while store writes fail (see /healthz for the reason), else 0.",
+        u64::from(s.store_degraded.is_some()),
+    );
+    family(
+        &mut out,
         "kozmo_round_latency_seconds",
         "histogram",
         "Latency of one engine step.",

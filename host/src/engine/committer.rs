@@ -118,7 +118,10 @@ impl Core {
             match self.store.begin() {
                 Ok(Some(txn)) => stop |= self.stream(txn, &rx, &mut pending),
                 Ok(None) => {}
-                Err(e) => log::error!("cannot open a store transaction: {e}"),
+                Err(e) => {
+                    self.store_health.failed(&e);
+                    log::error!("cannot open a store transaction: {e}")
+                }
             }
             // A store without transactions of its own, or a failed one.
             if pending.len() > 0 {
@@ -156,14 +159,18 @@ impl Core {
         };
         match applied.and_then(|()| txn.commit()) {
             Ok(()) => {
+                self.store_health.succeeded();
                 p.answer(Ok(outcomes));
                 self.committed(p);
             }
-            Err(e) => log::warn!(
-                "group commit of {} step results and {} new executions failed, retrying them as one batch: {e}",
-                p.steps.len(),
-                p.news.len()
-            ),
+            Err(e) => {
+                self.store_health.failed(&e);
+                log::warn!(
+                    "group commit of {} step results and {} new executions failed, retrying them as one batch: {e}",
+                    p.steps.len(),
+                    p.news.len()
+                )
+            }
         }
         stop
     }
@@ -185,10 +192,12 @@ impl Core {
         loop {
             match self.store.write(&p.news, &mut p.steps) {
                 Ok(outcomes) => {
+                    self.store_health.succeeded();
                     p.answer(Ok(outcomes));
                     break;
                 }
                 Err(e) => {
+                    self.store_health.failed(&e);
                     attempt += 1;
                     log::error!(
                         "committing {} step results and {} new executions failed (try {attempt}): {e}",

@@ -21,6 +21,7 @@ mod retries;
 mod round;
 mod scheduler;
 mod status;
+mod store_health;
 mod workers;
 
 use std::collections::{BTreeMap, HashMap};
@@ -40,6 +41,7 @@ pub use context::{generated_name, AttemptPaths, MAX_DATASET_SIZE_BYTES};
 pub use events::{EventBody, Extra, InfoBody, TaskEventBody};
 pub use retries::{decide_retryable, RetryDecision};
 pub use scheduler::{Job, JobShared, Next, Scheduler, Work};
+pub use store_health::StoreDegraded;
 
 use committer::CommitMsg;
 
@@ -232,6 +234,10 @@ pub struct EngineStats {
     pub step_latency_buckets: Vec<(f64, u64)>,
     /// Sum of step latencies, seconds.
     pub step_latency_sum_seconds: f64,
+    /// Failed store writes by kind (`full`, `read_only`, `other`).
+    pub store_errors_total: Vec<(String, u64)>,
+    /// Set while store writes fail (cleared by the next successful write).
+    pub store_degraded: Option<StoreDegraded>,
 }
 
 /// A parsed spec without its inputs, with what follows from it, shared by
@@ -438,6 +444,8 @@ pub(crate) struct Core {
     secrets: HostSecrets,
     catalog: StoreCatalog,
     stats: Stats,
+    /// Failed store writes, and whether writes fail right now.
+    store_health: store_health::StoreHealth,
     /// `store.commits_inline()`: workers commit their own steps.
     inline_commits: bool,
     commit_tx: Sender<CommitMsg>,
@@ -537,6 +545,7 @@ impl Engine {
             shapes: Mutex::new(Shapes::default()),
             data,
             stats: Stats::default(),
+            store_health: Default::default(),
             commit_tx,
             work_tx,
             work_rx,
@@ -975,6 +984,11 @@ impl EngineHandle {
         self.get(id)
     }
 
+    /// Set while store writes fail (cheap: no store query).
+    pub fn store_degraded(&self) -> Option<StoreDegraded> {
+        self.core.store_health.degraded()
+    }
+
     /// Engine statistics.
     pub fn stats(&self) -> EngineStats {
         let c = &self.core;
@@ -1009,6 +1023,8 @@ impl EngineHandle {
             executions_by_phase: by_phase,
             step_latency_buckets: buckets,
             step_latency_sum_seconds: c.stats.latency_sum_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+            store_errors_total: c.store_health.errors_by_kind(),
+            store_degraded: c.store_health.degraded(),
         }
     }
 

@@ -37,6 +37,53 @@ impl std::fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
+/// What kind of failure a store error is, for answers and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StoreErrorKind {
+    /// The disk (or the database's size limit) is full.
+    Full,
+    /// The database or its file system is read-only.
+    ReadOnly,
+    /// Anything else (I/O, corruption, busy, schema).
+    Other,
+}
+
+impl StoreErrorKind {
+    /// Every kind, in metric order.
+    pub const ALL: [StoreErrorKind; 3] = [StoreErrorKind::Full, StoreErrorKind::ReadOnly, StoreErrorKind::Other];
+
+    /// The kind's name in metrics and error bodies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreErrorKind::Full => "full",
+            StoreErrorKind::ReadOnly => "read_only",
+            StoreErrorKind::Other => "other",
+        }
+    }
+
+    /// The kind of a store error's message. The stores' messages come from
+    /// the database library and the OS, whose wording for these cases is
+    /// fixed (`database or disk is full`, `No space left on device`,
+    /// `attempt to write a readonly database`, `Read-only file system`).
+    pub fn of_message(message: &str) -> StoreErrorKind {
+        let m = message.to_ascii_lowercase();
+        if m.contains("disk is full") || m.contains("no space left") || m.contains("os error 28") {
+            StoreErrorKind::Full
+        } else if m.contains("readonly database") || m.contains("read-only file system") || m.contains("os error 30") {
+            StoreErrorKind::ReadOnly
+        } else {
+            StoreErrorKind::Other
+        }
+    }
+}
+
+impl StoreError {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> StoreErrorKind {
+        StoreErrorKind::of_message(&self.0)
+    }
+}
+
 /// Result of the store.
 pub type StoreResult<T> = Result<T, StoreError>;
 
