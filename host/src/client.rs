@@ -115,3 +115,27 @@ impl Client {
         )
     }
 }
+
+impl Client {
+    /// `POST path` with a JSON body → (status, JSON body) whatever the
+    /// status; only a transport failure is an error (for answers whose error
+    /// bodies carry more than `error`/`detail`, like a batch's `errors`).
+    pub fn post_any(&self, path: &str, body: &Value) -> Result<(u16, Value), ClientError> {
+        let result = match self.request("POST", path).send_json(body) {
+            Ok(resp) => Ok(resp),
+            Err(ureq::Error::Status(_, resp)) => Ok(resp),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(resp) => {
+                let status = resp.status();
+                let text = resp.into_string().unwrap_or_default();
+                Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+            }
+            Err(e) => Err(ClientError::Transport {
+                base: self.base.clone(),
+                cause: e.to_string(),
+            }),
+        }
+    }
+}

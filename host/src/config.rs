@@ -73,6 +73,10 @@ pub struct Config {
     pub http_body_timeout_secs: f64,
     /// Most HTTP connections open at once; more are closed at once.
     pub http_max_connections: usize,
+    /// Most items in one `POST /v1/executions:batch`.
+    pub max_batch_items: usize,
+    /// Largest accepted batch body, in bytes.
+    pub max_batch_bytes: usize,
 }
 
 /// `[plugins]` section.
@@ -115,6 +119,8 @@ impl Default for Config {
             http_header_timeout_secs: 10.0,
             http_body_timeout_secs: 30.0,
             http_max_connections: 1000,
+            max_batch_items: 1000,
+            max_batch_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -140,6 +146,8 @@ impl Config {
         crate::api::ApiOptions {
             token: self.api_token.clone().filter(|t| !t.is_empty()),
             max_body_bytes: self.max_body_bytes,
+            max_batch_items: self.max_batch_items,
+            max_batch_bytes: self.max_batch_bytes,
             body_timeout: Duration::from_secs_f64(self.http_body_timeout_secs),
             connections: crate::api::ConnectionLimits {
                 max_connections: self.http_max_connections,
@@ -223,6 +231,16 @@ impl Config {
         }
         if self.http_max_connections == 0 {
             anyhow::bail!("http_max_connections must be at least 1");
+        }
+        if !(1..=100_000).contains(&self.max_batch_items) {
+            anyhow::bail!("max_batch_items must be from 1 to 100000, got {}", self.max_batch_items);
+        }
+        if self.max_batch_bytes < self.max_body_bytes {
+            anyhow::bail!(
+                "max_batch_bytes ({}) must be at least max_body_bytes ({})",
+                self.max_batch_bytes,
+                self.max_body_bytes
+            );
         }
         if self.max_body_bytes < 1024 {
             anyhow::bail!("max_body_bytes must be at least 1024, got {}", self.max_body_bytes);

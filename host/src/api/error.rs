@@ -17,6 +17,8 @@ pub struct ApiError {
     kind: &'static str,
     detail: String,
     path: Option<String>,
+    /// Per-item errors of a batch (`[{index, path, detail}]`).
+    errors: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -27,6 +29,7 @@ impl ApiError {
             kind,
             detail: detail.into(),
             path: None,
+            errors: None,
         }
     }
 
@@ -60,6 +63,16 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         self.status
     }
+
+    /// The short kind (`bad_request`, `conflict`, ...).
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    /// What went wrong.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
 }
 
 impl From<ServiceError> for ApiError {
@@ -73,6 +86,23 @@ impl From<ServiceError> for ApiError {
             ServiceError::StorageFull(d) => ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "storage_full", d),
             ServiceError::StorageReadOnly(d) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_read_only", d),
             ServiceError::Internal(d) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", d),
+            ServiceError::BadItems(items) => {
+                let first = items.first().map(|e| e.index).unwrap_or_default();
+                let errors = items
+                    .iter()
+                    .map(|e| json!({ "index": e.index, "path": e.path, "detail": e.detail }))
+                    .collect();
+                ApiError {
+                    errors: Some(serde_json::Value::Array(errors)),
+                    ..ApiError::bad_request(
+                        format!(
+                            "{} of the batch's items are invalid (the first at index {first}); nothing was submitted",
+                            items.len()
+                        ),
+                        None,
+                    )
+                }
+            }
         }
     }
 }
@@ -82,6 +112,9 @@ impl IntoResponse for ApiError {
         let mut body = json!({ "error": self.kind, "detail": self.detail });
         if let Some(p) = self.path {
             body["path"] = json!(p);
+        }
+        if let Some(errors) = self.errors {
+            body["errors"] = errors;
         }
         let mut response = (self.status, Json(body)).into_response();
         if matches!(

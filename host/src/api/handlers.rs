@@ -10,7 +10,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::service::{ExecutionService, Health, ServiceError};
+use super::service::{split_batch_item, ExecutionService, Health, ServiceError};
 use super::AppState;
 
 /// Largest page `GET /v1/executions` returns.
@@ -28,7 +28,10 @@ async fn blocking<T: Send + 'static>(
 }
 
 async fn read_json(state: &AppState, body: Body) -> Result<Option<Value>, ApiError> {
-    let limit = state.options.max_body_bytes;
+    read_json_within(state, body, state.options.max_body_bytes).await
+}
+
+async fn read_json_within(state: &AppState, body: Body, limit: usize) -> Result<Option<Value>, ApiError> {
     let wait = state.options.body_timeout;
     let bytes = match tokio::time::timeout(wait, to_bytes(body, limit)).await {
         Ok(read) => read.map_err(|_| ApiError::too_large(limit))?,
@@ -53,23 +56,14 @@ async fn read_json(state: &AppState, body: Body) -> Result<Option<Value>, ApiErr
 }
 
 pub(crate) async fn submit(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
-    let Some(Value::Object(mut spec)) = read_json(&state, body).await? else {
+    let Some(body @ Value::Object(_)) = read_json(&state, body).await? else {
         return Err(ApiError::bad_request(
             "the body must be a JSON object describing the execution (see examples/)",
             None,
         ));
     };
-    let id = match spec.remove("execution_id") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s),
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "`execution_id` must be a string",
-                Some("execution_id".into()),
-            ))
-        }
-    };
-    let submitted = blocking(&state, move |s| s.submit(id, Value::Object(spec))).await?;
+    let (id, spec) = split_batch_item((0, body)).map_err(|e| ApiError::bad_request(e.detail, e.path))?;
+    let submitted = blocking(&state, move |s| s.submit(id, spec)).await?;
     let status = if submitted.created {
         StatusCode::CREATED
     } else {
@@ -77,6 +71,47 @@ pub(crate) async fn submit(State(state): State<AppState>, body: Body) -> Result<
     };
     let location = format!("/v1/executions/{}", submitted.id);
     Ok((status, [(header::LOCATION, location)], Json(submitted.execution)).into_response())
+}
+
+/// `POST /v1/executions:batch`: a JSON array of task bodies. Every item is
+/// checked first (any bad one: 400 listing each by index, nothing
+/// submitted); then all are durable together before the answer, which has
+/// one result per item in order: `{"index", "id", "status": 201|200}` or
+/// `{"index", "status", "error", "detail"}` (an id taken by another body: 409).
+pub(crate) async fn submit_batch(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
+    let max_items = state.options.max_batch_items;
+    let Some(Value::Array(raw)) = read_json_within(&state, body, state.options.max_batch_bytes).await? else {
+        return Err(ApiError::bad_request(
+            "the body must be a JSON array of task bodies (each as for POST /v1/executions)",
+            None,
+        ));
+    };
+    if raw.is_empty() || raw.len() > max_items {
+        return Err(ApiError::bad_request(
+            format!(
+                "a batch holds 1 to {max_items} items (setting max_batch_items), this one {}",
+                raw.len()
+            ),
+            None,
+        ));
+    }
+    let results = blocking(&state, move |s| s.submit_batch(raw)).await?;
+    let mut created = 0usize;
+    let answers: Vec<Value> = results
+        .into_iter()
+        .enumerate()
+        .map(|(index, r)| match r {
+            Ok(a) => {
+                created += usize::from(a.created);
+                json!({ "index": index, "id": a.id, "status": if a.created { 201 } else { 200 } })
+            }
+            Err(e) => {
+                let e = ApiError::from(e);
+                json!({ "index": index, "status": e.status().as_u16(), "error": e.kind(), "detail": e.detail() })
+            }
+        })
+        .collect();
+    Ok(Json(json!({ "items": answers, "created": created })).into_response())
 }
 
 pub(crate) async fn list(

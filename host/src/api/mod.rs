@@ -20,7 +20,7 @@ use axum::Router;
 
 pub use error::ApiError;
 pub use server::ConnectionLimits;
-pub use service::{ExecutionService, Health, ServiceError, Submitted};
+pub use service::{split_batch_item, BatchAccepted, ExecutionService, Health, ItemError, ServiceError, Submitted};
 
 /// API settings.
 #[derive(Debug, Clone)]
@@ -29,6 +29,10 @@ pub struct ApiOptions {
     pub token: Option<String>,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// Most items in one `POST /v1/executions:batch`.
+    pub max_batch_items: usize,
+    /// Largest accepted batch body, in bytes.
+    pub max_batch_bytes: usize,
     /// Time a client has to send a request's body once its headers came.
     pub body_timeout: Duration,
     /// Open connections and the header deadline.
@@ -40,6 +44,8 @@ impl Default for ApiOptions {
         ApiOptions {
             token: None,
             max_body_bytes: 1024 * 1024,
+            max_batch_items: 1000,
+            max_batch_bytes: 64 * 1024 * 1024,
             body_timeout: Duration::from_secs(30),
             connections: ConnectionLimits {
                 max_connections: 1000,
@@ -80,6 +86,7 @@ pub fn router(service: Arc<dyn ExecutionService>, options: ApiOptions) -> Router
     };
     Router::new()
         .route("/v1/executions", post(handlers::submit).get(handlers::list))
+        .route("/v1/executions:batch", post(handlers::submit_batch))
         .route("/v1/executions/{id}", get(handlers::get_one))
         .route("/v1/executions/{id}/events", get(handlers::events))
         .route("/v1/executions/{id}/outputs", get(handlers::outputs))

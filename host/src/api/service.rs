@@ -27,6 +27,8 @@ pub enum ServiceError {
     StorageReadOnly(String),
     /// 500: anything else (store errors).
     Internal(String),
+    /// 400 for a batch: every bad item (nothing of the batch was submitted).
+    BadItems(Vec<ItemError>),
 }
 
 /// The answer to a submission.
@@ -38,6 +40,26 @@ pub struct Submitted {
     pub created: bool,
     /// The execution as `get` shows it.
     pub execution: Value,
+}
+
+/// One item's answer in a batch submission.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchAccepted {
+    /// The execution's id.
+    pub id: String,
+    /// `false` when the same id and body were submitted before.
+    pub created: bool,
+}
+
+/// A bad item of a batch: its index, the JSON path inside it, what is wrong.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemError {
+    /// Index in the request's array.
+    pub index: usize,
+    /// JSON path of the bad field inside the item, if known.
+    pub path: Option<String>,
+    /// What is wrong.
+    pub detail: String,
 }
 
 /// What `/healthz` reports.
@@ -62,6 +84,34 @@ pub enum Health {
 pub trait ExecutionService: Send + Sync + 'static {
     /// Accepts an execution; durable before it returns.
     fn submit(&self, id: Option<String>, spec: Value) -> Result<Submitted, ServiceError>;
+    /// Accepts many executions, each a task body as for [`Self::submit`]
+    /// (with its own optional `execution_id`): every item is checked first
+    /// (any bad item: [`ServiceError::BadItems`] listing all of them, and
+    /// nothing is submitted), then all are made durable together before it
+    /// returns; one result per item, in order (an id taken by another body
+    /// is that item's `Conflict`).
+    fn submit_batch(&self, items: Vec<Value>) -> Result<Vec<Result<BatchAccepted, ServiceError>>, ServiceError> {
+        let (items, bad): (Vec<_>, Vec<_>) = items
+            .into_iter()
+            .enumerate()
+            .map(split_batch_item)
+            .partition(Result::is_ok);
+        if !bad.is_empty() {
+            return Err(ServiceError::BadItems(
+                bad.into_iter().filter_map(Result::err).collect(),
+            ));
+        }
+        Ok(items
+            .into_iter()
+            .filter_map(Result::ok)
+            .map(|(id, spec)| {
+                self.submit(id, spec).map(|s| BatchAccepted {
+                    id: s.id,
+                    created: s.created,
+                })
+            })
+            .collect())
+    }
     /// One execution's status.
     fn get(&self, id: &str) -> Result<Value, ServiceError>;
     /// A page of executions, oldest first, after the id `after`.
@@ -78,4 +128,26 @@ pub trait ExecutionService: Send + Sync + 'static {
     fn metrics_text(&self) -> String;
     /// Whether the daemon can serve, and if not why.
     fn health(&self) -> Health;
+}
+
+/// One item of a batch: its `execution_id` (taken out) and the rest of the
+/// task body; an item that is not an object or has a non-string id is an
+/// [`ItemError`] at its index.
+pub fn split_batch_item((index, item): (usize, Value)) -> Result<(Option<String>, Value), ItemError> {
+    let Value::Object(mut spec) = item else {
+        return Err(ItemError {
+            index,
+            path: None,
+            detail: "an item must be a JSON object describing the execution".into(),
+        });
+    };
+    match spec.remove("execution_id") {
+        None | Some(Value::Null) => Ok((None, Value::Object(spec))),
+        Some(Value::String(id)) => Ok((Some(id), Value::Object(spec))),
+        Some(_) => Err(ItemError {
+            index,
+            path: Some("execution_id".into()),
+            detail: "`execution_id` must be a string".into(),
+        }),
+    }
 }

@@ -43,7 +43,16 @@ pub enum Format {
 #[derive(Debug, Args)]
 pub struct SubmitArgs {
     /// Task file (JSON: task template fields plus `inputs`), or `-` for stdin.
-    pub file: PathBuf,
+    #[arg(required_unless_present = "many")]
+    pub file: Option<PathBuf>,
+    /// Submit many tasks: a JSON Lines file (one task body per line, each
+    /// may hold its own `execution_id`), or `-` for stdin, sent in batches
+    /// of --batch-size; prints one id per accepted line.
+    #[arg(long, value_name = "FILE.jsonl", conflicts_with_all = ["file", "id", "wait"])]
+    pub many: Option<PathBuf>,
+    /// Lines per request with --many (at most the daemon's max_batch_items).
+    #[arg(long, default_value_t = 1000, requires = "many")]
+    pub batch_size: usize,
     /// Execution id (default: the daemon makes one). Resubmitting the same id
     /// and file is harmless; another file under the same id is refused (409).
     #[arg(long)]
@@ -102,7 +111,11 @@ fn print_text(v: &Value) {
 
 /// Runs `kozmo submit`.
 pub fn submit(args: SubmitArgs, server: ServerArgs) -> anyhow::Result<ExitCode> {
-    let mut body = read_task(&args.file)?;
+    if let Some(many) = &args.many {
+        return super::submit_many::submit_many(&server.client(), many, args.batch_size);
+    }
+    let file = args.file.clone().unwrap_or_else(|| PathBuf::from("-"));
+    let mut body = read_task(&file)?;
     if let Some(id) = &args.id {
         body["execution_id"] = Value::String(id.clone());
     }

@@ -8,6 +8,7 @@ pub mod bench;
 pub mod executions;
 pub mod plugins;
 pub mod serve;
+pub mod submit_many;
 
 /// Kozmo: a native plugin system for task execution.
 #[derive(Debug, Parser)]

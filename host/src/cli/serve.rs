@@ -101,6 +101,12 @@ pub struct ServeArgs {
     /// [default: 1000, lowered to fit the open-file limit].
     #[arg(long, env = "KOZMO_HTTP_MAX_CONNECTIONS")]
     pub http_max_connections: Option<usize>,
+    /// Most items in one batch submission (`POST /v1/executions:batch`) [default: 1000].
+    #[arg(long, env = "KOZMO_MAX_BATCH_ITEMS")]
+    pub max_batch_items: Option<usize>,
+    /// Largest accepted batch body, in bytes [default: 64 MiB].
+    #[arg(long, env = "KOZMO_MAX_BATCH_BYTES")]
+    pub max_batch_bytes: Option<usize>,
 }
 
 /// Parses `KEY=VALUE`.
@@ -142,6 +148,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     );
     set!(crash_loop_limit, call_warn_after_secs, shutdown_grace_secs);
     set!(http_header_timeout_secs, http_body_timeout_secs, http_max_connections);
+    set!(max_batch_items, max_batch_bytes);
     if args.isolate_memory_mb.is_some() {
         config.isolate_memory_mb = args.isolate_memory_mb;
     }

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::api::{ExecutionService, Health, ServiceError, Submitted};
+use crate::api::{split_batch_item, BatchAccepted, ExecutionService, Health, ItemError, ServiceError, Submitted};
 use crate::engine::{EngineError, EngineHandle, SubmitOutcome};
 use crate::loader::PluginInfo;
 use crate::metrics::Metrics;
@@ -80,6 +80,51 @@ impl ExecutionService for DaemonService {
         };
         let execution = json(&self.engine.get(&id).map_err(service_error)?);
         Ok(Submitted { id, created, execution })
+    }
+
+    fn submit_batch(&self, items: Vec<Value>) -> Result<Vec<Result<BatchAccepted, ServiceError>>, ServiceError> {
+        let mut specs = Vec::with_capacity(items.len());
+        let mut bad = Vec::new();
+        for (index, item) in items.into_iter().enumerate() {
+            let (id, body) = match split_batch_item((index, item)) {
+                Ok(split) => split,
+                Err(e) => {
+                    bad.push(e);
+                    continue;
+                }
+            };
+            if let Some(Err(detail)) = id.as_deref().map(check_execution_id) {
+                bad.push(ItemError {
+                    index,
+                    path: Some("execution_id".into()),
+                    detail,
+                });
+                continue;
+            }
+            match parse_spec(body) {
+                Ok(spec) => specs.push((id, spec)),
+                Err(ServiceError::BadRequest { detail, path }) => bad.push(ItemError { index, path, detail }),
+                Err(other) => return Err(other),
+            }
+        }
+        if !bad.is_empty() {
+            return Err(ServiceError::BadItems(bad));
+        }
+        let results = self.engine.submit_batch(specs);
+        // A store failure fails the whole batch (nothing of it was written).
+        if let Some(Err(e @ (EngineError::Store(_) | EngineError::ShuttingDown))) = results
+            .iter()
+            .find(|r| matches!(r, Err(EngineError::Store(_) | EngineError::ShuttingDown)))
+        {
+            return Err(service_error(e.clone()));
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| match r.map_err(service_error)? {
+                SubmitOutcome::Created(id) => Ok(BatchAccepted { id, created: true }),
+                SubmitOutcome::Existing(id) => Ok(BatchAccepted { id, created: false }),
+            })
+            .collect())
     }
 
     fn get(&self, id: &str) -> Result<Value, ServiceError> {
