@@ -10,10 +10,13 @@
 //! * [`load`]: P5, load + check of plugin libraries and directories;
 //! * [`isolated`]: P4 (an isolated no-op round trip against a raw pipe
 //!   round trip) and engine rounds/s with the no-op plugin isolated;
+//! * [`http`]: the HTTP API on loopback (1/16/64 connections, the batch
+//!   endpoint, the 1-connection p50) against the in-process engine;
 //! * [`report`]: machine facts, the P1 figures `cargo bench` left behind,
 //!   the results table (terminal and Markdown) and the throughput plot.
 
 pub mod engine;
+pub mod http;
 pub mod isolated;
 pub mod load;
 pub mod report;

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::engine::{DurablePoint, LatencyPoint, MemoryPoint, ThroughputPoint};
+use super::http::HttpResults;
 use super::isolated::{IsolatedRoundsPoint, RoundTripPoint};
 use super::load::LoadPoint;
 use super::sqlite_raw::RawPoint;
@@ -145,6 +146,8 @@ pub struct Results {
     pub round_trip: Result<RoundTripPoint, String>,
     /// Engine rounds/s with the no-op plugin isolated (`Err`: why not measured).
     pub isolated_rounds: Result<IsolatedRoundsPoint, String>,
+    /// The `http` part (`Err`: why not measured).
+    pub http: Result<HttpResults, String>,
     /// Worker threads of the engine runs.
     pub workers: usize,
 }
@@ -413,6 +416,7 @@ impl Results {
             ),
             Err(why) => row(ROW_NAMES[11], format!("not measured: {why}"), "≥ 100,000", None),
         });
+        rows.extend(http_rows(&self.http));
         rows
     }
 
@@ -657,4 +661,60 @@ mod tests {
         assert_eq!(duration(0.0000025), "2.5 µs");
         assert_eq!(duration(0.000_000_044), "44.0 ns");
     }
+}
+
+/// The `http` part's rows: each a ratio against the in-process engine of the same run.
+fn http_rows(http: &Result<HttpResults, String>) -> Vec<Row> {
+    let h = match http {
+        Ok(h) => h,
+        Err(why) => {
+            return vec![row(
+                "HTTP submit → Succeeded / in-process",
+                format!("not measured: {why}"),
+                "",
+                None,
+            )]
+        }
+    };
+    let mut rows = Vec::new();
+    for r in &h.single {
+        let ratio = r.per_second() / h.engine_per_second;
+        let (goal, met) = if r.connections == 64 {
+            ("≥ 0.5", Some(ratio >= 0.5))
+        } else {
+            ("", None)
+        };
+        rows.push(row(
+            format!("HTTP completions/s, {} connection(s) / in-process", r.connections),
+            format!(
+                "{ratio:.2} ({}/s vs {}/s; {} executions)",
+                thousands(r.per_second()),
+                thousands(h.engine_per_second),
+                thousands(r.executions as f64)
+            ),
+            goal,
+            met,
+        ));
+    }
+    let p50 = h.http_p50 / h.engine_p50;
+    rows.push(row(
+        "HTTP submit → Succeeded p50, 1 connection / in-process",
+        format!("{p50:.2}× ({} vs {})", duration(h.http_p50), duration(h.engine_p50)),
+        "≤ 1.3×",
+        Some(p50 <= 1.3),
+    ));
+    let b = h.batch.per_second() / h.engine_per_second;
+    rows.push(row(
+        "HTTP batch endpoint completions/s / in-process",
+        format!(
+            "{b:.2} ({}/s vs {}/s; {} per request, {} connections)",
+            thousands(h.batch.per_second()),
+            thousands(h.engine_per_second),
+            h.batch.per_request,
+            h.batch.connections
+        ),
+        "≥ 0.8",
+        Some(b >= 0.8),
+    ));
+    rows
 }

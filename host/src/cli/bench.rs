@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::bench::engine::{self, StoreKind};
 use crate::bench::report::{self, Machine, Results, NOTES_MARKER};
-use crate::bench::{isolated, load, sqlite_raw};
+use crate::bench::{http, isolated, load, sqlite_raw};
 
 /// Options of `kozmo bench`.
 #[derive(Debug, Args)]
@@ -54,6 +54,13 @@ What each figure measures (goals from the benchmark issue):
       in-memory store, each re-evaluated by a 1 ms resync timer. Both need
       libkozmo_fixture_noop.so in --plugins-dir (`cargo build --release -p
       kozmo-fixture-noop`).
+  http  the daemon's HTTP API (router, service, accept loop) on a temporary
+      SQLite data dir, over loopback: --http-executions echo-like
+      completions/s with 1, 16 and 64 keep-alive connections and through
+      the batch endpoint (1000 per request), each / the in-process durable
+      rate measured in the same part (goals: >= 0.5 at 64 connections,
+      >= 0.8 for the batch endpoint); submit -> Succeeded p50 at 1
+      connection / in-process (goal <= 1.3x, --latency-samples each).
 
 Results go to --output (hand-written notes after the marker line of an
 existing file are kept) and the P2 plot to --plot (SVG). With --only, just
@@ -66,8 +73,8 @@ pub struct BenchArgs {
     /// SVG plot of P2 rounds/s against executions in flight [default: docs/bench-throughput.svg; none with --only].
     #[arg(long)]
     pub plot: Option<PathBuf>,
-    /// Run only these parts, comma-separated: p2, p3, p4, p5, p6, latency [default: all].
-    #[arg(long, value_delimiter = ',', value_parser = ["p2", "p3", "p4", "p5", "p6", "latency"])]
+    /// Run only these parts, comma-separated: p2, p3, p4, p5, p6, latency, http [default: all].
+    #[arg(long, value_delimiter = ',', value_parser = ["p2", "p3", "p4", "p5", "p6", "latency", "http"])]
     pub only: Vec<String>,
     /// Smoke run: tiny sizes for every measurement (figures meaningless).
     #[arg(long)]
@@ -109,6 +116,9 @@ pub struct BenchArgs {
     /// P4: executions in flight for the isolated rounds/s [default: 1000; quick: 100].
     #[arg(long)]
     pub isolated_in_flight: Option<usize>,
+    /// http: executions per throughput figure [default: 20000; quick: 300].
+    #[arg(long)]
+    pub http_executions: Option<usize>,
     /// Engine worker threads (0: number of cores).
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
@@ -126,6 +136,7 @@ struct Sizes {
     round_trips: u64,
     isolated_in_flight: usize,
     isolated_seconds: f64,
+    http_executions: usize,
 }
 
 impl BenchArgs {
@@ -149,6 +160,7 @@ impl BenchArgs {
             round_trips: self.round_trips.unwrap_or(if q { 200 } else { 20_000 }),
             isolated_in_flight: self.isolated_in_flight.unwrap_or(if q { 100 } else { 1000 }),
             isolated_seconds: if q { 0.3 } else { 3.0 },
+            http_executions: self.http_executions.unwrap_or(if q { 300 } else { 20_000 }),
         }
     }
 }
@@ -220,7 +232,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         + 2 * u64::from(args.runs("p3"))
         + 2 * u64::from(args.runs("latency"))
         + u64::from(args.runs("p5"))
-        + 2 * u64::from(args.runs("p4"));
+        + 2 * u64::from(args.runs("p4"))
+        + u64::from(args.runs("http"));
     let pb = ProgressBar::new(phases);
     pb.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {wide_msg}")
@@ -317,6 +330,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             (rt, rounds)
         }
     };
+    let http = if args.runs("http") {
+        let h = http::measure(sizes.http_executions, sizes.latency, workers, &pb).map_err(|e| format!("{e:#}"));
+        pb.inc(1);
+        h
+    } else {
+        Err("not run (--only)".to_string())
+    };
     pb.finish_and_clear();
 
     let criterion_dir = args.criterion_dir.clone().unwrap_or_else(default_criterion_dir);
@@ -334,6 +354,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         load,
         round_trip,
         isolated_rounds,
+        http,
         workers,
     };
     print!("{}", results.text_table());

@@ -1,0 +1,243 @@
+//! The `http` part: the daemon's HTTP API (the real router, service and
+//! accept loop, on a temporary SQLite data dir) driven over loopback by
+//! in-process clients, against the same engine driven in-process in the same
+//! run:
+//!
+//! * completions/s with 1, 16 and 64 keep-alive connections, each posting
+//!   single submissions, from the first request to the last Succeeded row,
+//!   against the in-process durable rate (P3's measurement, smaller);
+//! * submit → Succeeded p50 at 1 connection against the same in-process;
+//! * completions/s through `POST /v1/executions:batch` (1000 per request,
+//!   a few connections) against the in-process rate.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::ProgressBar;
+use serde_json::{json, Value};
+
+use super::engine::{self, BenchEngine, BenchPlugin, StoreKind};
+use crate::api::{self, ApiOptions, ExecutionService};
+use crate::daemon::DaemonService;
+use crate::metrics::Metrics;
+
+/// One HTTP throughput measurement.
+#[derive(Debug, Clone)]
+pub struct HttpRate {
+    /// Keep-alive connections.
+    pub connections: usize,
+    /// Executions per request (1: `POST /v1/executions`; more: the batch endpoint).
+    pub per_request: usize,
+    /// Executions completed.
+    pub executions: usize,
+    /// From the first request to the last Succeeded row.
+    pub seconds: f64,
+}
+
+impl HttpRate {
+    /// Completions per second.
+    pub fn per_second(&self) -> f64 {
+        self.executions as f64 / self.seconds
+    }
+}
+
+/// Everything the `http` part measured.
+#[derive(Debug, Clone)]
+pub struct HttpResults {
+    /// Single submissions at each connection count.
+    pub single: Vec<HttpRate>,
+    /// The batch endpoint.
+    pub batch: HttpRate,
+    /// The in-process durable completions/s of the same run.
+    pub engine_per_second: f64,
+    /// Submit → Succeeded p50 over HTTP at 1 connection, seconds.
+    pub http_p50: f64,
+    /// The same in-process, seconds.
+    pub engine_p50: f64,
+}
+
+impl HttpResults {
+    /// The single-submission rate at `connections` / the in-process rate.
+    pub fn ratio_at(&self, connections: usize) -> Option<f64> {
+        self.single
+            .iter()
+            .find(|r| r.connections == connections)
+            .map(|r| r.per_second() / self.engine_per_second)
+    }
+}
+
+/// The API of a bench engine on a loopback port, served on a thread of its
+/// own until dropped.
+struct Served {
+    base: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Served {
+    fn start(b: &BenchEngine) -> anyhow::Result<Served> {
+        let service: Arc<dyn ExecutionService> =
+            Arc::new(DaemonService::new(b.engine.clone(), Vec::new(), Metrics::new("kozmo")));
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        std_listener.set_nonblocking(true)?;
+        let base = format!("http://{}", std_listener.local_addr()?);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("a tokio runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(std_listener).expect("a listener");
+                let options = ApiOptions {
+                    max_batch_items: 10_000,
+                    ..ApiOptions::default()
+                };
+                let _ = api::serve(listener, service, options, async {
+                    let _ = stopped.await;
+                })
+                .await;
+            });
+        });
+        Ok(Served {
+            base,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(60))
+        .max_idle_connections_per_host(1)
+        .build()
+}
+
+fn task(i: usize) -> Value {
+    json!({"type": "bench-noop", "execution_id": format!("h{i:08}")})
+}
+
+/// `executions` over `connections` keep-alive connections, `per_request`
+/// per request, timed to the last Succeeded row.
+fn rate(
+    connections: usize,
+    per_request: usize,
+    executions: usize,
+    workers: usize,
+    pb: &ProgressBar,
+) -> anyhow::Result<HttpRate> {
+    let what = format!("http: {executions} over {connections} connection(s), {per_request} per request");
+    pb.set_message(what.clone());
+    let b = BenchEngine::start(StoreKind::SqliteFull, BenchPlugin::new(0, true), workers)?;
+    let served = Served::start(&b)?;
+    let start = Instant::now();
+    let per_connection = executions.div_ceil(connections);
+    let threads: Vec<_> = (0..connections)
+        .map(|c| {
+            let base = served.base.clone();
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                let agent = agent();
+                let first = c * per_connection;
+                let last = (first + per_connection).min(executions);
+                let mut i = first;
+                while i < last {
+                    let n = per_request.min(last - i);
+                    if per_request == 1 {
+                        agent.post(&format!("{base}/v1/executions")).send_json(task(i))?;
+                    } else {
+                        let items: Vec<Value> = (i..i + n).map(task).collect();
+                        agent
+                            .post(&format!("{base}/v1/executions:batch"))
+                            .send_json(Value::Array(items))?;
+                    }
+                    i += n;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().map_err(|_| anyhow::anyhow!("a client thread panicked"))??;
+    }
+    b.wait_succeeded(executions, pb, &what)?;
+    let seconds = start.elapsed().as_secs_f64();
+    drop(served);
+    b.shutdown();
+    Ok(HttpRate {
+        connections,
+        per_request,
+        executions,
+        seconds,
+    })
+}
+
+/// Submit → Succeeded at 1 connection, one execution at a time: p50, seconds.
+fn http_latency(samples: usize, workers: usize, pb: &ProgressBar) -> anyhow::Result<f64> {
+    let b = BenchEngine::start(StoreKind::SqliteFull, BenchPlugin::new(0, true), workers)?;
+    let served = Served::start(&b)?;
+    let agent = agent();
+    let mut v = Vec::with_capacity(samples);
+    for i in 0..samples {
+        let start = Instant::now();
+        agent
+            .post(&format!("{}/v1/executions", served.base))
+            .send_json(task(i))?;
+        let id = format!("h{i:08}");
+        loop {
+            let rec = b.store.get_execution(&id)?;
+            if rec.is_some_and(|r| r.state.phase.is_terminal()) {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(20));
+        }
+        v.push(start.elapsed().as_secs_f64());
+        if i % 10 == 0 {
+            pb.set_message(format!("http latency: {i}/{samples}"));
+        }
+    }
+    drop(served);
+    b.shutdown();
+    v.sort_by(f64::total_cmp);
+    Ok(super::quantile(&v, 0.5))
+}
+
+/// Runs the `http` part: `executions` per throughput figure, `samples` for
+/// the latency pair.
+pub fn measure(executions: usize, samples: usize, workers: usize, pb: &ProgressBar) -> anyhow::Result<HttpResults> {
+    pb.set_message("http: in-process reference");
+    let (reference, b) = engine::durable(executions, 512, workers, pb)?;
+    drop(b);
+    let engine_p50 = engine::latency(StoreKind::SqliteFull, samples, workers, pb)?.p50;
+    let http_p50 = http_latency(samples, workers, pb)?;
+    let mut single = Vec::new();
+    for connections in [1, 16, 64] {
+        // One connection is latency-bound: fewer executions keep it short.
+        let n = if connections == 1 {
+            (executions / 10).max(100)
+        } else {
+            executions
+        };
+        single.push(rate(connections, 1, n, workers, pb)?);
+    }
+    let batch = rate(4, 1000, executions, workers, pb)?;
+    Ok(HttpResults {
+        single,
+        batch,
+        engine_per_second: reference.per_second(),
+        http_p50,
+        engine_p50,
+    })
+}
