@@ -647,22 +647,6 @@ impl Results {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn numbers_read_well() {
-        assert_eq!(thousands(1234567.4), "1,234,567");
-        assert_eq!(thousands(999.0), "999");
-        assert_eq!(thousands(1000.0), "1,000");
-        assert_eq!(duration(2.5), "2.50 s");
-        assert_eq!(duration(0.0025), "2.50 ms");
-        assert_eq!(duration(0.0000025), "2.5 µs");
-        assert_eq!(duration(0.000_000_044), "44.0 ns");
-    }
-}
-
 /// The `http` part's rows: each a ratio against the in-process engine of the same run.
 fn http_rows(http: &Result<HttpResults, String>) -> Vec<Row> {
     let h = match http {
@@ -717,4 +701,20 @@ fn http_rows(http: &Result<HttpResults, String>) -> Vec<Row> {
         Some(b >= 0.8),
     ));
     rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_read_well() {
+        assert_eq!(thousands(1234567.4), "1,234,567");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(thousands(1000.0), "1,000");
+        assert_eq!(duration(2.5), "2.50 s");
+        assert_eq!(duration(0.0025), "2.50 ms");
+        assert_eq!(duration(0.0000025), "2.5 µs");
+        assert_eq!(duration(0.000_000_044), "44.0 ns");
+    }
 }
