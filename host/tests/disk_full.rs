@@ -108,12 +108,18 @@ fn a_full_disk_is_507_degraded_then_recovers_losing_nothing() {
 
     // Submissions go on while SQLite has free pages; then they are refused.
     let started = Instant::now();
-    let refusal = loop {
+    let url = format!("{}/v1/executions", d.client.base());
+    let (retry_after, refusal) = loop {
         let body = json!({"type": "echo", "inputs": {"pad": "x".repeat(4000), "n": acked.len()}});
-        match d.client.post("/v1/executions", &body) {
-            Ok((_, v)) => acked.push(v["id"].as_str().unwrap().to_string()),
-            Err(ClientError::Api { status, kind, detail }) => break (status, kind, detail),
-            Err(e) => panic!("{e}"),
+        match ureq::post(&url).send_json(body) {
+            Ok(r) => acked.push(r.into_json::<Value>().unwrap()["id"].as_str().unwrap().to_string()),
+            Err(ureq::Error::Status(507, r)) => {
+                break (
+                    r.header("retry-after").map(str::to_string),
+                    r.into_json::<Value>().unwrap(),
+                )
+            }
+            Err(e) => panic!("{e}; log:\n{}", d.log_text()),
         }
         assert!(
             started.elapsed() < Duration::from_secs(60),
@@ -121,13 +127,9 @@ fn a_full_disk_is_507_degraded_then_recovers_losing_nothing() {
             d.log_text()
         );
     };
-    assert_eq!((refusal.0, refusal.1.as_str()), (507, "storage_full"), "{}", refusal.2);
-    assert!(refusal.2.contains("free space"), "{}", refusal.2);
-    let resp = ureq::post(&format!("{}/v1/executions", d.client.base())).send_json(json!({"type": "echo"}));
-    match resp {
-        Err(ureq::Error::Status(507, r)) => assert!(r.header("retry-after").is_some()),
-        other => panic!("expected a 507, got {other:?}"),
-    }
+    assert_eq!(refusal["error"], "storage_full", "{refusal}");
+    assert!(refusal["detail"].as_str().unwrap().contains("free space"), "{refusal}");
+    assert!(retry_after.is_some(), "a 507 says when to retry");
 
     let (status, h) = health(&d);
     assert_eq!(status, 503, "{h}");

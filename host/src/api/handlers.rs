@@ -1,20 +1,29 @@
-//! Route handlers: parse, call the service on a blocking thread, answer JSON.
-
-use std::collections::HashMap;
+//! Route handlers: typed extractors, the service on a blocking thread,
+//! typed answers. Each carries its OpenAPI description (see `openapi.rs`).
 
 use axum::body::{to_bytes, Body};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::error::ApiError;
 use super::service::{split_batch_item, ExecutionService, Health, ServiceError};
+use super::types::{
+    AbortRequest, BatchItemResult, BatchResponse, ErrorBody, EventList, Execution, ExecutionPage, HealthBody,
+    ListQuery, Outputs, PluginBody, TaskBody,
+};
 use super::AppState;
 
 /// Largest page `GET /v1/executions` returns.
-const MAX_PAGE: usize = 1000;
+const MAX_PAGE: u32 = 1000;
+
+/// Default page size.
+const DEFAULT_PAGE: u32 = 100;
+
+/// The reason of an abort that gives none.
+const DEFAULT_ABORT_REASON: &str = "aborted by the API";
 
 async fn blocking<T: Send + 'static>(
     state: &AppState,
@@ -31,6 +40,8 @@ async fn read_json(state: &AppState, body: Body) -> Result<Option<Value>, ApiErr
     read_json_within(state, body, state.options.max_body_bytes).await
 }
 
+/// Reads a JSON body of at most `limit` bytes within the body deadline;
+/// `None` for an empty body.
 async fn read_json_within(state: &AppState, body: Body, limit: usize) -> Result<Option<Value>, ApiError> {
     let wait = state.options.body_timeout;
     let bytes = match tokio::time::timeout(wait, to_bytes(body, limit)).await {
@@ -55,6 +66,19 @@ async fn read_json_within(state: &AppState, body: Body, limit: usize) -> Result<
         .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}"), None))
 }
 
+/// Submit one execution.
+#[utoipa::path(post, path = "/v1/executions", tag = "executions",
+    request_body(content = TaskBody, description = "a task body (see examples/)"),
+    responses(
+        (status = 201, description = "created", body = Execution),
+        (status = 200, description = "the same id and body were submitted before", body = Execution),
+        (status = 400, description = "malformed (`path` names the field)", body = ErrorBody),
+        (status = 409, description = "the id exists with another body", body = ErrorBody),
+        (status = 413, description = "over max_body_bytes", body = ErrorBody),
+        (status = 422, description = "no plugin for the task type", body = ErrorBody),
+        (status = 503, description = "shutting down or the store is read-only", body = ErrorBody),
+        (status = 507, description = "the store's disk is full", body = ErrorBody),
+    ))]
 pub(crate) async fn submit(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
     let Some(body @ Value::Object(_)) = read_json(&state, body).await? else {
         return Err(ApiError::bad_request(
@@ -73,12 +97,22 @@ pub(crate) async fn submit(State(state): State<AppState>, body: Body) -> Result<
     Ok((status, [(header::LOCATION, location)], Json(submitted.execution)).into_response())
 }
 
-/// `POST /v1/executions:batch`: a JSON array of task bodies. Every item is
-/// checked first (any bad one: 400 listing each by index, nothing
-/// submitted); then all are durable together before the answer, which has
-/// one result per item in order: `{"index", "id", "status": 201|200}` or
-/// `{"index", "status", "error", "detail"}` (an id taken by another body: 409).
-pub(crate) async fn submit_batch(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
+/// Submit many executions, durable together.
+///
+/// Every item is checked first (any bad one: 400 listing each by index,
+/// nothing submitted); then all are durable in one commit before the
+/// answer, one result per item in order (an id taken by another body: 409
+/// for that item only).
+#[utoipa::path(post, path = "/v1/executions:batch", tag = "executions",
+    request_body(content = Vec<TaskBody>, description = "1 to max_batch_items task bodies"),
+    responses(
+        (status = 200, description = "one result per item", body = BatchResponse),
+        (status = 400, description = "bad items (`errors` lists them) or a bad batch", body = ErrorBody),
+        (status = 413, description = "over max_batch_bytes", body = ErrorBody),
+        (status = 503, description = "shutting down or the store is read-only", body = ErrorBody),
+        (status = 507, description = "the store's disk is full", body = ErrorBody),
+    ))]
+pub(crate) async fn submit_batch(State(state): State<AppState>, body: Body) -> Result<Json<BatchResponse>, ApiError> {
     let max_items = state.options.max_batch_items;
     let Some(Value::Array(raw)) = read_json_within(&state, body, state.options.max_batch_bytes).await? else {
         return Err(ApiError::bad_request(
@@ -97,97 +131,128 @@ pub(crate) async fn submit_batch(State(state): State<AppState>, body: Body) -> R
     }
     let results = blocking(&state, move |s| s.submit_batch(raw)).await?;
     let mut created = 0usize;
-    let answers: Vec<Value> = results
+    let items = results
         .into_iter()
         .enumerate()
         .map(|(index, r)| match r {
             Ok(a) => {
                 created += usize::from(a.created);
-                json!({ "index": index, "id": a.id, "status": if a.created { 201 } else { 200 } })
+                BatchItemResult {
+                    index,
+                    status: if a.created { 201 } else { 200 },
+                    id: Some(a.id),
+                    error: None,
+                    detail: None,
+                }
             }
             Err(e) => {
                 let e = ApiError::from(e);
-                json!({ "index": index, "status": e.status().as_u16(), "error": e.kind(), "detail": e.detail() })
+                BatchItemResult {
+                    index,
+                    status: e.status().as_u16(),
+                    id: None,
+                    error: Some(e.kind().to_string()),
+                    detail: Some(e.detail().to_string()),
+                }
             }
         })
         .collect();
-    Ok(Json(json!({ "items": answers, "created": created })).into_response())
+    Ok(Json(BatchResponse { items, created }))
 }
 
+/// A page of executions, ordered by id.
+#[utoipa::path(get, path = "/v1/executions", tag = "executions", params(ListQuery),
+    responses(
+        (status = 200, description = "a page; `next` is the `after` of the next one", body = ExecutionPage),
+        (status = 400, description = "a bad parameter", body = ErrorBody),
+    ))]
 pub(crate) async fn list(
     State(state): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
-    if let Some(unknown) = q.keys().find(|k| !matches!(k.as_str(), "limit" | "phase" | "after")) {
-        return Err(ApiError::bad_request(
-            format!("unknown query parameter `{unknown}`: use limit, phase, after"),
-            Some(unknown.clone()),
-        ));
-    }
-    let limit = match q.get("limit") {
-        None => 100,
-        Some(l) => match l.parse::<usize>() {
-            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
-            _ => {
-                return Err(ApiError::bad_request(
-                    format!("`limit` must be an integer from 1 to {MAX_PAGE}, got {l:?}"),
-                    Some("limit".into()),
-                ))
-            }
-        },
-    };
-    let phase = q.get("phase").cloned();
-    let after = q.get("after").cloned();
-    let items = blocking(&state, move |s| s.list(phase.as_deref(), limit, after.as_deref())).await?;
+    Query(q): Query<ListQuery>,
+) -> Result<Json<ExecutionPage>, ApiError> {
+    let limit = match q.limit {
+        None => DEFAULT_PAGE,
+        Some(n) if (1..=MAX_PAGE).contains(&n) => n,
+        Some(n) => {
+            return Err(ApiError::bad_request(
+                format!("`limit` must be an integer from 1 to {MAX_PAGE}, got {n}"),
+                Some("limit".into()),
+            ))
+        }
+    } as usize;
+    let phase = q.phase.map(|p| p.as_str());
+    let items = blocking(&state, move |s| s.list(phase, limit, q.after.as_deref())).await?;
     let next = if items.len() == limit {
-        items.last().and_then(|v| v.get("id")).cloned().unwrap_or(Value::Null)
+        items.last().map(|e| e.id.clone())
     } else {
-        Value::Null
+        None
     };
-    Ok(Json(json!({ "items": items, "next": next })))
+    Ok(Json(ExecutionPage { items, next }))
 }
 
-pub(crate) async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+/// One execution's status.
+#[utoipa::path(get, path = "/v1/executions/{id}", tag = "executions",
+    params(("id" = String, Path, description = "the execution's id")),
+    responses(
+        (status = 200, description = "its status", body = Execution),
+        (status = 400, description = "a malformed id", body = ErrorBody),
+        (status = 404, description = "no such execution", body = ErrorBody),
+    ))]
+pub(crate) async fn get_one(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Execution>, ApiError> {
     Ok(Json(blocking(&state, move |s| s.get(&id)).await?))
 }
 
-pub(crate) async fn events(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+/// An execution's events, in order.
+#[utoipa::path(get, path = "/v1/executions/{id}/events", tag = "executions",
+    params(("id" = String, Path, description = "the execution's id")),
+    responses(
+        (status = 200, description = "its events", body = EventList),
+        (status = 400, description = "a malformed id", body = ErrorBody),
+        (status = 404, description = "no such execution", body = ErrorBody),
+    ))]
+pub(crate) async fn events(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<EventList>, ApiError> {
     let items = blocking(&state, move |s| s.events(&id)).await?;
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(EventList { items }))
 }
 
-pub(crate) async fn outputs(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+/// The outputs of an execution's current attempt.
+#[utoipa::path(get, path = "/v1/executions/{id}/outputs", tag = "executions",
+    params(("id" = String, Path, description = "the execution's id")),
+    responses(
+        (status = 200, description = "its outputs (`null` until it succeeded)", body = Outputs),
+        (status = 400, description = "a malformed id", body = ErrorBody),
+        (status = 404, description = "no such execution", body = ErrorBody),
+    ))]
+pub(crate) async fn outputs(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Outputs>, ApiError> {
     let outputs = blocking(&state, move |s| s.outputs(&id)).await?;
-    Ok(Json(json!({ "outputs": outputs })))
+    Ok(Json(Outputs { outputs }))
 }
 
+/// Abort an execution: its plugin's abort and finalize run, it ends Aborted.
+#[utoipa::path(post, path = "/v1/executions/{id}/abort", tag = "executions",
+    params(("id" = String, Path, description = "the execution's id")),
+    request_body(content = Option<AbortRequest>, description = "optional: `{\"reason\": ...}`"),
+    responses(
+        (status = 200, description = "its status", body = Execution),
+        (status = 400, description = "a malformed body or id", body = ErrorBody),
+        (status = 404, description = "no such execution", body = ErrorBody),
+    ))]
 pub(crate) async fn abort(
     State(state): State<AppState>,
     Path(id): Path<String>,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
-    const DEFAULT_REASON: &str = "aborted by the API";
-    let reason = match read_json(&state, body).await? {
-        None => DEFAULT_REASON.to_string(),
-        Some(Value::Object(mut fields)) => {
-            let reason = match fields.remove("reason") {
-                None | Some(Value::Null) => DEFAULT_REASON.to_string(),
-                Some(Value::String(r)) => r,
-                Some(_) => {
-                    return Err(ApiError::bad_request(
-                        "`reason` must be a string",
-                        Some("reason".into()),
-                    ))
-                }
-            };
-            if let Some(unknown) = fields.keys().next() {
-                return Err(ApiError::bad_request(
-                    format!("unknown field `{unknown}`: an abort body has only `reason`"),
-                    Some(unknown.clone()),
-                ));
-            }
-            reason
-        }
+) -> Result<Json<Execution>, ApiError> {
+    let request = match read_json(&state, body).await? {
+        None | Some(Value::Null) => AbortRequest::default(),
+        Some(v @ Value::Object(_)) => serde_json::from_value::<AbortRequest>(v).map_err(|e| {
+            ApiError::bad_request(
+                format!("invalid abort body: {e} (an abort body has only `reason`, a string)"),
+                None,
+            )
+        })?,
         Some(_) => {
             return Err(ApiError::bad_request(
                 "an abort body must be a JSON object like {\"reason\": \"...\"}, or empty",
@@ -195,24 +260,48 @@ pub(crate) async fn abort(
             ))
         }
     };
+    let reason = request.reason.unwrap_or_else(|| DEFAULT_ABORT_REASON.to_string());
     Ok(Json(blocking(&state, move |s| s.abort(&id, &reason)).await?))
 }
 
-pub(crate) async fn plugins(State(state): State<AppState>) -> Json<Value> {
+/// The loaded plugins.
+#[utoipa::path(get, path = "/v1/plugins", tag = "plugins",
+    responses((status = 200, description = "the loaded plugins", body = Vec<PluginBody>)))]
+pub(crate) async fn plugins(State(state): State<AppState>) -> Json<Vec<PluginBody>> {
     Json(state.service.plugins())
 }
 
+/// Whether the daemon can serve.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses(
+        (status = 200, description = "serving", body = HealthBody),
+        (status = 503, description = "degraded: `reason` says why", body = HealthBody),
+    ))]
 pub(crate) async fn health(State(state): State<AppState>) -> Response {
     match state.service.health() {
-        Health::Ok => Json(json!({ "status": "ok" })).into_response(),
+        Health::Ok => Json(HealthBody {
+            status: "ok".into(),
+            reason: None,
+            detail: None,
+            since: None,
+        })
+        .into_response(),
         Health::Degraded { reason, detail, since } => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "degraded", "reason": reason, "detail": detail, "since": since })),
+            Json(HealthBody {
+                status: "degraded".into(),
+                reason: Some(reason),
+                detail: Some(detail),
+                since: Some(since),
+            }),
         )
             .into_response(),
     }
 }
 
+/// Every metric, in the OpenMetrics text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String)))]
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     let service = state.service.clone();
     let text = tokio::task::spawn_blocking(move || service.metrics_text())
@@ -228,10 +317,21 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// This document.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "operations",
+    responses((status = 200, description = "the OpenAPI 3.1 document of this API", body = Object)))]
+pub(crate) async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        super::openapi::document_json(),
+    )
+        .into_response()
+}
+
 pub(crate) async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
-        "no such route; the API lives under /v1 (executions, plugins), plus /healthz and /metrics",
+        "no such route; the API lives under /v1 (executions, plugins, openapi.json), plus /healthz and /metrics",
     )
 }

@@ -4,8 +4,10 @@
 mod error;
 mod handlers;
 mod json_errors;
+mod openapi;
 mod server;
 mod service;
+pub mod types;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,6 +21,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 pub use error::ApiError;
+pub use openapi::document_json as openapi_json;
 pub use server::ConnectionLimits;
 pub use service::{split_batch_item, BatchAccepted, ExecutionService, Health, ItemError, ServiceError, Submitted};
 
@@ -92,6 +95,7 @@ pub fn router(service: Arc<dyn ExecutionService>, options: ApiOptions) -> Router
         .route("/v1/executions/{id}/outputs", get(handlers::outputs))
         .route("/v1/executions/{id}/abort", post(handlers::abort))
         .route("/v1/plugins", get(handlers::plugins))
+        .route("/v1/openapi.json", get(handlers::openapi))
         .route("/healthz", get(handlers::health))
         .route("/metrics", get(handlers::metrics))
         .fallback(handlers::not_found)

@@ -1,7 +1,11 @@
-//! What the HTTP API needs from the engine, as JSON in and out, so the API
-//! layer knows nothing of the engine's types (and the engine nothing of HTTP).
+//! What the HTTP API needs from the engine, in the API's own types
+//! ([`super::types`]), so the API layer knows nothing of the engine's types
+//! (and the engine nothing of HTTP). Task bodies come in as JSON: reading
+//! them strictly is the service's job.
 
 use serde_json::Value;
+
+use super::types::{Event, Execution, PluginBody};
 
 /// Why a request failed; each maps to one HTTP status.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,7 +43,7 @@ pub struct Submitted {
     /// `false` when the same id and body were submitted before.
     pub created: bool,
     /// The execution as `get` shows it.
-    pub execution: Value,
+    pub execution: Execution,
 }
 
 /// One item's answer in a batch submission.
@@ -113,17 +117,17 @@ pub trait ExecutionService: Send + Sync + 'static {
             .collect())
     }
     /// One execution's status.
-    fn get(&self, id: &str) -> Result<Value, ServiceError>;
+    fn get(&self, id: &str) -> Result<Execution, ServiceError>;
     /// A page of executions, oldest first, after the id `after`.
-    fn list(&self, phase: Option<&str>, limit: usize, after: Option<&str>) -> Result<Vec<Value>, ServiceError>;
+    fn list(&self, phase: Option<&str>, limit: usize, after: Option<&str>) -> Result<Vec<Execution>, ServiceError>;
     /// An execution's events, in order.
-    fn events(&self, id: &str) -> Result<Vec<Value>, ServiceError>;
+    fn events(&self, id: &str) -> Result<Vec<Event>, ServiceError>;
     /// An execution's outputs (`null` until it succeeded).
     fn outputs(&self, id: &str) -> Result<Value, ServiceError>;
     /// Aborts an execution; returns its status.
-    fn abort(&self, id: &str, reason: &str) -> Result<Value, ServiceError>;
+    fn abort(&self, id: &str, reason: &str) -> Result<Execution, ServiceError>;
     /// The loaded plugins.
-    fn plugins(&self) -> Value;
+    fn plugins(&self) -> Vec<PluginBody>;
     /// Prometheus text exposition of every metric.
     fn metrics_text(&self) -> String;
     /// Whether the daemon can serve, and if not why.

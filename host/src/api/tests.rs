@@ -5,12 +5,36 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 
+use super::types::{Event, Execution, PluginBody};
 use super::*;
 use crate::client::{Client, ClientError};
 
 #[derive(Default)]
 struct Fake {
-    executions: Mutex<BTreeMap<String, Value>>,
+    /// id → (the submitted body, the execution).
+    executions: Mutex<BTreeMap<String, (Value, Execution)>>,
+}
+
+fn queued(id: &str) -> Execution {
+    Execution {
+        id: id.into(),
+        phase: "Queued".into(),
+        task_type: "echo".into(),
+        attempt: 0,
+        system_failures: 0,
+        generated_name: format!("{id}-n0-0"),
+        plugin_phase: "PhaseUndefined".into(),
+        plugin_phase_version: 0,
+        error: None,
+        last_handler_error: None,
+        consecutive_handler_errors: 0,
+        abort_requested: None,
+        plugin_id: None,
+        waiting: None,
+        created_at: "2026-12-01T00:00:00.000Z".into(),
+        updated_at: "2026-12-01T00:00:00.000Z".into(),
+        attempt_started_at: "2026-12-01T00:00:00.000Z".into(),
+    }
 }
 
 impl ExecutionService for Fake {
@@ -28,8 +52,8 @@ impl ExecutionService for Fake {
         }
         let mut all = self.executions.lock().unwrap();
         let id = id.unwrap_or_else(|| format!("ex-{}", all.len() + 1));
-        if let Some(existing) = all.get(&id) {
-            return if existing["spec"] == spec {
+        if let Some((body, existing)) = all.get(&id) {
+            return if *body == spec {
                 Ok(Submitted {
                     id: id.clone(),
                     created: false,
@@ -41,46 +65,65 @@ impl ExecutionService for Fake {
                 )))
             };
         }
-        let e = json!({ "id": id, "phase": "Queued", "spec": spec });
-        all.insert(id.clone(), e.clone());
+        let e = queued(&id);
+        all.insert(id.clone(), (spec, e.clone()));
         Ok(Submitted {
             id,
             created: true,
             execution: e,
         })
     }
-    fn get(&self, id: &str) -> Result<Value, ServiceError> {
+    fn get(&self, id: &str) -> Result<Execution, ServiceError> {
         self.executions
             .lock()
             .unwrap()
             .get(id)
-            .cloned()
+            .map(|(_, e)| e.clone())
             .ok_or_else(|| ServiceError::NotFound(format!("no execution {id}")))
     }
-    fn list(&self, _phase: Option<&str>, limit: usize, after: Option<&str>) -> Result<Vec<Value>, ServiceError> {
+    fn list(&self, _phase: Option<&str>, limit: usize, after: Option<&str>) -> Result<Vec<Execution>, ServiceError> {
         let all = self.executions.lock().unwrap();
         Ok(all
             .iter()
             .filter(|(k, _)| after.is_none_or(|a| k.as_str() > a))
             .take(limit)
-            .map(|(_, v)| v.clone())
+            .map(|(_, (_, e))| e.clone())
             .collect())
     }
-    fn events(&self, id: &str) -> Result<Vec<Value>, ServiceError> {
-        self.get(id).map(|_| vec![json!({"phase": "Queued"})])
+    fn events(&self, id: &str) -> Result<Vec<Event>, ServiceError> {
+        self.get(id).map(|e| {
+            vec![Event {
+                seq: 1,
+                execution_id: e.id,
+                kind: "submitted".into(),
+                attempt: 0,
+                phase: "Queued".into(),
+                version: 0,
+                occurred_at_ms: 0,
+                reported_at_ms: 0,
+                body: json!({}),
+            }]
+        })
     }
     fn outputs(&self, id: &str) -> Result<Value, ServiceError> {
         self.get(id).map(|_| Value::Null)
     }
-    fn abort(&self, id: &str, reason: &str) -> Result<Value, ServiceError> {
+    fn abort(&self, id: &str, reason: &str) -> Result<Execution, ServiceError> {
         let mut all = self.executions.lock().unwrap();
-        let e = all.get_mut(id).ok_or_else(|| ServiceError::NotFound(id.into()))?;
-        e["phase"] = json!("Aborted");
-        e["reason"] = json!(reason);
+        let (_, e) = all.get_mut(id).ok_or_else(|| ServiceError::NotFound(id.into()))?;
+        e.phase = "Aborted".into();
+        e.abort_requested = Some(reason.into());
         Ok(e.clone())
     }
-    fn plugins(&self) -> Value {
-        json!([{"id": "echo"}])
+    fn plugins(&self) -> Vec<PluginBody> {
+        vec![PluginBody {
+            id: "echo".into(),
+            task_types: vec!["echo".into()],
+            is_default: true,
+            file: "/x/libecho.so".into(),
+            interface_version: "1.0.0".into(),
+            abi: "1.0".into(),
+        }]
     }
     fn metrics_text(&self) -> String {
         "# TYPE kozmo_rounds counter\nkozmo_rounds_total 3\n# EOF\n".into()
@@ -202,7 +245,7 @@ fn list_pages_and_abort() {
     assert!(page["next"].is_null());
     let (_, v) = c.post("/v1/executions/e0/abort", &json!({"reason": "enough"})).unwrap();
     assert_eq!(
-        (v["phase"].as_str(), v["reason"].as_str()),
+        (v["phase"].as_str(), v["abort_requested"].as_str()),
         (Some("Aborted"), Some("enough"))
     );
     let (_, ev) = c.get("/v1/executions/e0/events").unwrap();
@@ -227,4 +270,12 @@ fn a_token_is_required_when_configured() {
     assert_eq!((s, kind.as_str()), (401, "unauthorized"));
     let wrong = Client::new(c.base(), Some("nope".into()));
     assert_eq!(api_err(wrong.get("/healthz")).0, 401);
+}
+
+#[test]
+fn the_openapi_document_is_served() {
+    let c = start(ApiOptions::default());
+    let (status, doc) = c.get("/v1/openapi.json").unwrap();
+    assert_eq!(status, 200);
+    assert!(doc["paths"]["/v1/executions:batch"]["post"].is_object(), "{doc}");
 }

@@ -2,11 +2,12 @@
 
 use serde_json::Value;
 
+use crate::api::types::{Event, Execution, ExecutionErrorBody, HandlerErrorBody, PluginBody};
 use crate::api::{split_batch_item, BatchAccepted, ExecutionService, Health, ItemError, ServiceError, Submitted};
 use crate::engine::{EngineError, EngineHandle, SubmitOutcome};
 use crate::loader::PluginInfo;
 use crate::metrics::Metrics;
-use crate::model::{check_execution_id, rfc3339_ms, ExecPhase};
+use crate::model::{check_execution_id, rfc3339_ms, EventRecord, ExecPhase, ExecutionView};
 use crate::store::StoreErrorKind;
 
 use super::prometheus::engine_metrics_text;
@@ -55,6 +56,53 @@ fn json<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
+/// The API's view of an execution.
+fn execution(v: ExecutionView) -> Execution {
+    Execution {
+        id: v.id,
+        phase: v.phase.as_str().to_string(),
+        task_type: v.task_type,
+        attempt: v.attempt,
+        system_failures: v.system_failures,
+        generated_name: v.generated_name,
+        plugin_phase: v.plugin_phase,
+        plugin_phase_version: v.plugin_phase_version,
+        error: v.error.map(|e| ExecutionErrorBody {
+            code: e.code,
+            message: e.message,
+            kind: e.kind.to_string(),
+        }),
+        last_handler_error: v.last_handler_error.map(|h| HandlerErrorBody {
+            message: h.message,
+            panic: h.panic,
+            attempt: h.attempt,
+            at: h.at,
+        }),
+        consecutive_handler_errors: v.consecutive_handler_errors,
+        abort_requested: v.abort_requested,
+        plugin_id: v.plugin_id,
+        waiting: v.waiting,
+        created_at: v.created_at,
+        updated_at: v.updated_at,
+        attempt_started_at: v.attempt_started_at,
+    }
+}
+
+/// The API's view of an event.
+fn event(e: EventRecord) -> Event {
+    Event {
+        seq: e.seq,
+        execution_id: e.execution_id,
+        kind: e.event.kind,
+        attempt: e.event.attempt,
+        phase: e.event.phase,
+        version: e.event.version,
+        occurred_at_ms: e.event.occurred_at_ms,
+        reported_at_ms: e.event.reported_at_ms,
+        body: e.event.body,
+    }
+}
+
 fn parse_phase(p: &str) -> Result<ExecPhase, ServiceError> {
     p.parse().map_err(|_| {
         let known: Vec<&str> = ExecPhase::ALL.iter().map(|p| p.as_str()).collect();
@@ -78,7 +126,7 @@ impl ExecutionService for DaemonService {
             SubmitOutcome::Created(id) => (id, true),
             SubmitOutcome::Existing(id) => (id, false),
         };
-        let execution = json(&self.engine.get(&id).map_err(service_error)?);
+        let execution = execution(self.engine.get(&id).map_err(service_error)?);
         Ok(Submitted { id, created, execution })
     }
 
@@ -127,48 +175,44 @@ impl ExecutionService for DaemonService {
             .collect())
     }
 
-    fn get(&self, id: &str) -> Result<Value, ServiceError> {
-        self.engine.get(id).map(|v| json(&v)).map_err(service_error)
+    fn get(&self, id: &str) -> Result<Execution, ServiceError> {
+        self.engine.get(id).map(execution).map_err(service_error)
     }
 
-    fn list(&self, phase: Option<&str>, limit: usize, after: Option<&str>) -> Result<Vec<Value>, ServiceError> {
+    fn list(&self, phase: Option<&str>, limit: usize, after: Option<&str>) -> Result<Vec<Execution>, ServiceError> {
         let phase = phase.map(parse_phase).transpose()?;
         let views = self
             .engine
             .list(phase, limit, after.map(str::to_string))
             .map_err(service_error)?;
-        Ok(views.iter().map(json).collect())
+        Ok(views.into_iter().map(execution).collect())
     }
 
-    fn events(&self, id: &str) -> Result<Vec<Value>, ServiceError> {
+    fn events(&self, id: &str) -> Result<Vec<Event>, ServiceError> {
         let events = self.engine.events(id).map_err(service_error)?;
-        Ok(events.iter().map(json).collect())
+        Ok(events.into_iter().map(event).collect())
     }
 
     fn outputs(&self, id: &str) -> Result<Value, ServiceError> {
         self.engine.outputs(id).map(|o| json(&o)).map_err(service_error)
     }
 
-    fn abort(&self, id: &str, reason: &str) -> Result<Value, ServiceError> {
-        self.engine.abort(id, reason).map(|v| json(&v)).map_err(service_error)
+    fn abort(&self, id: &str, reason: &str) -> Result<Execution, ServiceError> {
+        self.engine.abort(id, reason).map(execution).map_err(service_error)
     }
 
-    fn plugins(&self) -> Value {
-        Value::Array(
-            self.plugins
-                .iter()
-                .map(|p| {
-                    serde_json::json!({
-                        "id": p.id,
-                        "task_types": p.task_types,
-                        "is_default": p.is_default,
-                        "file": p.file.display().to_string(),
-                        "interface_version": p.interface_version,
-                        "abi": p.abi.to_string(),
-                    })
-                })
-                .collect(),
-        )
+    fn plugins(&self) -> Vec<PluginBody> {
+        self.plugins
+            .iter()
+            .map(|p| PluginBody {
+                id: p.id.clone(),
+                task_types: p.task_types.clone(),
+                is_default: p.is_default,
+                file: p.file.display().to_string(),
+                interface_version: p.interface_version.clone(),
+                abi: p.abi.to_string(),
+            })
+            .collect()
     }
 
     fn metrics_text(&self) -> String {
@@ -194,5 +238,16 @@ impl ExecutionService for DaemonService {
                 since: rfc3339_ms(d.since_ms),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_api_lists_the_engine_phases() {
+        let engine: Vec<&str> = ExecPhase::ALL.iter().map(|p| p.as_str()).collect();
+        assert_eq!(engine, crate::api::types::PHASES);
     }
 }

@@ -183,6 +183,13 @@ fn nearest_known_field(spec: &ExecutionSpec, unknown_path: &str) -> Option<Strin
 fn check_values(spec: &ExecutionSpec, shown: &dyn Fn(&str) -> String) -> Result<(), ServiceError> {
     let t = &spec.template;
     let task_type = &t.task_type;
+    if task_type.is_empty() {
+        let p = shown("template.type");
+        return Err(bad(
+            format!("`{p}` is missing: every task names its type (e.g. \"echo\"), which picks its plugin"),
+            p,
+        ));
+    }
     if task_type.len() > MAX_TASK_TYPE_LEN
         || !task_type
             .bytes()
@@ -191,7 +198,7 @@ fn check_values(spec: &ExecutionSpec, shown: &dyn Fn(&str) -> String) -> Result<
         let p = shown("template.type");
         return Err(bad(
             format!(
-                "`{p}` must be at most {MAX_TASK_TYPE_LEN} characters of [A-Za-z0-9._-] (got {} bytes)",
+                "`{p}` must be 1 to {MAX_TASK_TYPE_LEN} characters of [A-Za-z0-9._-] (got {} bytes)",
                 task_type.len()
             ),
             p,

@@ -1,0 +1,321 @@
+//! The API's request and response bodies, owned by the API: what clients
+//! send and read, with the OpenAPI schema generated from them
+//! (`/v1/openapi.json`). The service maps the engine's types onto these.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+/// An execution's phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub enum PhaseName {
+    /// Submitted, no round yet.
+    Queued,
+    /// Rounds running.
+    Running,
+    /// Finishing a success (finalize).
+    Succeeding,
+    /// Finishing a failure (finalize).
+    Failing,
+    /// Between attempts.
+    Retrying,
+    /// Finishing an abort (abort, finalize).
+    Aborting,
+    /// Ended well.
+    Succeeded,
+    /// Ended badly.
+    Failed,
+    /// Ended by an abort.
+    Aborted,
+}
+
+impl PhaseName {
+    /// The name as the API writes it.
+    pub fn as_str(self) -> &'static str {
+        PHASES[self as usize]
+    }
+}
+
+/// Phases an execution goes through, as the API writes them.
+pub const PHASES: [&str; 9] = [
+    "Queued",
+    "Running",
+    "Succeeding",
+    "Failing",
+    "Retrying",
+    "Aborting",
+    "Succeeded",
+    "Failed",
+    "Aborted",
+];
+
+/// An error an execution ended with (`code`, `message`, whose fault).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ExecutionErrorBody {
+    /// Short machine-readable code (`NonZeroExit`, `TimeoutExpired`, ...).
+    pub code: String,
+    /// Human-readable message.
+    pub message: String,
+    /// `USER`, `SYSTEM` or `UNKNOWN`.
+    pub kind: String,
+}
+
+/// The last handler error (plugin error, panic, invalid transition).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HandlerErrorBody {
+    /// What went wrong.
+    pub message: String,
+    /// Whether the plugin panicked.
+    pub panic: bool,
+    /// The attempt it happened in.
+    pub attempt: u32,
+    /// When (RFC 3339).
+    pub at: String,
+}
+
+/// One execution's status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Execution {
+    /// The execution's id.
+    pub id: String,
+    /// Its phase (one of [`PHASES`]).
+    #[schema(value_type = PhaseName)]
+    pub phase: String,
+    /// The task type.
+    pub task_type: String,
+    /// The current attempt, from 0.
+    pub attempt: u32,
+    /// SYSTEM failures so far.
+    pub system_failures: u32,
+    /// The generated name of the current attempt.
+    pub generated_name: String,
+    /// The plugin phase of the current attempt (`PhaseRunning`, ...).
+    pub plugin_phase: String,
+    /// Its version.
+    pub plugin_phase_version: u32,
+    /// The error a failed or aborted execution ended with.
+    pub error: Option<ExecutionErrorBody>,
+    /// The last handler error.
+    pub last_handler_error: Option<HandlerErrorBody>,
+    /// Consecutive handler errors in the current attempt.
+    pub consecutive_handler_errors: u32,
+    /// A client's abort request not yet carried out.
+    pub abort_requested: Option<String>,
+    /// The plugin the execution is bound to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin_id: Option<String>,
+    /// Why a non-terminal execution is not progressing right now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
+    /// When it was submitted (RFC 3339).
+    pub created_at: String,
+    /// When its state last changed (RFC 3339).
+    pub updated_at: String,
+    /// When its current attempt started (RFC 3339).
+    pub attempt_started_at: String,
+}
+
+/// A page of executions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ExecutionPage {
+    /// The executions, ordered by id.
+    pub items: Vec<Execution>,
+    /// The `after` of the next page; `null` on the last page.
+    pub next: Option<String>,
+}
+
+/// `GET /v1/executions` parameters.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only executions in this phase.
+    pub phase: Option<PhaseName>,
+    /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
+    /// Executions with ids after this one.
+    pub after: Option<String>,
+}
+
+/// One event of an execution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Event {
+    /// Global sequence number (increasing).
+    pub seq: i64,
+    /// The execution.
+    pub execution_id: String,
+    /// What happened (`submitted`, `task`, `phase`, `terminal`, ...).
+    pub kind: String,
+    /// The attempt.
+    pub attempt: u32,
+    /// Phase name (the plugin's for task events, the execution's otherwise).
+    pub phase: String,
+    /// Phase version.
+    pub version: u32,
+    /// When it happened (unix ms).
+    pub occurred_at_ms: i64,
+    /// When the daemon recorded it (unix ms).
+    pub reported_at_ms: i64,
+    /// The event's details.
+    #[schema(value_type = Object)]
+    pub body: Value,
+}
+
+/// An execution's events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EventList {
+    /// In order.
+    pub items: Vec<Event>,
+}
+
+/// An execution's outputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Outputs {
+    /// Literals by name; `null` until the execution succeeded.
+    #[schema(value_type = Option<Object>)]
+    pub outputs: Value,
+}
+
+/// `POST /v1/executions/{id}/abort` body (optional).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AbortRequest {
+    /// Why (default: "aborted by the API").
+    pub reason: Option<String>,
+}
+
+/// A loaded plugin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PluginBody {
+    /// Its id.
+    pub id: String,
+    /// The task types it registers.
+    pub task_types: Vec<String>,
+    /// Whether it takes task types nobody registered.
+    pub is_default: bool,
+    /// Its library file.
+    pub file: String,
+    /// The `kozmo-interface` version it was built with.
+    pub interface_version: String,
+    /// The ABI version (epoch.minor) it was built for.
+    pub abi: String,
+}
+
+/// `/healthz`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HealthBody {
+    /// `ok` or `degraded`.
+    pub status: String,
+    /// Short kind of the problem when degraded (`storage_full`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What is wrong and what to do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Since when (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+}
+
+/// A bad item of a batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ItemErrorBody {
+    /// Index in the request's array.
+    pub index: usize,
+    /// JSON path of the bad field inside the item.
+    pub path: Option<String>,
+    /// What is wrong.
+    pub detail: String,
+}
+
+/// Every error answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// Short kind: `bad_request`, `not_found`, `conflict`, `storage_full`, ...
+    pub error: String,
+    /// What is wrong and what to do.
+    pub detail: String,
+    /// JSON path of the bad field (400).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Every bad item of a batch (400 of the batch endpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<ItemErrorBody>>,
+}
+
+/// One item's result in a batch answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BatchItemResult {
+    /// Index in the request's array.
+    pub index: usize,
+    /// 201 created, 200 existed with the same body, else the item's error status.
+    pub status: u16,
+    /// The execution's id (201, 200).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The error kind (other statuses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// What is wrong (other statuses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// A batch answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BatchResponse {
+    /// One per item, in order.
+    pub items: Vec<BatchItemResult>,
+    /// How many were created.
+    pub created: usize,
+}
+
+/// A task body: the task-file form of `examples/` (the template's fields at
+/// the top level, `inputs`, `execution` for the execution metadata), or the
+/// nested form `{template, inputs, metadata}`; plus an optional
+/// `execution_id`. Fields not listed here are refused (400 naming them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskBody {
+    /// The task type; routes the task to a plugin.
+    #[serde(rename = "type")]
+    #[schema(min_length = 1, max_length = 100, pattern = "^[A-Za-z0-9._-]+$")]
+    pub task_type: String,
+    /// The execution's id (default: one is made).
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 100, pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]*$")]
+    pub execution_id: Option<String>,
+    /// The nested form: the task template (then `metadata` is the
+    /// execution metadata and the template's fields are not at the top).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub template: Value,
+    /// The task's identifier: project, domain, name, version.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub id: Value,
+    /// Declared inputs and outputs.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub interface: Value,
+    /// Input literals by name.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub inputs: Value,
+    /// Task metadata: retries, timeout, interruptible, discoverable, cache_version.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+    /// Execution metadata: project, domain, node_id, labels, ...
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub execution: Value,
+    /// Plugin-specific configuration (any JSON).
+    #[serde(default)]
+    pub custom: Value,
+    /// A command: command, args, env.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub container: Value,
+}
