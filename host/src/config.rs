@@ -29,6 +29,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// API token; required when `listen` is not loopback.
     pub api_token: Option<String>,
+    /// File holding the API token (one line; preferred over `api_token`,
+    /// the flag or the variable, which other processes may see).
+    pub api_token_file: Option<PathBuf>,
     /// Blocking workers for plugin calls (0 = number of cores).
     pub workers: usize,
     /// Seconds every worker may spend inside plugin calls before a spare
@@ -91,6 +94,10 @@ pub struct PluginsConfig {
     pub skip_invalid: bool,
     /// Accept a plugin directory writable by group/others or owned by another user.
     pub allow_insecure_dir: bool,
+    /// Plugin settings: `[plugins.settings.<id>] key = "value"`, given to
+    /// the plugin as the variable `KOZMO_PLUGIN_<ID>_<KEY>` (upper case,
+    /// other than `[A-Z0-9]` → `_`), e.g. the shell plugin's `run_as`.
+    pub settings: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl Default for Config {
@@ -100,6 +107,7 @@ impl Default for Config {
             plugins_dir: PathBuf::from("plugins"),
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             api_token: None,
+            api_token_file: None,
             workers: 0,
             stall_after_secs: 5.0,
             max_workers: 64,
@@ -264,15 +272,20 @@ mod tests {
             workers = 4
             resync_interval_secs = 2.5
             max_body_bytes = 4096
+            api_token_file = "/etc/kozmo/token"
             [resource_quotas]
             "sleep-quota:slots" = 3
             [plugins]
             enabled = ["echo"]
             default_for_task_types = { python = "shell" }
+            [plugins.settings.shell]
+            run_as = "nobody"
             "#,
         )
         .unwrap();
         assert_eq!(c.workers, 4);
+        assert_eq!(c.plugins.settings["shell"]["run_as"], "nobody");
+        assert_eq!(c.api_token_file.as_deref(), Some(Path::new("/etc/kozmo/token")));
         assert_eq!(c.plugins.default_for_task_types["python"], "shell");
         assert_eq!(c.resource_quotas["sleep-quota:slots"], 3);
         c.validate().unwrap();

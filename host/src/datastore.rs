@@ -98,10 +98,14 @@ impl DataStore for FsDataStore {
             p.file_name().and_then(|n| n.to_str()).unwrap_or("object"),
             std::process::id()
         ));
-        let mut f = fs::File::create(&tmp).map_err(io)?;
-        f.write_all(bytes).map_err(io)?;
-        drop(f);
-        fs::rename(&tmp, &p).map_err(io)
+        let written = fs::File::create(&tmp).and_then(|mut f| f.write_all(bytes));
+        let renamed = written.and_then(|()| fs::rename(&tmp, &p));
+        if let Err(e) = renamed {
+            // A full disk must not leave half-written siblings behind.
+            let _ = fs::remove_file(&tmp);
+            return Err(io(e));
+        }
+        Ok(())
     }
 
     fn head(&self, reference: &str) -> Result<Option<u64>> {
@@ -133,6 +137,22 @@ impl DataStore for FsDataStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_write_leaves_no_temporary_file_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = FsDataStore::new(dir.path().join("data")).unwrap();
+        // The rename cannot replace a non-empty directory.
+        let target = ds.root().join("obj");
+        fs::create_dir_all(target.join("inside")).unwrap();
+        let e = ds.write_raw("obj", b"bytes").unwrap_err();
+        assert_eq!(e.code, "DataStoreWrite");
+        let names: Vec<_> = fs::read_dir(ds.root())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["obj"], "no .obj.tmp<pid> left");
+    }
 
     #[test]
     fn round_trip_under_the_root_in_every_form() {

@@ -16,5 +16,6 @@ pub mod metrics;
 pub mod model;
 pub mod resources;
 pub mod secrets;
+pub mod startup_secrets;
 pub mod store;
 mod sync;

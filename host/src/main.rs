@@ -6,6 +6,14 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = kozmo_host::cli::Cli::parse();
+    if matches!(cli.command, kozmo_host::cli::Command::Serve(_)) {
+        // Before any thread starts: may re-execute this process without the
+        // secrets in its environment and arguments (see startup_secrets).
+        if let Err(e) = kozmo_host::startup_secrets::protect_serve() {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    }
     if cli.logs_to_stderr() {
         kozmo_host::cli::init_logging(cli.verbose);
     }

@@ -1,23 +1,52 @@
 //! Secrets from `KOZMO_SECRET_<KEY>` environment variables, then from files
 //! in a configured directory. Values are never logged or put in errors.
+//!
+//! The variables are read once: the daemon takes a snapshot at start and
+//! removes them from its environment ([`crate::startup_secrets`]); a
+//! [`HostSecrets`] looks values up in that snapshot, never in the
+//! environment.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use kozmo_interface::{PluginError, Result, SecretManager};
 
 /// Prefix of secret environment variables.
 pub const ENV_PREFIX: &str = "KOZMO_SECRET_";
 
-/// Reads secrets from the environment and an optional directory.
-#[derive(Debug, Clone, Default)]
+/// Reads secrets from the start-up snapshot of the environment and an
+/// optional directory.
+#[derive(Clone, Default)]
 pub struct HostSecrets {
+    env: Arc<BTreeMap<String, String>>,
     dir: Option<PathBuf>,
 }
 
+impl std::fmt::Debug for HostSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Names only: values never reach a log.
+        f.debug_struct("HostSecrets")
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("dir", &self.dir)
+            .finish()
+    }
+}
+
 impl HostSecrets {
-    /// Secrets from the environment and, if given, files in `dir`.
+    /// Secrets from the variables the daemon was started with
+    /// ([`crate::startup_secrets::secret_env`]) and, if given, files in `dir`.
     pub fn new(dir: Option<PathBuf>) -> Self {
-        HostSecrets { dir }
+        Self::with_env(crate::startup_secrets::secret_env(), dir)
+    }
+
+    /// Secrets from the given `KOZMO_SECRET_<KEY>` values (by variable
+    /// name) and, if given, files in `dir`.
+    pub fn with_env(env: BTreeMap<String, String>, dir: Option<PathBuf>) -> Self {
+        HostSecrets {
+            env: Arc::new(env),
+            dir,
+        }
     }
 
     /// `KOZMO_SECRET_<KEY>` for a key: upper case, other than `[A-Z0-9]` → `_`.
@@ -41,8 +70,8 @@ impl SecretManager for HostSecrets {
         if key.is_empty() {
             return Err(PluginError::user("SecretNotFound", "empty secret key"));
         }
-        if let Ok(v) = std::env::var(Self::env_name(key)) {
-            return Ok(v);
+        if let Some(v) = self.env.get(&Self::env_name(key)) {
+            return Ok(v.clone());
         }
         if let Some(dir) = &self.dir {
             let safe = !key.contains('/') && !key.contains('\\') && key != "." && key != "..";
@@ -77,8 +106,8 @@ mod tests {
     fn env_then_file_then_clear_error_without_values() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("db-pass"), "from-file\n").unwrap();
-        std::env::set_var("KOZMO_SECRET_API_TOKEN_UNIT", "from-env");
-        let s = HostSecrets::new(Some(dir.path().to_path_buf()));
+        let env = BTreeMap::from([("KOZMO_SECRET_API_TOKEN_UNIT".to_string(), "from-env".to_string())]);
+        let s = HostSecrets::with_env(env, Some(dir.path().to_path_buf()));
         assert_eq!(s.get("api-token.unit").unwrap(), "from-env");
         assert_eq!(s.get("db-pass").unwrap(), "from-file");
         let e = s.get("missing").unwrap_err();
@@ -86,5 +115,14 @@ mod tests {
         assert!(e.message.contains("KOZMO_SECRET_MISSING"));
         assert!(s.get("../db-pass").is_err());
         assert!(!format!("{e:?}").contains("from-"));
+        assert!(!format!("{s:?}").contains("from-env"));
+    }
+
+    #[test]
+    fn a_variable_set_after_the_snapshot_is_not_seen() {
+        let s = HostSecrets::with_env(BTreeMap::new(), None);
+        std::env::set_var("KOZMO_SECRET_LATE_UNIT", "late");
+        assert_eq!(s.get("late-unit").unwrap_err().code, "SecretNotFound");
+        std::env::remove_var("KOZMO_SECRET_LATE_UNIT");
     }
 }

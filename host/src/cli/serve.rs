@@ -23,9 +23,16 @@ pub struct ServeArgs {
     /// Listen address (non-loopback addresses need an API token).
     #[arg(long, env = "KOZMO_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// API token required as `Authorization: Bearer <token>`.
+    /// API token required as `Authorization: Bearer <token>`. Prefer
+    /// --api-token-file: the daemon hides the flag and the variable from
+    /// other processes by re-executing itself without them, but the
+    /// process that started it (a shell history, a unit file) still has them.
     #[arg(long, env = "KOZMO_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
+    /// File holding the API token (its first line; mode 0600 owned by the
+    /// daemon's user). The preferred way to give the token.
+    #[arg(long, env = "KOZMO_API_TOKEN_FILE")]
+    pub api_token_file: Option<PathBuf>,
     /// Worker threads for plugin calls (0 = number of cores).
     #[arg(long, env = "KOZMO_WORKERS")]
     pub workers: Option<usize>,
@@ -155,8 +162,38 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if !args.isolate.is_empty() {
         config.isolate = args.isolate;
     }
-    if args.api_token.is_some() {
-        config.api_token = args.api_token;
+    // The flag and the variable were taken out of this process's
+    // environment and arguments at start (crate::startup_secrets).
+    let token = args.api_token.or_else(crate::startup_secrets::api_token);
+    match (token, args.api_token_file) {
+        (Some(_), Some(_)) => {
+            eprintln!("error: both an API token (--api-token or KOZMO_API_TOKEN) and --api-token-file (KOZMO_API_TOKEN_FILE) are set: give only one");
+            return Ok(ExitCode::from(2));
+        }
+        (Some(t), None) => (config.api_token, config.api_token_file) = (Some(t), None),
+        (None, Some(f)) => (config.api_token, config.api_token_file) = (None, Some(f)),
+        (None, None) => {}
+    }
+    if let Some(file) = config.api_token_file.take() {
+        if config.api_token.is_some() {
+            eprintln!("error: the configuration sets both api_token and api_token_file: give only one");
+            return Ok(ExitCode::from(2));
+        }
+        match crate::startup_secrets::read_token_file(&file) {
+            Ok(t) => config.api_token = Some(t),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(2));
+            }
+        }
+    }
+    // Plugin settings reach plugins (in this process or isolated) as
+    // KOZMO_PLUGIN_<ID>_<KEY>; set before any thread starts. A variable
+    // already set wins over the file.
+    for (name, value) in crate::startup_secrets::plugin_setting_vars(&config.plugins.settings) {
+        if std::env::var_os(&name).is_none() {
+            std::env::set_var(name, value);
+        }
     }
     if args.secrets_dir.is_some() {
         config.secrets_dir = args.secrets_dir;

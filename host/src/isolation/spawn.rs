@@ -18,8 +18,10 @@ use std::sync::{Mutex, OnceLock};
 /// The hidden subcommand the child runs.
 pub const SUBCOMMAND: &str = "__plugin-host";
 
-/// Environment variables a child keeps; everything else (`KOZMO_SECRET_*`,
-/// `KOZMO_API_TOKEN`, `RUST_LOG`, ...) is dropped.
+/// Environment variables a child keeps, with the plugin settings
+/// (`KOZMO_PLUGIN_*`); everything else (`KOZMO_SECRET_*`, `KOZMO_API_TOKEN`,
+/// `RUST_LOG`, ...) is dropped. Secrets reach the child's plugin over the
+/// control connection, one `SecretManager::get` at a time.
 pub const KEPT_ENV: &[&str] = &[
     "PATH",
     "HOME",
@@ -100,6 +102,10 @@ fn spawn_here(spec: &ChildSpec) -> io::Result<Spawned> {
         .arg((log::max_level() as usize).to_string())
         .env_clear()
         .envs(KEPT_ENV.iter().filter_map(|k| std::env::var_os(k).map(|v| (k, v))))
+        .envs(std::env::vars_os().filter(|(k, _)| {
+            k.to_str()
+                .is_some_and(|k| k.starts_with(crate::startup_secrets::PLUGIN_SETTING_PREFIX))
+        }))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -39,6 +39,8 @@ pub struct Daemon {
     pub data: PathBuf,
     pub plugins: PathBuf,
     pub extra: Vec<String>,
+    /// Variables added to the daemon's environment.
+    pub env: Vec<(String, String)>,
     pub log: PathBuf,
 }
 
@@ -51,6 +53,23 @@ impl Daemon {
             data: root.join("data"),
             plugins,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
+            log: root.join("daemon.log"),
+        };
+        d.restart();
+        d
+    }
+
+    /// [`Daemon::start`] with variables added to the daemon's environment.
+    pub fn start_with_env(root: &Path, plugins: &[&str], extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let plugins = plugin_dir(root, plugins);
+        let mut d = Daemon {
+            child: None,
+            client: Client::new("http://127.0.0.1:1", None),
+            data: root.join("data"),
+            plugins,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             log: root.join("daemon.log"),
         };
         d.restart();
@@ -71,6 +90,7 @@ impl Daemon {
             cmd.arg("--listen").arg("127.0.0.1:0");
         }
         cmd.env("RUST_LOG", "info").env_remove("KOZMO_API_TOKEN");
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 
@@ -142,7 +162,13 @@ impl Daemon {
             .extra
             .iter()
             .position(|a| a == "--api-token")
-            .map(|i| self.extra[i + 1].clone());
+            .map(|i| self.extra[i + 1].clone())
+            .or_else(|| {
+                self.env
+                    .iter()
+                    .find(|(k, _)| k == "KOZMO_API_TOKEN")
+                    .map(|(_, v)| v.clone())
+            });
         self.client = Client::new(&addr, token);
         self.child = Some(child);
         Ok(())

@@ -23,6 +23,29 @@
 //!   `{{ .Inputs.<name> }}`, `{{ .RawOutputDataPrefix }}`,
 //!   `{{ .PerRetryUniqueKey }}`, ... A template error fails the task
 //!   permanently (`TemplateError`).
+//!
+//! ## ⚠ Safe templating: never template inputs into a `sh -c` script
+//!
+//! **Rendered values are not shell-escaped.** An input templated *into the
+//! script string* of `sh -c` becomes shell code: with input
+//! `x = "hi; touch pwned"`,
+//!
+//! ```text
+//! "command": ["sh", "-c", "echo {{ .Inputs.x }}"]      <- UNSAFE: runs `touch pwned`
+//! ```
+//!
+//! runs the `touch`. Pass inputs as **positional arguments** instead: each
+//! rendered argument reaches the script as one word (`$1`, `$2`, ...),
+//! whatever it contains, and is used quoted:
+//!
+//! ```text
+//! "command": ["sh", "-c", "echo \"$1\"", "sh"],       <- safe: prints `hi; touch pwned`
+//! "args": ["{{ .Inputs.x }}"]
+//! ```
+//!
+//! (the `sh` after the script is `$0`). The example above and
+//! `examples/shell-hello.json` do this. Without `sh -c` at all (a program
+//! and its arguments) templating is safe: no shell parses the arguments.
 //! * The environment is **not** the daemon's: the command gets `PATH`
 //!   (default `/usr/local/bin:/usr/bin:/bin`), `HOME`, `USER`, `LOGNAME`,
 //!   `LANG`, `LC_ALL`, `LC_CTYPE`, `TZ` and `TMPDIR` from the daemon when
@@ -49,23 +72,58 @@
 //!
 //! ## How it runs
 //!
-//! `handle` never waits for the command. The first round creates a working
-//! directory for the attempt — `<raw output prefix>/shell-<unique>` when the
-//! raw output prefix is an absolute path or a `file://` URL (the daemon's
-//! local data store), else `$TMPDIR/kozmo-shell/<generated name>-<unique>` —
-//! and starts
+//! `handle` never waits for the command. The first round creates the
+//! attempt's working directory — `<raw output prefix>/shell` when the raw
+//! output prefix is an absolute path or a `file://` URL (the daemon's local
+//! data store; the prefix is per attempt), else
+//! `$TMPDIR/kozmo-shell/<generated name>-<hash of the attempt's id>`; the
+//! same in every round and every process — takes an exclusive `flock` on
+//! its `lock` file and starts, in that directory and a new process group
+//! holding the lock on descriptor 9,
 //!
 //! ```text
-//! /bin/sh -c "( 'prog' 'arg' ... ) </dev/null >stdout 2>stderr; echo $? >exit_code.tmp && mv -f exit_code.tmp exit_code"
+//! /bin/sh -c "echo $$ >pid.tmp && mv -f pid.tmp pid || exit 125; ( 'prog' 'arg' ... ) 9>&- </dev/null >stdout 2>stderr; echo $? >exit_code.tmp && mv -f exit_code.tmp exit_code"
 //! ```
 //!
-//! in a new process group, then reports Running (version 1) with logs
-//! pointing at the local `stdout`/`stderr` files. The plugin state
-//! ([`ShellState`]) holds the pid/pgid and the paths. Later rounds look
-//! for the `exit_code` file; since the wrapper writes it, the result is found
-//! even by a restarted daemon whose child the process no longer is. A
-//! wrapper that is gone without an exit code (killed from outside, machine
-//! rebooted) gives a SYSTEM RetryableFailure `ProcessVanished`.
+//! then reports Running (version 1) with logs pointing at the local
+//! `stdout`/`stderr` files. The plugin state ([`ShellState`]) holds the
+//! pid/pgid and the paths. Later rounds look for the `exit_code` file;
+//! since the wrapper writes it, the result is found even by a restarted
+//! daemon whose child the process no longer is. A wrapper that is gone
+//! without an exit code (killed from outside, machine rebooted) gives a
+//! SYSTEM RetryableFailure `ProcessVanished`.
+//!
+//! ## After a crash: the command runs once
+//!
+//! If the daemon dies after starting the command but before the round that
+//! started it was committed, the next daemon's first round has no plugin
+//! state — and finds the working directory instead: an `exit_code` there is
+//! adopted as the result; a held lock means the wrapper still runs, and it
+//! is adopted by the pid it recorded (no pid yet: Running, looked at again
+//! next round); a free lock with a recorded pid means a wrapper ran and
+//! ended without a status (`ProcessVanished`, never a second start). Only
+//! when no wrapper ever recorded a pid — so none ran the command — is it
+//! started.
+//!
+//! ## Write failures
+//!
+//! A working directory, lock or wrapper that cannot be written because the
+//! disk (or quota) is full or the file system is read-only is a handler
+//! error of the round (`ShellWriteFailed`, counted by the daemon and shown
+//! on the execution), not a silent Running; so is a wrapper that ended
+//! without being able to record its pid or exit status.
+//!
+//! ## Running commands as another user (`run_as`)
+//!
+//! With the daemon setting `[plugins.settings.shell] run_as = "<user>"`
+//! (or the variable `KOZMO_PLUGIN_SHELL_RUN_AS`), commands run as that
+//! user, with its groups and its `HOME`, `USER` and `LOGNAME`; the working
+//! directory is given to that user. The daemon must be root or have
+//! `CAP_SETUID`, `CAP_SETGID` and `CAP_CHOWN`, and the user must exist, or
+//! the plugin fails to load with a message saying so. With the data
+//! directory mode 0700 and owned by the daemon's user, the command can use
+//! its working directory (by relative paths: it starts there) but cannot
+//! read `kozmo.db` or other tasks' files. See [`run_as`].
 //!
 //! `abort` sends SIGTERM to the whole process group and SIGKILL after the
 //! grace period to whatever is left; it returns within a quarter second (a
@@ -79,9 +137,11 @@ compile_error!("the shell plugin needs a Unix system (process groups, /bin/sh)")
 
 pub mod process;
 pub mod quote;
+pub mod run_as;
 
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -89,12 +149,13 @@ use kozmo_interface::serde_json::{self, json};
 use kozmo_interface::task::TaskTemplate;
 use kozmo_interface::template::{render, Parameters};
 use kozmo_interface::{
-    Literal, LiteralMap, PhaseInfo, Plugin, PluginEntry, PluginLoader, PluginStateReaderExt, PluginStateWriterExt,
-    Result, TaskExecutionContext, TaskInfo, TaskLog, Transition,
+    Literal, LiteralMap, PhaseInfo, Plugin, PluginEntry, PluginError, PluginLoader, PluginStateReaderExt,
+    PluginStateWriterExt, Result, TaskExecutionContext, TaskInfo, TaskLog, Transition,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::process::{Files, Leader};
+use crate::run_as::RunAs;
 
 /// Version given to the plugin state.
 pub const STATE_VERSION: u8 = 1;
@@ -164,12 +225,34 @@ pub struct ShellState {
 impl ShellState {
     fn files(&self) -> Files {
         Files {
-            work_dir: PathBuf::from(&self.work_dir),
             stdout: PathBuf::from(&self.stdout_path),
             stderr: PathBuf::from(&self.stderr_path),
             exit_code: PathBuf::from(&self.exit_code_path),
-            exit_code_tmp: PathBuf::from(&self.work_dir).join("exit_code.tmp"),
-            wrapper_log: PathBuf::from(&self.work_dir).join("wrapper.log"),
+            ..Files::in_dir(Path::new(&self.work_dir))
+        }
+    }
+
+    /// The state of a command found in its working directory: `pid` as the
+    /// wrapper recorded it (the start time read now, if it still runs).
+    fn adopted(files: &Files, pid: u32) -> ShellState {
+        let path = |p: &Path| p.to_string_lossy().into_owned();
+        let started_at_ms = fs::metadata(&files.pid)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or_else(now_ms);
+        ShellState {
+            pid,
+            pgid: pid,
+            start_ticks: process::proc_stat(pid)
+                .filter(|s| s.pgrp as i64 == i64::from(pid))
+                .map(|s| s.start_ticks),
+            work_dir: path(&files.work_dir),
+            stdout_path: path(&files.stdout),
+            stderr_path: path(&files.stderr),
+            exit_code_path: path(&files.exit_code),
+            started_at_ms,
         }
     }
 }
@@ -185,23 +268,21 @@ pub fn local_dir_of(prefix: &str) -> Option<PathBuf> {
     path.is_absolute().then(|| path.to_path_buf())
 }
 
-/// A name no other start in any process will pick.
-fn unique_suffix() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{nanos:x}-{:x}-{n}", std::process::id())
+/// FNV-1a (64 bits): a stable hash for directory names.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
-/// Where the working directory of a new attempt goes.
-pub fn work_dir_for(raw_output_prefix: &str, generated_name: &str) -> PathBuf {
-    let unique = unique_suffix();
+/// Where the working directory of an attempt goes. It is the same in
+/// every round of the attempt, in every process, so a restarted daemon
+/// finds the command an earlier round started: `<raw output prefix>/shell`
+/// when the prefix is local (it is per attempt), else
+/// `$TMPDIR/kozmo-shell/<generated name>-<hash of the attempt's id>`.
+pub fn work_dir_for(raw_output_prefix: &str, generated_name: &str, attempt_id: &str) -> PathBuf {
     match local_dir_of(raw_output_prefix) {
-        Some(dir) => dir.join(format!("shell-{unique}")),
+        Some(dir) => dir.join("shell"),
         None => {
             let name: String = generated_name
                 .chars()
@@ -213,9 +294,10 @@ pub fn work_dir_for(raw_output_prefix: &str, generated_name: &str) -> PathBuf {
                     }
                 })
                 .collect();
+            let hash = fnv1a(format!("{raw_output_prefix}\n{attempt_id}").as_bytes());
             std::env::temp_dir()
                 .join("kozmo-shell")
-                .join(format!("{name}-{unique}"))
+                .join(format!("{name}-{hash:016x}"))
         }
     }
 }
@@ -336,6 +418,53 @@ fn store_copy(head: &[u8], total_size: u64, path: &Path) -> Vec<u8> {
     copy
 }
 
+/// Reads the pid the wrapper recorded, if it has.
+fn read_pid(path: &Path) -> Option<u32> {
+    let text = fs::read_to_string(path).ok()?;
+    text.strip_suffix('\n')?.trim().parse().ok().filter(|p| *p > 1)
+}
+
+/// Whether an I/O error means the disk (or quota) is full or read-only.
+fn is_storage_error(e: &std::io::Error) -> bool {
+    use nix::libc::{EDQUOT, ENOSPC, EROFS};
+    matches!(e.raw_os_error(), Some(ENOSPC | EDQUOT | EROFS))
+}
+
+/// A write the plugin could not make: a handler error (the round is tried
+/// again, and counted), never a silent Running.
+fn write_failed(what: &str, path: &Path, e: &std::io::Error) -> PluginError {
+    PluginError::system("ShellWriteFailed", format!("cannot {what} {}: {e}", path.display()))
+}
+
+/// A wrapper that is gone without an exit status because it could not
+/// write (its pid or its status): the write failure, with the wrapper's
+/// own error output.
+fn lost_write(files: &Files) -> Option<PluginError> {
+    // The redirection created the file but the write into it failed (a
+    // wrapper killed between the two leaves the same, in a microsecond window).
+    let empty = |p: &Path| fs::metadata(p).is_ok_and(|m| m.len() == 0);
+    let what = if empty(&files.exit_code_tmp) {
+        "record the command's exit status"
+    } else if !files.pid.exists() && empty(&files.work_dir.join("pid.tmp")) {
+        "record its pid (so it did not run the command)"
+    } else {
+        return None;
+    };
+    let log = read_tail_lines(&files.wrapper_log, 5);
+    Some(PluginError::system(
+        "ShellWriteFailed",
+        format!(
+            "the wrapper of the command could not {what} in {} (is the disk full or read-only?){}",
+            files.work_dir.display(),
+            if log.is_empty() {
+                String::new()
+            } else {
+                format!("; it said: {log}")
+            }
+        ),
+    ))
+}
+
 /// Reads the exit status the wrapper recorded, if it has.
 fn read_exit_code(path: &Path) -> Option<i64> {
     let text = fs::read_to_string(path).ok()?;
@@ -345,7 +474,17 @@ fn read_exit_code(path: &Path) -> Option<i64> {
 
 /// Runs the task's command as a local process (see the crate docs).
 #[derive(Debug, Default)]
-pub struct Shell;
+pub struct Shell {
+    /// The user commands run as (`run_as`), `None` for the daemon's.
+    run_as: Option<RunAs>,
+}
+
+impl Shell {
+    /// A plugin that runs commands as `run_as` (`None`: the daemon's user).
+    pub fn new(run_as: Option<RunAs>) -> Self {
+        Shell { run_as }
+    }
+}
 
 impl Shell {
     fn start(&self, ctx: &dyn TaskExecutionContext) -> Result<PhaseInfo> {
@@ -392,9 +531,14 @@ impl Shell {
             ));
         }
 
-        let generated_name = ctx.task_execution_metadata().task_execution_id().generated_name();
-        let work_dir = work_dir_for(&ctx.output_writer().raw_output_prefix(), generated_name);
+        let exec_id = ctx.task_execution_metadata().task_execution_id();
+        let generated_name = exec_id.generated_name();
+        let attempt_id = serde_json::to_string(exec_id.id()).unwrap_or_default();
+        let work_dir = work_dir_for(&ctx.output_writer().raw_output_prefix(), generated_name, &attempt_id);
         if let Err(e) = fs::create_dir_all(&work_dir) {
+            if is_storage_error(&e) {
+                return Err(write_failed("create the working directory", &work_dir, &e));
+            }
             return Ok(PhaseInfo::system_retryable_failure(
                 "WorkDirFailed",
                 format!("cannot create the working directory {}: {e}", work_dir.display()),
@@ -402,8 +546,58 @@ impl Shell {
             ));
         }
         let files = Files::in_dir(&work_dir);
-        let started = match process::spawn(&argv, &container.env, &files) {
+
+        // An earlier round of this attempt may have started the command and
+        // then lost its state (the daemon died before the round was
+        // committed): adopt that command instead of starting it again.
+        if let Some(info) = self.adopt(ctx, &files, generated_name)? {
+            return Ok(info);
+        }
+        let lock = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&files.lock)
+            .map_err(|e| write_failed("create the lock file", &files.lock, &e))?;
+        match process::try_lock(&lock) {
+            Ok(true) => {}
+            Ok(false) => return self.adopt_locked(ctx, &files, true),
+            Err(e) => return Err(write_failed("lock", &files.lock, &e)),
+        }
+        // The lock is ours: no wrapper of this attempt runs. One that ran
+        // and recorded its pid may have started the command; never again.
+        if files.pid.exists() || files.exit_code.exists() {
+            drop(lock);
+            return match self.adopt(ctx, &files, generated_name)? {
+                Some(info) => Ok(info),
+                None => self.adopt_locked(ctx, &files, false),
+            };
+        }
+        if let Some(user) = &self.run_as {
+            if user.switches() {
+                if let Err(e) = std::os::unix::fs::chown(&work_dir, Some(user.uid), Some(user.gid)) {
+                    return Ok(PhaseInfo::system_retryable_failure(
+                        "RunAsFailed",
+                        format!(
+                            "cannot give the working directory {} to user [{}] (run_as): {e}",
+                            work_dir.display(),
+                            user.name
+                        ),
+                        None,
+                    ));
+                }
+            }
+        }
+        let started = match process::spawn(
+            &argv,
+            &container.env,
+            &files,
+            Some(lock.as_raw_fd()),
+            self.run_as.as_ref(),
+        ) {
             Ok(s) => s,
+            Err(e) if is_storage_error(&e) => return Err(write_failed("start the command", &work_dir, &e)),
             Err(e) => {
                 return Ok(PhaseInfo::system_retryable_failure(
                     "SpawnFailed",
@@ -412,6 +606,8 @@ impl Shell {
                 ))
             }
         };
+        // The wrapper holds the lock now (its own descriptor of it).
+        drop(lock);
         let path = |p: &Path| p.to_string_lossy().into_owned();
         let state = ShellState {
             pid: started.pid,
@@ -424,9 +620,13 @@ impl Shell {
             started_at_ms: now_ms(),
         };
         log::info!(
-            "shell: {generated_name} started pid {} in {}: {}",
+            "shell: {generated_name} started pid {} in {}{}: {}",
             state.pid,
             state.work_dir,
+            self.run_as
+                .as_ref()
+                .map(|u| format!(" as user {}", u.name))
+                .unwrap_or_default(),
             quote::join(&argv)
         );
         if let Err(e) = ctx.plugin_state_writer().put(STATE_VERSION, &state) {
@@ -437,17 +637,68 @@ impl Shell {
         Ok(PhaseInfo::running(RUNNING_VERSION, Some(running_info(&state))))
     }
 
+    /// A command an earlier round started, found by its files: the result
+    /// when it has finished, else `None`.
+    fn adopt(&self, ctx: &dyn TaskExecutionContext, files: &Files, name: &str) -> Result<Option<PhaseInfo>> {
+        if read_exit_code(&files.exit_code).is_none() {
+            return Ok(None);
+        }
+        let pid = read_pid(&files.pid).unwrap_or(0);
+        log::info!(
+            "shell: {name}: the command in {} already ran (pid {pid}); adopting its result instead of starting it again",
+            files.work_dir.display()
+        );
+        let state = ShellState::adopted(files, pid);
+        ctx.plugin_state_writer().put(STATE_VERSION, &state)?;
+        self.poll(ctx, &state).map(Some)
+    }
+
+    /// The lock is held (`held`: a wrapper runs), or a wrapper that ended
+    /// recorded its pid: adopt that wrapper. A held lock but no pid yet (the
+    /// wrapper is just starting): Running without state; the next round
+    /// looks again.
+    fn adopt_locked(&self, ctx: &dyn TaskExecutionContext, files: &Files, held: bool) -> Result<PhaseInfo> {
+        let Some(pid) = read_pid(&files.pid) else {
+            log::info!(
+                "shell: a wrapper in {} is starting; looking again next round",
+                files.work_dir.display()
+            );
+            return Ok(PhaseInfo::running(RUNNING_VERSION, None));
+        };
+        log::info!(
+            "shell: the command in {} was started by an earlier round (pid {pid}); adopting it instead of starting it again",
+            files.work_dir.display()
+        );
+        let state = ShellState::adopted(files, pid);
+        ctx.plugin_state_writer().put(STATE_VERSION, &state)?;
+        if held {
+            self.poll(ctx, &state)
+        } else {
+            // Whatever has that pid now, it is not the wrapper (which would hold the lock).
+            self.poll_with(ctx, &state, Leader::Gone)
+        }
+    }
+
     fn poll(&self, ctx: &dyn TaskExecutionContext, state: &ShellState) -> Result<PhaseInfo> {
         let files = state.files();
         if let Some(code) = read_exit_code(&files.exit_code) {
             return self.finish(ctx, state, code);
         }
-        match process::leader(state.pid, state.start_ticks) {
+        self.poll_with(ctx, state, process::leader(state.pid, state.start_ticks))
+    }
+
+    /// [`Shell::poll`] once what became of the wrapper is known.
+    fn poll_with(&self, ctx: &dyn TaskExecutionContext, state: &ShellState, leader: Leader) -> Result<PhaseInfo> {
+        let files = state.files();
+        match leader {
             Leader::Alive => Ok(PhaseInfo::running(RUNNING_VERSION, Some(running_info(state)))),
             gone => {
                 // It may have written its status just before it exited.
                 if let Some(code) = read_exit_code(&files.exit_code) {
                     return self.finish(ctx, state, code);
+                }
+                if let Some(e) = lost_write(&files) {
+                    return Err(e);
                 }
                 let how = if gone == Leader::Reused {
                     "its pid now belongs to another process"
@@ -570,7 +821,13 @@ pub fn entry() -> PluginEntry {
     PluginEntry {
         id: "shell".into(),
         registered_task_types: vec!["shell".into()],
-        load_plugin: PluginLoader::new(|_setup| Ok(Box::new(Shell))),
+        load_plugin: PluginLoader::new(|_setup| {
+            let run_as = RunAs::from_env().map_err(|m| PluginError::user("BadConfig", m))?;
+            if let Some(user) = &run_as {
+                log::info!("shell: commands run as user {} (uid {})", user.name, user.uid);
+            }
+            Ok(Box::new(Shell::new(run_as)))
+        }),
         is_default: false,
     }
 }

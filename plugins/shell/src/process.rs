@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
+use std::os::fd::RawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -13,6 +14,7 @@ use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 
 use crate::quote;
+use crate::run_as::RunAs;
 
 /// Variables passed from the daemon's environment to the command (when
 /// set); everything else comes from the task's `container.env`.
@@ -38,6 +40,11 @@ pub struct Files {
     pub exit_code_tmp: PathBuf,
     /// The wrapper shell's own error output.
     pub wrapper_log: PathBuf,
+    /// The wrapper's pid, written (by rename) by the wrapper itself before
+    /// it runs the command.
+    pub pid: PathBuf,
+    /// Held (`flock`) by the wrapper for as long as it runs.
+    pub lock: PathBuf,
 }
 
 impl Files {
@@ -50,9 +57,17 @@ impl Files {
             exit_code: work_dir.join("exit_code"),
             exit_code_tmp: work_dir.join("exit_code.tmp"),
             wrapper_log: work_dir.join("wrapper.log"),
+            pid: work_dir.join("pid"),
+            lock: work_dir.join("lock"),
         }
     }
 }
+
+/// The descriptor number the wrapper holds the lock on (closed for the command).
+pub const LOCK_FD: RawFd = 9;
+
+/// The exit status of a wrapper that could not record its pid.
+pub const PID_WRITE_FAILED: i32 = 125;
 
 /// `mv` by absolute path when it can be found, so that a task's own `PATH`
 /// cannot break the wrapper.
@@ -63,19 +78,37 @@ fn mv_program() -> &'static str {
         .unwrap_or("mv")
 }
 
-/// The `/bin/sh -c` script that runs `argv` in a subshell with its output
-/// redirected, then records its exit status in `files.exit_code`.
-pub fn wrapper_script(argv: &[String], files: &Files) -> String {
-    let q = |p: &Path| quote::quote(&p.to_string_lossy());
+/// The `/bin/sh -c` script, run in the working directory: it records its
+/// own pid in `pid` (and runs nothing if it cannot), runs `argv` in a
+/// subshell with its output redirected and without the lock descriptor,
+/// then records the exit status in `exit_code`. Paths are relative to the
+/// working directory, so a command run as another user needs no access to
+/// the directories above it.
+pub fn wrapper_script(argv: &[String]) -> String {
     format!(
-        "( {cmd} ) </dev/null >{out} 2>{err}; echo $? >{tmp} && {mv} -f {tmp} {code}",
+        "echo $$ >pid.tmp && {mv} -f pid.tmp pid || exit {PID_WRITE_FAILED}; \
+         ( {cmd} ) {LOCK_FD}>&- </dev/null >stdout 2>stderr; \
+         echo $? >exit_code.tmp && {mv} -f exit_code.tmp exit_code",
         cmd = quote::join(argv),
-        out = q(&files.stdout),
-        err = q(&files.stderr),
-        tmp = q(&files.exit_code_tmp),
         mv = mv_program(),
-        code = q(&files.exit_code),
     )
+}
+
+/// Tries to take an exclusive `flock` on `file` without waiting: `false`
+/// when another open description of it holds one (a running wrapper).
+pub fn try_lock(file: &File) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor this function borrows.
+    let r = unsafe { nix::libc::flock(file.as_raw_fd(), nix::libc::LOCK_EX | nix::libc::LOCK_NB) };
+    if r == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(nix::libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
 }
 
 /// What [`spawn`] started.
@@ -90,11 +123,23 @@ pub struct Started {
 /// Starts `argv` through the wrapper in its own process group, without
 /// waiting for it. A detached thread reaps the child so it never lingers as
 /// a zombie of this process.
-pub fn spawn(argv: &[String], env: &BTreeMap<String, String>, files: &Files) -> io::Result<Started> {
+///
+/// `lock_fd` (an open descriptor of `files.lock` this process holds an
+/// exclusive `flock` on) becomes the wrapper's descriptor [`LOCK_FD`], so
+/// the lock is held for as long as the wrapper runs. With `run_as` the
+/// wrapper runs as that user (groups, group, user set after the change of
+/// directory, before `/bin/sh` starts) with its `HOME`, `USER` and `LOGNAME`.
+pub fn spawn(
+    argv: &[String],
+    env: &BTreeMap<String, String>,
+    files: &Files,
+    lock_fd: Option<RawFd>,
+    run_as: Option<&RunAs>,
+) -> io::Result<Started> {
     let wrapper_log = File::create(&files.wrapper_log)?;
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c")
-        .arg(wrapper_script(argv, files))
+        .arg(wrapper_script(argv))
         .current_dir(&files.work_dir)
         .env_clear()
         .stdin(Stdio::null())
@@ -108,7 +153,54 @@ pub fn spawn(argv: &[String], env: &BTreeMap<String, String>, files: &Files) -> 
             cmd.env(key, DEFAULT_PATH);
         }
     }
+    if let Some(user) = run_as {
+        cmd.env("HOME", &user.home)
+            .env("USER", &user.name)
+            .env("LOGNAME", &user.name);
+    }
     cmd.envs(env);
+    let ids = run_as.filter(|u| u.switches()).map(|u| {
+        (
+            u.uid,
+            u.gid,
+            u.groups.iter().map(|g| *g as nix::libc::gid_t).collect::<Vec<_>>(),
+        )
+    });
+    // SAFETY: the closure runs between fork and exec and makes only
+    // async-signal-safe system calls on data prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            use nix::libc;
+            if let Some(fd) = lock_fd {
+                let ok = if fd == LOCK_FD {
+                    libc::fcntl(fd, libc::F_SETFD, 0) == 0
+                } else {
+                    libc::dup2(fd, LOCK_FD) == LOCK_FD
+                };
+                if !ok {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            // Capabilities the daemon was given to switch users (systemd's
+            // AmbientCapabilities) must not reach the command.
+            let _ = libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+                0,
+                0,
+                0,
+            );
+            if let Some((uid, gid, groups)) = &ids {
+                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                    || libc::setgid(*gid) != 0
+                    || libc::setuid(*uid) != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
     let mut child = cmd.spawn()?;
     let pid = child.id();
     let started = Started {
@@ -294,13 +386,13 @@ mod tests {
     }
 
     #[test]
-    fn the_script_quotes_the_command_and_the_paths() {
-        let files = Files::in_dir(Path::new("/tmp/with space"));
-        let s = wrapper_script(&["echo".into(), "a'b".into()], &files);
-        assert!(s.starts_with(r"( 'echo' 'a'\''b' ) </dev/null >'/tmp/with space/stdout' 2>'/tmp/with space/stderr';"));
+    fn the_script_quotes_the_command_and_records_pid_then_status() {
+        let s = wrapper_script(&["echo".into(), "a'b".into()]);
+        assert!(s.starts_with("echo $$ >pid.tmp && "), "{s}");
         assert!(
-            s.ends_with("'/tmp/with space/exit_code.tmp' '/tmp/with space/exit_code'"),
+            s.contains(r"( 'echo' 'a'\''b' ) 9>&- </dev/null >stdout 2>stderr;"),
             "{s}"
         );
+        assert!(s.ends_with("-f exit_code.tmp exit_code"), "{s}");
     }
 }

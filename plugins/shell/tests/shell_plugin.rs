@@ -92,13 +92,13 @@ fn echo_of_a_rendered_input_succeeds_with_exit_code_and_stdout() {
         template(&["echo"], &["hello,", "{{ .Inputs.name }}", "it's", "$HOME"], &[]),
     )
     .with_input("name", Literal::String("kozmo & co".into()));
-    let first = Shell.handle(&ctx).unwrap().into_info();
+    let first = Shell::default().handle(&ctx).unwrap().into_info();
     assert_eq!((first.phase(), first.version()), (Phase::RUNNING, 1));
     let names: Vec<&str> = first.info().unwrap().logs.iter().map(|l| l.name.as_str()).collect();
     assert_eq!(names, ["stdout", "stderr"]);
     ctx.next_round();
 
-    let end = run_to_end(&Shell, &ctx);
+    let end = run_to_end(&Shell::default(), &ctx);
     assert_eq!(end.phase(), Phase::SUCCESS, "{end}");
     let outputs = ctx.outputs().unwrap();
     assert_eq!(outputs["exit_code"], Literal::Integer(0));
@@ -131,7 +131,7 @@ fn non_zero_exit_is_a_retryable_user_failure_with_the_stderr_tail() {
         raw.path(),
         template(&["sh", "-c"], &["echo first >&2; echo 'it broke' >&2; exit 3"], &[]),
     );
-    let end = run_to_end(&Shell, &ctx);
+    let end = run_to_end(&Shell::default(), &ctx);
     assert_eq!(end.phase(), Phase::RETRYABLE_FAILURE, "{end}");
     let err = end.err().unwrap();
     assert_eq!(err.code, "NonZeroExit");
@@ -149,7 +149,7 @@ fn shell_builtins_cannot_escape_the_wrapper() {
     // `exit 4` as the command itself must still record status 4.
     let raw = raw_dir();
     let ctx = ctx_in(raw.path(), template(&["exit"], &["4"], &[]));
-    let end = run_to_end(&Shell, &ctx);
+    let end = run_to_end(&Shell::default(), &ctx);
     assert_eq!(end.err().map(|e| e.code.as_str()), Some("NonZeroExit"));
     assert!(end.err().unwrap().message.contains("status 4"), "{end}");
 }
@@ -158,7 +158,7 @@ fn shell_builtins_cannot_escape_the_wrapper() {
 fn a_missing_program_fails_with_status_127() {
     let raw = raw_dir();
     let ctx = ctx_in(raw.path(), template(&["kozmo-no-such-program-xyz"], &[], &[]));
-    let end = run_to_end(&Shell, &ctx);
+    let end = run_to_end(&Shell::default(), &ctx);
     assert_eq!(end.phase(), Phase::RETRYABLE_FAILURE);
     assert!(end.err().unwrap().message.contains("status 127"), "{end}");
 }
@@ -180,7 +180,7 @@ fn environment_is_the_tasks_not_the_daemons() {
             &[("GREETING", "hi there")],
         ),
     );
-    let end = run_to_end(&Shell, &ctx);
+    let end = run_to_end(&Shell::default(), &ctx);
     assert_eq!(end.phase(), Phase::SUCCESS, "{end}");
     let state = state_of(&ctx);
     let cwd = std::fs::canonicalize(&state.work_dir).unwrap();
@@ -196,14 +196,14 @@ fn handle_does_not_block_and_abort_stops_the_task() {
     let ctx = ctx_in(raw.path(), template(&["sleep"], &["{{ .Inputs.seconds }}"], &[]))
         .with_input("seconds", Literal::Integer(5));
     let started = Instant::now();
-    let first = Shell.handle(&ctx).unwrap().into_info();
+    let first = Shell::default().handle(&ctx).unwrap().into_info();
     assert_eq!(first.phase(), Phase::RUNNING);
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "handle waited for the command"
     );
     ctx.next_round();
-    let second = Shell.handle(&ctx).unwrap().into_info();
+    let second = Shell::default().handle(&ctx).unwrap().into_info();
     assert_eq!(
         (second.phase(), second.version()),
         (Phase::RUNNING, 1),
@@ -211,16 +211,16 @@ fn handle_does_not_block_and_abort_stops_the_task() {
     );
     assert_eq!(ctx.pending_state(), None, "no new state while running");
 
-    Shell.abort(&ctx).unwrap();
-    Shell.abort(&ctx).unwrap(); // idempotent
+    Shell::default().abort(&ctx).unwrap();
+    Shell::default().abort(&ctx).unwrap(); // idempotent
     let state = state_of(&ctx);
     wait_for("the wrapper to end", Duration::from_secs(5), || {
         kozmo_plugin_shell::process::leader(state.pid, state.start_ticks) != kozmo_plugin_shell::process::Leader::Alive
     });
-    let after = Shell.handle(&ctx).unwrap().into_info();
+    let after = Shell::default().handle(&ctx).unwrap().into_info();
     assert_ne!(after.phase(), Phase::SUCCESS, "{after}");
     assert!(after.phase().is_failure(), "{after}");
-    Shell.finalize(&ctx).unwrap();
+    Shell::default().finalize(&ctx).unwrap();
 }
 
 #[cfg(target_os = "linux")]
@@ -228,7 +228,7 @@ fn handle_does_not_block_and_abort_stops_the_task() {
 fn abort_kills_the_whole_process_group() {
     let raw = raw_dir();
     let ctx = ctx_in(raw.path(), template(&["sh", "-c", "sleep 30 & sleep 30"], &[], &[]));
-    assert_eq!(Shell.handle(&ctx).unwrap().info().phase(), Phase::RUNNING);
+    assert_eq!(Shell::default().handle(&ctx).unwrap().info().phase(), Phase::RUNNING);
     ctx.next_round();
     let state = state_of(&ctx);
     // wrapper sh, subshell/inner sh, two sleeps (some shells exec the last command).
@@ -237,7 +237,7 @@ fn abort_kills_the_whole_process_group() {
     });
     let members = live_members(state.pgid);
     let begun = Instant::now();
-    Shell.abort(&ctx).unwrap();
+    Shell::default().abort(&ctx).unwrap();
     assert!(begun.elapsed() < Duration::from_secs(2), "abort blocked");
     wait_for("every process of the group to end", Duration::from_secs(5), || {
         live_members(state.pgid).is_empty()
@@ -246,7 +246,7 @@ fn abort_kills_the_whole_process_group() {
         let alive = kozmo_plugin_shell::process::proc_stat(pid).is_some_and(|s| !matches!(s.state, 'Z' | 'X'));
         assert!(!alive, "pid {pid} survived the abort");
     }
-    let after = Shell.handle(&ctx).unwrap().into_info();
+    let after = Shell::default().handle(&ctx).unwrap().into_info();
     assert_ne!(after.phase(), Phase::SUCCESS);
 }
 
@@ -257,13 +257,13 @@ fn abort_escalates_to_sigkill_after_the_grace_period() {
     let mut t = template(&["sh", "-c", "trap '' TERM; sleep 30 & sleep 30"], &[], &[]);
     t.custom = serde_json::json!({"timeout_kill_grace_ms": 1500});
     let ctx = ctx_in(raw.path(), t);
-    Shell.handle(&ctx).unwrap();
+    Shell::default().handle(&ctx).unwrap();
     ctx.next_round();
     let state = state_of(&ctx);
     wait_for("the command to start", Duration::from_secs(5), || {
         live_members(state.pgid).len() >= 3
     });
-    Shell.abort(&ctx).unwrap();
+    Shell::default().abort(&ctx).unwrap();
     assert!(
         !live_members(state.pgid).is_empty(),
         "SIGTERM is ignored: the sleeps must outlive it until the grace period ends"
@@ -279,7 +279,7 @@ fn a_restarted_daemon_finds_the_result_of_a_command_started_before() {
     let t = template(&["sh", "-c", "sleep 0.3; echo survived"], &[], &[]);
     let before = ctx_in(raw.path(), t.clone());
     {
-        let plugin: Box<dyn Plugin> = Box::new(Shell);
+        let plugin: Box<dyn Plugin> = Box::new(Shell::default());
         assert_eq!(plugin.handle(&before).unwrap().info().phase(), Phase::RUNNING);
         before.next_round();
     } // the first plugin instance is gone
@@ -291,7 +291,7 @@ fn a_restarted_daemon_finds_the_result_of_a_command_started_before() {
 
     // A new daemon: new plugin instance, new context restored from the persisted state.
     let after = ctx_in(raw.path(), t).with_state(version, bytes.unwrap());
-    let plugin: Box<dyn Plugin> = Box::new(Shell);
+    let plugin: Box<dyn Plugin> = Box::new(Shell::default());
     let end = plugin.handle(&after).unwrap().into_info();
     assert_eq!(end.phase(), Phase::SUCCESS, "{end}");
     assert_eq!(after.outputs().unwrap()["stdout"], Literal::String("survived".into()));
@@ -301,9 +301,12 @@ fn a_restarted_daemon_finds_the_result_of_a_command_started_before() {
 fn a_process_killed_from_outside_is_reported_as_vanished() {
     let raw = raw_dir();
     let ctx = ctx_in(raw.path(), template(&["sleep"], &["30"], &[]));
-    Shell.handle(&ctx).unwrap();
+    Shell::default().handle(&ctx).unwrap();
     ctx.next_round();
     let state = state_of(&ctx);
+    wait_for("the wrapper's pid file", Duration::from_secs(10), || {
+        Path::new(&state.work_dir).join("pid").exists()
+    });
     let status = std::process::Command::new("kill")
         .args(["-KILL", "--", &format!("-{}", state.pgid)])
         .status()
@@ -312,7 +315,7 @@ fn a_process_killed_from_outside_is_reported_as_vanished() {
     wait_for("the wrapper to end", Duration::from_secs(5), || {
         kozmo_plugin_shell::process::leader(state.pid, state.start_ticks) != kozmo_plugin_shell::process::Leader::Alive
     });
-    let end = Shell.handle(&ctx).unwrap().into_info();
+    let end = Shell::default().handle(&ctx).unwrap().into_info();
     assert_eq!(end.phase(), Phase::RETRYABLE_FAILURE, "{end}");
     let err = end.err().unwrap();
     assert_eq!((err.code.as_str(), err.kind), ("ProcessVanished", ErrorKind::System));
@@ -323,7 +326,7 @@ fn template_errors_fail_permanently_without_starting_anything() {
     let raw = raw_dir();
     let ctx = ctx_in(raw.path(), template(&["echo"], &["{{ .Inputs.missing }}"], &[]))
         .with_input("other", Literal::Integer(1));
-    let info = Shell.handle(&ctx).unwrap().into_info();
+    let info = Shell::default().handle(&ctx).unwrap().into_info();
     assert_eq!(info.phase(), Phase::PERMANENT_FAILURE);
     let err = info.err().unwrap();
     assert_eq!((err.code.as_str(), err.kind), ("TemplateError", ErrorKind::User));
@@ -350,7 +353,7 @@ fn missing_command_and_bad_config_fail_permanently() {
             ..TaskTemplate::default()
         },
     );
-    let info = Shell.handle(&no_container).unwrap().into_info();
+    let info = Shell::default().handle(&no_container).unwrap().into_info();
     assert_eq!(
         (info.phase(), info.err().unwrap().code.as_str()),
         (Phase::PERMANENT_FAILURE, "NoCommand")
@@ -358,14 +361,14 @@ fn missing_command_and_bad_config_fail_permanently() {
 
     let mut t = template(&["true"], &[], &[]);
     t.custom = serde_json::json!({"timeout_kill_grace": 5});
-    let info = Shell.handle(&ctx_in(raw.path(), t)).unwrap().into_info();
+    let info = Shell::default().handle(&ctx_in(raw.path(), t)).unwrap().into_info();
     assert_eq!(
         (info.phase(), info.err().unwrap().code.as_str()),
         (Phase::PERMANENT_FAILURE, "BadConfig")
     );
     assert!(info.err().unwrap().message.contains("timeout_kill_grace"));
 
-    let info = Shell
+    let info = Shell::default()
         .handle(&ctx_in(raw.path(), template(&["echo", "a\0b"], &[], &[])))
         .unwrap()
         .into_info();
@@ -375,8 +378,8 @@ fn missing_command_and_bad_config_fail_permanently() {
 #[test]
 fn abort_and_finalize_before_any_round_do_nothing() {
     let ctx = TestTaskContext::new();
-    Shell.abort(&ctx).unwrap();
-    Shell.finalize(&ctx).unwrap();
+    Shell::default().abort(&ctx).unwrap();
+    Shell::default().finalize(&ctx).unwrap();
     assert_eq!(ctx.pending_state(), None, "no state written");
     assert!(ctx.outputs().is_none() && ctx.error_document().is_none());
     assert!(ctx.events().is_empty());
@@ -386,7 +389,7 @@ fn abort_and_finalize_before_any_round_do_nothing() {
 fn a_non_local_raw_prefix_puts_the_files_in_the_temp_dir() {
     // TestTaskContext's raw output prefix is `mem://raw/...`.
     let ctx = TestTaskContext::new().with_template(template(&["echo"], &["{{ .RawOutputDataPrefix }}"], &[]));
-    let end = run_to_end(&Shell, &ctx);
+    let end = run_to_end(&Shell::default(), &ctx);
     assert_eq!(end.phase(), Phase::SUCCESS, "{end}");
     let state = state_of(&ctx);
     let work_dir = PathBuf::from(&state.work_dir);
@@ -468,7 +471,7 @@ fn run_example(name: &str) -> (PhaseInfo, TestTaskContext) {
     let (template, inputs) = example(name);
     let mut ctx = ctx_in(raw.path(), template);
     ctx.inputs = inputs;
-    let end = run_to_end(&Shell, &ctx);
+    let end = run_to_end(&Shell::default(), &ctx);
     (end, ctx)
 }
 
@@ -496,11 +499,149 @@ fn the_examples_reach_their_documented_ends() {
     let (template, inputs) = example("shell-sleep");
     let mut ctx = ctx_in(raw.path(), template);
     ctx.inputs = inputs;
-    assert_eq!(Shell.handle(&ctx).unwrap().info().phase(), Phase::RUNNING);
+    assert_eq!(Shell::default().handle(&ctx).unwrap().info().phase(), Phase::RUNNING);
     ctx.next_round();
     let state = state_of(&ctx);
     wait_for("the first line", Duration::from_secs(5), || {
         std::fs::read_to_string(&state.stdout_path).is_ok_and(|s| s == "started\n")
     });
-    Shell.abort(&ctx).unwrap();
+    Shell::default().abort(&ctx).unwrap();
+}
+
+#[test]
+fn an_input_templated_into_a_script_runs_as_code_but_a_positional_argument_does_not() {
+    let evil = Literal::String("hi; touch pwned".into());
+    // UNSAFE: the input becomes part of the script `sh -c` parses.
+    let raw = raw_dir();
+    let ctx =
+        ctx_in(raw.path(), template(&["sh", "-c", "echo {{ .Inputs.x }}"], &[], &[])).with_input("x", evil.clone());
+    let end = run_to_end(&Shell::default(), &ctx);
+    assert_eq!(end.phase(), Phase::SUCCESS, "{end}");
+    let work_dir = PathBuf::from(state_of(&ctx).work_dir);
+    assert!(work_dir.join("pwned").exists(), "the templated `touch` ran");
+    assert_eq!(ctx.outputs().unwrap()["stdout"], Literal::String("hi".into()));
+
+    // Safe: the input is $1, one word whatever it contains.
+    let raw = raw_dir();
+    let ctx = ctx_in(
+        raw.path(),
+        template(&["sh", "-c", "echo \"$1\"", "sh"], &["{{ .Inputs.x }}"], &[]),
+    )
+    .with_input("x", evil);
+    let end = run_to_end(&Shell::default(), &ctx);
+    assert_eq!(end.phase(), Phase::SUCCESS, "{end}");
+    let work_dir = PathBuf::from(state_of(&ctx).work_dir);
+    assert!(!work_dir.join("pwned").exists(), "nothing ran");
+    assert_eq!(
+        ctx.outputs().unwrap()["stdout"],
+        Literal::String("hi; touch pwned".into())
+    );
+}
+
+#[test]
+fn the_work_dir_is_the_same_in_every_round_and_process() {
+    let raw = raw_dir();
+    let prefix = raw.path().to_string_lossy().into_owned();
+    let a = kozmo_plugin_shell::work_dir_for(&prefix, "name-n0-0", "id");
+    assert_eq!(a, raw.path().join("shell"));
+    assert_eq!(a, kozmo_plugin_shell::work_dir_for(&prefix, "name-n0-0", "id"));
+    let b = kozmo_plugin_shell::work_dir_for("mem://raw/x", "name-n0-0", "id-1");
+    assert_eq!(b, kozmo_plugin_shell::work_dir_for("mem://raw/x", "name-n0-0", "id-1"));
+    assert_ne!(b, kozmo_plugin_shell::work_dir_for("mem://raw/x", "name-n0-0", "id-2"));
+}
+
+/// A round whose state was lost (the daemon died before committing it):
+/// a fresh context on the same raw output prefix, without plugin state.
+#[test]
+fn a_lost_round_adopts_the_running_command_instead_of_starting_it_again() {
+    let raw = raw_dir();
+    let ledger = raw.path().join("ledger");
+    let t = template(
+        &["sh", "-c", "echo ran >> \"$1\"; sleep 0.5; echo finished", "sh"],
+        &[ledger.to_str().unwrap()],
+        &[],
+    );
+    let first = ctx_in(raw.path(), t.clone());
+    assert_eq!(Shell::default().handle(&first).unwrap().info().phase(), Phase::RUNNING);
+    first.next_round();
+    let started = state_of(&first);
+    wait_for("the wrapper's pid file", Duration::from_secs(10), || {
+        Path::new(&started.work_dir).join("pid").exists()
+    });
+
+    let again = ctx_in(raw.path(), t.clone());
+    let info = Shell::default().handle(&again).unwrap().into_info();
+    assert_eq!(info.phase(), Phase::RUNNING, "{info}");
+    again.next_round();
+    let adopted = state_of(&again);
+    assert_eq!(
+        (adopted.pid, adopted.work_dir.as_str()),
+        (started.pid, started.work_dir.as_str())
+    );
+    let end = run_to_end(&Shell::default(), &again);
+    assert_eq!(end.phase(), Phase::SUCCESS, "{end}");
+    assert_eq!(again.outputs().unwrap()["stdout"], Literal::String("finished".into()));
+
+    // Lost again after the end: the result is adopted, nothing reruns.
+    let late = ctx_in(raw.path(), t);
+    let end = Shell::default().handle(&late).unwrap().into_info();
+    assert_eq!(end.phase(), Phase::SUCCESS, "{end}");
+    assert_eq!(
+        std::fs::read_to_string(&ledger).unwrap(),
+        "ran\n",
+        "the command ran once"
+    );
+}
+
+#[test]
+fn a_lost_round_whose_wrapper_died_without_a_status_is_not_started_again() {
+    let raw = raw_dir();
+    let t = template(&["sleep"], &["30"], &[]);
+    let first = ctx_in(raw.path(), t.clone());
+    Shell::default().handle(&first).unwrap();
+    first.next_round();
+    let state = state_of(&first);
+    wait_for("the wrapper's pid file", Duration::from_secs(10), || {
+        Path::new(&state.work_dir).join("pid").exists()
+    });
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", state.pgid)])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_for("the wrapper to end", Duration::from_secs(5), || {
+        kozmo_plugin_shell::process::leader(state.pid, state.start_ticks) != kozmo_plugin_shell::process::Leader::Alive
+    });
+    let again = ctx_in(raw.path(), t);
+    let end = Shell::default().handle(&again).unwrap().into_info();
+    assert_eq!(end.phase(), Phase::RETRYABLE_FAILURE, "{end}");
+    assert_eq!(end.err().unwrap().code, "ProcessVanished");
+    again.next_round();
+    assert_eq!(state_of(&again).pid, state.pid, "no new process");
+}
+
+#[test]
+fn a_status_the_wrapper_cannot_write_is_a_handler_error_not_a_silent_running() {
+    let raw = raw_dir();
+    // Every write to exit_code.tmp fails with ENOSPC, as on a full disk.
+    let work_dir = raw.path().join("shell");
+    std::fs::create_dir_all(&work_dir).unwrap();
+    std::os::unix::fs::symlink("/dev/full", work_dir.join("exit_code.tmp")).unwrap();
+    let ctx = ctx_in(raw.path(), template(&["true"], &[], &[]));
+    assert_eq!(Shell::default().handle(&ctx).unwrap().info().phase(), Phase::RUNNING);
+    ctx.next_round();
+    let state = state_of(&ctx);
+    wait_for("the wrapper to end", Duration::from_secs(10), || {
+        kozmo_plugin_shell::process::leader(state.pid, state.start_ticks) != kozmo_plugin_shell::process::Leader::Alive
+    });
+    let err = match Shell::default().handle(&ctx) {
+        Ok(t) => panic!("a handler error expected, got {}", t.into_info()),
+        Err(e) => e,
+    };
+    assert_eq!(err.code, "ShellWriteFailed");
+    assert!(
+        err.message.contains("exit status") && err.message.contains("disk full"),
+        "{}",
+        err.message
+    );
 }

@@ -110,15 +110,22 @@ pub fn requested_seconds(inputs: &LiteralMap, custom: &serde_json::Value) -> std
     Ok(seconds)
 }
 
-/// Parses the quota secret: a positive integer.
+/// Parses the quota secret: a positive integer. The error describes what
+/// is wrong with the value without quoting it: it is a secret.
 pub fn parse_quota(text: &str) -> Result<i64> {
-    match text.trim().parse::<i64>() {
-        Ok(q) if q > 0 => Ok(q),
-        _ => Err(PluginError::user(
-            "BadQuota",
-            format!("secret {QUOTA_SECRET} must be a positive integer (the number of concurrent sleeps), got {text:?}"),
-        )),
-    }
+    let what = match text.trim().parse::<i64>() {
+        Ok(q) if q > 0 => return Ok(q),
+        Ok(_) => "zero or negative".to_string(),
+        Err(_) if text.trim().is_empty() => "empty".to_string(),
+        Err(_) => format!("not an integer ({} characters)", text.trim().chars().count()),
+    };
+    Err(PluginError::user(
+        "BadQuota",
+        format!(
+            "secret {QUOTA_SECRET} must be a positive integer (the number of concurrent sleeps); \
+             its value is {what} (the value itself is not shown: it is a secret)"
+        ),
+    ))
 }
 
 /// Sleeps across rounds while holding a quota slot (see the crate docs).

@@ -124,11 +124,14 @@ fn the_quota_comes_from_the_secret_when_present() {
     let plugin = SleepQuota::load(&setup).unwrap();
     assert_eq!(plugin.quota(), 5);
     assert_eq!(setup.quotas(), [(NAMESPACE.to_string(), 5)]);
-    for bad in ["0", "-1", "two", ""] {
+    for bad in ["0", "-1", "two", "", "hunter2"] {
         let setup = TestSetupContext::new().with_secret("SLEEP_QUOTA", bad);
         let err = load_plugin(&setup, &entry()).err().expect(bad);
         assert_eq!(err.code, "BadQuota", "{bad}");
         assert!(err.message.contains("SLEEP_QUOTA"), "{}", err.message);
+        if !bad.is_empty() {
+            assert!(!err.message.contains(bad), "the secret's value leaks: {}", err.message);
+        }
         assert!(setup.quotas().is_empty(), "nothing registered for {bad:?}");
     }
 }

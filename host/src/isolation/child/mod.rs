@@ -68,6 +68,12 @@ fn level(n: usize) -> log::LevelFilter {
 
 /// Runs the child; returns when the daemon closes the control connection.
 pub fn run(args: ChildArgs) -> ExitCode {
+    // Secrets pass through this process's memory: closed to other
+    // processes of the same user, as the daemon's is.
+    if let Err(e) = crate::startup_secrets::set_non_dumpable() {
+        eprintln!("plugin host {}: {e}", args.label);
+        return ExitCode::from(2);
+    }
     // SAFETY: the daemon passes this descriptor for us alone (spawn.rs).
     let socket = unsafe { UnixStream::from_raw_fd(args.control_fd) };
     let writer = match socket.try_clone() {
