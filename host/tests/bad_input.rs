@@ -242,3 +242,20 @@ fn connections_over_the_cap_are_closed_at_once_and_the_daemon_recovers() {
     assert!(d.log_text().contains("http_max_connections"), "{}", d.log_text());
     assert_healthy(&d);
 }
+
+#[test]
+fn the_token_is_checked_before_any_body_is_read() {
+    let root = tempfile::tempdir().unwrap();
+    let d = Daemon::start(root.path(), &["kozmo-plugin-echo"], &["--api-token", "t0k3n-for-test"]);
+    let mut s = TcpStream::connect(addr(&d)).unwrap();
+    // Headers of a huge body that never comes: the answer must not wait
+    // for it (the body deadline is 30 s; the read below gives up at 10).
+    s.write_all(b"POST /v1/executions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\n\r\n")
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).expect("an answer before the body");
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(answer.contains("unauthorized"), "{answer}");
+}

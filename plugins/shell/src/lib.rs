@@ -52,7 +52,8 @@
 //!   set, then `container.env` on top.
 //! * Standard input is `/dev/null`; the current directory is the attempt's
 //!   working directory (below).
-//! * `custom` (optional): `timeout_kill_grace_ms` (default 2000): on abort,
+//! * `custom` (optional): `timeout_kill_grace_ms` (default 2000, at most
+//!   600000): on abort,
 //!   how long the process group has between SIGTERM and SIGKILL. Unknown
 //!   keys are rejected (`BadConfig`).
 //!
@@ -175,6 +176,10 @@ pub const STDERR_TAIL_LINES: usize = 20;
 /// Default of `timeout_kill_grace_ms`.
 pub const DEFAULT_KILL_GRACE_MS: u64 = 2000;
 
+/// Largest `timeout_kill_grace_ms`: ten minutes (a longer grace would leave
+/// an aborted command's group running for good, in effect).
+pub const MAX_KILL_GRACE_MS: u64 = 600_000;
+
 /// The task's `custom` configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -197,7 +202,16 @@ impl ShellConfig {
         if custom.is_null() {
             return Ok(ShellConfig::default());
         }
-        serde_json::from_value(custom.clone()).map_err(|e| format!("invalid shell task configuration (custom): {e}"))
+        let config: ShellConfig = serde_json::from_value(custom.clone())
+            .map_err(|e| format!("invalid shell task configuration (custom): {e}"))?;
+        if config.timeout_kill_grace_ms > MAX_KILL_GRACE_MS {
+            return Err(format!(
+                "invalid shell task configuration (custom): timeout_kill_grace_ms is {}, at most {MAX_KILL_GRACE_MS} \
+                 (ten minutes) is allowed",
+                config.timeout_kill_grace_ms
+            ));
+        }
+        Ok(config)
     }
 }
 

@@ -368,6 +368,16 @@ fn missing_command_and_bad_config_fail_permanently() {
     );
     assert!(info.err().unwrap().message.contains("timeout_kill_grace"));
 
+    let mut t = template(&["true"], &[], &[]);
+    t.custom = serde_json::json!({"timeout_kill_grace_ms": u64::MAX});
+    let info = Shell::default().handle(&ctx_in(raw.path(), t)).unwrap().into_info();
+    assert_eq!(info.err().unwrap().code, "BadConfig");
+    assert!(
+        info.err().unwrap().message.contains("at most 600000"),
+        "{:?}",
+        info.err()
+    );
+
     let info = Shell::default()
         .handle(&ctx_in(raw.path(), template(&["echo", "a\0b"], &[], &[])))
         .unwrap()
