@@ -166,3 +166,29 @@ fn submit_many_sends_a_jsonl_file_in_batches() {
     assert!(err.contains("line 2: `metadta`"), "{err}");
     assert_eq!(all_ids(&d).len(), 250);
 }
+
+#[test]
+fn a_single_submission_answers_the_view_a_get_shows() {
+    let root = tempfile::tempdir().unwrap();
+    let d = Daemon::start(root.path(), &["kozmo-plugin-echo"], &[]);
+    let body = json!({"type": "echo", "inputs": {"x": 1}, "execution_id": "viewed",
+        "execution": {"node_id": "n7"}});
+    let (status, answered) = d.client.post("/v1/executions", &body).unwrap();
+    assert_eq!(status, 201);
+    let (_, got) = d.client.get("/v1/executions/viewed").unwrap();
+    for field in [
+        "id",
+        "task_type",
+        "generated_name",
+        "created_at",
+        "plugin_id",
+        "attempt",
+    ] {
+        assert_eq!(answered[field], got[field], "{field}: {answered} vs {got}");
+    }
+    assert_eq!(answered["generated_name"], "viewed-n7-0");
+    assert_eq!(answered["phase"], "Queued");
+    // The same body again: 200 with the stored view.
+    let (status, again) = d.client.post("/v1/executions", &body).unwrap();
+    assert_eq!((status, again["id"].as_str()), (200, Some("viewed")));
+}

@@ -122,12 +122,16 @@ impl ExecutionService for DaemonService {
             })?;
         }
         let spec = parse_spec(spec)?;
-        let (id, created) = match self.engine.submit(id, spec).map_err(service_error)? {
+        let (outcome, view) = self.engine.submit_viewed(id, spec).map_err(service_error)?;
+        let (id, created) = match outcome {
             SubmitOutcome::Created(id) => (id, true),
             SubmitOutcome::Existing(id) => (id, false),
         };
-        let execution = execution(self.engine.get(&id).map_err(service_error)?);
-        Ok(Submitted { id, created, execution })
+        Ok(Submitted {
+            id,
+            created,
+            execution: execution(view),
+        })
     }
 
     fn submit_batch(&self, items: Vec<Value>) -> Result<Vec<Result<BatchAccepted, ServiceError>>, ServiceError> {

@@ -755,18 +755,23 @@ impl Core {
 
     fn view(&self, rec: &ExecutionRecord) -> ExecutionView {
         let spec: Option<ExecutionSpec> = serde_json::from_str(&rec.spec_json).ok();
-        let max_len = self
+        let plugin = self
             .sched
             .with_job(&rec.id, |a, _| a.and_then(|a| a.spec.plugin.clone()))
             .flatten()
             .or_else(|| {
                 spec.as_ref()
                     .and_then(|s| self.plugins.resolve(&s.template.task_type).ok())
-            })
-            .map_or(kozmo_interface::DEFAULT_GENERATED_NAME_MAX_LENGTH, |p| {
-                p.properties().effective_generated_name_max_length()
             });
         let node = spec.as_ref().map_or(crate::model::DEFAULT_NODE_ID, |s| s.node_id());
+        self.view_with(rec, plugin.as_ref(), node)
+    }
+
+    /// The view of `rec` whose plugin and node id are known.
+    fn view_with(&self, rec: &ExecutionRecord, plugin: Option<&Arc<dyn Plugin>>, node: &str) -> ExecutionView {
+        let max_len = plugin.map_or(kozmo_interface::DEFAULT_GENERATED_NAME_MAX_LENGTH, |p| {
+            p.properties().effective_generated_name_max_length()
+        });
         let s = &rec.state;
         ExecutionView {
             id: rec.id.clone(),
@@ -838,8 +843,15 @@ impl Core {
         Ok((new, split, plugin))
     }
 
-    /// Tracks a durable new execution and queues it.
-    fn activate(&self, new: NewExecution, spec: SplitSpec, plugin: Option<Arc<dyn Plugin>>) {
+    /// Tracks a durable new execution and queues it; its view first if
+    /// `view` (built from what is in hand: no store read).
+    fn activate(
+        &self,
+        new: NewExecution,
+        spec: SplitSpec,
+        plugin: Option<Arc<dyn Plugin>>,
+        view: bool,
+    ) -> Option<ExecutionView> {
         let rec = ExecutionRecord {
             id: new.id,
             client_id: new.client_id,
@@ -851,8 +863,10 @@ impl Core {
             task: TaskState::default(),
             plugin_id: new.plugin_id,
         };
+        let shown = view.then(|| self.view_with(&rec, plugin.as_ref(), spec.spec.node_id()));
         let shape = lock(&self.shapes).intern(&spec.shared_json, spec.spec, plugin);
         self.sched.add(Active::new(shape, rec, spec.inputs));
+        shown
     }
 }
 
@@ -865,20 +879,54 @@ impl EngineHandle {
             .unwrap_or(Err(EngineError::Invalid("empty batch".into())))
     }
 
+    /// Accepts an execution like [`Self::submit`] and returns its view: a
+    /// new one's is built from the record in hand (no store read), an
+    /// existing one's is read.
+    pub fn submit_viewed(
+        &self,
+        id: Option<String>,
+        spec: ExecutionSpec,
+    ) -> Result<(SubmitOutcome, ExecutionView), EngineError> {
+        let (outcome, view) = self
+            .submit_all(vec![(id, spec)], true)
+            .pop()
+            .unwrap_or(Err(EngineError::Invalid("empty batch".into())))?;
+        match (view, &outcome) {
+            (Some(v), _) => Ok((outcome, v)),
+            (None, SubmitOutcome::Created(id) | SubmitOutcome::Existing(id)) => {
+                let v = self.get(id)?;
+                Ok((outcome, v))
+            }
+        }
+    }
+
     /// Accepts several executions in one durable transaction (one fsync);
     /// one result per item, in order.
     pub fn submit_batch(&self, items: Vec<(Option<String>, ExecutionSpec)>) -> Vec<Result<SubmitOutcome, EngineError>> {
+        self.submit_all(items, false)
+            .into_iter()
+            .map(|r| r.map(|(outcome, _)| outcome))
+            .collect()
+    }
+
+    /// [`Self::submit_batch`], with the views of the new executions if `views`.
+    fn submit_all(
+        &self,
+        items: Vec<(Option<String>, ExecutionSpec)>,
+        views: bool,
+    ) -> Vec<Result<(SubmitOutcome, Option<ExecutionView>), EngineError>> {
         let c = &self.core;
         if c.sched_stopping() {
             return items.iter().map(|_| Err(EngineError::ShuttingDown)).collect();
         }
         let now = now_ms();
-        let mut results: Vec<Result<SubmitOutcome, EngineError>> = Vec::with_capacity(items.len());
+        let mut results: Vec<Result<(SubmitOutcome, Option<ExecutionView>), EngineError>> =
+            Vec::with_capacity(items.len());
         let mut pending = Vec::new();
         for (i, (id, spec)) in items.into_iter().enumerate() {
             match c.prepare(id, spec, now) {
                 Ok(p) => {
-                    results.push(Ok(SubmitOutcome::Created(p.0.id.clone())));
+                    results.push(Ok((SubmitOutcome::Created(p.0.id.clone()), None)));
                     pending.push((i, p));
                 }
                 Err(e) => results.push(Err(e)),
@@ -913,13 +961,15 @@ impl EngineHandle {
         for ((new, (i, spec, plugin)), outcome) in news.into_iter().zip(rest).zip(outcomes) {
             let id = new.id.clone();
             results[i] = match outcome {
-                InsertOutcome::Exists { spec_json } if spec_json == new.spec_json => Ok(SubmitOutcome::Existing(id)),
+                InsertOutcome::Exists { spec_json } if spec_json == new.spec_json => {
+                    Ok((SubmitOutcome::Existing(id), None))
+                }
                 InsertOutcome::Exists { .. } => Err(EngineError::Conflict(format!(
                     "execution [{id}] exists with a different spec"
                 ))),
                 InsertOutcome::Created => {
-                    c.activate(new, spec, Some(plugin));
-                    Ok(SubmitOutcome::Created(id))
+                    let view = c.activate(new, spec, Some(plugin), views);
+                    Ok((SubmitOutcome::Created(id), view))
                 }
             };
         }
