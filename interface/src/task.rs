@@ -139,9 +139,11 @@ mod opt_duration {
             Some(serde_json::Value::String(s)) => parse_seconds(&s),
             Some(_) => None,
         };
-        match secs {
-            Some(s) if s.is_finite() && s >= 0.0 => Ok(Some(Duration::from_secs_f64(s))),
-            _ => Err(D::Error::custom(
+        // `try_from`: seconds beyond what a Duration holds (1e20) are an
+        // error, not a panic.
+        match secs.and_then(|s| Duration::try_from_secs_f64(s).ok()) {
+            Some(d) => Ok(Some(d)),
+            None => Err(D::Error::custom(
                 "timeout: expected seconds (e.g. 90) or a duration like \"90s\", \"5m\", \"2h\", \"250ms\"",
             )),
         }
@@ -191,7 +193,18 @@ mod tests {
             let back: TaskMetadata = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
             assert_eq!(back, m);
         }
-        let err = serde_json::from_str::<TaskMetadata>(r#"{"timeout": "soon"}"#).unwrap_err();
-        assert!(err.to_string().contains("timeout: expected seconds"), "{err}");
+        for bad in [
+            r#""soon""#,
+            "1e20",
+            r#""1e20s""#,
+            r#""99999999999999999h""#,
+            "-1",
+            r#""NaNs""#,
+            r#""infs""#,
+        ] {
+            let json = format!(r#"{{"timeout": {bad}}}"#);
+            let err = serde_json::from_str::<TaskMetadata>(&json).unwrap_err();
+            assert!(err.to_string().contains("timeout: expected seconds"), "{bad}: {err}");
+        }
     }
 }
