@@ -3,7 +3,35 @@
 
 use std::time::Duration;
 
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::Value;
+
+/// What is escaped in one URL path segment: everything but RFC 3986's
+/// unreserved characters, so `/`, `?`, `#`, `%` and spaces in an id stay
+/// inside the segment.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// `s` as one percent-encoded URL path segment (or query value).
+pub fn encode_segment(s: &str) -> String {
+    utf8_percent_encode(s, SEGMENT).to_string()
+}
+
+/// The API path of execution `id` followed by `rest` (`""`, `"/events"`,
+/// `"/outputs"`, `"/abort"`), the id percent-encoded so that whatever it
+/// holds names that execution and nothing else.
+///
+/// `Err` for `.`, `..` and the empty id: URL parsers resolve those
+/// segments (also when encoded), so they cannot be asked for; no execution
+/// has such an id (ids never start with `.`).
+pub fn execution_path(id: &str, rest: &str) -> Result<String, ClientError> {
+    if id.is_empty() || id == "." || id == ".." {
+        return Err(ClientError::BadId {
+            id: id.to_string(),
+            why: "ids are 1-100 characters of [A-Za-z0-9._-], not starting with '.'".into(),
+        });
+    }
+    Ok(format!("/v1/executions/{}{rest}", encode_segment(id)))
+}
 
 /// Where the daemon is and how to authenticate.
 #[derive(Debug, Clone)]
@@ -25,6 +53,14 @@ pub enum ClientError {
         kind: String,
         /// The `detail` field.
         detail: String,
+    },
+    /// An id that cannot be put into a request at all.
+    #[error("[{id}] is not an execution id: {why}")]
+    BadId {
+        /// The id given.
+        id: String,
+        /// Why it cannot be asked for.
+        why: String,
     },
     /// The daemon could not be reached.
     #[error(
@@ -136,6 +172,35 @@ impl Client {
                 base: self.base.clone(),
                 cause: e.to_string(),
             }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_stay_one_path_segment() {
+        assert_eq!(execution_path("run-1.a_b", "").unwrap(), "/v1/executions/run-1.a_b");
+        assert_eq!(
+            execution_path("../../v1/plugins", "/events").unwrap(),
+            "/v1/executions/..%2F..%2Fv1%2Fplugins/events"
+        );
+        assert_eq!(
+            execution_path("a b?c#d%e", "").unwrap(),
+            "/v1/executions/a%20b%3Fc%23d%25e"
+        );
+        assert_eq!(execution_path("é", "").unwrap(), "/v1/executions/%C3%A9");
+        assert_eq!(encode_segment("Running&x=1"), "Running%26x%3D1");
+    }
+
+    #[test]
+    fn dot_segments_are_refused() {
+        for id in ["", ".", ".."] {
+            let e = execution_path(id, "/abort").unwrap_err();
+            assert!(matches!(e, ClientError::BadId { .. }), "{e}");
+            assert!(e.to_string().contains("not an execution id"), "{e}");
         }
     }
 }

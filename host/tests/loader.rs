@@ -47,10 +47,16 @@ fn lib(name: &str) -> PathBuf {
             .collect();
         let abort = kozmo_testkit::build_plugins_with(&["kozmo-plugin-echo"], Some("-C panic=abort"), "abort");
         m.insert("abort-echo".into(), abort[0].clone());
-        // The loader refuses group/world-writable plugins; do not let the
-        // umask of whoever built the fixtures decide the outcome.
+        // The loader refuses group/world-writable plugins and directories
+        // on the way to them; do not let the umask of whoever built the
+        // fixtures decide the outcome (up to the workspace, which is the
+        // checkout's business).
+        let workspace = kozmo_testkit::workspace_root();
         for path in m.values() {
-            for p in [path.as_path(), path.parent().unwrap()] {
+            for p in path
+                .ancestors()
+                .take_while(|p| p.starts_with(&workspace) && *p != workspace)
+            {
                 let mode = std::fs::metadata(p).unwrap().permissions().mode();
                 std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode & !0o022)).unwrap();
             }
@@ -443,6 +449,96 @@ fn a_group_writable_plugin_file_is_refused() {
     let report = load(dir.path()).unwrap_err();
     let m = only_error(&report, ProblemKind::InsecurePermissions, &[&so("second")]);
     assert!(m.contains("writable by group"), "{m}");
+}
+
+/// A directory `open` (mode `mode`) inside a fresh tempdir.
+fn open_dir(t: &tempfile::TempDir, mode: u32) -> PathBuf {
+    let open = t.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(mode)).unwrap();
+    open
+}
+
+#[test]
+fn a_plugin_directory_inside_a_world_writable_parent_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let open = open_dir(&t, 0o777);
+    let plugins = open.join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    std::fs::set_permissions(&plugins, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink(lib("echo"), plugins.join(so("echo"))).unwrap();
+    let report = load(&plugins).unwrap_err();
+    let m = only_error(&report, ProblemKind::InsecurePermissions, &["open", "plugins"]);
+    for part in [
+        "directory",
+        "mode 777",
+        "owner uid",
+        "writable by group and others",
+        "not sticky",
+        "chmod go-w",
+    ] {
+        assert!(m.contains(part), "{part}: {m}");
+    }
+    assert!(report.loaded.is_empty(), "nothing is opened");
+
+    let (code, out, err) = kozmo(&["plugins", "list", "--dir", path_str(&plugins)]);
+    assert_ne!(code, 0, "{out}\n{err}");
+    let all = format!("{out}{err}");
+    assert!(
+        all.lines()
+            .any(|l| l.starts_with("error[insecure-permissions]: ") && l.contains("mode 777")),
+        "{all}"
+    );
+}
+
+#[test]
+fn a_symlink_into_a_subdirectory_of_a_world_writable_directory_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let open = open_dir(&t, 0o777);
+    let sub = open.join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o755)).unwrap();
+    copy_into(&sub, "echo", "echo");
+    let dir = dir_with(&[]);
+    let link = dir.path().join(so("echo"));
+    std::os::unix::fs::symlink(sub.join(so("echo")), &link).unwrap();
+    let report = load(dir.path()).unwrap_err();
+    let m = only_error(&report, ProblemKind::InsecurePermissions, &[&so("echo"), "open"]);
+    assert!(m.contains("mode 777") && m.contains("not sticky"), "{m}");
+
+    // `kozmo plugins check` on the link and on the file itself.
+    for file in [&link, &sub.join(so("echo"))] {
+        let (code, out, err) = kozmo(&["plugins", "check", path_str(file)]);
+        assert_eq!(code, 1, "{out}\n{err}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 1, "{out}");
+        assert!(
+            lines[0].starts_with("error[insecure-permissions]: ") && lines[0].contains(path_str(&open)),
+            "{}",
+            lines[0]
+        );
+    }
+    // Made safe, the same layout loads.
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(load(dir.path()).unwrap_or_else(|r| panic!("{r}")).infos().len(), 1);
+}
+
+#[test]
+fn a_sticky_world_writable_ancestor_with_our_directory_below_loads() {
+    // The usual tempdir layout: /tmp is 1777 and the tempdir in it is ours.
+    let t = tempfile::tempdir().unwrap();
+    let sticky = open_dir(&t, 0o1777);
+    let plugins = sticky.join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    std::fs::set_permissions(&plugins, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink(lib("echo"), plugins.join(so("echo"))).unwrap();
+    let loaded = load(&plugins).unwrap_or_else(|r| panic!("{r}"));
+    assert_eq!(loaded.infos().len(), 1);
+    // But the plugin directory itself may not be sticky and world-writable:
+    // anyone could add a library.
+    std::fs::set_permissions(&plugins, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let report = load(&plugins).unwrap_err();
+    only_error(&report, ProblemKind::InsecurePermissions, &["plugins"]);
 }
 
 // ---- strict and lenient modes ----

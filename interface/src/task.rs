@@ -200,5 +200,10 @@ mod tests {
             let err = serde_json::from_str::<TaskMetadata>(&json).unwrap_err();
             assert!(err.to_string().contains("too long"), "{huge}: {err}");
         }
+        for bad in ["-1", r#""NaNs""#, r#""infs""#] {
+            let json = format!(r#"{{"timeout": {bad}}}"#);
+            let err = serde_json::from_str::<TaskMetadata>(&json).unwrap_err();
+            assert!(err.to_string().contains("timeout: expected seconds"), "{bad}: {err}");
+        }
     }
 }

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use serde_json::Value;
 
-use crate::client::Client;
+use crate::client::{encode_segment, execution_path, Client, ClientError};
 use crate::model::ExecPhase;
 
 /// Where the daemon is.
@@ -152,7 +152,7 @@ fn wait(client: &Client, id: &str, timeout: Duration, format: Format) -> anyhow:
     let start = Instant::now();
     let mut last = String::new();
     loop {
-        let (_, v) = client.get(&format!("/v1/executions/{id}"))?;
+        let (_, v) = about(id, client.get(&execution_path(id, "")?))?;
         let now = describe(&v);
         if now != last {
             eprintln!("{:>7.2}s  {id}  {now}", start.elapsed().as_secs_f64());
@@ -164,7 +164,7 @@ fn wait(client: &Client, id: &str, timeout: Duration, format: Format) -> anyhow:
         let phase = v["phase"].as_str().unwrap_or_default().to_string();
         if is_terminal(&phase) {
             if phase == "Succeeded" {
-                let (_, out) = client.get(&format!("/v1/executions/{id}/outputs"))?;
+                let (_, out) = about(id, client.get(&execution_path(id, "/outputs")?))?;
                 show(&out["outputs"], format);
                 return Ok(ExitCode::SUCCESS);
             }
@@ -184,9 +184,15 @@ fn wait(client: &Client, id: &str, timeout: Duration, format: Format) -> anyhow:
     }
 }
 
+/// Names the execution in an error of a request about it (the daemon's
+/// "no such execution" does not say which).
+fn about<T>(id: &str, result: Result<T, ClientError>) -> anyhow::Result<T> {
+    result.with_context(|| format!("execution [{id}]"))
+}
+
 /// Runs `kozmo get`.
 pub fn get(id: &str, format: Format, server: ServerArgs) -> anyhow::Result<ExitCode> {
-    let (_, v) = server.client().get(&format!("/v1/executions/{id}"))?;
+    let (_, v) = about(id, server.client().get(&execution_path(id, "")?))?;
     show(&v, format);
     Ok(ExitCode::SUCCESS)
 }
@@ -195,7 +201,7 @@ pub fn get(id: &str, format: Format, server: ServerArgs) -> anyhow::Result<ExitC
 pub fn list(phase: Option<String>, limit: usize, format: Format, server: ServerArgs) -> anyhow::Result<ExitCode> {
     let mut path = format!("/v1/executions?limit={limit}");
     if let Some(p) = phase {
-        path.push_str(&format!("&phase={p}"));
+        path.push_str(&format!("&phase={}", encode_segment(&p)));
     }
     let (_, page) = server.client().get(&path)?;
     match format {
@@ -218,7 +224,7 @@ pub fn list(phase: Option<String>, limit: usize, format: Format, server: ServerA
 
 /// Runs `kozmo events`.
 pub fn events(id: &str, format: Format, server: ServerArgs) -> anyhow::Result<ExitCode> {
-    let (_, page) = server.client().get(&format!("/v1/executions/{id}/events"))?;
+    let (_, page) = about(id, server.client().get(&execution_path(id, "/events")?))?;
     match format {
         Format::Json => show(&page, Format::Json),
         Format::Text => {
@@ -232,7 +238,7 @@ pub fn events(id: &str, format: Format, server: ServerArgs) -> anyhow::Result<Ex
 
 /// Runs `kozmo outputs`.
 pub fn outputs(id: &str, server: ServerArgs) -> anyhow::Result<ExitCode> {
-    let (_, v) = server.client().get(&format!("/v1/executions/{id}/outputs"))?;
+    let (_, v) = about(id, server.client().get(&execution_path(id, "/outputs")?))?;
     show(&v["outputs"], Format::Json);
     Ok(ExitCode::SUCCESS)
 }
@@ -240,7 +246,7 @@ pub fn outputs(id: &str, server: ServerArgs) -> anyhow::Result<ExitCode> {
 /// Runs `kozmo abort`.
 pub fn abort(id: &str, reason: &str, format: Format, server: ServerArgs) -> anyhow::Result<ExitCode> {
     let body = serde_json::json!({ "reason": reason });
-    let (_, v) = server.client().post(&format!("/v1/executions/{id}/abort"), &body)?;
+    let (_, v) = about(id, server.client().post(&execution_path(id, "/abort")?, &body))?;
     show(&v, format);
     Ok(ExitCode::SUCCESS)
 }

@@ -40,7 +40,8 @@ pub enum Command {
     Submit(executions::SubmitArgs),
     /// Show one execution.
     Get {
-        /// Execution id.
+        /// Execution id, sent percent-encoded (write `-- ID` for an id that
+        /// starts with `-`).
         id: String,
         /// Output format.
         #[arg(short = 'o', long, value_enum, default_value_t)]
@@ -60,7 +61,8 @@ pub enum Command {
     },
     /// Show an execution's events, in order.
     Events {
-        /// Execution id.
+        /// Execution id, sent percent-encoded (write `-- ID` for an id that
+        /// starts with `-`).
         id: String,
         /// Output format.
         #[arg(short = 'o', long, value_enum, default_value_t)]
@@ -68,7 +70,8 @@ pub enum Command {
     },
     /// Show an execution's outputs (JSON).
     Outputs {
-        /// Execution id.
+        /// Execution id, sent percent-encoded (write `-- ID` for an id that
+        /// starts with `-`).
         id: String,
     },
     /// Internal: the child process that hosts an isolated plugin library
@@ -84,7 +87,8 @@ pub enum Command {
     },
     /// Abort an execution (its plugin's abort and finalize run).
     Abort {
-        /// Execution id.
+        /// Execution id, sent percent-encoded (write `-- ID` for an id that
+        /// starts with `-`).
         id: String,
         /// Why (recorded in the execution's events).
         #[arg(long, default_value = "aborted from the command line")]

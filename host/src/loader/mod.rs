@@ -132,6 +132,9 @@ pub fn load_directory(config: &LoaderConfig, services: &LoaderServices) -> Resul
     let mut problems = Vec::new();
     if !config.allow_insecure_plugin_dir {
         if let Ok(resolved) = std::fs::canonicalize(dir) {
+            // Every directory on the way (StrictModes for ancestors), then
+            // the plugin directory itself.
+            problems.extend(permissions::check_resolution("plugin directory", dir));
             if let Err(p) = permissions::check_path("plugin directory", dir, &resolved) {
                 problems.push(p);
             }
@@ -150,7 +153,7 @@ pub fn load_directory(config: &LoaderConfig, services: &LoaderServices) -> Resul
     // Never open a library from a directory others can write to.
     let dir_insecure = problems.iter().any(|p| p.kind == ProblemKind::InsecurePermissions);
     let candidates = if dir_insecure { Vec::new() } else { candidates };
-    load_candidates(Some(dir), candidates, problems, config, services)
+    load_candidates(candidates, problems, config, services)
 }
 
 /// Checks and loads the named files as if they were a plugin directory
@@ -163,11 +166,10 @@ pub fn check_files(
     services: &LoaderServices,
 ) -> Result<LoadedPlugins, LoadReport> {
     let (candidates, problems) = discovery::from_files(files);
-    load_candidates(None, candidates, problems, config, services)
+    load_candidates(candidates, problems, config, services)
 }
 
 fn load_candidates(
-    dir: Option<&Path>,
     candidates: Vec<Candidate>,
     mut problems: Vec<Problem>,
     config: &LoaderConfig,
@@ -175,7 +177,7 @@ fn load_candidates(
 ) -> Result<LoadedPlugins, LoadReport> {
     let mut checked = Vec::with_capacity(candidates.len());
     for c in &candidates {
-        match precheck(dir, c, config.allow_insecure_plugin_dir) {
+        match precheck(c, config.allow_insecure_plugin_dir) {
             Ok(()) => checked.push(c),
             Err(found) => problems.extend(found),
         }
@@ -283,9 +285,9 @@ fn one_line(s: &str) -> String {
 
 /// The checks made before a file is opened at all (by the probe or the
 /// host): permissions, then the root-module symbol.
-fn precheck(dir: Option<&Path>, c: &Candidate, allow_insecure: bool) -> Result<(), Vec<Problem>> {
+fn precheck(c: &Candidate, allow_insecure: bool) -> Result<(), Vec<Problem>> {
     if !allow_insecure {
-        let found = permissions::check_file(dir, &c.path, &c.resolved);
+        let found = permissions::check_file(&c.path, &c.resolved);
         if !found.is_empty() {
             return Err(found);
         }
