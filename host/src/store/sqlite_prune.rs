@@ -1,0 +1,213 @@
+//! Retention in SQLite: selecting terminal executions past the limits (on
+//! the reader connection, never blocking a commit), deleting a batch of
+//! them in one short `BEGIN IMMEDIATE` transaction on the writer
+//! connection, and giving free pages back with `incremental_vacuum`.
+//!
+//! The writer connection is the engine's only writer, behind a mutex the
+//! committer's group commit takes for one transaction at a time; a prune
+//! batch takes it the same way, between two group commits, for as long as
+//! deleting one batch of rows and syncing takes (a few milliseconds for the
+//! default batch). Nothing else changes in the engine.
+
+use std::time::Instant;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::prune::{PruneCandidate, PruneSelect, PrunedRows, TERMINAL};
+use super::sqlite::{err, json, SqliteStore};
+use super::StoreResult;
+use crate::model::ExecPhase;
+use crate::sync::lock;
+
+/// The terminal phases as SQL (matches the partial index of migration 5).
+const TERMINAL_SQL: &str = "phase IN ('Succeeded', 'Failed', 'Aborted')";
+
+/// Where one table's count goes in [`PrunedRows`].
+type CountSlot = fn(&mut PrunedRows) -> &mut u64;
+
+/// The tables keyed by `execution_id` an execution owns, and where the
+/// count goes in [`PrunedRows`].
+const OWNED: [(&str, CountSlot); 7] = [
+    ("execution_specs", |r| &mut r.specs),
+    ("task_states", |r| &mut r.task_states),
+    ("events", |r| &mut r.events),
+    ("outputs", |r| &mut r.outputs),
+    ("error_documents", |r| &mut r.error_documents),
+    ("plugin_crashes", |r| &mut r.plugin_crashes),
+    ("resource_tokens", |r| &mut r.resource_tokens),
+];
+
+impl SqliteStore {
+    /// See [`super::Store::prune_candidates`].
+    pub(super) fn select_prunable(&self, sel: &PruneSelect) -> StoreResult<Vec<PruneCandidate>> {
+        let c = lock(&self.reader);
+        // The newest of the terminal executions beyond `keep_at_most`,
+        // counted from the oldest: it and everything older go.
+        let bound: Option<(i64, String)> = match sel.keep_at_most {
+            None => None,
+            Some(keep) => {
+                let total: i64 = c
+                    .prepare_cached(&format!("SELECT COUNT(*) FROM executions WHERE {TERMINAL_SQL}"))
+                    .map_err(err)?
+                    .query_row([], |r| r.get(0))
+                    .map_err(err)?;
+                let excess = total - keep.min(i64::MAX as u64) as i64;
+                if excess <= 0 {
+                    None
+                } else {
+                    c.prepare_cached(&format!(
+                        "SELECT updated_at, id FROM executions WHERE {TERMINAL_SQL} ORDER BY updated_at, id \
+                         LIMIT 1 OFFSET ?1"
+                    ))
+                    .map_err(err)?
+                    .query_row([excess - 1], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+                    .map_err(err)?
+                }
+            }
+        };
+        let cut = |p: ExecPhase| sel.cutoff(p);
+        let (bt, bid) = match &bound {
+            Some((t, id)) => (Some(*t), Some(id.as_str())),
+            None => (None, None),
+        };
+        let mut st = c
+            .prepare_cached(&format!(
+                "SELECT e.id, s.spec, e.task_type, e.plugin_id, e.attempt, e.phase, e.updated_at \
+                 FROM executions e JOIN execution_specs s ON s.execution_id = e.id \
+                 WHERE e.{TERMINAL_SQL} AND ( \
+                   (?1 IS NOT NULL AND (e.updated_at, e.id) <= (?1, ?2)) \
+                   OR (e.phase = 'Succeeded' AND e.updated_at < ?3) \
+                   OR (e.phase = 'Failed' AND e.updated_at < ?4) \
+                   OR (e.phase = 'Aborted' AND e.updated_at < ?5)) \
+                 ORDER BY e.updated_at, e.id LIMIT ?6"
+            ))
+            .map_err(err)?;
+        let rows = st
+            .query_map(
+                params![
+                    bt,
+                    bid,
+                    cut(ExecPhase::Succeeded),
+                    cut(ExecPhase::Failed),
+                    cut(ExecPhase::Aborted),
+                    sel.limit.min(i64::MAX as usize) as i64
+                ],
+                |r| {
+                    let phase: String = r.get(5)?;
+                    Ok(PruneCandidate {
+                        id: r.get(0)?,
+                        spec_json: r.get(1)?,
+                        task_type: r.get(2)?,
+                        plugin_id: r.get(3)?,
+                        attempt: r.get::<_, i64>(4)?.max(0) as u32,
+                        phase: phase.parse().unwrap_or(ExecPhase::Succeeded),
+                        updated_at_ms: r.get(6)?,
+                    })
+                },
+            )
+            .map_err(err)?;
+        let out = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(err)?;
+        debug_assert!(out.iter().all(|c| TERMINAL.contains(&c.phase)));
+        Ok(out)
+    }
+
+    /// See [`super::Store::delete_executions`].
+    pub(super) fn delete_terminal(&self, ids: &[String]) -> StoreResult<(Vec<String>, PrunedRows)> {
+        let mut rows = PrunedRows::default();
+        if ids.is_empty() {
+            return Ok((Vec::new(), rows));
+        }
+        let tx = self.begin_write()?;
+        let c = tx.conn();
+        // Still terminal (an id can be reused by a new submission only once
+        // its row is gone, so this also keeps anything submitted since).
+        let gone: Vec<String> = {
+            let mut st = c
+                .prepare_cached(&format!(
+                    "DELETE FROM executions WHERE id IN (SELECT value FROM json_each(?1)) AND {TERMINAL_SQL} \
+                     RETURNING id"
+                ))
+                .map_err(err)?;
+            let r = st.query_map([json(&ids)?], |r| r.get(0)).map_err(err)?;
+            r.collect::<rusqlite::Result<Vec<_>>>().map_err(err)?
+        };
+        rows.executions = gone.len() as u64;
+        if !gone.is_empty() {
+            let gone_json = json(&gone)?;
+            for (table, slot) in OWNED {
+                let n = c
+                    .prepare_cached(&format!(
+                        "DELETE FROM {table} WHERE execution_id IN (SELECT value FROM json_each(?1))"
+                    ))
+                    .map_err(err)?
+                    .execute([&gone_json])
+                    .map_err(err)?;
+                *slot(&mut rows) += n as u64;
+            }
+        }
+        tx.finish()?;
+        Ok((gone, rows))
+    }
+
+    /// See [`super::Store::prune_catalog`]: entries written before the
+    /// creation of the oldest execution still stored (none left can have
+    /// written them; none at all: every entry).
+    pub(super) fn delete_orphan_catalog(&self, limit: usize) -> StoreResult<u64> {
+        let horizon: Option<i64> = lock(&self.reader)
+            .prepare_cached("SELECT MIN(created_at) FROM executions")
+            .map_err(err)?
+            .query_row([], |r| r.get(0))
+            .map_err(err)?;
+        let horizon = horizon.unwrap_or(i64::MAX);
+        let tx = self.begin_write()?;
+        let n = tx
+            .conn()
+            .prepare_cached(
+                "DELETE FROM catalog WHERE key IN (SELECT key FROM catalog WHERE created_at < ?1 \
+                 ORDER BY created_at LIMIT ?2)",
+            )
+            .map_err(err)?
+            .execute(params![horizon, limit.min(i64::MAX as usize) as i64])
+            .map_err(err)?;
+        tx.finish()?;
+        Ok(n as u64)
+    }
+
+    /// See [`super::Store::reclaim_space`]: `PRAGMA incremental_vacuum(N)`
+    /// on the writer connection (its own short transaction).
+    pub(super) fn incremental_vacuum(&self, max_pages: u32) -> StoreResult<u64> {
+        let c = lock(&self.writer);
+        let started = Instant::now();
+        let page_size = pragma(&c, "page_size")?;
+        let before = pragma(&c, "freelist_count")?;
+        if before == 0 {
+            return Ok(0);
+        }
+        // The pragma returns no rows; stepping it to the end does the work.
+        c.execute_batch(&format!("PRAGMA incremental_vacuum({max_pages})"))
+            .map_err(err)?;
+        let after = pragma(&c, "freelist_count")?;
+        log::debug!(
+            "incremental_vacuum: {} free pages given back in {:?}",
+            before - after,
+            started.elapsed()
+        );
+        Ok((before - after).max(0) as u64 * page_size.max(0) as u64)
+    }
+
+    /// See [`super::Store::oldest_terminal`].
+    pub(super) fn oldest_terminal_update(&self) -> StoreResult<Option<i64>> {
+        let c = lock(&self.reader);
+        let t = c
+            .prepare_cached(&format!("SELECT MIN(updated_at) FROM executions WHERE {TERMINAL_SQL}"))
+            .map_err(err)?
+            .query_row([], |r| r.get(0))
+            .map_err(err)?;
+        Ok(t)
+    }
+}
+
+fn pragma(c: &Connection, name: &str) -> StoreResult<i64> {
+    c.pragma_query_value(None, name, |r| r.get(0)).map_err(err)
+}
