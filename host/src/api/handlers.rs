@@ -16,7 +16,7 @@ use super::AppState;
 /// Largest page `GET /v1/executions` returns.
 const MAX_PAGE: usize = 1000;
 
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     state: &AppState,
     f: impl FnOnce(&dyn ExecutionService) -> Result<T, ServiceError> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -27,7 +27,7 @@ async fn blocking<T: Send + 'static>(
         .map_err(ApiError::from)
 }
 
-async fn read_json(state: &AppState, body: Body) -> Result<Option<Value>, ApiError> {
+pub(super) async fn read_json(state: &AppState, body: Body) -> Result<Option<Value>, ApiError> {
     let limit = state.options.max_body_bytes;
     let bytes = to_bytes(body, limit).await.map_err(|_| ApiError::too_large(limit))?;
     if bytes.iter().all(u8::is_ascii_whitespace) {

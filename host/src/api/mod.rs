@@ -3,6 +3,7 @@
 
 mod error;
 mod handlers;
+mod prune;
 mod service;
 
 use std::future::Future;
@@ -70,6 +71,7 @@ pub fn router(service: Arc<dyn ExecutionService>, options: ApiOptions) -> Router
         .route("/v1/executions/{id}/outputs", get(handlers::outputs))
         .route("/v1/executions/{id}/abort", post(handlers::abort))
         .route("/v1/plugins", get(handlers::plugins))
+        .route("/v1/prune", post(prune::prune))
         .route("/healthz", get(handlers::health))
         .route("/metrics", get(handlers::metrics))
         .fallback(handlers::not_found)

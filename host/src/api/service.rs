@@ -57,4 +57,10 @@ pub trait ExecutionService: Send + Sync + 'static {
     fn metrics_text(&self) -> String;
     /// `Ok` while the daemon can serve.
     fn health(&self) -> Result<(), String>;
+    /// Runs a retention pass now (`older_than`: a duration such as `7d`
+    /// replacing the configured keep times); returns what it removed, or
+    /// with `dry_run` what it would remove.
+    fn prune(&self, _older_than: Option<&str>, _dry_run: bool) -> Result<Value, ServiceError> {
+        Err(ServiceError::Unavailable("this service does not prune".into()))
+    }
 }

@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand};
 pub mod bench;
 pub mod executions;
 pub mod plugins;
+pub mod prune;
+pub mod retention;
 pub mod serve;
 
 /// Kozmo: a native plugin system for task execution.
@@ -70,6 +72,10 @@ pub enum Command {
         /// Execution id.
         id: String,
     },
+    /// Remove terminal executions past retention now (the daemon's
+    /// `retention` settings, or `--older-than`), with every row and data
+    /// store file they own; report what was removed.
+    Prune(prune::PruneArgs),
     /// Internal: the child process that hosts an isolated plugin library
     /// (started by the daemon, never by hand).
     #[command(name = "__plugin-host", hide = true)]
@@ -125,6 +131,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Events { id, output } => executions::events(&id, output, cli.server),
         Command::Outputs { id } => executions::outputs(&id, cli.server),
         Command::Abort { id, reason, output } => executions::abort(&id, &reason, output, cli.server),
+        Command::Prune(args) => prune::run(args, cli.server),
         Command::PluginHost(args) => Ok(crate::isolation::child::run(args)),
         Command::ProbeLibraries { files } => Ok(crate::loader::probe::child_main(&files)),
     }

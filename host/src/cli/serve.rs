@@ -90,6 +90,9 @@ pub struct ServeArgs {
     /// after each failed restart up to 30 [default: 0.5].
     #[arg(long, env = "KOZMO_ISOLATE_RESTART_BACKOFF_SECS")]
     pub isolate_restart_backoff_secs: Option<f64>,
+    /// Retention of terminal executions.
+    #[command(flatten)]
+    pub retention: super::retention::RetentionArgs,
 }
 
 /// Parses `KEY=VALUE`.
@@ -152,6 +155,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     config.resource_quotas.extend(args.resource_quotas);
     config.plugins.skip_invalid |= args.skip_invalid_plugins;
     config.plugins.allow_insecure_dir |= args.allow_insecure_plugin_dir;
+    args.retention.apply(&mut config.retention);
     match daemon::run(config) {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {

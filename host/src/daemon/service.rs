@@ -15,6 +15,8 @@ pub struct DaemonService {
     engine: EngineHandle,
     plugins: Vec<PluginInfo>,
     metrics: Metrics,
+    /// Retention, once started (`POST /v1/prune`).
+    pub(super) retention: std::sync::OnceLock<std::sync::Arc<crate::retention::pruner::Retention>>,
 }
 
 impl DaemonService {
@@ -24,6 +26,7 @@ impl DaemonService {
             engine,
             plugins,
             metrics,
+            retention: std::sync::OnceLock::new(),
         }
     }
 }
@@ -161,6 +164,10 @@ impl ExecutionService for DaemonService {
 
     fn health(&self) -> Result<(), String> {
         Ok(())
+    }
+
+    fn prune(&self, older_than: Option<&str>, dry_run: bool) -> Result<Value, ServiceError> {
+        self.prune_now(older_than, dry_run)
     }
 }
 
