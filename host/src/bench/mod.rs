@@ -10,6 +10,8 @@
 //! * [`load`]: P5, load + check of plugin libraries and directories;
 //! * [`isolated`]: P4 (an isolated no-op round trip against a raw pipe
 //!   round trip) and engine rounds/s with the no-op plugin isolated;
+//! * [`retention`]: a sustained load with `max_executions` retention:
+//!   database size over time, group commit p99 with and without pruning;
 //! * [`report`]: machine facts, the P1 figures `cargo bench` left behind,
 //!   the results table (terminal and Markdown) and the throughput plot.
 
@@ -17,6 +19,7 @@ pub mod engine;
 pub mod isolated;
 pub mod load;
 pub mod report;
+pub mod retention;
 pub mod sqlite_raw;
 
 pub use engine::BenchPlugin;

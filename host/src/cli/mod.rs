@@ -33,7 +33,7 @@ pub enum Command {
     #[command(subcommand)]
     Plugins(plugins::PluginsCommand),
     /// Measure the engine, the store and the loader; write BENCHMARKS.md and a plot.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
     /// Run the daemon: load the plugin directory, resume every unfinished
     /// execution from the store, serve the HTTP API until SIGTERM/SIGINT.
     Serve(Box<serve::ServeArgs>),
@@ -123,7 +123,7 @@ pub fn init_logging(verbose: u8) {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Plugins(cmd) => plugins::run(cmd),
-        Command::Bench(args) => bench::run(args),
+        Command::Bench(args) => bench::run(*args),
         Command::Serve(args) => serve::run(*args),
         Command::Submit(args) => executions::submit(args, cli.server),
         Command::Get { id, output } => executions::get(&id, output, cli.server),

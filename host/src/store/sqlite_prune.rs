@@ -184,9 +184,15 @@ impl SqliteStore {
         if before == 0 {
             return Ok(0);
         }
-        // The pragma returns no rows; stepping it to the end does the work.
-        c.execute_batch(&format!("PRAGMA incremental_vacuum({max_pages})"))
-            .map_err(err)?;
+        // SQLite frees one page per step of this pragma: step it to the end
+        // (a single step, as `execute` does, frees one page).
+        {
+            let mut st = c
+                .prepare(&format!("PRAGMA incremental_vacuum({max_pages})"))
+                .map_err(err)?;
+            let mut rows = st.query([]).map_err(err)?;
+            while rows.next().map_err(err)?.is_some() {}
+        }
         let after = pragma(&c, "freelist_count")?;
         log::debug!(
             "incremental_vacuum: {} free pages given back in {:?}",
