@@ -150,6 +150,9 @@ impl WriteTxn for TimedTxn<'_> {
     fn apply(&mut self, step: &RoundCommit) -> StoreResult<()> {
         self.inner.apply(step)
     }
+    fn delete_terminal(&mut self, ids: &[String]) -> StoreResult<(Vec<String>, PrunedRows)> {
+        self.inner.delete_terminal(ids)
+    }
     fn commit(self: Box<Self>) -> StoreResult<()> {
         let (started, timings) = (self.started, self.timings);
         let r = self.inner.commit();

@@ -1,7 +1,9 @@
 //! Retention's part in the engine: what an execution owns in the data
 //! store, and removing one batch of terminal executions — their blobs
 //! first, then their rows — so a crash between the two leaves rows the next
-//! pass selects again (never blobs nobody can find).
+//! pass selects again (never blobs nobody can find). The rows are deleted
+//! by the committer, inside its next group commit: the engine's single
+//! writer stays single, and a batch costs no sync of its own.
 //!
 //! Active executions are never touched: the store selects and deletes only
 //! rows whose phase is terminal, in the same statement that deletes them,
@@ -63,8 +65,9 @@ impl EngineHandle {
         dirs.into_iter()
             .filter(|d| {
                 // Only directories under the data store root (an id cannot
-                // name `..`; checked again here all the same).
-                core.data.resolve(&d.to_string_lossy()).is_ok() && d.is_dir()
+                // name `..`; checked again here all the same, for those
+                // that exist).
+                d.is_dir() && core.data.resolve(&d.to_string_lossy()).is_ok()
             })
             .collect()
     }
@@ -94,10 +97,35 @@ impl EngineHandle {
             return Ok(out);
         }
         let ids: Vec<String> = candidates.iter().map(|c| c.id.clone()).collect();
-        let (gone, rows) = self.core.store.delete_executions(&ids)?;
+        let (gone, rows) = self.delete(ids)?;
         out.ids = gone;
         out.rows = rows;
         Ok(out)
+    }
+
+    /// Deletes the rows of `ids` (those still terminal): through the
+    /// committer, inside its next group commit (no sync of its own; the
+    /// writer is never held by anyone else), or directly on a store whose
+    /// steps commit inline.
+    fn delete(&self, ids: Vec<String>) -> Result<(Vec<String>, PrunedRows), EngineError> {
+        let core = &self.core;
+        if core.inline_commits {
+            return Ok(core.store.delete_executions(&ids)?);
+        }
+        let ids_copy = ids.clone();
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        core.commit_tx
+            .send(super::committer::CommitMsg::Prune(ids, tx))
+            .map_err(|_| EngineError::ShuttingDown)?;
+        match rx.recv().map_err(|_| EngineError::ShuttingDown)? {
+            Ok(done) => Ok(done),
+            Err(e) => {
+                // The group commit could not take it (a transaction that
+                // does not delete, or a failed delete): its own transaction.
+                log::debug!("retention: deleting in a transaction of its own ({e})");
+                Ok(core.store.delete_executions(&ids_copy)?)
+            }
+        }
     }
 
     /// Removes catalog entries no stored execution can have written (at

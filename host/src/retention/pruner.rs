@@ -1,9 +1,10 @@
 //! The pruner: one pass removes every terminal execution past retention,
-//! one small batch (one short store transaction) at a time, pausing after
-//! each batch as long as it took so group commits always get the writer in
-//! between; then catalog entries no stored execution can have written, then
-//! free pages go back to the file system (`incremental_vacuum`, also in
-//! small steps). A background thread runs a pass every `interval`;
+//! one batch at a time; each batch's rows are deleted by the engine's
+//! committer inside its next group commit (`EngineHandle::prune`), so the
+//! engine keeps a single writer and a batch costs no sync of its own. Then
+//! catalog entries no stored execution can have written, then free pages go
+//! back to the file system (`incremental_vacuum`, in small steps with a
+//! pause as long as each). A background thread runs a pass every `interval`;
 //! `POST /v1/prune` runs one on demand (one pass at a time).
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -196,8 +197,9 @@ impl Retention {
                     m.executions.inc_by(b.ids.len() as u64);
                     m.bytes.inc_by(b.blob_bytes);
                 }
-                // As long again for everyone else.
-                std::thread::sleep(t.elapsed().max(Duration::from_millis(1)));
+                // The batch rode in a group commit; a breath before the next.
+                let _ = t;
+                std::thread::sleep(Duration::from_millis(1));
             }
             loop {
                 let n = self.engine.prune_catalog(self.policy.batch).map_err(e)?;

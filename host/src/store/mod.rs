@@ -77,6 +77,12 @@ pub trait WriteTxn {
     fn apply(&mut self, step: &RoundCommit) -> StoreResult<()>;
     /// Makes everything applied durable.
     fn commit(self: Box<Self>) -> StoreResult<()>;
+    /// Deletes those of `ids` that are terminal with every row they own
+    /// (as [`Store::delete_executions`], inside this transaction).
+    /// Default: refuses (the engine then deletes in a transaction of its own).
+    fn delete_terminal(&mut self, _ids: &[String]) -> StoreResult<(Vec<String>, PrunedRows)> {
+        Err(StoreError("this store deletes only in transactions of its own".into()))
+    }
 }
 
 /// The engine's durable state.

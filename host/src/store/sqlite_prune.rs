@@ -1,17 +1,13 @@
 //! Retention in SQLite: selecting terminal executions past the limits (on
 //! the reader connection, never blocking a commit), deleting a batch of
-//! them in one short `BEGIN IMMEDIATE` transaction on the writer
-//! connection, and giving free pages back with `incremental_vacuum`.
-//!
-//! The writer connection is the engine's only writer, behind a mutex the
-//! committer's group commit takes for one transaction at a time; a prune
-//! batch takes it the same way, between two group commits, for as long as
-//! deleting one batch of rows and syncing takes (a few milliseconds for the
-//! default batch). Nothing else changes in the engine.
+//! them with every owned row — inside the engine's group commit
+//! ([`delete_terminal_in`] through `WriteTxn::delete_terminal`, so a batch
+//! costs no sync of its own), or in a transaction of its own — and giving
+//! free pages back with `incremental_vacuum`.
 
 use std::time::Instant;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 
 use super::prune::{PruneCandidate, PruneSelect, PrunedRows, TERMINAL};
 use super::sqlite::{err, json, SqliteStore};
@@ -38,116 +34,60 @@ const OWNED: [(&str, CountSlot); 7] = [
 ];
 
 impl SqliteStore {
-    /// See [`super::Store::prune_candidates`].
+    /// See [`super::Store::prune_candidates`]. Two range scans of the
+    /// partial index of terminal executions by `(updated_at, id)`, oldest
+    /// first: the oldest beyond `keep_at_most`, and those older than their
+    /// phase's cutoff; merged, at most `limit`.
     pub(super) fn select_prunable(&self, sel: &PruneSelect) -> StoreResult<Vec<PruneCandidate>> {
         let c = lock(&self.reader);
-        // The newest of the terminal executions beyond `keep_at_most`,
-        // counted from the oldest: it and everything older go.
-        let bound: Option<(i64, String)> = match sel.keep_at_most {
-            None => None,
-            Some(keep) => {
-                let total: i64 = c
-                    .prepare_cached(&format!("SELECT COUNT(*) FROM executions WHERE {TERMINAL_SQL}"))
-                    .map_err(err)?
-                    .query_row([], |r| r.get(0))
-                    .map_err(err)?;
-                let excess = total - keep.min(i64::MAX as u64) as i64;
-                if excess <= 0 {
-                    None
-                } else {
-                    c.prepare_cached(&format!(
-                        "SELECT updated_at, id FROM executions WHERE {TERMINAL_SQL} ORDER BY updated_at, id \
-                         LIMIT 1 OFFSET ?1"
-                    ))
-                    .map_err(err)?
-                    .query_row([excess - 1], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()
-                    .map_err(err)?
-                }
+        let limit = sel.limit.min(i64::MAX as usize) as i64;
+        let mut out: Vec<PruneCandidate> = Vec::new();
+        if let Some(keep) = sel.keep_at_most {
+            let total: i64 = c
+                .prepare_cached(&format!(
+                    "SELECT COUNT(*) FROM executions INDEXED BY executions_terminal_by_age WHERE {TERMINAL_SQL}"
+                ))
+                .map_err(err)?
+                .query_row([], |r| r.get(0))
+                .map_err(err)?;
+            let excess = (total - keep.min(i64::MAX as u64) as i64).min(limit);
+            if excess > 0 {
+                out.extend(query(
+                    &c,
+                    &format!("e.{TERMINAL_SQL}"),
+                    rusqlite::params![excess],
+                    "?1",
+                )?);
             }
-        };
-        let cut = |p: ExecPhase| sel.cutoff(p);
-        let (bt, bid) = match &bound {
-            Some((t, id)) => (Some(*t), Some(id.as_str())),
-            None => (None, None),
-        };
-        let mut st = c
-            .prepare_cached(&format!(
-                "SELECT e.id, s.spec, e.task_type, e.plugin_id, e.attempt, e.phase, e.updated_at \
-                 FROM executions e JOIN execution_specs s ON s.execution_id = e.id \
-                 WHERE e.{TERMINAL_SQL} AND ( \
-                   (?1 IS NOT NULL AND (e.updated_at, e.id) <= (?1, ?2)) \
-                   OR (e.phase = 'Succeeded' AND e.updated_at < ?3) \
-                   OR (e.phase = 'Failed' AND e.updated_at < ?4) \
-                   OR (e.phase = 'Aborted' AND e.updated_at < ?5)) \
-                 ORDER BY e.updated_at, e.id LIMIT ?6"
-            ))
-            .map_err(err)?;
-        let rows = st
-            .query_map(
-                params![
-                    bt,
-                    bid,
-                    cut(ExecPhase::Succeeded),
-                    cut(ExecPhase::Failed),
-                    cut(ExecPhase::Aborted),
-                    sel.limit.min(i64::MAX as usize) as i64
-                ],
-                |r| {
-                    let phase: String = r.get(5)?;
-                    Ok(PruneCandidate {
-                        id: r.get(0)?,
-                        spec_json: r.get(1)?,
-                        task_type: r.get(2)?,
-                        plugin_id: r.get(3)?,
-                        attempt: r.get::<_, i64>(4)?.max(0) as u32,
-                        phase: phase.parse().unwrap_or(ExecPhase::Succeeded),
-                        updated_at_ms: r.get(6)?,
-                    })
-                },
-            )
-            .map_err(err)?;
-        let out = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(err)?;
-        debug_assert!(out.iter().all(|c| TERMINAL.contains(&c.phase)));
+        }
+        let cuts: Vec<Option<i64>> = TERMINAL.iter().map(|p| sel.cutoff(*p)).collect();
+        if let Some(max) = cuts.iter().flatten().max() {
+            let found = query(
+                &c,
+                &format!(
+                    "e.{TERMINAL_SQL} AND e.updated_at < ?1 AND ((e.phase = 'Succeeded' AND e.updated_at < ?2) \
+                     OR (e.phase = 'Failed' AND e.updated_at < ?3) OR (e.phase = 'Aborted' AND e.updated_at < ?4))"
+                ),
+                rusqlite::params![max, cuts[0], cuts[1], cuts[2], limit],
+                "?5",
+            )?;
+            out.extend(found);
+            out.sort_by(|a, b| (a.updated_at_ms, &a.id).cmp(&(b.updated_at_ms, &b.id)));
+            out.dedup_by(|a, b| a.id == b.id);
+            out.truncate(sel.limit);
+        }
         Ok(out)
     }
 
     /// See [`super::Store::delete_executions`].
     pub(super) fn delete_terminal(&self, ids: &[String]) -> StoreResult<(Vec<String>, PrunedRows)> {
-        let mut rows = PrunedRows::default();
         if ids.is_empty() {
-            return Ok((Vec::new(), rows));
+            return Ok((Vec::new(), PrunedRows::default()));
         }
         let tx = self.begin_write()?;
-        let c = tx.conn();
-        // Still terminal (an id can be reused by a new submission only once
-        // its row is gone, so this also keeps anything submitted since).
-        let gone: Vec<String> = {
-            let mut st = c
-                .prepare_cached(&format!(
-                    "DELETE FROM executions WHERE id IN (SELECT value FROM json_each(?1)) AND {TERMINAL_SQL} \
-                     RETURNING id"
-                ))
-                .map_err(err)?;
-            let r = st.query_map([json(&ids)?], |r| r.get(0)).map_err(err)?;
-            r.collect::<rusqlite::Result<Vec<_>>>().map_err(err)?
-        };
-        rows.executions = gone.len() as u64;
-        if !gone.is_empty() {
-            let gone_json = json(&gone)?;
-            for (table, slot) in OWNED {
-                let n = c
-                    .prepare_cached(&format!(
-                        "DELETE FROM {table} WHERE execution_id IN (SELECT value FROM json_each(?1))"
-                    ))
-                    .map_err(err)?
-                    .execute([&gone_json])
-                    .map_err(err)?;
-                *slot(&mut rows) += n as u64;
-            }
-        }
+        let out = delete_terminal_in(tx.conn(), ids)?;
         tx.finish()?;
-        Ok((gone, rows))
+        Ok(out)
     }
 
     /// See [`super::Store::prune_catalog`]: entries written before the
@@ -212,6 +152,83 @@ impl SqliteStore {
             .map_err(err)?;
         Ok(t)
     }
+}
+
+/// Deletes those of `ids` that are terminal, with their owned rows, on
+/// `c` (inside the caller's transaction).
+pub(super) fn delete_terminal_in(c: &Connection, ids: &[String]) -> StoreResult<(Vec<String>, PrunedRows)> {
+    // All of it or none of it, whatever the transaction around it does next.
+    c.execute_batch("SAVEPOINT prune").map_err(err)?;
+    match delete_owned(c, ids) {
+        Ok(done) => {
+            c.execute_batch("RELEASE prune").map_err(err)?;
+            Ok(done)
+        }
+        Err(e) => {
+            if let Err(r) = c.execute_batch("ROLLBACK TO prune; RELEASE prune") {
+                log::error!("undoing a failed prune batch: {r}");
+            }
+            Err(e)
+        }
+    }
+}
+
+fn delete_owned(c: &Connection, ids: &[String]) -> StoreResult<(Vec<String>, PrunedRows)> {
+    let mut rows = PrunedRows::default();
+    // Still terminal, checked by the delete itself: an active execution is
+    // never deleted, whatever the caller selected.
+    let gone: Vec<String> = {
+        let mut st = c
+            .prepare_cached(&format!(
+                "DELETE FROM executions WHERE id IN (SELECT value FROM json_each(?1)) AND {TERMINAL_SQL} RETURNING id"
+            ))
+            .map_err(err)?;
+        let r = st.query_map([json(&ids)?], |r| r.get(0)).map_err(err)?;
+        r.collect::<rusqlite::Result<Vec<_>>>().map_err(err)?
+    };
+    rows.executions = gone.len() as u64;
+    if !gone.is_empty() {
+        let gone_json = json(&gone)?;
+        for (table, slot) in OWNED {
+            let n = c
+                .prepare_cached(&format!(
+                    "DELETE FROM {table} WHERE execution_id IN (SELECT value FROM json_each(?1))"
+                ))
+                .map_err(err)?
+                .execute([&gone_json])
+                .map_err(err)?;
+            *slot(&mut rows) += n as u64;
+        }
+    }
+    Ok((gone, rows))
+}
+
+/// Terminal executions matching `filter`, oldest first, at most the
+/// parameter named by `limit`.
+fn query(c: &Connection, filter: &str, params: impl rusqlite::Params, limit: &str) -> StoreResult<Vec<PruneCandidate>> {
+    let mut st = c
+        .prepare_cached(&format!(
+            "SELECT e.id, s.spec, e.task_type, e.plugin_id, e.attempt, e.phase, e.updated_at \
+             FROM executions e INDEXED BY executions_terminal_by_age \
+             JOIN execution_specs s ON s.execution_id = e.id \
+             WHERE {filter} ORDER BY e.updated_at, e.id LIMIT {limit}"
+        ))
+        .map_err(err)?;
+    let rows = st
+        .query_map(params, |r| {
+            let phase: String = r.get(5)?;
+            Ok(PruneCandidate {
+                id: r.get(0)?,
+                spec_json: r.get(1)?,
+                task_type: r.get(2)?,
+                plugin_id: r.get(3)?,
+                attempt: r.get::<_, i64>(4)?.max(0) as u32,
+                phase: phase.parse().unwrap_or(ExecPhase::Succeeded),
+                updated_at_ms: r.get(6)?,
+            })
+        })
+        .map_err(err)?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(err)
 }
 
 fn pragma(c: &Connection, name: &str) -> StoreResult<i64> {
