@@ -61,6 +61,8 @@ pub struct Config {
     pub resource_quotas: BTreeMap<String, i64>,
     /// Plugin loading.
     pub plugins: PluginsConfig,
+    /// How long terminal executions are kept (`[retention]`).
+    pub retention: crate::retention::RetentionConfig,
     /// Plugin ids to run in a supervised child process each (`*` = all).
     pub isolate: Vec<String>,
     /// Address-space limit (RLIMIT_AS) of each isolated plugin's process, in MiB.
@@ -120,6 +122,7 @@ impl Default for Config {
             shutdown_grace_secs: 30.0,
             resource_quotas: BTreeMap::new(),
             plugins: PluginsConfig::default(),
+            retention: crate::retention::RetentionConfig::default(),
             isolate: Vec::new(),
             isolate_memory_mb: None,
             isolate_call_timeout_secs: crate::isolation::DEFAULT_CALL_TIMEOUT_SECS,
@@ -250,6 +253,7 @@ impl Config {
                 self.max_body_bytes
             );
         }
+        self.retention.policy().map_err(anyhow::Error::msg)?;
         if self.max_body_bytes < 1024 {
             anyhow::bail!("max_body_bytes must be at least 1024, got {}", self.max_body_bytes);
         }

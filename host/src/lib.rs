@@ -15,6 +15,7 @@ pub mod loader;
 pub mod metrics;
 pub mod model;
 pub mod resources;
+pub mod retention;
 pub mod secrets;
 pub mod startup_secrets;
 pub mod store;

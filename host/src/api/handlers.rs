@@ -25,7 +25,7 @@ const DEFAULT_PAGE: u32 = 100;
 /// The reason of an abort that gives none.
 const DEFAULT_ABORT_REASON: &str = "aborted by the API";
 
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     state: &AppState,
     f: impl FnOnce(&dyn ExecutionService) -> Result<T, ServiceError> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -36,7 +36,7 @@ async fn blocking<T: Send + 'static>(
         .map_err(ApiError::from)
 }
 
-async fn read_json(state: &AppState, body: Body) -> Result<Option<Value>, ApiError> {
+pub(super) async fn read_json(state: &AppState, body: Body) -> Result<Option<Value>, ApiError> {
     read_json_within(state, body, state.options.max_body_bytes).await
 }
 

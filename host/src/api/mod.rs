@@ -5,6 +5,7 @@ mod error;
 mod handlers;
 mod json_errors;
 mod openapi;
+mod prune;
 mod server;
 mod service;
 pub mod types;
@@ -96,6 +97,7 @@ pub fn router(service: Arc<dyn ExecutionService>, options: ApiOptions) -> Router
         .route("/v1/executions/{id}/abort", post(handlers::abort))
         .route("/v1/plugins", get(handlers::plugins))
         .route("/v1/openapi.json", get(handlers::openapi))
+        .route("/v1/prune", post(prune::prune))
         .route("/healthz", get(handlers::health))
         .route("/metrics", get(handlers::metrics))
         .fallback(handlers::not_found)

@@ -132,6 +132,12 @@ pub trait ExecutionService: Send + Sync + 'static {
     fn metrics_text(&self) -> String;
     /// Whether the daemon can serve, and if not why.
     fn health(&self) -> Health;
+    /// Runs a retention pass now (`older_than`: a duration such as `7d`
+    /// replacing the configured keep times); returns what it removed, or
+    /// with `dry_run` what it would remove.
+    fn prune(&self, _older_than: Option<&str>, _dry_run: bool) -> Result<Value, ServiceError> {
+        Err(ServiceError::Unavailable("this service does not prune".into()))
+    }
 }
 
 /// One item of a batch: its `execution_id` (taken out) and the rest of the

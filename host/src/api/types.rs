@@ -185,6 +185,18 @@ pub struct AbortRequest {
     pub reason: Option<String>,
 }
 
+/// `POST /v1/prune` body (optional).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PruneRequest {
+    /// Prune terminal executions last updated longer ago than this (`7d`,
+    /// `12h`, `30m`, `90s`), replacing the configured keep times for this
+    /// pass; `max_executions` still applies.
+    pub older_than: Option<String>,
+    /// Only report what would be removed.
+    pub dry_run: Option<bool>,
+}
+
 /// A loaded plugin.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct PluginBody {

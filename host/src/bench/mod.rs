@@ -12,6 +12,8 @@
 //!   round trip) and engine rounds/s with the no-op plugin isolated;
 //! * [`http`]: the HTTP API on loopback (1/16/64 connections, the batch
 //!   endpoint, the 1-connection p50) against the in-process engine;
+//! * [`retention`]: a sustained load with `max_executions` retention:
+//!   database size over time, group commit p99 with and without pruning;
 //! * [`report`]: machine facts, the P1 figures `cargo bench` left behind,
 //!   the results table (terminal and Markdown) and the throughput plot.
 
@@ -20,6 +22,7 @@ pub mod http;
 pub mod isolated;
 pub mod load;
 pub mod report;
+pub mod retention;
 pub mod sqlite_raw;
 
 pub use engine::BenchPlugin;

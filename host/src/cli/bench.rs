@@ -45,6 +45,11 @@ What each figure measures (goals from the benchmark issue):
       directory of this binary, e.g. target/release after `cargo build
       --release` of the plugins), and load_directory over --load-copies
       copies of one library (goal: 50 in <= 1 s).
+  Retention  a sustained load of --retention-executions short executions
+      on SQLite with max_executions = --retention-keep: the database file's
+      size over time (it should level off), and the group commit p99 while
+      prune passes run against the p99 without pruning (goal <= 1.5x).
+      `--only retention` runs just this part.
   P4  one no-op handle through the noop fixture isolated in a child
       process (kozmo __plugin-host), against a raw pipe round trip of the
       same frame bytes (call + answer) through `cat`, sequential, same run:
@@ -73,8 +78,8 @@ pub struct BenchArgs {
     /// SVG plot of P2 rounds/s against executions in flight [default: docs/bench-throughput.svg; none with --only].
     #[arg(long)]
     pub plot: Option<PathBuf>,
-    /// Run only these parts, comma-separated: p2, p3, p4, p5, p6, latency, http [default: all].
-    #[arg(long, value_delimiter = ',', value_parser = ["p2", "p3", "p4", "p5", "p6", "latency", "http"])]
+    /// Run only these parts, comma-separated: p2, p3, p4, p5, p6, latency, http, retention [default: all].
+    #[arg(long, value_delimiter = ',', value_parser = ["p2", "p3", "p4", "p5", "p6", "latency", "http", "retention"])]
     pub only: Vec<String>,
     /// Smoke run: tiny sizes for every measurement (figures meaningless).
     #[arg(long)]
@@ -119,6 +124,18 @@ pub struct BenchArgs {
     /// http: executions per throughput figure [default: 20000; quick: 300].
     #[arg(long)]
     pub http_executions: Option<usize>,
+    /// Retention: executions run [default: 200000; quick: 2000].
+    #[arg(long)]
+    pub retention_executions: Option<usize>,
+    /// Retention: terminal executions kept (max_executions) [default: 20000; quick: 200].
+    #[arg(long)]
+    pub retention_keep: Option<usize>,
+    /// Retention: executions per prune transaction [default: the daemon's, 100].
+    #[arg(long)]
+    pub retention_batch: Option<usize>,
+    /// Retention: milliseconds between prune passes [default: 1000; quick: 100].
+    #[arg(long)]
+    pub retention_interval_ms: Option<u64>,
     /// Engine worker threads (0: number of cores).
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
@@ -233,7 +250,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         + 2 * u64::from(args.runs("latency"))
         + u64::from(args.runs("p5"))
         + 2 * u64::from(args.runs("p4"))
-        + u64::from(args.runs("http"));
+        + u64::from(args.runs("http"))
+        + u64::from(args.runs("retention"));
     let pb = ProgressBar::new(phases);
     pb.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {wide_msg}")
@@ -337,7 +355,29 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     } else {
         Err("not run (--only)".to_string())
     };
+    let retention = if args.runs("retention") {
+        pb.set_message("retention");
+        let q = args.quick;
+        let r = crate::bench::retention::measure(
+            args.retention_executions.unwrap_or(if q { 2000 } else { 200_000 }),
+            args.retention_keep.unwrap_or(if q { 200 } else { 20_000 }),
+            args.retention_batch.unwrap_or(crate::retention::DEFAULT_BATCH),
+            Duration::from_millis(args.retention_interval_ms.unwrap_or(if q { 100 } else { 1000 })),
+            workers,
+            &pb,
+        )?;
+        pb.inc(1);
+        Some(r)
+    } else {
+        None
+    };
     pb.finish_and_clear();
+    if args.only.iter().all(|p| p == "retention") && !args.only.is_empty() {
+        if let Some(r) = &retention {
+            print!("{}", r.markdown());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
 
     let criterion_dir = args.criterion_dir.clone().unwrap_or_else(default_criterion_dir);
     let results = Results {
@@ -358,6 +398,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         workers,
     };
     print!("{}", results.text_table());
+    if let Some(r) = &retention {
+        print!("\n{}", r.markdown());
+    }
 
     let (output, plot) = args.files();
     let plot_ok = match &plot {
@@ -388,7 +431,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
     }
-    std::fs::write(&output, results.markdown(&command, link.as_deref(), notes.as_deref()))?;
+    let mut md = results.markdown(&command, link.as_deref(), notes.as_deref());
+    if let Some(r) = &retention {
+        md = md.replacen(
+            NOTES_MARKER,
+            &format!("## Retention\n\n{}\n{NOTES_MARKER}", r.markdown()),
+            1,
+        );
+    }
+    std::fs::write(&output, md)?;
     eprintln!("kozmo bench: wrote {}", output.display());
     Ok(ExitCode::SUCCESS)
 }

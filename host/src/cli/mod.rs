@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand};
 pub mod bench;
 pub mod executions;
 pub mod plugins;
+pub mod prune;
+pub mod retention;
 pub mod serve;
 pub mod submit_many;
 
@@ -32,7 +34,7 @@ pub enum Command {
     #[command(subcommand)]
     Plugins(plugins::PluginsCommand),
     /// Measure the engine, the store and the loader; write BENCHMARKS.md and a plot.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
     /// Run the daemon: load the plugin directory, resume every unfinished
     /// execution from the store, serve the HTTP API until SIGTERM/SIGINT.
     Serve(Box<serve::ServeArgs>),
@@ -74,6 +76,10 @@ pub enum Command {
         /// starts with `-`).
         id: String,
     },
+    /// Remove terminal executions past retention now (the daemon's
+    /// `retention` settings, or `--older-than`), with every row and data
+    /// store file they own; report what was removed.
+    Prune(prune::PruneArgs),
     /// Internal: the child process that hosts an isolated plugin library
     /// (started by the daemon, never by hand).
     #[command(name = "__plugin-host", hide = true)]
@@ -122,7 +128,7 @@ pub fn init_logging(verbose: u8) {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Plugins(cmd) => plugins::run(cmd),
-        Command::Bench(args) => bench::run(args),
+        Command::Bench(args) => bench::run(*args),
         Command::Serve(args) => serve::run(*args),
         Command::Submit(args) => executions::submit(args, cli.server),
         Command::Get { id, output } => executions::get(&id, output, cli.server),
@@ -130,6 +136,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Events { id, output } => executions::events(&id, output, cli.server),
         Command::Outputs { id } => executions::outputs(&id, cli.server),
         Command::Abort { id, reason, output } => executions::abort(&id, &reason, output, cli.server),
+        Command::Prune(args) => prune::run(args, cli.server),
         Command::PluginHost(args) => Ok(crate::isolation::child::run(args)),
         Command::ProbeLibraries { files } => Ok(crate::loader::probe::child_main(&files)),
     }

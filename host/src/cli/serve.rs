@@ -114,6 +114,9 @@ pub struct ServeArgs {
     /// Largest accepted batch body, in bytes [default: 64 MiB].
     #[arg(long, env = "KOZMO_MAX_BATCH_BYTES")]
     pub max_batch_bytes: Option<usize>,
+    /// Retention of terminal executions.
+    #[command(flatten)]
+    pub retention: super::retention::RetentionArgs,
 }
 
 /// Parses `KEY=VALUE`.
@@ -208,6 +211,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     config.resource_quotas.extend(args.resource_quotas);
     config.plugins.skip_invalid |= args.skip_invalid_plugins;
     config.plugins.allow_insecure_dir |= args.allow_insecure_plugin_dir;
+    args.retention.apply(&mut config.retention);
     match daemon::run(config) {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {

@@ -3,6 +3,7 @@
 
 mod fd_limit;
 mod prometheus;
+mod prune;
 mod service;
 mod spec_parse;
 
@@ -20,6 +21,7 @@ use crate::engine::{Engine, EngineConfig, EngineHandle, LateEnqueueOwner};
 use crate::loader::{self, LoaderConfig, LoaderServices};
 use crate::metrics::Metrics;
 use crate::resources::{InMemoryResources, ResourceManagerBuilder};
+use crate::retention::pruner::Retention;
 use crate::secrets::HostSecrets;
 use crate::store::SqliteStore;
 
@@ -49,6 +51,8 @@ pub struct Daemon {
     pub service: Arc<DaemonService>,
     /// The configuration in force.
     pub config: Config,
+    /// Retention (the background pruner).
+    pub retention: Arc<Retention>,
 }
 
 fn quotas_with_overrides(builder: &ResourceManagerBuilder, config: &Config) -> std::collections::BTreeMap<String, i64> {
@@ -129,11 +133,15 @@ pub fn start(config: Config) -> Result<Daemon, StartError> {
             message: format!("the engine did not start: {e}"),
         })?;
     enqueue.bind(&engine);
+    let policy = config.retention.policy().map_err(StartError::config)?;
+    let retention = Retention::start(engine.clone(), policy, Some(&metrics.sub("retention")));
     let service = Arc::new(DaemonService::new(engine.clone(), infos, metrics));
+    service.set_retention(retention.clone());
     Ok(Daemon {
         engine,
         service,
         config,
+        retention,
     })
 }
 
@@ -187,6 +195,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         api::serve(listener, daemon.service.clone(), options, shutdown_signal()).await
     });
     log::info!("HTTP stopped; stopping the engine");
+    daemon.retention.stop();
     daemon
         .engine
         .shutdown(Duration::from_secs_f64(daemon.config.shutdown_grace_secs));

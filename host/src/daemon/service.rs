@@ -18,6 +18,8 @@ pub struct DaemonService {
     engine: EngineHandle,
     plugins: Vec<PluginInfo>,
     metrics: Metrics,
+    /// Retention, once started (`POST /v1/prune`).
+    pub(super) retention: std::sync::OnceLock<std::sync::Arc<crate::retention::pruner::Retention>>,
 }
 
 impl DaemonService {
@@ -27,6 +29,7 @@ impl DaemonService {
             engine,
             plugins,
             metrics,
+            retention: std::sync::OnceLock::new(),
         }
     }
 }
@@ -242,6 +245,10 @@ impl ExecutionService for DaemonService {
                 since: rfc3339_ms(d.since_ms),
             },
         }
+    }
+
+    fn prune(&self, older_than: Option<&str>, dry_run: bool) -> Result<Value, ServiceError> {
+        self.prune_now(older_than, dry_run)
     }
 }
 

@@ -12,10 +12,13 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use super::scheduler::Next;
 use super::{Active, Core};
 use crate::model::{NewExecution, RoundCommit};
-use crate::store::{InsertOutcome, StoreResult, WriteTxn};
+use crate::store::{InsertOutcome, PrunedRows, StoreResult, WriteTxn};
 
 /// What a submitter gets back: its executions and what inserting each did.
 pub(crate) type SubmitReply = StoreResult<(Vec<NewExecution>, Vec<InsertOutcome>)>;
+
+/// What retention gets back: the executions deleted and the rows per table.
+pub(crate) type PruneReply = StoreResult<(Vec<String>, PrunedRows)>;
 
 /// A write for the committer.
 pub(crate) enum CommitMsg {
@@ -24,6 +27,9 @@ pub(crate) enum CommitMsg {
     Step(Box<RoundCommit>, Next, Box<Active>),
     /// New executions; the answer goes back on the sender once durable.
     Submit(Vec<NewExecution>, Sender<SubmitReply>),
+    /// Retention: delete these terminal executions in the next
+    /// transaction (no sync of their own); the answer once durable.
+    Prune(Vec<String>, Sender<PruneReply>),
     /// Commit what is pending and stop.
     Stop,
 }
@@ -36,11 +42,13 @@ struct Pending {
     news: Vec<NewExecution>,
     /// One per submitter: how many of `news` are theirs, in order.
     submitters: Vec<(usize, Sender<SubmitReply>)>,
+    /// Retention's deletes, and what applying each did (in this transaction).
+    prunes: Vec<(Vec<String>, Sender<PruneReply>, Option<PruneReply>)>,
 }
 
 impl Pending {
     fn len(&self) -> usize {
-        self.steps.len() + self.news.len()
+        self.steps.len() + self.news.len() + self.prunes.len()
     }
 
     /// Adds a message; true if it was `Stop`.
@@ -56,13 +64,17 @@ impl Pending {
                 self.news.extend(news);
                 false
             }
+            CommitMsg::Prune(ids, reply) => {
+                self.prunes.push((ids, reply, None));
+                false
+            }
             CommitMsg::Stop => true,
         }
     }
 
     /// Applies the news and steps after the first `done` ones in `txn`.
     fn apply_rest(
-        &self,
+        &mut self,
         txn: &mut dyn WriteTxn,
         done: &mut (usize, usize),
         outcomes: &mut Vec<InsertOutcome>,
@@ -75,7 +87,24 @@ impl Pending {
             txn.apply(c)?;
         }
         done.1 = self.steps.len();
+        // A failed delete is undone by itself (a savepoint) and answered
+        // as failed; it never fails the steps and submissions around it.
+        for (ids, _, result) in self.prunes.iter_mut().filter(|p| p.2.is_none()) {
+            *result = Some(txn.delete_terminal(ids));
+        }
         Ok(())
+    }
+
+    /// Answers retention: what was deleted, once durable (`Ok`), or the
+    /// error (nothing was deleted; the next pass selects them again).
+    fn answer_prunes(&mut self, result: Result<(), &crate::store::StoreError>) {
+        for (_, reply, done) in self.prunes.drain(..) {
+            let _ = reply.send(match (result, done) {
+                (Ok(()), Some(d)) => d,
+                (Ok(()), None) => Ok((Vec::new(), PrunedRows::default())),
+                (Err(e), _) => Err(e.clone()),
+            });
+        }
     }
 
     /// Answers every submitter from the transaction's result.
@@ -161,6 +190,7 @@ impl Core {
             Ok(()) => {
                 self.store_health.succeeded();
                 p.answer(Ok(outcomes));
+                p.answer_prunes(Ok(()));
                 self.committed(p);
             }
             Err(e) => {
@@ -169,7 +199,8 @@ impl Core {
                     "group commit of {} step results and {} new executions failed, retrying them as one batch: {e}",
                     p.steps.len(),
                     p.news.len()
-                )
+                );
+                p.answer_prunes(Err(&e));
             }
         }
         stop
@@ -188,6 +219,12 @@ impl Core {
     /// results are retried alone; after five failures the executions are
     /// reloaded from the store and resynced later.
     fn flush(&self, p: &mut Pending) {
+        for (ids, reply, _) in p.prunes.drain(..) {
+            let _ = reply.send(self.store.delete_executions(&ids));
+        }
+        if p.steps.is_empty() && p.news.is_empty() {
+            return;
+        }
         let mut attempt = 0u32;
         loop {
             match self.store.write(&p.news, &mut p.steps) {

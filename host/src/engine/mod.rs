@@ -17,6 +17,7 @@ mod crash_loop;
 mod events;
 mod lock;
 mod outputs;
+mod prune;
 mod retries;
 mod round;
 mod scheduler;
@@ -39,6 +40,7 @@ use serde::{Deserialize, Serialize};
 
 pub use context::{generated_name, AttemptPaths, MAX_DATASET_SIZE_BYTES};
 pub use events::{EventBody, Extra, InfoBody, TaskEventBody};
+pub use prune::PruneBatch;
 pub use retries::{decide_retryable, RetryDecision};
 pub use scheduler::{Job, JobShared, Next, Scheduler, Work};
 pub use store_health::StoreDegraded;

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use kozmo_interface::literals::LiteralMap;
 
-use super::{CrashVictim, InsertOutcome, Store, StoreResult};
+use super::{CrashVictim, InsertOutcome, PruneCandidate, PruneSelect, PrunedRows, Store, StoreResult};
 use crate::model::{
     ErrorDocument, EventBody, EventRecord, EventRow, ExecPhase, ExecutionRecord, NewEvent, NewExecution, RoundCommit,
     TaskState, TokenRow,
@@ -84,6 +84,27 @@ impl EventLog {
         self.chunks.get(i / EVENT_CHUNK)?.get(i % EVENT_CHUNK)
     }
 
+    /// Drops the bodies of the events chained back from `last` (a pruned
+    /// execution's: the log is append-only, so their fixed-size entries
+    /// stay, unreachable); returns how many.
+    fn forget_chain(&mut self, last: i64) -> u64 {
+        let mut n = 0;
+        let mut at = last;
+        while let Some(i) = at.checked_sub(1).and_then(|i| usize::try_from(i).ok()) {
+            let Some(e) = self
+                .chunks
+                .get_mut(i / EVENT_CHUNK)
+                .and_then(|c| c.get_mut(i % EVENT_CHUNK))
+            else {
+                break;
+            };
+            e.body = EventBody::Text(String::new());
+            at = e.prev;
+            n += 1;
+        }
+        n
+    }
+
     /// The events chained back from `last`, oldest first.
     fn chain(&self, last: i64) -> Vec<&StoredEvent> {
         let mut out = Vec::new();
@@ -107,7 +128,8 @@ struct Inner {
     /// Executions per phase, kept as phases change.
     by_phase: BTreeMap<ExecPhase, u64>,
     tokens: BTreeSet<TokenRow>,
-    catalog: BTreeMap<String, LiteralMap>,
+    /// Catalog entries with when they were written.
+    catalog: BTreeMap<String, (LiteralMap, i64)>,
     /// Consecutive crashes per execution ([`Store::count_crashes`]).
     crashes: HashMap<String, u32>,
     seq: i64,
@@ -344,12 +366,107 @@ impl Store for MemoryStore {
     }
 
     fn catalog_get(&self, key: &str) -> StoreResult<Option<LiteralMap>> {
-        Ok(self.lock().catalog.get(key).cloned())
+        Ok(self.lock().catalog.get(key).map(|(o, _)| o.clone()))
     }
 
     fn catalog_put(&self, key: &str, outputs: &LiteralMap) -> StoreResult<()> {
-        self.lock().catalog.insert(key.to_string(), outputs.clone());
+        self.lock()
+            .catalog
+            .insert(key.to_string(), (outputs.clone(), crate::model::now_ms()));
         Ok(())
+    }
+
+    fn prune_candidates(&self, sel: &PruneSelect) -> StoreResult<Vec<PruneCandidate>> {
+        let g = self.lock();
+        let mut terminal: Vec<&Row> = g
+            .executions
+            .values()
+            .filter(|r| r.rec.state.phase.is_terminal())
+            .collect();
+        terminal.sort_by(|a, b| (a.rec.state.updated_at_ms, &a.rec.id).cmp(&(b.rec.state.updated_at_ms, &b.rec.id)));
+        let excess = sel.keep_at_most.map_or(0, |keep| {
+            terminal.len().saturating_sub(keep.min(usize::MAX as u64) as usize)
+        });
+        Ok(terminal
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| {
+                *i < excess
+                    || sel
+                        .cutoff(r.rec.state.phase)
+                        .is_some_and(|t| r.rec.state.updated_at_ms < t)
+            })
+            .take(sel.limit)
+            .map(|(_, r)| PruneCandidate {
+                id: r.rec.id.clone(),
+                spec_json: r.rec.spec_json.clone(),
+                task_type: r.rec.task_type.clone(),
+                plugin_id: r.rec.plugin_id.clone(),
+                attempt: r.rec.state.attempt,
+                phase: r.rec.state.phase,
+                updated_at_ms: r.rec.state.updated_at_ms,
+            })
+            .collect())
+    }
+
+    fn delete_executions(&self, ids: &[String]) -> StoreResult<(Vec<String>, PrunedRows)> {
+        let mut g = self.lock();
+        let g = &mut *g;
+        let mut rows = PrunedRows::default();
+        let mut gone = Vec::new();
+        for id in ids {
+            if !g.executions.get(id).is_some_and(|r| r.rec.state.phase.is_terminal()) {
+                continue;
+            }
+            let Some(row) = g.executions.remove(id) else { continue };
+            g.order.remove(id);
+            if let Some(n) = g.by_phase.get_mut(&row.rec.state.phase) {
+                *n -= 1;
+            }
+            rows.executions += 1;
+            rows.specs += 1;
+            rows.task_states += row.tasks.len() as u64;
+            rows.outputs += row.outputs.len() as u64;
+            rows.error_documents += row.errors.len() as u64;
+            rows.events += g.events.forget_chain(row.last_event);
+            rows.plugin_crashes += u64::from(g.crashes.remove(id).is_some());
+            let before = g.tokens.len();
+            g.tokens.retain(|t| &t.execution_id != id);
+            rows.resource_tokens += (before - g.tokens.len()) as u64;
+            gone.push(row.rec.id);
+        }
+        Ok((gone, rows))
+    }
+
+    fn prune_catalog(&self, limit: usize) -> StoreResult<u64> {
+        let mut g = self.lock();
+        let horizon = g
+            .executions
+            .values()
+            .map(|r| r.rec.created_at_ms)
+            .min()
+            .unwrap_or(i64::MAX);
+        let old: Vec<String> = g
+            .catalog
+            .iter()
+            .filter(|(_, (_, at))| *at < horizon)
+            .take(limit)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &old {
+            g.catalog.remove(k);
+        }
+        Ok(old.len() as u64)
+    }
+
+    fn oldest_terminal(&self) -> StoreResult<Option<i64>> {
+        Ok(self
+            .lock()
+            .executions
+            .values()
+            .filter(|r| r.rec.state.phase.is_terminal())
+            .map(|r| r.rec.state.updated_at_ms)
+            .min())
     }
 
     fn count_by_phase(&self) -> StoreResult<BTreeMap<ExecPhase, u64>> {

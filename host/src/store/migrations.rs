@@ -1,5 +1,8 @@
 //! SQLite schema migrations, applied in order; `PRAGMA user_version` holds
 //! how many have run. Never edit a released migration: append a new one.
+//! Each runs in a transaction of its own, except those listed in
+//! [`OUTSIDE_TRANSACTION`] (`VACUUM` cannot run inside one): they are
+//! written to be run again from the start if they are interrupted.
 
 /// Migration `i` brings the schema from version `i` to `i + 1`.
 pub const MIGRATIONS: &[&str] = &[
@@ -104,4 +107,27 @@ CREATE TABLE plugin_crashes (
     at           INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
+    // 5: retention. The pruner selects terminal executions by age from a
+    // partial index (only terminal rows are in it, so a step of an active
+    // execution never writes it), and catalog entries by age.
+    // `auto_vacuum = INCREMENTAL` lets the pruner give the pages it frees
+    // back to the file system (`PRAGMA incremental_vacuum`) instead of
+    // keeping the file at its largest forever. SQLite changes the
+    // auto-vacuum mode of a file that has tables only by rebuilding it, so
+    // this migration runs `VACUUM` once, outside a transaction: it rewrites
+    // the whole database (about as long as copying the file, seconds per
+    // 100 MB; the daemon is not serving yet) and needs as much free disk as
+    // the file takes again, for the copy. A new, empty database pays
+    // nothing. Interrupted, it runs again from the start (every statement
+    // can be repeated).
+    r#"
+CREATE INDEX IF NOT EXISTS executions_terminal_by_age ON executions(updated_at, id)
+    WHERE phase IN ('Succeeded', 'Failed', 'Aborted');
+CREATE INDEX IF NOT EXISTS catalog_by_age ON catalog(created_at);
+PRAGMA auto_vacuum = INCREMENTAL;
+VACUUM;
+"#,
 ];
+
+/// Migrations (by number, from 1) that run outside a transaction.
+pub const OUTSIDE_TRANSACTION: &[usize] = &[5];

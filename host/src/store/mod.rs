@@ -11,12 +11,17 @@
 mod checkpointer;
 mod memory;
 mod migrations;
+mod prune;
+#[cfg(test)]
+mod prune_tests;
 mod sqlite;
+mod sqlite_prune;
 mod sqlite_txn;
 
 use std::collections::BTreeMap;
 
 pub use memory::MemoryStore;
+pub use prune::{PruneCandidate, PruneSelect, PrunedRows, TERMINAL};
 pub use sqlite::{Durability, SqliteStore};
 
 use kozmo_interface::literals::LiteralMap;
@@ -119,6 +124,12 @@ pub trait WriteTxn {
     fn apply(&mut self, step: &RoundCommit) -> StoreResult<()>;
     /// Makes everything applied durable.
     fn commit(self: Box<Self>) -> StoreResult<()>;
+    /// Deletes those of `ids` that are terminal with every row they own
+    /// (as [`Store::delete_executions`], inside this transaction).
+    /// Default: refuses (the engine then deletes in a transaction of its own).
+    fn delete_terminal(&mut self, _ids: &[String]) -> StoreResult<(Vec<String>, PrunedRows)> {
+        Err(StoreError("this store deletes only in transactions of its own".into()))
+    }
 }
 
 /// The engine's durable state.
@@ -206,6 +217,35 @@ pub trait Store: Send + Sync {
     fn catalog_put(&self, key: &str, outputs: &LiteralMap) -> StoreResult<()>;
     /// Number of executions per phase.
     fn count_by_phase(&self) -> StoreResult<BTreeMap<ExecPhase, u64>>;
+    /// Terminal executions past retention, least recently updated first,
+    /// at most `sel.limit` (reads only; never an active execution).
+    /// Default (a store without retention): none.
+    fn prune_candidates(&self, _sel: &PruneSelect) -> StoreResult<Vec<PruneCandidate>> {
+        Ok(Vec::new())
+    }
+    /// Deletes those of `ids` that are terminal, with every row they own
+    /// (spec, task states, events, outputs, error documents, crash counts,
+    /// tokens), in one short transaction; returns the ids deleted and the
+    /// rows per table. Default: deletes nothing.
+    fn delete_executions(&self, _ids: &[String]) -> StoreResult<(Vec<String>, PrunedRows)> {
+        Ok((Vec::new(), PrunedRows::default()))
+    }
+    /// Deletes up to `limit` catalog entries written before the oldest
+    /// execution still stored was created (no execution left can have
+    /// written them); returns how many. Default: none.
+    fn prune_catalog(&self, _limit: usize) -> StoreResult<u64> {
+        Ok(0)
+    }
+    /// Gives free space back to the file system, at most `max_pages` pages
+    /// at a time; returns the bytes given back. Default: nothing to give.
+    fn reclaim_space(&self, _max_pages: u32) -> StoreResult<u64> {
+        Ok(0)
+    }
+    /// When the least recently updated terminal execution still stored was
+    /// last updated (the oldest one retention kept). Default: unknown.
+    fn oldest_terminal(&self) -> StoreResult<Option<i64>> {
+        Ok(None)
+    }
 }
 
 #[cfg(test)]
@@ -367,11 +407,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = SqliteStore::open_in(dir.path()).unwrap();
-            assert_eq!(s.schema_version().unwrap(), 4);
+            assert_eq!(s.schema_version().unwrap(), 5);
             contract(&s);
         }
         let s = SqliteStore::open_in(dir.path()).unwrap();
-        assert_eq!(s.schema_version().unwrap(), 4, "migrations run once");
+        assert_eq!(s.schema_version().unwrap(), 5, "migrations run once");
         assert_eq!(s.get_execution("a").unwrap().unwrap().state.phase, ExecPhase::Succeeded);
         // A second terminal event for one execution is refused.
         let dup = RoundCommit {
@@ -442,7 +482,7 @@ mod tests {
             .unwrap();
         }
         let s = SqliteStore::open_in(dir.path()).unwrap();
-        assert_eq!(s.schema_version().unwrap(), 4);
+        assert_eq!(s.schema_version().unwrap(), 5);
         let rec = s.get_execution("old").unwrap().unwrap();
         assert_eq!(rec.spec_json, "{\"s\":1}");
         assert_eq!(rec.plugin_id, None, "older rows are not bound: routed by task type");

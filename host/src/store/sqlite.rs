@@ -19,9 +19,11 @@ use kozmo_interface::Phase;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::checkpointer::{Checkpointer, FALLBACK_PAGES};
-use super::migrations::MIGRATIONS;
+use super::migrations::{MIGRATIONS, OUTSIDE_TRANSACTION};
 use super::sqlite_txn::{insert_events, SqliteTxn};
-use super::{CrashVictim, InsertOutcome, Store, StoreError, StoreResult, WriteTxn};
+use super::{
+    CrashVictim, InsertOutcome, PruneCandidate, PruneSelect, PrunedRows, Store, StoreError, StoreResult, WriteTxn,
+};
 use crate::model::{
     ErrorDocument, EventRecord, EventRow, ExecPhase, ExecState, ExecutionRecord, NewEvent, NewExecution, RoundCommit,
     TaskState, TokenRow,
@@ -42,8 +44,8 @@ pub enum Durability {
 pub struct SqliteStore {
     // Dropped first: the thread stops before the connections close.
     _checkpointer: Checkpointer,
-    writer: Mutex<Connection>,
-    reader: Mutex<Connection>,
+    pub(super) writer: Mutex<Connection>,
+    pub(super) reader: Mutex<Connection>,
     sync_cost: SyncCost,
 }
 
@@ -175,7 +177,7 @@ impl SqliteStore {
 
     /// Opens the write transaction of a group commit (holding the writer
     /// connection until it ends).
-    fn begin_write(&self) -> StoreResult<SqliteTxn<'_>> {
+    pub(super) fn begin_write(&self) -> StoreResult<SqliteTxn<'_>> {
         SqliteTxn::begin(lock(&self.writer), &self.sync_cost)
     }
 
@@ -198,6 +200,12 @@ fn migrate(c: &mut Connection) -> StoreResult<()> {
         )));
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        if OUTSIDE_TRANSACTION.contains(&(i + 1)) {
+            c.execute_batch(sql)
+                .map_err(|e| StoreError(format!("migration {}: {e}", i + 1)))?;
+            c.pragma_update(None, "user_version", (i + 1) as i64).map_err(err)?;
+            continue;
+        }
         let tx = c.transaction().map_err(err)?;
         tx.execute_batch(sql)
             .map_err(|e| StoreError(format!("migration {}: {e}", i + 1)))?;
@@ -410,6 +418,26 @@ impl Store for SqliteStore {
         )
         .map_err(err)?;
         Ok(())
+    }
+
+    fn prune_candidates(&self, sel: &PruneSelect) -> StoreResult<Vec<PruneCandidate>> {
+        self.select_prunable(sel)
+    }
+
+    fn delete_executions(&self, ids: &[String]) -> StoreResult<(Vec<String>, PrunedRows)> {
+        self.delete_terminal(ids)
+    }
+
+    fn prune_catalog(&self, limit: usize) -> StoreResult<u64> {
+        self.delete_orphan_catalog(limit)
+    }
+
+    fn reclaim_space(&self, max_pages: u32) -> StoreResult<u64> {
+        self.incremental_vacuum(max_pages)
+    }
+
+    fn oldest_terminal(&self) -> StoreResult<Option<i64>> {
+        self.oldest_terminal_update()
     }
 
     fn count_by_phase(&self) -> StoreResult<BTreeMap<ExecPhase, u64>> {

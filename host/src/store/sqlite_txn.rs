@@ -10,7 +10,7 @@ use std::time::Instant;
 use rusqlite::{params, Connection};
 
 use super::sqlite::{err, json, opt_json, SyncCost};
-use super::{InsertOutcome, StoreError, StoreResult, WriteTxn};
+use super::{InsertOutcome, PrunedRows, StoreError, StoreResult, WriteTxn};
 use crate::model::{EventRow, NewExecution, RoundCommit};
 
 /// An open write transaction on the writer connection.
@@ -149,6 +149,10 @@ impl WriteTxn for SqliteTxn<'_> {
 
     fn commit(self: Box<Self>) -> StoreResult<()> {
         self.finish()
+    }
+
+    fn delete_terminal(&mut self, ids: &[String]) -> StoreResult<(Vec<String>, PrunedRows)> {
+        super::sqlite_prune::delete_terminal_in(&self.conn, ids)
     }
 }
 

@@ -1,0 +1,236 @@
+//! Retention in SQLite: selecting terminal executions past the limits (on
+//! the reader connection, never blocking a commit), deleting a batch of
+//! them with every owned row — inside the engine's group commit
+//! ([`delete_terminal_in`] through `WriteTxn::delete_terminal`, so a batch
+//! costs no sync of its own), or in a transaction of its own — and giving
+//! free pages back with `incremental_vacuum`.
+
+use std::time::Instant;
+
+use rusqlite::{params, Connection};
+
+use super::prune::{PruneCandidate, PruneSelect, PrunedRows, TERMINAL};
+use super::sqlite::{err, json, SqliteStore};
+use super::StoreResult;
+use crate::model::ExecPhase;
+use crate::sync::lock;
+
+/// The terminal phases as SQL (matches the partial index of migration 5).
+const TERMINAL_SQL: &str = "phase IN ('Succeeded', 'Failed', 'Aborted')";
+
+/// Where one table's count goes in [`PrunedRows`].
+type CountSlot = fn(&mut PrunedRows) -> &mut u64;
+
+/// The tables keyed by `execution_id` an execution owns, and where the
+/// count goes in [`PrunedRows`].
+const OWNED: [(&str, CountSlot); 7] = [
+    ("execution_specs", |r| &mut r.specs),
+    ("task_states", |r| &mut r.task_states),
+    ("events", |r| &mut r.events),
+    ("outputs", |r| &mut r.outputs),
+    ("error_documents", |r| &mut r.error_documents),
+    ("plugin_crashes", |r| &mut r.plugin_crashes),
+    ("resource_tokens", |r| &mut r.resource_tokens),
+];
+
+impl SqliteStore {
+    /// See [`super::Store::prune_candidates`]. Two range scans of the
+    /// partial index of terminal executions by `(updated_at, id)`, oldest
+    /// first: the oldest beyond `keep_at_most`, and those older than their
+    /// phase's cutoff; merged, at most `limit`.
+    pub(super) fn select_prunable(&self, sel: &PruneSelect) -> StoreResult<Vec<PruneCandidate>> {
+        let c = lock(&self.reader);
+        let limit = sel.limit.min(i64::MAX as usize) as i64;
+        let mut out: Vec<PruneCandidate> = Vec::new();
+        if let Some(keep) = sel.keep_at_most {
+            let total: i64 = c
+                .prepare_cached(&format!(
+                    "SELECT COUNT(*) FROM executions INDEXED BY executions_terminal_by_age WHERE {TERMINAL_SQL}"
+                ))
+                .map_err(err)?
+                .query_row([], |r| r.get(0))
+                .map_err(err)?;
+            let excess = (total - keep.min(i64::MAX as u64) as i64).min(limit);
+            if excess > 0 {
+                out.extend(query(
+                    &c,
+                    &format!("e.{TERMINAL_SQL}"),
+                    rusqlite::params![excess],
+                    "?1",
+                )?);
+            }
+        }
+        let cuts: Vec<Option<i64>> = TERMINAL.iter().map(|p| sel.cutoff(*p)).collect();
+        if let Some(max) = cuts.iter().flatten().max() {
+            let found = query(
+                &c,
+                &format!(
+                    "e.{TERMINAL_SQL} AND e.updated_at < ?1 AND ((e.phase = 'Succeeded' AND e.updated_at < ?2) \
+                     OR (e.phase = 'Failed' AND e.updated_at < ?3) OR (e.phase = 'Aborted' AND e.updated_at < ?4))"
+                ),
+                rusqlite::params![max, cuts[0], cuts[1], cuts[2], limit],
+                "?5",
+            )?;
+            out.extend(found);
+            out.sort_by(|a, b| (a.updated_at_ms, &a.id).cmp(&(b.updated_at_ms, &b.id)));
+            out.dedup_by(|a, b| a.id == b.id);
+            out.truncate(sel.limit);
+        }
+        Ok(out)
+    }
+
+    /// See [`super::Store::delete_executions`].
+    pub(super) fn delete_terminal(&self, ids: &[String]) -> StoreResult<(Vec<String>, PrunedRows)> {
+        if ids.is_empty() {
+            return Ok((Vec::new(), PrunedRows::default()));
+        }
+        let tx = self.begin_write()?;
+        let out = delete_terminal_in(tx.conn(), ids)?;
+        tx.finish()?;
+        Ok(out)
+    }
+
+    /// See [`super::Store::prune_catalog`]: entries written before the
+    /// creation of the oldest execution still stored (none left can have
+    /// written them; none at all: every entry).
+    pub(super) fn delete_orphan_catalog(&self, limit: usize) -> StoreResult<u64> {
+        let horizon: Option<i64> = lock(&self.reader)
+            .prepare_cached("SELECT MIN(created_at) FROM executions")
+            .map_err(err)?
+            .query_row([], |r| r.get(0))
+            .map_err(err)?;
+        let horizon = horizon.unwrap_or(i64::MAX);
+        let tx = self.begin_write()?;
+        let n = tx
+            .conn()
+            .prepare_cached(
+                "DELETE FROM catalog WHERE key IN (SELECT key FROM catalog WHERE created_at < ?1 \
+                 ORDER BY created_at LIMIT ?2)",
+            )
+            .map_err(err)?
+            .execute(params![horizon, limit.min(i64::MAX as usize) as i64])
+            .map_err(err)?;
+        tx.finish()?;
+        Ok(n as u64)
+    }
+
+    /// See [`super::Store::reclaim_space`]: `PRAGMA incremental_vacuum(N)`
+    /// on the writer connection (its own short transaction).
+    pub(super) fn incremental_vacuum(&self, max_pages: u32) -> StoreResult<u64> {
+        let c = lock(&self.writer);
+        let started = Instant::now();
+        let page_size = pragma(&c, "page_size")?;
+        let before = pragma(&c, "freelist_count")?;
+        if before == 0 {
+            return Ok(0);
+        }
+        // SQLite frees one page per step of this pragma: step it to the end
+        // (a single step, as `execute` does, frees one page).
+        {
+            let mut st = c
+                .prepare(&format!("PRAGMA incremental_vacuum({max_pages})"))
+                .map_err(err)?;
+            let mut rows = st.query([]).map_err(err)?;
+            while rows.next().map_err(err)?.is_some() {}
+        }
+        let after = pragma(&c, "freelist_count")?;
+        log::debug!(
+            "incremental_vacuum: {} free pages given back in {:?}",
+            before - after,
+            started.elapsed()
+        );
+        Ok((before - after).max(0) as u64 * page_size.max(0) as u64)
+    }
+
+    /// See [`super::Store::oldest_terminal`].
+    pub(super) fn oldest_terminal_update(&self) -> StoreResult<Option<i64>> {
+        let c = lock(&self.reader);
+        let t = c
+            .prepare_cached(&format!("SELECT MIN(updated_at) FROM executions WHERE {TERMINAL_SQL}"))
+            .map_err(err)?
+            .query_row([], |r| r.get(0))
+            .map_err(err)?;
+        Ok(t)
+    }
+}
+
+/// Deletes those of `ids` that are terminal, with their owned rows, on
+/// `c` (inside the caller's transaction).
+pub(super) fn delete_terminal_in(c: &Connection, ids: &[String]) -> StoreResult<(Vec<String>, PrunedRows)> {
+    // All of it or none of it, whatever the transaction around it does next.
+    c.execute_batch("SAVEPOINT prune").map_err(err)?;
+    match delete_owned(c, ids) {
+        Ok(done) => {
+            c.execute_batch("RELEASE prune").map_err(err)?;
+            Ok(done)
+        }
+        Err(e) => {
+            if let Err(r) = c.execute_batch("ROLLBACK TO prune; RELEASE prune") {
+                log::error!("undoing a failed prune batch: {r}");
+            }
+            Err(e)
+        }
+    }
+}
+
+fn delete_owned(c: &Connection, ids: &[String]) -> StoreResult<(Vec<String>, PrunedRows)> {
+    let mut rows = PrunedRows::default();
+    // Still terminal, checked by the delete itself: an active execution is
+    // never deleted, whatever the caller selected.
+    let gone: Vec<String> = {
+        let mut st = c
+            .prepare_cached(&format!(
+                "DELETE FROM executions WHERE id IN (SELECT value FROM json_each(?1)) AND {TERMINAL_SQL} RETURNING id"
+            ))
+            .map_err(err)?;
+        let r = st.query_map([json(&ids)?], |r| r.get(0)).map_err(err)?;
+        r.collect::<rusqlite::Result<Vec<_>>>().map_err(err)?
+    };
+    rows.executions = gone.len() as u64;
+    if !gone.is_empty() {
+        let gone_json = json(&gone)?;
+        for (table, slot) in OWNED {
+            let n = c
+                .prepare_cached(&format!(
+                    "DELETE FROM {table} WHERE execution_id IN (SELECT value FROM json_each(?1))"
+                ))
+                .map_err(err)?
+                .execute([&gone_json])
+                .map_err(err)?;
+            *slot(&mut rows) += n as u64;
+        }
+    }
+    Ok((gone, rows))
+}
+
+/// Terminal executions matching `filter`, oldest first, at most the
+/// parameter named by `limit`.
+fn query(c: &Connection, filter: &str, params: impl rusqlite::Params, limit: &str) -> StoreResult<Vec<PruneCandidate>> {
+    let mut st = c
+        .prepare_cached(&format!(
+            "SELECT e.id, s.spec, e.task_type, e.plugin_id, e.attempt, e.phase, e.updated_at \
+             FROM executions e INDEXED BY executions_terminal_by_age \
+             JOIN execution_specs s ON s.execution_id = e.id \
+             WHERE {filter} ORDER BY e.updated_at, e.id LIMIT {limit}"
+        ))
+        .map_err(err)?;
+    let rows = st
+        .query_map(params, |r| {
+            let phase: String = r.get(5)?;
+            Ok(PruneCandidate {
+                id: r.get(0)?,
+                spec_json: r.get(1)?,
+                task_type: r.get(2)?,
+                plugin_id: r.get(3)?,
+                attempt: r.get::<_, i64>(4)?.max(0) as u32,
+                phase: phase.parse().unwrap_or(ExecPhase::Succeeded),
+                updated_at_ms: r.get(6)?,
+            })
+        })
+        .map_err(err)?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(err)
+}
+
+fn pragma(c: &Connection, name: &str) -> StoreResult<i64> {
+    c.pragma_query_value(None, name, |r| r.get(0)).map_err(err)
+}
