@@ -267,6 +267,27 @@ mod tests {
         }
     }
 
+    #[test]
+    fn processes_opening_a_new_file_at_once_migrate_it_once() {
+        // A CLI or test opening the file while the daemon creates it: each
+        // re-reads the version under the write lock, none applies a
+        // migration twice ("table executions already exists").
+        for _ in 0..10 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("kozmo.db");
+            let openers: Vec<_> = (0..4)
+                .map(|_| {
+                    let path = path.clone();
+                    std::thread::spawn(move || SqliteStore::open(&path, Durability::Normal).map(|s| s.schema_version()))
+                })
+                .collect();
+            for o in openers {
+                let version = o.join().unwrap().unwrap().unwrap();
+                assert_eq!(version as usize, migrations::MIGRATIONS.len());
+            }
+        }
+    }
+
     fn event(kind: &str) -> NewEvent {
         NewEvent {
             kind: kind.into(),

@@ -206,7 +206,17 @@ fn migrate(c: &mut Connection) -> StoreResult<()> {
             c.pragma_update(None, "user_version", (i + 1) as i64).map_err(err)?;
             continue;
         }
-        let tx = c.transaction().map_err(err)?;
+        // Another process may open the same file at the same time (a CLI
+        // next to a starting daemon, a test): take the write lock first and
+        // read the version again under it, so a migration another
+        // connection committed after our first read is not applied twice.
+        let tx = c
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let now: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(err)?;
+        if now.max(0) as usize > i {
+            continue;
+        }
         tx.execute_batch(sql)
             .map_err(|e| StoreError(format!("migration {}: {e}", i + 1)))?;
         tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(err)?;
