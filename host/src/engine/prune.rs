@@ -42,7 +42,7 @@ impl EngineHandle {
     /// The data store directories an execution owns: its inputs and outputs
     /// (`<data>/executions/<id>`) and the raw output directory of each
     /// attempt (`<data>/raw/<generated name>`, which holds what plugins
-    /// write there, the shell plugin's `shell-*` working directories
+    /// write there, the shell plugin's `shell` working directories
     /// included). Only those that exist.
     pub fn blob_dirs(&self, c: &PruneCandidate) -> Vec<PathBuf> {
         let core = &self.core;
