@@ -61,6 +61,17 @@ pub fn batcher(plugin: &dyn Plugin) -> Option<Arc<IsolatedCore>> {
     (core.id.as_ptr() == id.as_ptr() && core.id.len() == id.len()).then_some(core)
 }
 
+/// What [`IsolatedCore::handle_batch`] returns.
+#[derive(Debug)]
+pub struct BatchOutcome {
+    /// One result per call, in order.
+    pub results: Vec<Result<Transition>>,
+    /// How many calls the child answered: the calls from here on failed
+    /// with `PluginProcessDied` because the child ended during the batch,
+    /// which only one of them (or none) caused.
+    pub answered: usize,
+}
+
 impl IsolatedPlugin {
     /// The plugin `id` of `entry`, loaded in `supervisor`'s child.
     pub fn new(supervisor: Arc<Supervisor>, entry: String, id: String, properties: PluginProperties) -> Self {
@@ -98,10 +109,11 @@ impl IsolatedCore {
         &self.supervisor
     }
 
-    /// `handle` of every context in `ctxs` (at most [`kozmo_isolation_protocol::MAX_BATCH_CALLS`]),
-    /// as one batch frame; each call's result is what
-    /// [`Plugin::handle`] would have returned for it alone.
-    pub fn handle_batch(&self, ctxs: &[&dyn TaskExecutionContext]) -> Vec<Result<Transition>> {
+    /// `handle` of every context in `ctxs` (at most
+    /// [`kozmo_isolation_protocol::MAX_BATCH_CALLS`]), as one batch frame;
+    /// each call's result is what [`Plugin::handle`] would have returned
+    /// for it alone, had the child died during it.
+    pub fn handle_batch(&self, ctxs: &[&dyn TaskExecutionContext]) -> BatchOutcome {
         let calls = vec![
             Call::Handle {
                 entry: self.entry.clone()
@@ -110,7 +122,9 @@ impl IsolatedCore {
         ];
         let served: Vec<Served<'_>> = ctxs.iter().map(|c| Served::Task(*c)).collect();
         let results = self.supervisor.call_batch(calls, &served);
-        ctxs.iter().zip(results).map(|(ctx, r)| self.handled(*ctx, r)).collect()
+        let answered = results.iter().take_while(|r| r.is_ok()).count();
+        let results = ctxs.iter().zip(results).map(|(ctx, r)| self.handled(*ctx, r)).collect();
+        BatchOutcome { results, answered }
     }
 
     /// A `handle` call's result: a dead child is a SYSTEM retryable phase.

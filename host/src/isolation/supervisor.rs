@@ -255,23 +255,26 @@ impl Supervisor {
     fn current(&self, deadline: Instant) -> Result<Arc<Generation>, Failure> {
         let mut st = lock(&self.state);
         loop {
-            match &*st {
-                State::Up(g) => return Ok(g.clone()),
+            // A child whose end is recorded but whose monitor has not
+            // handed over yet is as good as down: a call must not start on
+            // it only to fail for a death it had no part in.
+            let cause = match &*st {
+                State::Up(g) if !g.is_dead() => return Ok(g.clone()),
+                State::Up(g) => lock(&g.end).cause.clone().unwrap_or_default(),
                 State::Retired => return Err(Failure::NotRunning("the plugin process was retired".into())),
-                State::Down(cause) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        return Err(Failure::NotRunning(format!(
-                            "it is being restarted; the last one ended: {cause}"
-                        )));
-                    }
-                    st = self
-                        .changed
-                        .wait_timeout(st, deadline - now)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
-                }
+                State::Down(cause) => cause.clone(),
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Failure::NotRunning(format!(
+                    "it is being restarted; the last one ended: {cause}"
+                )));
             }
+            st = self
+                .changed
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 
