@@ -4,7 +4,7 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 
-use crate::Frame;
+use crate::{Frame, MAX_BATCH_CALLS};
 
 /// The longest frame either side accepts (payload bytes, without the
 /// 4-byte length). A data-store object larger than this cannot cross.
@@ -21,6 +21,8 @@ pub enum ProtocolError {
     TooLarge(usize),
     /// The bytes are not a frame.
     Malformed(String),
+    /// A [`Frame::Batch`] with no calls or more than [`MAX_BATCH_CALLS`].
+    BatchSize(usize),
     /// A frame decoded without using all of its bytes.
     Trailing {
         /// Bytes the frame used.
@@ -37,6 +39,9 @@ impl fmt::Display for ProtocolError {
             ProtocolError::Io(e) => write!(f, "i/o error: {e}"),
             ProtocolError::TooLarge(n) => write!(f, "frame of {n} bytes is over the {MAX_FRAME_LEN}-byte limit"),
             ProtocolError::Malformed(e) => write!(f, "malformed frame: {e}"),
+            ProtocolError::BatchSize(n) => {
+                write!(f, "malformed frame: a batch of {n} calls (1 to {MAX_BATCH_CALLS})")
+            }
             ProtocolError::Trailing { used, len } => {
                 write!(f, "malformed frame: {used} of its {len} bytes form a frame")
             }
@@ -58,6 +63,7 @@ fn config() -> impl bincode::config::Config {
 
 /// Appends `frame` (length and payload) to `out`.
 pub fn encode_frame(frame: &Frame, out: &mut Vec<u8>) -> Result<(), ProtocolError> {
+    check_batch(frame)?;
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
     bincode::serde::encode_into_std_write(frame, out, config())
@@ -93,7 +99,18 @@ pub fn decode_payload(payload: &[u8]) -> Result<Frame, ProtocolError> {
             len: payload.len(),
         });
     }
+    check_batch(&frame)?;
     Ok(frame)
+}
+
+/// Refuses an empty or oversized [`Frame::Batch`].
+fn check_batch(frame: &Frame) -> Result<(), ProtocolError> {
+    match frame {
+        Frame::Batch(calls) if calls.is_empty() || calls.len() > MAX_BATCH_CALLS => {
+            Err(ProtocolError::BatchSize(calls.len()))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Reads one frame; `buf` is scratch (it grows to the largest frame read).
@@ -153,6 +170,38 @@ mod tests {
             retryable: true,
         }))));
         round_trip(Frame::NewConnection);
+        round_trip(Frame::Batch(vec![
+            Call::Handle { entry: "noop".into() },
+            Call::Handle { entry: "echo".into() },
+        ]));
+    }
+
+    #[test]
+    fn a_batch_must_hold_one_to_max_calls() {
+        let call = Call::Handle { entry: "noop".into() };
+        for n in [0, MAX_BATCH_CALLS + 1] {
+            let frame = Frame::Batch(vec![call.clone(); n]);
+            assert!(matches!(encode_frame(&frame, &mut Vec::new()), Err(ProtocolError::BatchSize(m)) if m == n));
+            // Encoded by hand (bincode, as a peer that skips the check would).
+            let payload = bincode::serde::encode_to_vec(&frame, config()).unwrap();
+            assert!(matches!(decode_payload(&payload), Err(ProtocolError::BatchSize(m)) if m == n));
+        }
+        let full = Frame::Batch(vec![call; MAX_BATCH_CALLS]);
+        round_trip(full);
+    }
+
+    #[test]
+    fn a_batch_claiming_more_calls_than_its_bytes_is_malformed() {
+        // Frame::Batch, then a call count of 2^60 in a few bytes.
+        let mut p = vec![11u8, 253];
+        p.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        assert!(matches!(decode_payload(&p), Err(ProtocolError::Malformed(_))));
+        // A count that fits, and a cut second call.
+        let mut bytes = Vec::new();
+        let frame = Frame::Batch(vec![Call::Handle { entry: "noop".into() }; 2]);
+        encode_frame(&frame, &mut bytes).unwrap();
+        let cut = &bytes[4..bytes.len() - 2];
+        assert!(matches!(decode_payload(cut), Err(ProtocolError::Malformed(_))));
     }
 
     #[test]

@@ -4,7 +4,10 @@ use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a frame changes shape; the daemon and its child are the
 /// same binary, so a mismatch means a replaced executable.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// The most calls one [`Frame::Batch`] may carry.
+pub const MAX_BATCH_CALLS: usize = 256;
 
 /// One message on a connection (see the crate documentation for which
 /// frame may appear where).
@@ -53,6 +56,10 @@ pub enum Frame {
     Service(Service),
     /// Call, child → daemon: the call is over.
     Done(Outcome),
+    /// Call, daemon → child: several calls (1 to [`MAX_BATCH_CALLS`]) run
+    /// one after the other, each exactly as if it came in its own
+    /// [`Frame::Call`]: its services, then its [`Frame::Done`].
+    Batch(Vec<Call>),
 }
 
 impl Frame {
@@ -70,6 +77,7 @@ impl Frame {
             Frame::Reply(_) => "Reply",
             Frame::Service(_) => "Service",
             Frame::Done(_) => "Done",
+            Frame::Batch(_) => "Batch",
         }
     }
 }

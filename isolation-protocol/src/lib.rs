@@ -14,6 +14,13 @@
 //!   each answered by one [`Frame::Reply`], then exactly one
 //!   [`Frame::Done`]. Calls on one connection are strictly nested, so no
 //!   call ids are needed there; concurrency comes from several connections.
+//!   A [`Frame::Batch`] carries several calls at once (up to
+//!   [`MAX_BATCH_CALLS`]): the child runs them in order, each as if it came
+//!   alone (its services, then its `Done`), so the `Done` frames say which
+//!   call the next services belong to. The child may hold back a batch's
+//!   `Done` frames and write them together (before its next `Service`, at
+//!   the end of the batch, or once a millisecond has passed), so a batch of
+//!   quick calls costs one write and one wake-up each way.
 //!
 //! Every frame is a little-endian `u32` length followed by that many bytes
 //! of bincode 2 (serde, standard configuration). Values of the plugin
@@ -32,5 +39,5 @@ mod frames;
 pub use codec::{decode_payload, encode_frame, read_frame, write_frame, ProtocolError, MAX_FRAME_LEN};
 pub use frames::{
     Call, EntryInfo, Frame, Hello, Library, LogRecord, MetricKind, MetricOp, OpenFailure, Outcome, Service, Value,
-    WireError, PROTOCOL_VERSION,
+    WireError, MAX_BATCH_CALLS, PROTOCOL_VERSION,
 };

@@ -9,6 +9,7 @@
 //!   again ([`scheduler`]).
 //! * The engine knows no SQL and no HTTP.
 
+mod batch;
 mod binding;
 mod call_slots;
 mod committer;
@@ -677,41 +678,74 @@ impl Core {
 
     fn worker(&self, busy: &workers::Busy) {
         let rx = self.work_rx.clone();
-        while let Ok(work) = rx.recv() {
-            let Work::Run(mut a) = work else {
-                return; // stop sentinel
+        // Jobs taken while filling a batch that were not for it.
+        let mut later = std::collections::VecDeque::new();
+        let mut stop = false;
+        loop {
+            let a = match later.pop_front() {
+                Some(a) => a,
+                None if stop => return,
+                None => match rx.recv() {
+                    Ok(Work::Run(a)) => match self.take_job(a) {
+                        Some(a) => a,
+                        None => continue,
+                    },
+                    _ => return, // stop sentinel
+                },
             };
-            if !self.sched.take(&a) {
-                self.sched.done(a, Next::Now); // stopping: home without a step
-                continue;
-            }
-            a.take_pending_abort();
-            busy.begin(&a.record.id, a.record.state.attempt);
-            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.step(&mut a)));
-            busy.end();
-            let out = match out {
-                Ok(o) => o,
-                Err(_) => {
-                    log::error!("engine bug: a step of {} panicked; retrying later", a.record.id);
-                    self.sched.done(a, Next::Later);
-                    continue;
+            match self.batch_target(&a) {
+                Some(target) => {
+                    let mut jobs = vec![a];
+                    stop |= self.fill_batch(&rx, &target, &mut jobs, &mut later);
+                    self.run_batch(busy, &target, jobs);
                 }
-            };
-            a.record.state = out.commit.state.clone();
-            a.record.task = out.task;
-            if out.commit.clear_abort {
-                a.record.abort_requested = None;
+                None => self.run_one(busy, a),
             }
-            if out.next != Next::Now {
-                // Waiting: keep no per-round cache.
-                a.gname = None;
+        }
+    }
+
+    /// A worker took `a` from the queue: `None` if it must not run (it
+    /// went home).
+    fn take_job(&self, mut a: Box<Active>) -> Option<Box<Active>> {
+        if !self.sched.take(&a) {
+            self.sched.done(a, Next::Now); // stopping: home without a step
+            return None;
+        }
+        a.take_pending_abort();
+        Some(a)
+    }
+
+    /// Runs the next step of `a` and sends it on.
+    fn run_one(&self, busy: &workers::Busy, mut a: Box<Active>) {
+        busy.begin(&a.record.id, a.record.state.attempt);
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.step(&mut a)));
+        busy.end();
+        match out {
+            Ok(o) => self.after_step(a, o),
+            Err(_) => {
+                log::error!("engine bug: a step of {} panicked; retrying later", a.record.id);
+                self.sched.done(a, Next::Later);
             }
-            if out.persist {
-                self.commit_step(out.commit, out.next, a);
-            } else {
-                // Nothing to make durable: the next step may start.
-                self.sched.done(a, out.next);
-            }
+        }
+    }
+
+    /// Applies a step's outcome to its execution and makes it durable (if
+    /// it changed anything) before the next step.
+    fn after_step(&self, mut a: Box<Active>, out: round::StepOutcome) {
+        a.record.state = out.commit.state.clone();
+        a.record.task = out.task;
+        if out.commit.clear_abort {
+            a.record.abort_requested = None;
+        }
+        if out.next != Next::Now {
+            // Waiting: keep no per-round cache.
+            a.gname = None;
+        }
+        if out.persist {
+            self.commit_step(out.commit, out.next, a);
+        } else {
+            // Nothing to make durable: the next step may start.
+            self.sched.done(a, out.next);
         }
     }
 

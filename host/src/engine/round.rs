@@ -36,6 +36,15 @@ pub struct StepOutcome {
     pub persist: bool,
 }
 
+/// A `handle` round up to its plugin call.
+pub(crate) struct RoundStart {
+    started: Instant,
+    round_start: i64,
+    state: ExecState,
+    /// The plugin to call.
+    pub(crate) plugin: Arc<dyn Plugin>,
+}
+
 /// Phase of a failure result mapped from a plugin phase.
 fn is_running_phase(p: Phase) -> bool {
     matches!(
@@ -102,10 +111,29 @@ impl Core {
         call: Call,
         f: impl FnOnce(&RoundContext<'_>) -> R,
     ) -> (R, Buffered, Arc<str>) {
-        let gname = self.attempt_name(a, plugin);
-        let plugin_id = Self::plugin_id(a, plugin);
+        let names = self.context_names(a, plugin);
+        let ctx = self.context(a, plugin, &names);
+        let r = {
+            let _in_call = self.calls.enter(&a.record.id, call);
+            f(&ctx)
+        };
+        (r, ctx.into_buffered(), names.0)
+    }
+
+    /// The generated name and plugin id a context of `a` borrows.
+    pub(crate) fn context_names(&self, a: &mut Active, plugin: &Arc<dyn Plugin>) -> (Arc<str>, Arc<str>) {
+        (self.attempt_name(a, plugin), Self::plugin_id(a, plugin))
+    }
+
+    /// A fresh context for the current attempt of `a`.
+    pub(crate) fn context<'a>(
+        &'a self,
+        a: &'a Active,
+        plugin: &Arc<dyn Plugin>,
+        (gname, plugin_id): &'a (Arc<str>, Arc<str>),
+    ) -> RoundContext<'a> {
         let st = &a.record.state;
-        let ctx = RoundContext::new(
+        RoundContext::new(
             Services {
                 secrets: &self.secrets,
                 data: &self.data,
@@ -119,18 +147,13 @@ impl Core {
                 inputs: a.inputs_json(),
                 attempt: st.attempt,
                 name_max_len: self.name_max_len(Some(plugin)),
-                generated_name: &gname,
+                generated_name: gname,
                 interruptible: self.interruptible(a, st.system_failures),
-                plugin_id: &plugin_id,
+                plugin_id,
             },
             (a.record.task.plugin_state_version, a.record.task.plugin_state.clone()),
             &a.shared.files,
-        );
-        let r = {
-            let _in_call = self.calls.enter(&a.record.id, call);
-            f(&ctx)
-        };
-        (r, ctx.into_buffered(), gname)
+        )
     }
 
     /// Runs the next step of `a`.
@@ -175,11 +198,28 @@ impl Core {
     }
 
     fn handle_round(&self, a: &mut Active) -> StepOutcome {
+        match self.round_start(a) {
+            Err(out) => *out,
+            Ok(round) => self.round_call(a, round),
+        }
+    }
+
+    /// A `handle` round from its plugin call on.
+    pub(crate) fn round_call(&self, a: &mut Active, round: RoundStart) -> StepOutcome {
+        let plugin = round.plugin.clone();
+        let (result, buffered, gname) = self.with_context(a, &plugin, Call::Handle, |ctx| {
+            plugin.handle(ctx as &dyn TaskExecutionContext)
+        });
+        self.round_end(a, round, result, buffered, gname)
+    }
+
+    /// The start of a `handle` round: the plugin, unless the round ends
+    /// without calling it (no plugin, a catalog hit).
+    pub(crate) fn round_start(&self, a: &mut Active) -> Result<RoundStart, Box<StepOutcome>> {
         let started = Instant::now();
         let round_start = now_ms();
         let ts = &a.record.task;
-        let mut state = a.record.state.clone();
-        let attempt = state.attempt;
+        let state = a.record.state.clone();
         self.stats.rounds.fetch_add(1, Ordering::Relaxed);
 
         let plugin = match &a.spec.plugin {
@@ -188,7 +228,14 @@ impl Core {
                 Ok(p) => p,
                 Err(e) => {
                     let msg = format!("no plugin for task type [{}]: {e}", a.spec.template.task_type);
-                    return self.handler_error(a, state, msg, false, Buffered::default(), started);
+                    return Err(Box::new(self.handler_error(
+                        a,
+                        state,
+                        msg,
+                        false,
+                        Buffered::default(),
+                        started,
+                    )));
                 }
             },
         };
@@ -197,15 +244,35 @@ impl Core {
         // attempt completes the execution without calling the plugin.
         if ts.plugin_phase == Phase::UNDEFINED && ts.plugin_phase_version == 0 && self.cacheable(a, &plugin) {
             match self.store.catalog_get(&key_string(&self.catalog_key(a))) {
-                Ok(Some(outputs)) => return self.cache_hit(a, &plugin, state, outputs, started),
+                Ok(Some(outputs)) => return Err(Box::new(self.cache_hit(a, &plugin, state, outputs, started))),
                 Ok(None) => {}
                 Err(e) => log::warn!("catalog lookup for {} failed: {e}", a.record.id),
             }
         }
+        Ok(RoundStart {
+            started,
+            round_start,
+            state,
+            plugin,
+        })
+    }
 
-        let (result, buffered, gname) = self.with_context(a, &plugin, Call::Handle, |ctx| {
-            plugin.handle(ctx as &dyn TaskExecutionContext)
-        });
+    /// The rest of a `handle` round, from the plugin's answer.
+    pub(crate) fn round_end(
+        &self,
+        a: &mut Active,
+        round: RoundStart,
+        result: Result<Transition, PluginError>,
+        buffered: Buffered,
+        gname: Arc<str>,
+    ) -> StepOutcome {
+        let RoundStart {
+            started,
+            round_start,
+            mut state,
+            plugin,
+        } = round;
+        let attempt = state.attempt;
         let ts = &a.record.task;
         let mut result: Result<Transition, PluginError> = result;
         if let Some(msg) = &buffered.tokens.never {

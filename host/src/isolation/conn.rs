@@ -7,10 +7,13 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use kozmo_isolation_protocol::{read_frame, write_frame, Frame, ProtocolError};
+use std::io::Write;
+
+use kozmo_isolation_protocol::{encode_frame, read_frame, Frame, ProtocolError};
 
 /// A framed connection over a Unix stream socket. Reads are buffered (a
-/// frame's length and payload usually arrive in one `read`).
+/// frame's length and payload usually arrive in one `read`); frames may be
+/// held back ([`Conn::hold`]) to leave with the next one sent.
 pub struct Conn {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
@@ -31,9 +34,26 @@ impl Conn {
         })
     }
 
-    /// Sends one frame.
+    /// Sends one frame, after any frames held back, in one write.
     pub fn send(&mut self, frame: &Frame) -> Result<(), ProtocolError> {
-        write_frame(&mut self.writer, frame, &mut self.wbuf)
+        encode_frame(frame, &mut self.wbuf)?;
+        self.flush()
+    }
+
+    /// Encodes `frame` to be written with the next [`Conn::send`] or
+    /// [`Conn::flush`].
+    pub fn hold(&mut self, frame: &Frame) -> Result<(), ProtocolError> {
+        encode_frame(frame, &mut self.wbuf)
+    }
+
+    /// Writes the frames held back, if any.
+    pub fn flush(&mut self) -> Result<(), ProtocolError> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let r = self.writer.write_all(&self.wbuf);
+        self.wbuf.clear();
+        Ok(r?)
     }
 
     /// Reads one frame, waiting at most `timeout` for it (`None`: no
@@ -60,7 +80,7 @@ impl Conn {
         if self.rbuf.capacity() > 1 << 20 {
             self.rbuf = Vec::new();
         }
-        if self.wbuf.capacity() > 1 << 20 {
+        if self.wbuf.is_empty() && self.wbuf.capacity() > 1 << 20 {
             self.wbuf = Vec::new();
         }
     }

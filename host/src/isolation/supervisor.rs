@@ -22,6 +22,7 @@ use kozmo_isolation_protocol::{
     encode_frame, read_frame, write_frame, Call, Frame, Hello, Library, OpenFailure, Outcome,
 };
 
+use super::child::HOLD_DONE_FOR;
 use super::conn::{is_timeout, send_with_fd, Conn};
 use super::control::{forward_output, serve_control, Handles, LastWords};
 use super::serve::{serve, Served};
@@ -254,23 +255,26 @@ impl Supervisor {
     fn current(&self, deadline: Instant) -> Result<Arc<Generation>, Failure> {
         let mut st = lock(&self.state);
         loop {
-            match &*st {
-                State::Up(g) => return Ok(g.clone()),
+            // A child whose end is recorded but whose monitor has not
+            // handed over yet is as good as down: a call must not start on
+            // it only to fail for a death it had no part in.
+            let cause = match &*st {
+                State::Up(g) if !g.is_dead() => return Ok(g.clone()),
+                State::Up(g) => lock(&g.end).cause.clone().unwrap_or_default(),
                 State::Retired => return Err(Failure::NotRunning("the plugin process was retired".into())),
-                State::Down(cause) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        return Err(Failure::NotRunning(format!(
-                            "it is being restarted; the last one ended: {cause}"
-                        )));
-                    }
-                    st = self
-                        .changed
-                        .wait_timeout(st, deadline - now)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
-                }
+                State::Down(cause) => cause.clone(),
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Failure::NotRunning(format!(
+                    "it is being restarted; the last one ended: {cause}"
+                )));
             }
+            st = self
+                .changed
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 
@@ -281,6 +285,51 @@ impl Supervisor {
         served: &Served<'_>,
         deadline: Instant,
     ) -> Result<Outcome, Failure> {
+        let mut done = Vec::with_capacity(1);
+        self.exchange(gen, &Frame::Call(call.clone()), &[served], deadline, &mut done)?;
+        Ok(done.pop().expect("one Done per call"))
+    }
+
+    /// Runs `calls` (1 to [`kozmo_isolation_protocol::MAX_BATCH_CALLS`], all for one entry's
+    /// `handle`, `abort` or `finalize`) as one [`Frame::Batch`] on the
+    /// current child: call `i` is served from `served[i]`. Each call gets
+    /// its own result; a child that ends during the batch fails every call
+    /// whose `Done` had not arrived with the same [`Failure::Died`].
+    ///
+    /// The deadline applies per call: the first runs to the batch's start
+    /// plus the call deadline (as a single call does), each next one to its
+    /// predecessor's `Done` plus the call deadline plus the child's
+    /// [`HOLD_DONE_FOR`].
+    pub fn call_batch(&self, calls: Vec<Call>, served: &[Served<'_>]) -> Vec<Result<Outcome, Failure>> {
+        debug_assert_eq!(calls.len(), served.len());
+        let deadline = Instant::now() + self.cfg.call_timeout;
+        let gen = match self.current(deadline) {
+            Ok(g) => g,
+            Err(f) => return calls.iter().map(|_| Err(f.clone())).collect(),
+        };
+        let n = calls.len();
+        let served: Vec<&Served<'_>> = served.iter().collect();
+        let mut done = Vec::with_capacity(n);
+        let r = self.exchange(&gen, &Frame::Batch(calls), &served, deadline, &mut done);
+        let mut out: Vec<Result<Outcome, Failure>> = done.into_iter().map(Ok).collect();
+        match r {
+            Ok(()) => *lock(&self.backoff) = self.cfg.restart_backoff,
+            Err(f) => out.resize(n, Err(f)),
+        }
+        out
+    }
+
+    /// Sends `first` (a call or a batch of `served.len()` calls) and serves
+    /// the child's requests until every call is `Done` (their outcomes are
+    /// pushed to `done`, in order) or the child fails.
+    fn exchange(
+        &self,
+        gen: &Generation,
+        first: &Frame,
+        served: &[&Served<'_>],
+        deadline: Instant,
+        done: &mut Vec<Outcome>,
+    ) -> Result<(), Failure> {
         let died = |gen: &Generation| {
             let cause = gen.wait_end(END_WAIT).unwrap_or_else(|| {
                 gen.kill("killed: its call connection broke".into());
@@ -290,14 +339,20 @@ impl Supervisor {
             Failure::Died(cause)
         };
         let mut conn = gen.checkout().map_err(|_| died(gen))?;
-        if conn.send(&Frame::Call(call.clone())).is_err() {
+        if conn.send(first).is_err() {
             return Err(died(gen));
         }
-        // Each wait is bounded by the whole call's deadline, and the
-        // deadline is checked after every frame: a call never runs past it
-        // by more than one service call of the daemon's own.
-        let wait = Some(self.cfg.call_timeout);
-        loop {
+        // Each wait is bounded by the call's deadline, and the deadline is
+        // checked after every frame: a call never runs past it by more than
+        // one service call of the daemon's own.
+        let mut deadline = deadline;
+        let grace = if served.len() > 1 {
+            HOLD_DONE_FOR
+        } else {
+            Duration::ZERO
+        };
+        let wait = Some(self.cfg.call_timeout + grace);
+        while done.len() < served.len() {
             let frame = conn.recv(wait);
             if frame.is_ok() && Instant::now() > deadline {
                 gen.kill(format!(
@@ -308,14 +363,14 @@ impl Supervisor {
             }
             match frame {
                 Ok(Frame::Service(s)) => {
-                    let reply = serve(s, served, &self.handles);
+                    let reply = serve(s, served[done.len()], &self.handles);
                     if conn.send(&Frame::Reply(reply)).is_err() {
                         return Err(died(gen));
                     }
                 }
                 Ok(Frame::Done(outcome)) => {
-                    gen.checkin(conn);
-                    return Ok(outcome);
+                    done.push(outcome);
+                    deadline = Instant::now() + self.cfg.call_timeout + grace;
                 }
                 Ok(other) => {
                     gen.kill(format!("killed: it sent a {} frame during a call", other.name()));
@@ -337,6 +392,8 @@ impl Supervisor {
                 }
             }
         }
+        gen.checkin(conn);
+        Ok(())
     }
 
     fn set_up(&self, gen: Arc<Generation>) -> bool {

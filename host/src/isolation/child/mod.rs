@@ -12,6 +12,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use kozmo_interface::host::open_library;
@@ -162,18 +163,49 @@ fn serve_control(mut reader: FdReader, host: &Arc<Host>) -> ExitCode {
     }
 }
 
+/// How long the `Done` frames of a batch's finished calls may wait for
+/// the next frame written: the daemon's deadline for a call of a batch runs
+/// from the last `Done` it read, plus this.
+pub const HOLD_DONE_FOR: Duration = Duration::from_millis(1);
+
 /// Serves calls on one connection until the daemon closes it.
 fn serve_calls(mut conn: Conn, host: &Host) {
     while let Ok(frame) = conn.recv(None) {
-        let Frame::Call(call) = frame else {
-            log::error!("unexpected {} frame on a call connection", frame.name());
-            return;
+        let sent = match frame {
+            Frame::Call(call) => {
+                let outcome = host.call(call, &mut conn);
+                conn.send(&Frame::Done(outcome))
+            }
+            Frame::Batch(calls) => serve_batch(calls, &mut conn, host),
+            other => {
+                log::error!("unexpected {} frame on a call connection", other.name());
+                return;
+            }
         };
-        let outcome = host.call(call, &mut conn);
-        if conn.send(&Frame::Done(outcome)).is_err() {
+        if sent.is_err() {
             return;
         }
     }
+}
+
+/// Runs a batch's calls in order. Their `Done` frames are held back and
+/// leave together: with the next service request (the daemon reads them
+/// first, so it knows whose request it is), at the end of the batch, or
+/// after a call once [`HOLD_DONE_FOR`] has passed since the last write.
+fn serve_batch(calls: Vec<Call>, conn: &mut Conn, host: &Host) -> Result<(), ProtocolError> {
+    let Some(last) = calls.len().checked_sub(1) else {
+        return Ok(());
+    };
+    let mut written = Instant::now();
+    for (i, call) in calls.into_iter().enumerate() {
+        let outcome = host.call(call, conn);
+        conn.hold(&Frame::Done(outcome))?;
+        if i == last || written.elapsed() >= HOLD_DONE_FOR {
+            conn.flush()?;
+            written = Instant::now();
+        }
+    }
+    Ok(())
 }
 
 fn caught<T>(what: &str, f: impl FnOnce() -> kozmo_interface::Result<T>) -> Result<T, WireError> {
