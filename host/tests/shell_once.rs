@@ -28,7 +28,10 @@ fn task(id: &str, ledger: &str) -> Value {
 fn sigkill_while_commands_start_never_runs_one_twice() {
     let root = tempfile::tempdir().unwrap();
     let ledger = root.path().join("ledger").to_string_lossy().into_owned();
-    let mut d = Daemon::start(root.path(), &["kozmo-plugin-shell"], &[]);
+    // The kills are the test's, not the plugin's: crash-loop protection
+    // (which counts any unclean stop during a plugin call) is off, or an
+    // execution inside `handle` at two kills in a row would be failed.
+    let mut d = Daemon::start(root.path(), &["kozmo-plugin-shell"], &["--crash-loop-limit", "0"]);
     let ids: Vec<String> = (0..COMMANDS).map(|i| format!("once-{i:03}")).collect();
     // Submitters keep submitting (a resubmission is idempotent) through the
     // kills, so commands are being started whenever a kill lands.

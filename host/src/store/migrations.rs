@@ -109,7 +109,11 @@ CREATE TABLE plugin_crashes (
 "#,
     // 5: retention. The pruner selects terminal executions by age from a
     // partial index (only terminal rows are in it, so a step of an active
-    // execution never writes it), and catalog entries by age.
+    // execution never writes it), and catalog entries by age. The index
+    // holds `phase` too: SQLite re-checks a partial index's condition on
+    // each row, and without the column there that is one seek into the
+    // table per row (a count over 180k terminal rows took 0.2 s instead of
+    // 8 ms).
     // `auto_vacuum = INCREMENTAL` lets the pruner give the pages it frees
     // back to the file system (`PRAGMA incremental_vacuum`) instead of
     // keeping the file at its largest forever. SQLite changes the
@@ -121,7 +125,7 @@ CREATE TABLE plugin_crashes (
     // nothing. Interrupted, it runs again from the start (every statement
     // can be repeated).
     r#"
-CREATE INDEX IF NOT EXISTS executions_terminal_by_age ON executions(updated_at, id)
+CREATE INDEX IF NOT EXISTS executions_terminal_by_age ON executions(updated_at, id, phase)
     WHERE phase IN ('Succeeded', 'Failed', 'Aborted');
 CREATE INDEX IF NOT EXISTS catalog_by_age ON catalog(created_at);
 PRAGMA auto_vacuum = INCREMENTAL;

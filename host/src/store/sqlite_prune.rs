@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::prune::{PruneCandidate, PruneSelect, PrunedRows, TERMINAL};
 use super::sqlite::{err, json, SqliteStore};
@@ -43,21 +43,31 @@ impl SqliteStore {
         let limit = sel.limit.min(i64::MAX as usize) as i64;
         let mut out: Vec<PruneCandidate> = Vec::new();
         if let Some(keep) = sel.keep_at_most {
-            let total: i64 = c
-                .prepare_cached(&format!(
-                    "SELECT COUNT(*) FROM executions INDEXED BY executions_terminal_by_age WHERE {TERMINAL_SQL}"
+            // The oldest execution kept under the count limit: the
+            // `keep`-th newest (a walk of `keep` entries of the covering
+            // index, not a count of all of them); everything older goes.
+            let oldest_kept: Option<(i64, String)> = if keep == 0 {
+                None
+            } else {
+                c.prepare_cached(&format!(
+                    "SELECT updated_at, id FROM executions INDEXED BY executions_terminal_by_age \
+                     WHERE {TERMINAL_SQL} ORDER BY updated_at DESC, id DESC LIMIT 1 OFFSET ?1"
                 ))
                 .map_err(err)?
-                .query_row([], |r| r.get(0))
-                .map_err(err)?;
-            let excess = (total - keep.min(i64::MAX as u64) as i64).min(limit);
-            if excess > 0 {
-                out.extend(query(
+                .query_row([keep.min(i64::MAX as u64) as i64 - 1], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+                .map_err(err)?
+            };
+            match (keep, oldest_kept) {
+                (0, _) => out.extend(query(&c, &format!("e.{TERMINAL_SQL}"), rusqlite::params![limit], "?1")?),
+                (_, Some((at, id))) => out.extend(query(
                     &c,
-                    &format!("e.{TERMINAL_SQL}"),
-                    rusqlite::params![excess],
-                    "?1",
-                )?);
+                    &format!("e.{TERMINAL_SQL} AND (e.updated_at, e.id) < (?1, ?2)"),
+                    rusqlite::params![at, id, limit],
+                    "?3",
+                )?),
+                // Fewer than `keep` terminal executions: none is in excess.
+                (_, None) => {}
             }
         }
         let cuts: Vec<Option<i64>> = TERMINAL.iter().map(|p| sel.cutoff(*p)).collect();
