@@ -66,6 +66,37 @@ async fn read_json_within(state: &AppState, body: Body, limit: usize) -> Result<
         .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}"), None))
 }
 
+/// An optional JSON object body of type `T`: empty or `null` is
+/// `T::default()`; anything else must be an object `T` accepts (unknown
+/// fields refused), else a 400 naming the path of the bad field. `what`
+/// names the body, `shape` says what it takes.
+pub(super) async fn read_optional_object<T: serde::de::DeserializeOwned + Default>(
+    state: &AppState,
+    body: Body,
+    what: &str,
+    shape: &str,
+) -> Result<T, ApiError> {
+    match read_json(state, body).await? {
+        None | Some(Value::Null) => Ok(T::default()),
+        Some(v @ Value::Object(_)) => serde_path_to_error::deserialize::<_, T>(v).map_err(|e| {
+            let path = e.path().to_string();
+            let at = if path == "." {
+                String::new()
+            } else {
+                format!(" at `{path}`")
+            };
+            ApiError::bad_request(
+                format!("invalid {what} body{at}: {} ({shape})", e.inner()),
+                (path != ".").then_some(path),
+            )
+        }),
+        Some(_) => Err(ApiError::bad_request(
+            format!("the {what} body must be a JSON object, or empty ({shape})"),
+            None,
+        )),
+    }
+}
+
 /// Submit one execution.
 #[utoipa::path(post, path = "/v1/executions", tag = "executions",
     request_body(content = TaskBody, description = "a task body (see examples/)"),
@@ -245,21 +276,13 @@ pub(crate) async fn abort(
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Json<Execution>, ApiError> {
-    let request = match read_json(&state, body).await? {
-        None | Some(Value::Null) => AbortRequest::default(),
-        Some(v @ Value::Object(_)) => serde_json::from_value::<AbortRequest>(v).map_err(|e| {
-            ApiError::bad_request(
-                format!("invalid abort body: {e} (an abort body has only `reason`, a string)"),
-                None,
-            )
-        })?,
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "an abort body must be a JSON object like {\"reason\": \"...\"}, or empty",
-                None,
-            ))
-        }
-    };
+    let request: AbortRequest = read_optional_object(
+        &state,
+        body,
+        "abort",
+        "an abort body has only `reason`, a string: {\"reason\": \"...\"}",
+    )
+    .await?;
     let reason = request.reason.unwrap_or_else(|| DEFAULT_ABORT_REASON.to_string());
     Ok(Json(blocking(&state, move |s| s.abort(&id, &reason)).await?))
 }

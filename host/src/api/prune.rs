@@ -7,7 +7,7 @@ use axum::Json;
 use serde_json::Value;
 
 use super::error::ApiError;
-use super::handlers::{blocking, read_json};
+use super::handlers::{blocking, read_optional_object};
 use super::types::{ErrorBody, PruneRequest};
 use super::AppState;
 
@@ -20,25 +20,13 @@ use super::AppState;
         (status = 503, description = "retention is not running yet", body = ErrorBody),
     ))]
 pub(crate) async fn prune(State(state): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
-    let request = match read_json(&state, body).await? {
-        None | Some(Value::Null) => PruneRequest::default(),
-        Some(v @ Value::Object(_)) => serde_path_to_error::deserialize::<_, PruneRequest>(v).map_err(|e| {
-            let path = e.path().to_string();
-            ApiError::bad_request(
-                format!(
-                    "invalid prune body at `{path}`: {} (it takes `older_than`, a duration string such as \"7d\", and `dry_run`, true or false)",
-                    e.inner()
-                ),
-                Some(path),
-            )
-        })?,
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "the body must be a JSON object: {\"older_than\": \"7d\", \"dry_run\": true}",
-                None,
-            ))
-        }
-    };
+    let request: PruneRequest = read_optional_object(
+        &state,
+        body,
+        "prune",
+        "it takes `older_than`, a duration string such as \"7d\", and `dry_run`, true or false",
+    )
+    .await?;
     let dry_run = request.dry_run.unwrap_or(false);
     Ok(Json(
         blocking(&state, move |s| s.prune(request.older_than.as_deref(), dry_run)).await?,
