@@ -118,15 +118,12 @@ fn the_background_pruner_keeps_at_most_max_executions() {
 #[test]
 fn bad_retention_settings_stop_the_daemon_with_the_key() {
     let root = tempfile::tempdir().unwrap();
-    let mut d = Daemon {
-        child: None,
-        client: kozmo_host::client::Client::new("http://127.0.0.1:1", None),
-        data: root.path().join("data"),
-        plugins: plugin_dir(root.path(), &["kozmo-plugin-echo"]),
-        extra: vec!["--retention-keep".into(), "a week".into()],
-        env: Vec::new(),
-        log: root.path().join("daemon.log"),
-    };
+    let mut d = Daemon::new(
+        root.path(),
+        &["kozmo-plugin-echo"],
+        &["--retention-keep", "a week"],
+        &[],
+    );
     let status = d.try_start().expect_err("must not start");
     assert_eq!(status.code(), Some(2));
     let log = d.log_text();

@@ -45,33 +45,26 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    pub fn start(root: &Path, plugins: &[&str], extra: &[&str]) -> Daemon {
-        let plugins = plugin_dir(root, plugins);
-        let mut d = Daemon {
+    /// A daemon set up under `root` with copies of `plugins`, not started.
+    pub fn new(root: &Path, plugins: &[&str], extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+        Daemon {
             child: None,
             client: Client::new("http://127.0.0.1:1", None),
             data: root.join("data"),
-            plugins,
+            plugins: plugin_dir(root, plugins),
             extra: extra.iter().map(|s| s.to_string()).collect(),
-            env: Vec::new(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             log: root.join("daemon.log"),
-        };
-        d.restart();
-        d
+        }
+    }
+
+    pub fn start(root: &Path, plugins: &[&str], extra: &[&str]) -> Daemon {
+        Self::start_with_env(root, plugins, extra, &[])
     }
 
     /// [`Daemon::start`] with variables added to the daemon's environment.
     pub fn start_with_env(root: &Path, plugins: &[&str], extra: &[&str], env: &[(&str, &str)]) -> Daemon {
-        let plugins = plugin_dir(root, plugins);
-        let mut d = Daemon {
-            child: None,
-            client: Client::new("http://127.0.0.1:1", None),
-            data: root.join("data"),
-            plugins,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            log: root.join("daemon.log"),
-        };
+        let mut d = Self::new(root, plugins, extra, env);
         d.restart();
         d
     }
