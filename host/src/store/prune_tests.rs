@@ -106,6 +106,21 @@ fn contract(s: &dyn Store) {
         vec!["old-ok"],
         "a batch at a time"
     );
+    let keeping = |n: u64| {
+        ids(s
+            .prune_candidates(&PruneSelect {
+                keep_at_most: Some(n),
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap())
+    };
+    assert_eq!(keeping(3), vec!["old-ok"], "the oldest kept is the third newest");
+    assert_eq!(
+        keeping(0),
+        vec!["old-ok", "old-failed", "new-ok", "new-aborted"],
+        "keep none: every terminal one, oldest first"
+    );
     assert!(s
         .prune_candidates(&PruneSelect {
             keep_at_most: Some(4),
