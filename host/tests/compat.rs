@@ -275,14 +275,12 @@ fn host(libs: &[&Path]) -> Host {
     std::fs::write(secrets.join("task-secret"), "t0ps3cret").unwrap();
     let builder = Arc::new(ResourceManagerBuilder::new());
     let owner = Arc::new(LateEnqueueOwner::new());
-    let services = LoaderServices {
-        resource_manager_id: builder.id().to_string(),
-        registrar: builder.clone(),
-        secrets: Arc::new(HostSecrets::new(Some(secrets.clone()))),
-        metrics: Metrics::new("kozmo"),
-        enqueue_owner: owner.clone(),
-        owner_kind: "Execution".into(),
-    };
+    let services = LoaderServices::for_engine(
+        &builder,
+        &owner,
+        Arc::new(HostSecrets::new(Some(secrets.clone()))),
+        Metrics::new("kozmo"),
+    );
     let loaded =
         load_directory(&LoaderConfig::new(&plugins), &services).unwrap_or_else(|r| panic!("load failed:\n{r}"));
     let warnings = loaded

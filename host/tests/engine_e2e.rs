@@ -33,14 +33,12 @@ fn daemon() -> Daemon {
     }
     let builder = Arc::new(ResourceManagerBuilder::new());
     let owner = Arc::new(LateEnqueueOwner::new());
-    let services = LoaderServices {
-        resource_manager_id: builder.id().to_string(),
-        registrar: builder.clone(),
-        secrets: Arc::new(HostSecrets::new(None)),
-        metrics: Metrics::new("kozmo"),
-        enqueue_owner: owner.clone(),
-        owner_kind: "Execution".into(),
-    };
+    let services = LoaderServices::for_engine(
+        &builder,
+        &owner,
+        Arc::new(HostSecrets::new(None)),
+        Metrics::new("kozmo"),
+    );
     let mut cfg = LoaderConfig::new(&plugins);
     cfg.default_for_task_types.clear();
     let loaded = load_directory(&cfg, &services).unwrap_or_else(|r| panic!("load failed: {r:?}"));

@@ -78,14 +78,7 @@ pub fn start(config: Config) -> Result<Daemon, StartError> {
     let enqueue = Arc::new(LateEnqueueOwner::new());
     let metrics = Metrics::new("kozmo");
     let secrets = Arc::new(HostSecrets::new(config.secrets_dir.clone()));
-    let services = LoaderServices {
-        resource_manager_id: builder.id().to_string(),
-        registrar: builder.clone(),
-        secrets,
-        metrics: metrics.sub("plugin"),
-        enqueue_owner: enqueue.clone(),
-        owner_kind: "Execution".into(),
-    };
+    let services = LoaderServices::for_engine(&builder, &enqueue, secrets, metrics.sub("plugin"));
     let loader_config = LoaderConfig {
         plugins_dir: config.plugins_dir.clone(),
         enabled_plugins: config.plugins.enabled.clone(),

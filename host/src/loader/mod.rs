@@ -108,6 +108,26 @@ impl std::fmt::Debug for LoaderServices {
 }
 
 impl LoaderServices {
+    /// The daemon's wiring: registrations go to the resource manager
+    /// `builder` (built once after loading), enqueue requests to the late
+    /// owner (bound once the engine runs), secrets from `secrets`, plugin
+    /// metrics under `metrics`, owners of kind `Execution`.
+    pub fn for_engine(
+        builder: &Arc<crate::resources::ResourceManagerBuilder>,
+        owner: &Arc<crate::engine::LateEnqueueOwner>,
+        secrets: Arc<dyn SecretManager + Send + Sync>,
+        metrics: Metrics,
+    ) -> Self {
+        LoaderServices {
+            resource_manager_id: builder.id().to_string(),
+            registrar: builder.clone(),
+            secrets,
+            metrics,
+            enqueue_owner: owner.clone(),
+            owner_kind: "Execution".into(),
+        }
+    }
+
     /// Services for running loaders outside the daemon (`kozmo plugins
     /// list/check`): the noop resource manager, no secrets (a lookup fails,
     /// saying `where_`), a private metrics registry, enqueue ignored.
