@@ -187,7 +187,6 @@ impl Retention {
                 if cands.is_empty() {
                     break;
                 }
-                let t = Instant::now();
                 let b = self.engine.prune(&cands, false).map_err(e)?;
                 if b.ids.is_empty() {
                     break;
@@ -198,7 +197,6 @@ impl Retention {
                     m.bytes.inc_by(b.blob_bytes);
                 }
                 // The batch rode in a group commit; a breath before the next.
-                let _ = t;
                 std::thread::sleep(Duration::from_millis(1));
             }
             loop {
