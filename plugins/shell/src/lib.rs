@@ -454,8 +454,10 @@ fn write_failed(what: &str, path: &Path, e: &std::io::Error) -> PluginError {
 /// write (its pid or its status): the write failure, with the wrapper's
 /// own error output.
 fn lost_write(files: &Files) -> Option<PluginError> {
-    // The redirection created the file but the write into it failed (a
-    // wrapper killed between the two leaves the same, in a microsecond window).
+    // The redirection created the file but the write into it failed. A
+    // wrapper killed between the two (an abort right after the start) leaves
+    // the same files, so it counts as a write failure only when the shell
+    // said why (its error output) or the file system has no room left.
     let empty = |p: &Path| fs::metadata(p).is_ok_and(|m| m.len() == 0);
     let what = if empty(&files.exit_code_tmp) {
         "record the command's exit status"
@@ -465,6 +467,10 @@ fn lost_write(files: &Files) -> Option<PluginError> {
         return None;
     };
     let log = read_tail_lines(&files.wrapper_log, 5);
+    let no_room = nix::sys::statvfs::statvfs(&files.work_dir).is_ok_and(|v| v.blocks_available() == 0);
+    if log.is_empty() && !no_room {
+        return None;
+    }
     Some(PluginError::system(
         "ShellWriteFailed",
         format!(
@@ -847,3 +853,27 @@ pub fn entry() -> PluginEntry {
 }
 
 kozmo_interface::export_plugins![entry()];
+
+#[cfg(test)]
+mod lost_write_tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_pid_file_is_a_write_failure_only_when_the_shell_said_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = Files::in_dir(dir.path());
+        fs::write(dir.path().join("pid.tmp"), "").unwrap();
+        fs::write(&files.wrapper_log, "").unwrap();
+        // Killed between creating pid.tmp and writing it (room on the disk,
+        // nothing said): not a write failure.
+        assert!(lost_write(&files).is_none());
+        fs::write(&files.wrapper_log, "sh: echo: I/O error: No space left on device\n").unwrap();
+        let e = lost_write(&files).expect("the shell said the write failed");
+        assert_eq!(e.code, "ShellWriteFailed");
+        assert!(
+            e.message.contains("record its pid") && e.message.contains("No space left"),
+            "{}",
+            e.message
+        );
+    }
+}
