@@ -2,9 +2,9 @@
 //! in a configured directory. Values are never logged or put in errors.
 //!
 //! The variables are read once: the daemon takes a snapshot at start and
-//! removes them from its environment ([`crate::startup_secrets`]); a
-//! [`HostSecrets`] looks values up in that snapshot, never in the
-//! environment.
+//! removes them from its environment, then builds its [`HostSecrets`] from
+//! that snapshot ([`HostSecrets::with_env`]); a [`HostSecrets`] never looks
+//! in the environment afterwards.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -34,10 +34,15 @@ impl std::fmt::Debug for HostSecrets {
 }
 
 impl HostSecrets {
-    /// Secrets from the variables the daemon was started with
-    /// ([`crate::startup_secrets::secret_env`]) and, if given, files in `dir`.
-    pub fn new(dir: Option<PathBuf>) -> Self {
-        Self::with_env(crate::startup_secrets::secret_env(), dir)
+    /// Secrets from the `KOZMO_SECRET_<KEY>` variables of this process now
+    /// and, if given, files in `dir` (embedders and tests; the daemon
+    /// passes its start-up snapshot to [`HostSecrets::with_env`] instead).
+    pub fn from_process_env(dir: Option<PathBuf>) -> Self {
+        let env = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        Self::with_env(env, dir)
     }
 
     /// Secrets from the given `KOZMO_SECRET_<KEY>` values (by variable

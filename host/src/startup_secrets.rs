@@ -82,6 +82,12 @@ pub fn secret_env() -> BTreeMap<String, String> {
     }
 }
 
+/// The secrets tasks read: the variables the daemon was started with
+/// ([`secret_env`]) and, if given, files in `dir`.
+pub fn host_secrets(dir: Option<std::path::PathBuf>) -> crate::secrets::HostSecrets {
+    crate::secrets::HostSecrets::with_env(secret_env(), dir)
+}
+
 /// The API token `kozmo serve` was given (flag, else variable), if any.
 pub fn api_token() -> Option<String> {
     match INSTALLED.get() {

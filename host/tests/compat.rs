@@ -278,7 +278,7 @@ fn host(libs: &[&Path]) -> Host {
     let services = LoaderServices::for_engine(
         &builder,
         &owner,
-        Arc::new(HostSecrets::new(Some(secrets.clone()))),
+        Arc::new(HostSecrets::from_process_env(Some(secrets.clone()))),
         Metrics::new("kozmo"),
     );
     let loaded =
@@ -295,7 +295,7 @@ fn host(libs: &[&Path]) -> Host {
             workers: 2,
             resync_interval: Duration::from_millis(20),
             max_resync_interval: Duration::from_millis(100),
-            secrets_dir: Some(secrets),
+            secrets: kozmo_host::secrets::HostSecrets::from_process_env(Some(secrets)),
             ..EngineConfig::default()
         },
         Arc::new(SqliteStore::open_in(&data).unwrap()) as Arc<dyn Store>,

@@ -36,7 +36,7 @@ fn daemon() -> Daemon {
     let services = LoaderServices::for_engine(
         &builder,
         &owner,
-        Arc::new(HostSecrets::new(None)),
+        Arc::new(HostSecrets::from_process_env(None)),
         Metrics::new("kozmo"),
     );
     let mut cfg = LoaderConfig::new(&plugins);

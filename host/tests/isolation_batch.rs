@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kozmo_host::engine::{Engine, EngineConfig, PluginResolver};
-use kozmo_host::isolation::plugin::{batcher, DIED_CODE};
+use kozmo_host::engine::BatchHandler;
+use kozmo_host::engine::{Engine, EngineConfig};
+use kozmo_host::isolation::plugin::{isolated_core, OnlyPlugin, DIED_CODE};
 use kozmo_host::isolation::IsolationConfig;
 use kozmo_host::loader::{self, LoaderConfig, LoaderServices};
 use kozmo_host::model::{ExecPhase, ExecutionSpec};
@@ -49,7 +50,7 @@ fn ctx(action: &str, n: i64) -> TestTaskContext {
 #[test]
 fn each_call_of_a_batch_has_its_own_context_and_a_panic_fails_only_its_own() {
     let plugin = isolated_hostile(&hostile_library());
-    let batch = batcher(&*plugin).expect("an isolated plugin batches");
+    let batch = isolated_core(&*plugin).expect("an isolated plugin batches");
     let ctxs: Vec<TestTaskContext> = (0..6).map(|n| ctx(if n == 3 { "panic" } else { "ok" }, n)).collect();
     let dyns: Vec<&dyn TaskExecutionContext> = ctxs.iter().map(|c| c as &dyn TaskExecutionContext).collect();
     let out = batch.handle_batch(&dyns);
@@ -76,13 +77,13 @@ fn each_call_of_a_batch_has_its_own_context_and_a_panic_fails_only_its_own() {
 }
 
 fn plugin_pid(plugin: &dyn Plugin) -> Option<u32> {
-    batcher(plugin).unwrap().supervisor().pid()
+    isolated_core(plugin).unwrap().supervisor().pid()
 }
 
 #[test]
 fn a_child_that_dies_during_a_batch_fails_every_call_still_in_flight() {
     let plugin = isolated_hostile(&hostile_library());
-    let batch = batcher(&*plugin).unwrap();
+    let batch = isolated_core(&*plugin).unwrap();
     let ctxs: Vec<TestTaskContext> = (0..6).map(|n| ctx(if n == 2 { "segfault" } else { "ok" }, n)).collect();
     let dyns: Vec<&dyn TaskExecutionContext> = ctxs.iter().map(|c| c as &dyn TaskExecutionContext).collect();
     let out = batch.handle_batch(&dyns);
@@ -122,14 +123,6 @@ fn a_child_that_dies_during_a_batch_fails_every_call_still_in_flight() {
     }
 }
 
-struct Only(Arc<dyn Plugin>);
-
-impl PluginResolver for Only {
-    fn resolve(&self, _: &str) -> Result<Arc<dyn Plugin>, String> {
-        Ok(self.0.clone())
-    }
-}
-
 #[test]
 fn in_the_engine_a_crash_in_a_batch_fails_only_its_cause_and_loses_no_round() {
     let plugin = isolated_hostile(&hostile_library());
@@ -142,7 +135,13 @@ fn in_the_engine_a_crash_in_a_batch_fails_only_its_cause_and_loses_no_round() {
         ..EngineConfig::default()
     };
     let resources = ResourceManagerBuilder::new().build() as Arc<dyn ResourceBackend>;
-    let engine = Engine::start(cfg, Arc::new(MemoryStore::new()), Arc::new(Only(plugin)), resources).unwrap();
+    let engine = Engine::start(
+        cfg,
+        Arc::new(MemoryStore::new()),
+        Arc::new(OnlyPlugin(plugin)),
+        resources,
+    )
+    .unwrap();
     let spec = |action: &str, n: usize| -> ExecutionSpec {
         serde_json::from_value(serde_json::json!({
             "template": {"type": "hostile", "id": {"project": "b", "domain": "t", "name": "x", "version": "1"}},

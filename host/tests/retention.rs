@@ -49,7 +49,7 @@ fn daemon() -> Daemon {
     let services = LoaderServices::for_engine(
         &builder,
         &owner,
-        Arc::new(HostSecrets::new(None)),
+        Arc::new(HostSecrets::from_process_env(None)),
         Metrics::new("kozmo"),
     );
     let loaded = load_directory(&LoaderConfig::new(&plugins), &services).unwrap_or_else(|r| panic!("{r:?}"));

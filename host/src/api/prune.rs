@@ -4,22 +4,21 @@
 use axum::body::Body;
 use axum::extract::State;
 use axum::Json;
-use serde_json::Value;
 
 use super::error::ApiError;
 use super::handlers::{blocking, read_optional_object};
-use super::types::{ErrorBody, PruneRequest};
+use super::types::{ErrorBody, PruneReport, PruneRequest};
 use super::AppState;
 
 /// Run a retention pass now and report what it removed.
 #[utoipa::path(post, path = "/v1/prune", tag = "retention",
     request_body(content = Option<PruneRequest>, description = "optional: `{\"older_than\": \"7d\", \"dry_run\": true}`"),
     responses(
-        (status = 200, description = "what was removed (or, dry, would be)", body = crate::retention::pruner::PruneReport),
+        (status = 200, description = "what was removed (or, dry, would be)", body = PruneReport),
         (status = 400, description = "a malformed body or duration", body = ErrorBody),
         (status = 503, description = "retention is not running yet", body = ErrorBody),
     ))]
-pub(crate) async fn prune(State(state): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn prune(State(state): State<AppState>, body: Body) -> Result<Json<PruneReport>, ApiError> {
     let request: PruneRequest = read_optional_object(
         &state,
         body,

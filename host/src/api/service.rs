@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use super::types::{Event, Execution, PluginBody};
+use super::types::{Event, Execution, PluginBody, PruneReport};
 
 /// Why a request failed; each maps to one HTTP status.
 #[derive(Debug, Clone, PartialEq)]
@@ -135,7 +135,7 @@ pub trait ExecutionService: Send + Sync + 'static {
     /// Runs a retention pass now (`older_than`: a duration such as `7d`
     /// replacing the configured keep times); returns what it removed, or
     /// with `dry_run` what it would remove.
-    fn prune(&self, _older_than: Option<&str>, _dry_run: bool) -> Result<Value, ServiceError> {
+    fn prune(&self, _older_than: Option<&str>, _dry_run: bool) -> Result<PruneReport, ServiceError> {
         Err(ServiceError::Unavailable("this service does not prune".into()))
     }
 }

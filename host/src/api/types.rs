@@ -197,6 +197,61 @@ pub struct PruneRequest {
     pub dry_run: Option<bool>,
 }
 
+/// `POST /v1/prune` answer: what one retention pass removed (or, dry,
+/// would remove).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PruneReport {
+    /// Nothing was removed: this is what would be.
+    pub dry_run: bool,
+    /// Executions removed.
+    pub executions: u64,
+    /// Rows removed per table (dry run: not counted).
+    pub rows: PrunedRows,
+    /// Data store directories removed (inputs, outputs, raw outputs).
+    pub blob_dirs: u64,
+    /// Bytes of the files in them.
+    pub blob_bytes: u64,
+    /// Bytes the database file gave back to the file system.
+    pub db_bytes_reclaimed: u64,
+    /// Earliest last update among the removed executions (ms since the epoch).
+    pub oldest_removed_ms: Option<i64>,
+    /// Latest last update among them.
+    pub newest_removed_ms: Option<i64>,
+    /// Last update of the oldest terminal execution kept.
+    pub oldest_kept_ms: Option<i64>,
+    /// Store transactions that deleted executions.
+    pub batches: u64,
+    /// How long the pass took.
+    pub elapsed_ms: u64,
+    /// The first removed ids (at most 100).
+    pub ids: Vec<String>,
+}
+
+/// Rows a prune removed, per table of the store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PrunedRows {
+    /// Executions.
+    pub executions: u64,
+    /// Execution specs no kept execution shares.
+    pub specs: u64,
+    /// Task states.
+    pub task_states: u64,
+    /// Events.
+    pub events: u64,
+    /// Outputs.
+    pub outputs: u64,
+    /// Error documents.
+    pub error_documents: u64,
+    /// Plugin crash records.
+    pub plugin_crashes: u64,
+    /// Resource tokens left over.
+    pub resource_tokens: u64,
+    /// Catalog entries no kept execution can have written.
+    pub catalog: u64,
+}
+
 /// A loaded plugin.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct PluginBody {

@@ -18,7 +18,8 @@ use kozmo_interface::{
     Transition,
 };
 
-use crate::engine::{Engine, EngineConfig, EngineHandle, PluginResolver};
+use crate::engine::{Engine, EngineConfig, EngineHandle};
+use crate::isolation::plugin::OnlyPlugin;
 use crate::model::{ExecPhase, ExecutionSpec};
 use crate::resources::{ResourceBackend, ResourceManagerBuilder};
 use crate::store::{Durability, MemoryStore, SqliteStore, Store};
@@ -87,14 +88,6 @@ impl Plugin for BenchPlugin {
     }
 }
 
-struct One(Arc<BenchPlugin>);
-
-impl PluginResolver for One {
-    fn resolve(&self, _: &str) -> std::result::Result<Arc<dyn Plugin>, String> {
-        Ok(self.0.clone())
-    }
-}
-
 /// Which store an engine run uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreKind {
@@ -150,7 +143,7 @@ impl BenchEngine {
             cfg.workers = workers;
         }
         let resources = ResourceManagerBuilder::new().build() as Arc<dyn ResourceBackend>;
-        let engine = Engine::start(cfg, store.clone(), Arc::new(One(plugin.clone())), resources)
+        let engine = Engine::start(cfg, store.clone(), Arc::new(OnlyPlugin(plugin.clone())), resources)
             .map_err(|e| anyhow::anyhow!("engine: {e}"))?;
         Ok(BenchEngine {
             engine,

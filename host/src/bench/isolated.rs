@@ -15,7 +15,8 @@ use kozmo_interface::testing::TestTaskContext;
 use kozmo_interface::{PhaseInfo, Plugin, Transition};
 use kozmo_isolation_protocol::{encode_frame, Call, Frame, Outcome};
 
-use crate::engine::{Engine, EngineConfig, PluginResolver};
+use crate::engine::{Engine, EngineConfig};
+use crate::isolation::plugin::OnlyPlugin;
 use crate::isolation::IsolationConfig;
 use crate::loader::{self, LoaderConfig, LoaderServices};
 use crate::model::ExecutionSpec;
@@ -147,14 +148,6 @@ fn raw_round_trip(request: &[u8], response: &[u8], calls: u64) -> anyhow::Result
     Ok(ns)
 }
 
-struct Only(Arc<dyn Plugin>);
-
-impl PluginResolver for Only {
-    fn resolve(&self, _: &str) -> Result<Arc<dyn Plugin>, String> {
-        Ok(self.0.clone())
-    }
-}
-
 /// Rounds/s of an engine on the in-memory store whose `n` executions all
 /// run `plugin`: the no-op reports Running v1 every round, so each
 /// execution is re-evaluated by its 1 ms resync timer; the rounds of a
@@ -171,8 +164,13 @@ fn engine_rounds(plugin: Arc<dyn Plugin>, n: usize, seconds: f64, workers: usize
         cfg.workers = workers;
     }
     let resources = ResourceManagerBuilder::new().build() as Arc<dyn ResourceBackend>;
-    let engine = Engine::start(cfg, Arc::new(MemoryStore::new()), Arc::new(Only(plugin)), resources)
-        .map_err(|e| anyhow::anyhow!("engine: {e}"))?;
+    let engine = Engine::start(
+        cfg,
+        Arc::new(MemoryStore::new()),
+        Arc::new(OnlyPlugin(plugin)),
+        resources,
+    )
+    .map_err(|e| anyhow::anyhow!("engine: {e}"))?;
     let spec: ExecutionSpec = serde_json::from_str(r#"{"template": {"type": "noop"}}"#)?;
     for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
         let items = chunk.iter().map(|i| (Some(format!("i{i:07}")), spec.clone())).collect();

@@ -19,11 +19,11 @@ use std::time::{Duration, Instant};
 
 use indicatif::ProgressBar;
 use kozmo_interface::literals::LiteralMap;
-use kozmo_interface::Plugin;
 
 use super::engine::{bench_spec, BenchPlugin};
 use super::quantile;
-use crate::engine::{Engine, EngineConfig, PluginResolver};
+use crate::engine::{Engine, EngineConfig};
+use crate::isolation::plugin::OnlyPlugin;
 use crate::model::{
     ErrorDocument, EventRecord, EventRow, ExecPhase, ExecutionRecord, NewExecution, RoundCommit, TokenRow,
 };
@@ -248,14 +248,6 @@ impl Store for TimedStore {
     }
 }
 
-struct One(Arc<BenchPlugin>);
-
-impl PluginResolver for One {
-    fn resolve(&self, _: &str) -> Result<Arc<dyn Plugin>, String> {
-        Ok(self.0.clone())
-    }
-}
-
 /// Sizes of `kozmo.db` and its WAL.
 fn db_bytes(dir: &Path) -> (u64, u64) {
     let len = |f: &str| std::fs::metadata(dir.join(f)).map_or(0, |m| m.len());
@@ -293,7 +285,7 @@ pub fn measure(
         cfg.workers = workers;
     }
     let resources = ResourceManagerBuilder::new().build() as Arc<dyn ResourceBackend>;
-    let engine = Engine::start(cfg, store.clone(), Arc::new(One(plugin.clone())), resources)
+    let engine = Engine::start(cfg, store.clone(), Arc::new(OnlyPlugin(plugin.clone())), resources)
         .map_err(|e| anyhow::anyhow!("engine: {e}"))?;
     let policy = RetentionConfig {
         keep: "forever".into(),

@@ -22,7 +22,6 @@ use crate::loader::{self, LoaderConfig, LoaderServices};
 use crate::metrics::Metrics;
 use crate::resources::{InMemoryResources, ResourceManagerBuilder};
 use crate::retention::pruner::Retention;
-use crate::secrets::HostSecrets;
 use crate::store::SqliteStore;
 
 /// Why the daemon did not start; exit code 2 (configuration, plugins) or 1.
@@ -77,8 +76,8 @@ pub fn start(config: Config) -> Result<Daemon, StartError> {
     let builder = Arc::new(ResourceManagerBuilder::new());
     let enqueue = Arc::new(LateEnqueueOwner::new());
     let metrics = Metrics::new("kozmo");
-    let secrets = Arc::new(HostSecrets::new(config.secrets_dir.clone()));
-    let services = LoaderServices::for_engine(&builder, &enqueue, secrets, metrics.sub("plugin"));
+    let secrets = Arc::new(crate::startup_secrets::host_secrets(config.secrets_dir.clone()));
+    let services = LoaderServices::for_engine(&builder, &enqueue, secrets.clone(), metrics.sub("plugin"));
     let loader_config = LoaderConfig {
         plugins_dir: config.plugins_dir.clone(),
         enabled_plugins: config.plugins.enabled.clone(),
@@ -117,7 +116,7 @@ pub fn start(config: Config) -> Result<Daemon, StartError> {
         max_workers: config.max_workers,
         crash_loop_limit: config.crash_loop_limit,
         call_warn_after: Duration::from_secs_f64(config.call_warn_after_secs),
-        secrets_dir: config.secrets_dir.clone(),
+        secrets: (*secrets).clone(),
         ..EngineConfig::default()
     };
     let engine =

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::api::types::{Event, Execution, ExecutionErrorBody, HandlerErrorBody, PluginBody};
+use crate::api::types::{Event, Execution, ExecutionErrorBody, HandlerErrorBody, PluginBody, PruneReport};
 use crate::api::{split_batch_item, BatchAccepted, ExecutionService, Health, ItemError, ServiceError, Submitted};
 use crate::engine::{EngineError, EngineHandle, SubmitOutcome};
 use crate::loader::PluginInfo;
@@ -247,7 +247,7 @@ impl ExecutionService for DaemonService {
         }
     }
 
-    fn prune(&self, older_than: Option<&str>, dry_run: bool) -> Result<Value, ServiceError> {
+    fn prune(&self, older_than: Option<&str>, dry_run: bool) -> Result<PruneReport, ServiceError> {
         self.prune_now(older_than, dry_run)
     }
 }

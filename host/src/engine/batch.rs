@@ -4,7 +4,8 @@
 //! queue, and sends all their calls in one batch frame. Each round still
 //! starts and ends (commit, events, errors) exactly as a single one does;
 //! only the plugin calls travel together. Plugins in the daemon are never
-//! batched: one atomic load tells there is no isolated plugin at all.
+//! batched: [`PluginResolver::may_batch`](super::PluginResolver::may_batch)
+//! tells cheaply that no plugin can be.
 //!
 //! Jobs taken while looking for more of a batch that are not rounds of its
 //! plugin run after the batch, on the same worker, in the order taken.
@@ -28,30 +29,30 @@ use super::call_slots::Call;
 use super::round::{RoundStart, StepOutcome};
 use super::scheduler::{Next, Work};
 use super::{workers, Active, Core};
-use crate::isolation::plugin::{self, BatchOutcome, IsolatedCore};
+use super::{BatchHandler, BatchOutcome};
 
-/// The most rounds one batch carries.
-pub(crate) const MAX_BATCH: usize = 64;
+/// The most rounds one batch carries (a [`BatchHandler`] takes this many).
+pub const MAX_BATCH: usize = 64;
 
 /// The isolated plugin a batch calls.
 pub(crate) struct Target {
     /// As the rounds resolve it.
     plugin: Arc<dyn Plugin>,
-    isolated: Arc<IsolatedCore>,
+    isolated: Arc<dyn BatchHandler>,
 }
 
 impl Core {
     /// The isolated plugin of `a`'s next step, if that step is a `handle`
     /// round of one.
     pub(crate) fn batch_target(&self, a: &Active) -> Option<Target> {
-        if !plugin::any_isolated() || a.record.state.phase.is_finishing() || a.record.abort_requested.is_some() {
+        if !self.plugins.may_batch() || a.record.state.phase.is_finishing() || a.record.abort_requested.is_some() {
             return None;
         }
         let p = match &a.spec.plugin {
             Some(p) => p.clone(),
             None => self.plugins.resolve(&a.spec.template.task_type).ok()?,
         };
-        let isolated = plugin::batcher(&*p)?;
+        let isolated = self.plugins.batcher(&*p)?;
         Some(Target { plugin: p, isolated })
     }
 
@@ -70,7 +71,7 @@ impl Core {
                 Ok(Work::Run(b)) => {
                     let Some(b) = self.take_job(b) else { continue };
                     match self.batch_target(&b) {
-                        Some(t) if Arc::ptr_eq(&t.isolated, &target.isolated) => batch.push(b),
+                        Some(t) if same_handler(&t.isolated, &target.isolated) => batch.push(b),
                         _ => later.push_back(b),
                     }
                 }
@@ -164,4 +165,7 @@ impl Core {
     }
 }
 
-const _: () = assert!(MAX_BATCH <= kozmo_isolation_protocol::MAX_BATCH_CALLS);
+/// The same batch caller (by address: two vtables of one type may differ).
+fn same_handler(a: &Arc<dyn BatchHandler>, b: &Arc<dyn BatchHandler>) -> bool {
+    std::ptr::eq(Arc::as_ptr(a) as *const (), Arc::as_ptr(b) as *const ())
+}

@@ -39,6 +39,7 @@ use kozmo_interface::metadata::NamespacedName;
 use kozmo_interface::{EnqueueOwner, Plugin, Result as PResult};
 use serde::{Deserialize, Serialize};
 
+pub use batch::MAX_BATCH as MAX_BATCH_ROUNDS;
 pub use context::{generated_name, AttemptPaths, MAX_DATASET_SIZE_BYTES};
 pub use events::{EventBody, Extra, InfoBody, TaskEventBody};
 pub use prune::PruneBatch;
@@ -69,6 +70,36 @@ pub trait PluginResolver: Send + Sync {
     fn by_id(&self, _id: &str) -> Option<Arc<dyn Plugin>> {
         None
     }
+    /// Whether any plugin this resolver routes to can take batches of
+    /// `handle` calls (asked before every round, so it must be cheap: a
+    /// resolver of plugins in the daemon only answers `false`).
+    fn may_batch(&self) -> bool {
+        false
+    }
+    /// The batch caller of `plugin`, if its `handle` calls can travel
+    /// together (a plugin in a child process: one frame for many calls).
+    fn batcher(&self, _plugin: &dyn Plugin) -> Option<Arc<dyn BatchHandler>> {
+        None
+    }
+}
+
+/// Runs several `handle` calls of one plugin at once (an isolated plugin
+/// sends them to its child in one frame).
+pub trait BatchHandler: Send + Sync {
+    /// `handle` of every context in `ctxs`, in order; each result is what
+    /// [`Plugin::handle`] would have returned for that context alone.
+    fn handle_batch(&self, ctxs: &[&dyn kozmo_interface::TaskExecutionContext]) -> BatchOutcome;
+}
+
+/// What [`BatchHandler::handle_batch`] returns.
+#[derive(Debug)]
+pub struct BatchOutcome {
+    /// One result per call, in order.
+    pub results: Vec<PResult<kozmo_interface::Transition>>,
+    /// How many calls were answered: the calls from here on failed because
+    /// the plugin's process ended during the batch, which only one of them
+    /// (or none) caused.
+    pub answered: usize,
 }
 
 /// Engine settings.
@@ -88,8 +119,10 @@ pub struct EngineConfig {
     pub max_plugin_phase_versions: u32,
     /// SYSTEM failures retried (§6.8, default 3).
     pub system_retry_budget: u32,
-    /// Directory of secret files (after `KOZMO_SECRET_<KEY>` variables).
-    pub secrets_dir: Option<PathBuf>,
+    /// What [`kozmo_interface::TaskExecutionContext::secrets`] reads
+    /// (default: this process's `KOZMO_SECRET_<KEY>` variables when the
+    /// configuration is made, no secrets directory).
+    pub secrets: HostSecrets,
     /// Most writes (step results and new executions) in one transaction.
     pub max_batch: usize,
     /// When every worker has been inside one step this long (slow or stuck
@@ -119,7 +152,7 @@ impl Default for EngineConfig {
             max_round_failures: 10,
             max_plugin_phase_versions: 100_000,
             system_retry_budget: 3,
-            secrets_dir: None,
+            secrets: HostSecrets::from_process_env(None),
             max_batch: 4096,
             stall_after: Duration::from_secs(5),
             max_workers: 64,
@@ -538,7 +571,7 @@ impl Engine {
             })?;
         let core = Arc::new(Core {
             inline_commits: store.commits_inline(),
-            secrets: HostSecrets::new(cfg.secrets_dir.clone()),
+            secrets: cfg.secrets.clone(),
             catalog: StoreCatalog::new(store.clone()),
             cfg,
             store,
@@ -1151,16 +1184,5 @@ impl Core {
     fn sched_stopping(&self) -> bool {
         // A stopped scheduler never queues again; probe via a cheap flag.
         self.sched.is_stopping()
-    }
-}
-
-/// The loader's registry routes task types (§5.5) for the engine.
-impl PluginResolver for crate::loader::LoadedPlugins {
-    fn resolve(&self, task_type: &str) -> Result<Arc<dyn Plugin>, String> {
-        crate::loader::LoadedPlugins::resolve(self, task_type).map_err(|e| e.to_string())
-    }
-
-    fn by_id(&self, id: &str) -> Option<Arc<dyn Plugin>> {
-        self.get(id).map(|p| p.plugin.clone())
     }
 }

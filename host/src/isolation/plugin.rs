@@ -3,9 +3,9 @@
 //! retryable failure naming the plugin, the call, the execution and the
 //! cause, so the engine's ordinary retry budget applies.
 //!
-//! The engine finds the isolated plugin behind an `Arc<dyn Plugin>` with
-//! [`batcher`] to run several `handle` calls in one batch frame
-//! ([`IsolatedPlugin::handle_batch`]).
+//! The engine finds the isolated plugin behind an `Arc<dyn Plugin>` through
+//! its resolver ([`batch_handler`]) to run several `handle` calls in one
+//! batch frame (the [`BatchHandler`] of [`IsolatedCore`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +13,8 @@ use std::sync::{Arc, RwLock, Weak};
 
 use kozmo_interface::{PhaseInfo, Plugin, PluginError, PluginProperties, Result, TaskExecutionContext, Transition};
 use kozmo_isolation_protocol::{Call, Outcome};
+
+use crate::engine::{BatchHandler, BatchOutcome, PluginResolver};
 
 use super::serve::{execution_id, Served};
 use super::supervisor::{Failure, Supervisor};
@@ -33,7 +35,7 @@ pub struct IsolatedCore {
     properties: PluginProperties,
 }
 
-/// Whether any isolated plugin was ever made (while not, [`batcher`] costs
+/// Whether any isolated plugin was ever made (while not, [`batch_handler`] costs
 /// one atomic load: plugins in the daemon pay nothing for batching).
 static ANY: AtomicBool = AtomicBool::new(false);
 
@@ -50,8 +52,13 @@ pub fn any_isolated() -> bool {
     ANY.load(Ordering::Relaxed)
 }
 
+/// The batch caller of the isolated plugin behind `plugin`, if it is one.
+pub fn batch_handler(plugin: &dyn Plugin) -> Option<Arc<dyn BatchHandler>> {
+    isolated_core(plugin).map(|core| core as Arc<dyn BatchHandler>)
+}
+
 /// The isolated plugin behind `plugin`, if it is one.
-pub fn batcher(plugin: &dyn Plugin) -> Option<Arc<IsolatedCore>> {
+pub fn isolated_core(plugin: &dyn Plugin) -> Option<Arc<IsolatedCore>> {
     if !any_isolated() {
         return None;
     }
@@ -61,16 +68,25 @@ pub fn batcher(plugin: &dyn Plugin) -> Option<Arc<IsolatedCore>> {
     (core.id.as_ptr() == id.as_ptr() && core.id.len() == id.len()).then_some(core)
 }
 
-/// What [`IsolatedCore::handle_batch`] returns.
-#[derive(Debug)]
-pub struct BatchOutcome {
-    /// One result per call, in order.
-    pub results: Vec<Result<Transition>>,
-    /// How many calls the child answered: the calls from here on failed
-    /// with `PluginProcessDied` because the child ended during the batch,
-    /// which only one of them (or none) caused.
-    pub answered: usize,
+/// A resolver that routes every task type to one plugin, batching its
+/// calls if it is isolated (benchmarks and tests of a single plugin).
+pub struct OnlyPlugin(pub Arc<dyn Plugin>);
+
+impl PluginResolver for OnlyPlugin {
+    fn resolve(&self, _task_type: &str) -> std::result::Result<Arc<dyn Plugin>, String> {
+        Ok(self.0.clone())
+    }
+
+    fn may_batch(&self) -> bool {
+        any_isolated()
+    }
+
+    fn batcher(&self, plugin: &dyn Plugin) -> Option<Arc<dyn BatchHandler>> {
+        batch_handler(plugin)
+    }
 }
+
+const _: () = assert!(crate::engine::MAX_BATCH_ROUNDS <= kozmo_isolation_protocol::MAX_BATCH_CALLS);
 
 impl IsolatedPlugin {
     /// The plugin `id` of `entry`, loaded in `supervisor`'s child.
@@ -109,24 +125,6 @@ impl IsolatedCore {
         &self.supervisor
     }
 
-    /// `handle` of every context in `ctxs` (at most
-    /// [`kozmo_isolation_protocol::MAX_BATCH_CALLS`]), as one batch frame;
-    /// each call's result is what [`Plugin::handle`] would have returned
-    /// for it alone, had the child died during it.
-    pub fn handle_batch(&self, ctxs: &[&dyn TaskExecutionContext]) -> BatchOutcome {
-        let calls = vec![
-            Call::Handle {
-                entry: self.entry.clone()
-            };
-            ctxs.len()
-        ];
-        let served: Vec<Served<'_>> = ctxs.iter().map(|c| Served::Task(*c)).collect();
-        let results = self.supervisor.call_batch(calls, &served);
-        let answered = results.iter().take_while(|r| r.is_ok()).count();
-        let results = ctxs.iter().zip(results).map(|(ctx, r)| self.handled(*ctx, r)).collect();
-        BatchOutcome { results, answered }
-    }
-
     /// A `handle` call's result: a dead child is a SYSTEM retryable phase.
     fn handled(&self, ctx: &dyn TaskExecutionContext, r: std::result::Result<Outcome, Failure>) -> Result<Transition> {
         match r {
@@ -163,6 +161,26 @@ impl IsolatedCore {
             Ok(other) => Err(mismatch(call, &other)),
             Err(f) => Err(self.failure(call, ctx, f)),
         }
+    }
+}
+
+impl BatchHandler for IsolatedCore {
+    /// `handle` of every context in `ctxs` (at most
+    /// [`kozmo_isolation_protocol::MAX_BATCH_CALLS`]), as one batch frame;
+    /// each call's result is what [`Plugin::handle`] would have returned
+    /// for it alone, had the child died during it.
+    fn handle_batch(&self, ctxs: &[&dyn TaskExecutionContext]) -> BatchOutcome {
+        let calls = vec![
+            Call::Handle {
+                entry: self.entry.clone()
+            };
+            ctxs.len()
+        ];
+        let served: Vec<Served<'_>> = ctxs.iter().map(|c| Served::Task(*c)).collect();
+        let results = self.supervisor.call_batch(calls, &served);
+        let answered = results.iter().take_while(|r| r.is_ok()).count();
+        let results = ctxs.iter().zip(results).map(|(ctx, r)| self.handled(*ctx, r)).collect();
+        BatchOutcome { results, answered }
     }
 }
 

@@ -29,7 +29,7 @@ const DRY_RUN_MAX: usize = 1_000_000;
 const REPORT_IDS: usize = 100;
 
 /// What one pass removed (or, dry, would remove).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PruneReport {
     /// Nothing was removed: this is what would be.
     pub dry_run: bool,

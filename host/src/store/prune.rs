@@ -46,7 +46,7 @@ pub struct PruneCandidate {
 }
 
 /// Rows a prune removed, per table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct PrunedRows {
     /// `executions` rows (= executions pruned).
     pub executions: u64,
