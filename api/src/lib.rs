@@ -1,5 +1,10 @@
-//! The HTTP JSON API under `/v1` (axum on tokio), plus `/healthz` and
-//! `/metrics`. Handlers call an [`ExecutionService`] on blocking threads.
+//! The Kozmo HTTP JSON API under `/v1` (axum on tokio), plus `/healthz`
+//! and `/metrics`. Handlers call an [`ExecutionService`] on blocking
+//! threads; every request and response body is a type of [`types`], and
+//! `/v1/openapi.json` is generated from them.
+//!
+//! This crate knows nothing of the engine: the daemon implements
+//! [`ExecutionService`] over it and converts between its views and these.
 
 mod error;
 mod handlers;
@@ -123,6 +128,3 @@ pub async fn serve(
     let limits = options.connections;
     server::serve_connections(listener, router(service, options), limits, shutdown).await
 }
-
-#[cfg(test)]
-mod tests;

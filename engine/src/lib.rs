@@ -1,5 +1,13 @@
-//! The engine: drives every execution through its plugin, round after
-//! round, durably (reference §6 with the decisions.md fixes).
+//! The Kozmo engine: drives every execution through its plugin, round
+//! after round, durably.
+//!
+//! This crate knows no SQL and no HTTP (Cargo enforces it: none of
+//! rusqlite, axum, hyper or ureq is in its dependency tree). It holds the
+//! execution [`model`], the [`store::Store`] trait with the in-memory
+//! store, the [`resources`] manager, the [`catalog`], the [`datastore`]
+//! for inputs and outputs, [`secrets`] and [`retention`]. The SQLite store
+//! (`kozmo-store-sqlite`), the HTTP API (`kozmo-api`) and the daemon (the
+//! `kozmo` binary, `host/`) are built on it.
 //!
 //! * [`Engine::start`] recovers every non-terminal execution from the
 //!   [`Store`] and starts the worker pool, the committer and the resync timer.
@@ -7,7 +15,16 @@
 //!   effects go to the committer, which applies a batch of steps in one
 //!   store transaction (group commit) and only then lets the execution run
 //!   again ([`scheduler`]).
-//! * The engine knows no SQL and no HTTP.
+
+pub mod catalog;
+pub mod datastore;
+pub mod model;
+pub mod resources;
+pub mod retention;
+pub mod secrets;
+pub mod spec_parse;
+pub mod store;
+pub mod sync;
 
 mod batch;
 mod binding;

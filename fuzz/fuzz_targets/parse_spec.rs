@@ -1,4 +1,4 @@
-//! The API's task-file reader (`kozmo_host::daemon::parse_spec`, used by
+//! The task-file reader (`kozmo_engine::spec_parse::parse_spec`, used by
 //! `POST /v1/executions` and `kozmo submit`): bytes that parse as JSON go
 //! through it.
 //!
@@ -8,7 +8,7 @@
 //! the same text.
 #![no_main]
 
-use kozmo_host::daemon::parse_spec;
+use kozmo_engine::spec_parse::parse_spec;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -22,5 +22,9 @@ fuzz_target!(|data: &[u8]| {
     let value: serde_json::Value = serde_json::from_str(&canonical).expect("canonical JSON is JSON");
     let again = parse_spec(value).unwrap_or_else(|e| panic!("canonical {canonical} is refused: {e:?}"));
     assert_eq!(again, spec, "canonical {canonical} reads back as another spec");
-    assert_eq!(again.to_canonical_json(), canonical, "canonical JSON is not a fixed point");
+    assert_eq!(
+        again.to_canonical_json(),
+        canonical,
+        "canonical JSON is not a fixed point"
+    );
 });

@@ -62,7 +62,7 @@ pub struct Config {
     /// Plugin loading.
     pub plugins: PluginsConfig,
     /// How long terminal executions are kept (`[retention]`).
-    pub retention: crate::retention::RetentionConfig,
+    pub retention: kozmo_engine::retention::RetentionConfig,
     /// Plugin ids to run in a supervised child process each (`*` = all).
     pub isolate: Vec<String>,
     /// Address-space limit (RLIMIT_AS) of each isolated plugin's process, in MiB.
@@ -122,7 +122,7 @@ impl Default for Config {
             shutdown_grace_secs: 30.0,
             resource_quotas: BTreeMap::new(),
             plugins: PluginsConfig::default(),
-            retention: crate::retention::RetentionConfig::default(),
+            retention: kozmo_engine::retention::RetentionConfig::default(),
             isolate: Vec::new(),
             isolate_memory_mb: None,
             isolate_call_timeout_secs: crate::isolation::DEFAULT_CALL_TIMEOUT_SECS,
@@ -153,14 +153,14 @@ impl Config {
     }
 
     /// The API's options in force (the token is the configured one).
-    pub fn api_options(&self) -> crate::api::ApiOptions {
-        crate::api::ApiOptions {
+    pub fn api_options(&self) -> kozmo_api::ApiOptions {
+        kozmo_api::ApiOptions {
             token: self.api_token.clone().filter(|t| !t.is_empty()),
             max_body_bytes: self.max_body_bytes,
             max_batch_items: self.max_batch_items,
             max_batch_bytes: self.max_batch_bytes,
             body_timeout: Duration::from_secs_f64(self.http_body_timeout_secs),
-            connections: crate::api::ConnectionLimits {
+            connections: kozmo_api::ConnectionLimits {
                 max_connections: self.http_max_connections,
                 header_timeout: Duration::from_secs_f64(self.http_header_timeout_secs),
             },

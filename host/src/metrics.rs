@@ -97,7 +97,7 @@ impl Metrics {
     }
 
     fn lock(&self) -> MutexGuard<'_, Shared> {
-        crate::sync::lock(&self.shared)
+        kozmo_engine::sync::lock(&self.shared)
     }
 
     fn full(&self, name: &str) -> String {

@@ -24,7 +24,7 @@ use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
-use crate::secrets::ENV_PREFIX;
+use kozmo_engine::secrets::ENV_PREFIX;
 
 /// The API token variable (for `kozmo serve` and the client commands).
 pub const API_TOKEN_ENV: &str = "KOZMO_API_TOKEN";
@@ -84,8 +84,8 @@ pub fn secret_env() -> BTreeMap<String, String> {
 
 /// The secrets tasks read: the variables the daemon was started with
 /// ([`secret_env`]) and, if given, files in `dir`.
-pub fn host_secrets(dir: Option<std::path::PathBuf>) -> crate::secrets::HostSecrets {
-    crate::secrets::HostSecrets::with_env(secret_env(), dir)
+pub fn host_secrets(dir: Option<std::path::PathBuf>) -> kozmo_engine::secrets::HostSecrets {
+    kozmo_engine::secrets::HostSecrets::with_env(secret_env(), dir)
 }
 
 /// The API token `kozmo serve` was given (flag, else variable), if any.

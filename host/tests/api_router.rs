@@ -1,13 +1,14 @@
-//! The router against an in-memory service: status codes and bodies.
+//! The API's router against an in-memory service, through the CLI's
+//! client: status codes and bodies.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 
-use super::types::{Event, Execution, PluginBody};
-use super::*;
-use crate::client::{Client, ClientError};
+use kozmo_api::types::{Event, Execution, PluginBody};
+use kozmo_api::*;
+use kozmo_host::client::{Client, ClientError};
 
 #[derive(Default)]
 struct Fake {

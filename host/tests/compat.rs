@@ -17,15 +17,16 @@ use std::process::Command;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use kozmo_host::engine::{Engine, EngineConfig, EngineHandle, LateEnqueueOwner, SubmitOutcome};
+use kozmo_engine::model::{ExecPhase, ExecutionSpec, ExecutionView};
+use kozmo_engine::resources::{ResourceBackend, ResourceManagerBuilder};
+use kozmo_engine::secrets::HostSecrets;
+use kozmo_engine::store::Store;
+use kozmo_engine::{Engine, EngineConfig, EngineHandle, LateEnqueueOwner, SubmitOutcome};
 use kozmo_host::loader::{load_directory, LoaderConfig, LoaderServices};
 use kozmo_host::metrics::Metrics;
-use kozmo_host::model::{ExecPhase, ExecutionSpec, ExecutionView};
-use kozmo_host::resources::{ResourceBackend, ResourceManagerBuilder};
-use kozmo_host::secrets::HostSecrets;
-use kozmo_host::store::{SqliteStore, Store};
 use kozmo_interface::host::open_library;
 use kozmo_interface::Literal;
+use kozmo_store_sqlite::SqliteStore;
 use kozmo_testkit::compat::{
     build_against, released_interface, simulated_interface, Append, CopyDir, ForeignCrate, Replace,
 };
@@ -295,7 +296,7 @@ fn host(libs: &[&Path]) -> Host {
             workers: 2,
             resync_interval: Duration::from_millis(20),
             max_resync_interval: Duration::from_millis(100),
-            secrets: kozmo_host::secrets::HostSecrets::from_process_env(Some(secrets)),
+            secrets: kozmo_engine::secrets::HostSecrets::from_process_env(Some(secrets)),
             ..EngineConfig::default()
         },
         Arc::new(SqliteStore::open_in(&data).unwrap()) as Arc<dyn Store>,

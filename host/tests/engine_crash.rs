@@ -9,9 +9,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use kozmo_host::model::{event_kind, ExecPhase};
-use kozmo_host::store::{SqliteStore, Store};
+use kozmo_engine::model::{event_kind, ExecPhase};
+use kozmo_engine::store::Store;
 use kozmo_interface::Literal;
+use kozmo_store_sqlite::SqliteStore;
 use serde_json::json;
 
 const CHILD_ENV: &str = "KOZMO_ENGINE_CRASH_CHILD";

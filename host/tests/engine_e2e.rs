@@ -7,14 +7,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kozmo_host::engine::{Engine, EngineConfig, EngineHandle, LateEnqueueOwner, SubmitOutcome};
+use kozmo_engine::model::{ExecPhase, ExecutionSpec, ExecutionView};
+use kozmo_engine::resources::{InMemoryResources, ResourceBackend, ResourceManagerBuilder};
+use kozmo_engine::secrets::HostSecrets;
+use kozmo_engine::store::Store;
+use kozmo_engine::{Engine, EngineConfig, EngineHandle, LateEnqueueOwner, SubmitOutcome};
 use kozmo_host::loader::{load_directory, LoaderConfig, LoaderServices};
 use kozmo_host::metrics::Metrics;
-use kozmo_host::model::{ExecPhase, ExecutionSpec, ExecutionView};
-use kozmo_host::resources::{InMemoryResources, ResourceBackend, ResourceManagerBuilder};
-use kozmo_host::secrets::HostSecrets;
-use kozmo_host::store::{SqliteStore, Store};
 use kozmo_interface::Literal;
+use kozmo_store_sqlite::SqliteStore;
 use serde_json::json;
 
 struct Daemon {

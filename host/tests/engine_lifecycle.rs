@@ -6,10 +6,10 @@ mod support;
 
 use std::time::Duration;
 
-use kozmo_host::engine::{EngineError, SubmitOutcome};
-use kozmo_host::model::{event_kind, ExecPhase};
-use kozmo_host::resources::ResourceBackend;
-use kozmo_host::store::Store;
+use kozmo_engine::model::{event_kind, ExecPhase};
+use kozmo_engine::resources::ResourceBackend;
+use kozmo_engine::store::Store;
+use kozmo_engine::{EngineError, SubmitOutcome};
 use kozmo_interface::{ErrorKind, Literal};
 use serde_json::json;
 use support::{rounds, spec, Harness};
@@ -487,7 +487,7 @@ fn a_slow_plugin_call_does_not_stall_other_executions() {
 
 #[test]
 fn enqueue_owner_bound_after_start_requeues_by_execution_name() {
-    use kozmo_host::engine::LateEnqueueOwner;
+    use kozmo_engine::LateEnqueueOwner;
     use kozmo_interface::metadata::NamespacedName;
     use kozmo_interface::EnqueueOwner;
     let owner = LateEnqueueOwner::new();
@@ -531,13 +531,14 @@ fn failed_commits_are_retried_without_losing_or_duplicating_effects() {
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Arc;
 
-    use kozmo_host::engine::Engine;
-    use kozmo_host::model::{
+    use kozmo_engine::model::{
         ErrorDocument, EventRecord, EventRow, ExecutionRecord, NewExecution, RoundCommit, TokenRow,
     };
-    use kozmo_host::resources::ResourceManagerBuilder;
-    use kozmo_host::store::{CrashVictim, InsertOutcome, MemoryStore, SqliteStore, StoreError, StoreResult, WriteTxn};
+    use kozmo_engine::resources::ResourceManagerBuilder;
+    use kozmo_engine::store::{CrashVictim, InsertOutcome, MemoryStore, StoreError, StoreResult, WriteTxn};
+    use kozmo_engine::Engine;
     use kozmo_interface::LiteralMap;
+    use kozmo_store_sqlite::SqliteStore;
 
     /// Fails the commits `fails` picks (a disk that is full now and then):
     /// batches (`commit`) and, over SQLite, streamed transactions (`begin`).
@@ -687,9 +688,9 @@ fn failed_commits_are_retried_without_losing_or_duplicating_effects() {
 fn a_second_engine_on_the_same_data_directory_is_refused() {
     use std::sync::Arc;
 
-    use kozmo_host::engine::Engine;
-    use kozmo_host::resources::ResourceManagerBuilder;
-    use kozmo_host::store::SqliteStore;
+    use kozmo_engine::resources::ResourceManagerBuilder;
+    use kozmo_engine::Engine;
+    use kozmo_store_sqlite::SqliteStore;
 
     let h = Harness::new();
     let second = Engine::start(
@@ -709,9 +710,9 @@ fn a_second_engine_on_the_same_data_directory_is_refused() {
 fn on_the_memory_store_workers_commit_their_own_steps_with_the_same_outcome() {
     use std::sync::Arc;
 
-    use kozmo_host::engine::Engine;
-    use kozmo_host::resources::ResourceManagerBuilder;
-    use kozmo_host::store::MemoryStore;
+    use kozmo_engine::resources::ResourceManagerBuilder;
+    use kozmo_engine::store::MemoryStore;
+    use kozmo_engine::Engine;
 
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::start(

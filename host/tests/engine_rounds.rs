@@ -4,7 +4,7 @@
 
 mod support;
 
-use kozmo_host::model::{event_kind, ExecPhase};
+use kozmo_engine::model::{event_kind, ExecPhase};
 use kozmo_interface::ErrorKind;
 use serde_json::json;
 use support::{rounds, Harness};

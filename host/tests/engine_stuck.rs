@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use kozmo_host::model::{event_kind, ExecPhase};
+use kozmo_engine::model::{event_kind, ExecPhase};
 use serde_json::json;
 use support::{rounds, Harness};
 

@@ -8,14 +8,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kozmo_host::engine::BatchHandler;
-use kozmo_host::engine::{Engine, EngineConfig};
+use kozmo_engine::model::{ExecPhase, ExecutionSpec};
+use kozmo_engine::resources::{ResourceBackend, ResourceManagerBuilder};
+use kozmo_engine::store::MemoryStore;
+use kozmo_engine::BatchHandler;
+use kozmo_engine::{Engine, EngineConfig};
 use kozmo_host::isolation::plugin::{isolated_core, OnlyPlugin, DIED_CODE};
 use kozmo_host::isolation::IsolationConfig;
 use kozmo_host::loader::{self, LoaderConfig, LoaderServices};
-use kozmo_host::model::{ExecPhase, ExecutionSpec};
-use kozmo_host::resources::{ResourceBackend, ResourceManagerBuilder};
-use kozmo_host::store::MemoryStore;
 use kozmo_interface::testing::TestTaskContext;
 use kozmo_interface::{Literal, Phase, Plugin, TaskExecutionContext};
 

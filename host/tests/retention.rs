@@ -10,15 +10,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kozmo_host::engine::{Engine, EngineConfig, EngineHandle, LateEnqueueOwner, SubmitOutcome};
+use kozmo_engine::model::{now_ms, ExecPhase, ExecutionSpec};
+use kozmo_engine::resources::{ResourceBackend, ResourceManagerBuilder};
+use kozmo_engine::retention::pruner::Retention;
+use kozmo_engine::retention::RetentionConfig;
+use kozmo_engine::secrets::HostSecrets;
+use kozmo_engine::store::{PruneSelect, Store};
+use kozmo_engine::{Engine, EngineConfig, EngineHandle, LateEnqueueOwner, SubmitOutcome};
 use kozmo_host::loader::{load_directory, LoaderConfig, LoaderServices};
 use kozmo_host::metrics::Metrics;
-use kozmo_host::model::{now_ms, ExecPhase, ExecutionSpec};
-use kozmo_host::resources::{ResourceBackend, ResourceManagerBuilder};
-use kozmo_host::retention::pruner::Retention;
-use kozmo_host::retention::RetentionConfig;
-use kozmo_host::secrets::HostSecrets;
-use kozmo_host::store::{PruneSelect, SqliteStore, Store};
+use kozmo_store_sqlite::SqliteStore;
 use serde_json::json;
 
 struct Daemon {

@@ -16,10 +16,10 @@ use kozmo_interface::metrics::{Counter, Gauge, MetricsScope};
 use serde::Serialize;
 
 use super::Policy;
-use crate::engine::EngineHandle;
 use crate::model::now_ms;
 use crate::store::PrunedRows;
 use crate::sync::lock;
+use crate::EngineHandle;
 
 /// Pages given back per `incremental_vacuum` step (4 MiB of 4 KiB pages).
 const RECLAIM_PAGES: u32 = 1024;
@@ -172,7 +172,7 @@ impl Retention {
             dry_run,
             ..Default::default()
         };
-        let e = |e: crate::engine::EngineError| e.to_string();
+        let e = |e: crate::EngineError| e.to_string();
         if dry_run {
             let mut sel = self.policy.select(now_ms(), older_than);
             sel.limit = DRY_RUN_MAX;
@@ -232,7 +232,7 @@ impl Retention {
 }
 
 impl PruneReport {
-    fn add_batch(&mut self, b: &crate::engine::PruneBatch) {
+    fn add_batch(&mut self, b: &crate::PruneBatch) {
         self.executions += b.ids.len() as u64;
         self.rows.add(&b.rows);
         self.blob_dirs += b.blob_dirs;

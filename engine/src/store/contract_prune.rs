@@ -1,14 +1,17 @@
-//! Retention's store contract, on both stores, and the SQLite specifics
-//! (every owned table emptied for the pruned ids, space given back, the
-//! migration to version 5).
+//! Retention's store contract: what every [`Store`] prunes and keeps
+//! ([`contract`]: ages per phase, the count limit, active executions never),
+//! with the helpers that build its executions. Test code, like
+//! [`super::contract`].
 
 use kozmo_interface::literals::LiteralMap;
 use kozmo_interface::{ErrorKind, ExecutionError, Literal};
 
+use super::contract::row;
 use super::*;
-use crate::model::{event_kind, EventBody, EventRow, ExecState, TaskState};
+use crate::model::{event_kind, ExecState, TaskState};
 
-fn new(id: &str, at: i64) -> NewExecution {
+/// A new execution `id` created at `at` (ms).
+pub fn new(id: &str, at: i64) -> NewExecution {
     NewExecution {
         id: id.into(),
         client_id: true,
@@ -20,21 +23,9 @@ fn new(id: &str, at: i64) -> NewExecution {
     }
 }
 
-fn row(kind: &'static str) -> EventRow {
-    EventRow {
-        kind,
-        attempt: 0,
-        phase: "PhaseRunning".into(),
-        version: 1,
-        occurred_at_ms: 2,
-        reported_at_ms: 3,
-        body: EventBody::Text(r#"{"k":1}"#.into()),
-    }
-}
-
 /// Moves `id` to `phase` at `at` with a task state, outputs, an error
 /// document and events (a terminal one if `phase` is terminal).
-fn finish(s: &dyn Store, id: &str, phase: ExecPhase, at: i64) {
+pub fn finish(s: &dyn Store, id: &str, phase: ExecPhase, at: i64) {
     let mut state = ExecState::new(at);
     state.phase = phase;
     let mut outputs = LiteralMap::new();
@@ -60,7 +51,7 @@ fn finish(s: &dyn Store, id: &str, phase: ExecPhase, at: i64) {
 }
 
 /// What every store does: ages per phase, the count limit, active never.
-fn contract(s: &dyn Store) {
+pub fn contract(s: &dyn Store) {
     for (i, (id, phase, at)) in [
         ("old-ok", ExecPhase::Succeeded, 100),
         ("old-failed", ExecPhase::Failed, 110),
@@ -177,144 +168,10 @@ fn contract(s: &dyn Store) {
     assert_eq!(s.insert_execution(&new("old-ok", 5)).unwrap(), InsertOutcome::Created);
 }
 
-#[test]
-fn memory_store_prunes_by_the_contract() {
-    contract(&MemoryStore::new());
-}
-
-#[test]
-fn sqlite_store_prunes_by_the_contract() {
-    let dir = tempfile::tempdir().unwrap();
-    contract(&SqliteStore::open_in(dir.path()).unwrap());
-}
-
-fn count(c: &rusqlite::Connection, table: &str, id: &str) -> i64 {
-    c.query_row(
-        &format!("SELECT COUNT(*) FROM {table} WHERE execution_id = ?1"),
-        [id],
-        |r| r.get(0),
-    )
-    .unwrap()
-}
-
-#[test]
-fn sqlite_deletes_every_owned_row_and_gives_the_pages_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::open_in(dir.path()).unwrap();
-    let big = "x".repeat(4000);
-    let n = 300;
-    for i in 0..n {
-        let id = format!("e{i:04}");
-        let mut ne = new(&id, i);
-        ne.spec_json = format!("{{\"pad\":\"{big}\"}}");
-        s.insert_execution(&ne).unwrap();
-        finish(&s, &id, ExecPhase::Succeeded, 10 + i);
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn memory_store_prunes_by_the_contract() {
+        super::contract(&super::MemoryStore::new());
     }
-    s.count_crashes(
-        &[CrashVictim {
-            execution_id: "e0000".into(),
-            call: "handle".into(),
-        }],
-        1,
-    )
-    .unwrap();
-    let c = rusqlite::Connection::open(dir.path().join("kozmo.db")).unwrap();
-    let tables = [
-        "execution_specs",
-        "task_states",
-        "events",
-        "outputs",
-        "error_documents",
-        "plugin_crashes",
-    ];
-    assert_eq!(count(&c, "plugin_crashes", "e0000"), 1);
-    c.execute("INSERT INTO catalog VALUES ('ancient', '{}', -1)", [])
-        .unwrap();
-    s.catalog_put("fresh", &LiteralMap::new()).unwrap();
-    let pages = |c: &rusqlite::Connection| -> i64 { c.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap() };
-    let before = pages(&c);
-    let mut removed = Vec::new();
-    loop {
-        let cands = s
-            .prune_candidates(&PruneSelect {
-                keep_at_most: Some(10),
-                limit: 50,
-                ..Default::default()
-            })
-            .unwrap();
-        if cands.is_empty() {
-            break;
-        }
-        let ids: Vec<String> = cands.into_iter().map(|c| c.id).collect();
-        removed.extend(s.delete_executions(&ids).unwrap().0);
-    }
-    assert_eq!(removed.len() as i64, n - 10);
-    for id in &removed {
-        let e: i64 = c
-            .query_row("SELECT COUNT(*) FROM executions WHERE id = ?1", [id], |r| r.get(0))
-            .unwrap();
-        assert_eq!(e, 0, "{id}");
-        for t in tables {
-            assert_eq!(count(&c, t, id), 0, "{t} of {id}");
-        }
-    }
-    for i in n - 10..n {
-        let id = format!("e{i:04}");
-        assert_eq!(count(&c, "events", &id), 3, "kept: {id}");
-        assert_eq!(count(&c, "execution_specs", &id), 1, "kept: {id}");
-    }
-    assert_eq!(s.prune_catalog(10).unwrap(), 1, "written before every execution left");
-    assert!(s.catalog_get("ancient").unwrap().is_none());
-    assert!(s.catalog_get("fresh").unwrap().is_some());
-    let mut reclaimed = 0;
-    loop {
-        let b = s.reclaim_space(64).unwrap();
-        if b == 0 {
-            break;
-        }
-        reclaimed += b;
-    }
-    assert!(reclaimed > 1_000_000, "about 4 KB per pruned spec: {reclaimed}");
-    let free: i64 = c.query_row("PRAGMA freelist_count", [], |r| r.get(0)).unwrap();
-    assert_eq!(free, 0);
-    assert!(pages(&c) < before / 2, "{} pages of {before}", pages(&c));
-}
-
-#[test]
-fn a_version_4_database_moves_to_incremental_auto_vacuum() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("kozmo.db");
-    {
-        let c = rusqlite::Connection::open(&path).unwrap();
-        c.pragma_update(None, "journal_mode", "WAL").unwrap();
-        for sql in &migrations::MIGRATIONS[..4] {
-            c.execute_batch(sql).unwrap();
-        }
-        c.pragma_update(None, "user_version", 4).unwrap();
-        c.execute(
-            "INSERT INTO executions VALUES ('old', 1, 't', 1, 'Succeeded', 0, 0, 1, 1, NULL, NULL, 0, NULL, NULL, 'p')",
-            [],
-        )
-        .unwrap();
-        c.execute("INSERT INTO execution_specs VALUES ('old', '{}')", [])
-            .unwrap();
-        let mode: i64 = c.query_row("PRAGMA auto_vacuum", [], |r| r.get(0)).unwrap();
-        assert_eq!(mode, 0, "SQLite's default: none");
-    }
-    let s = SqliteStore::open_in(dir.path()).unwrap();
-    assert_eq!(s.schema_version().unwrap(), 5);
-    let c = rusqlite::Connection::open(&path).unwrap();
-    let mode: i64 = c.query_row("PRAGMA auto_vacuum", [], |r| r.get(0)).unwrap();
-    assert_eq!(mode, 2, "INCREMENTAL after the migration's VACUUM");
-    assert_eq!(
-        s.get_execution("old").unwrap().unwrap().state.phase,
-        ExecPhase::Succeeded
-    );
-    assert_eq!(s.oldest_terminal().unwrap(), Some(1));
-    drop(s);
-    let fresh = tempfile::tempdir().unwrap();
-    drop(SqliteStore::open_in(fresh.path()).unwrap());
-    let c = rusqlite::Connection::open(fresh.path().join("kozmo.db")).unwrap();
-    let mode: i64 = c.query_row("PRAGMA auto_vacuum", [], |r| r.get(0)).unwrap();
-    assert_eq!(mode, 2, "a new database too");
 }

@@ -18,11 +18,12 @@ use kozmo_interface::{
     Transition,
 };
 
-use crate::engine::{Engine, EngineConfig, EngineHandle};
 use crate::isolation::plugin::OnlyPlugin;
-use crate::model::{ExecPhase, ExecutionSpec};
-use crate::resources::{ResourceBackend, ResourceManagerBuilder};
-use crate::store::{Durability, MemoryStore, SqliteStore, Store};
+use kozmo_engine::model::{ExecPhase, ExecutionSpec};
+use kozmo_engine::resources::{ResourceBackend, ResourceManagerBuilder};
+use kozmo_engine::store::{MemoryStore, Store};
+use kozmo_engine::{Engine, EngineConfig, EngineHandle};
+use kozmo_store_sqlite::{Durability, SqliteStore};
 
 /// A native plugin that does nothing: `rounds` rounds of bumping its phase
 /// version through plugin state, then Success. While its gate is closed it

@@ -17,9 +17,9 @@ use indicatif::ProgressBar;
 use serde_json::{json, Value};
 
 use super::engine::{self, BenchEngine, BenchPlugin, StoreKind};
-use crate::api::{self, ApiOptions, ExecutionService};
 use crate::daemon::DaemonService;
 use crate::metrics::Metrics;
+use kozmo_api::{self as api, ApiOptions, ExecutionService};
 
 /// One HTTP throughput measurement.
 #[derive(Debug, Clone)]

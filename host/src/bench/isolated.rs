@@ -15,13 +15,13 @@ use kozmo_interface::testing::TestTaskContext;
 use kozmo_interface::{PhaseInfo, Plugin, Transition};
 use kozmo_isolation_protocol::{encode_frame, Call, Frame, Outcome};
 
-use crate::engine::{Engine, EngineConfig};
 use crate::isolation::plugin::OnlyPlugin;
 use crate::isolation::IsolationConfig;
 use crate::loader::{self, LoaderConfig, LoaderServices};
-use crate::model::ExecutionSpec;
-use crate::resources::{ResourceBackend, ResourceManagerBuilder};
-use crate::store::MemoryStore;
+use kozmo_engine::model::ExecutionSpec;
+use kozmo_engine::resources::{ResourceBackend, ResourceManagerBuilder};
+use kozmo_engine::store::MemoryStore;
+use kozmo_engine::{Engine, EngineConfig};
 
 /// The library both measurements load.
 pub const NOOP_LIBRARY: &str = "libkozmo_fixture_noop.so";

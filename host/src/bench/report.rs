@@ -59,7 +59,7 @@ impl Machine {
             nproc: std::thread::available_parallelism().map_or(1, |n| n.get()),
             model,
             memory,
-            date: crate::model::rfc3339_ms(crate::model::now_ms()),
+            date: kozmo_engine::model::rfc3339_ms(kozmo_engine::model::now_ms()),
             commit,
             profile: if cfg!(debug_assertions) { "debug" } else { "release" },
         }

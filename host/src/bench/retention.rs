@@ -22,19 +22,19 @@ use kozmo_interface::literals::LiteralMap;
 
 use super::engine::{bench_spec, BenchPlugin};
 use super::quantile;
-use crate::engine::{Engine, EngineConfig};
 use crate::isolation::plugin::OnlyPlugin;
-use crate::model::{
+use kozmo_engine::model::{
     ErrorDocument, EventRecord, EventRow, ExecPhase, ExecutionRecord, NewExecution, RoundCommit, TokenRow,
 };
-use crate::resources::{ResourceBackend, ResourceManagerBuilder};
-use crate::retention::pruner::Retention;
-use crate::retention::RetentionConfig;
-use crate::store::{
-    CrashVictim, Durability, InsertOutcome, PruneCandidate, PruneSelect, PrunedRows, SqliteStore, Store, StoreResult,
-    WriteTxn,
+use kozmo_engine::resources::{ResourceBackend, ResourceManagerBuilder};
+use kozmo_engine::retention::pruner::Retention;
+use kozmo_engine::retention::RetentionConfig;
+use kozmo_engine::store::{
+    CrashVictim, InsertOutcome, PruneCandidate, PruneSelect, PrunedRows, Store, StoreResult, WriteTxn,
 };
-use crate::sync::lock;
+use kozmo_engine::sync::lock;
+use kozmo_engine::{Engine, EngineConfig};
+use kozmo_store_sqlite::{Durability, SqliteStore};
 
 /// What the retention run measured.
 #[derive(Debug, Clone)]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection};
 
-use crate::store::{Durability, SqliteStore};
+use kozmo_store_sqlite::{Durability, SqliteStore};
 
 /// Tables written per execution, with the column holding the execution id;
 /// the first [`SUBMITTED`] are written when an execution is submitted.

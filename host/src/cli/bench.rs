@@ -361,7 +361,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         let r = crate::bench::retention::measure(
             args.retention_executions.unwrap_or(if q { 2000 } else { 200_000 }),
             args.retention_keep.unwrap_or(if q { 200 } else { 20_000 }),
-            args.retention_batch.unwrap_or(crate::retention::DEFAULT_BATCH),
+            args.retention_batch.unwrap_or(kozmo_engine::retention::DEFAULT_BATCH),
             Duration::from_millis(args.retention_interval_ms.unwrap_or(if q { 100 } else { 1000 })),
             workers,
             &pb,

@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 use serde_json::Value;
 
 use crate::client::{encode_segment, execution_path, Client, ClientError};
-use crate::model::ExecPhase;
+use kozmo_engine::model::ExecPhase;
 
 /// Where the daemon is.
 #[derive(Debug, Clone, Args)]

@@ -27,7 +27,7 @@ pub struct PruneArgs {
 /// Runs `kozmo prune` against the daemon.
 pub fn run(args: PruneArgs, server: ServerArgs) -> anyhow::Result<ExitCode> {
     if let Some(d) = &args.older_than {
-        if let Err(e) = crate::retention::duration::parse(d) {
+        if let Err(e) = kozmo_engine::retention::duration::parse(d) {
             eprintln!("error: --older-than: {e}");
             return Ok(ExitCode::from(2));
         }
@@ -64,7 +64,7 @@ fn text(v: &Value) -> String {
             .collect();
         out.push_str(&format!("rows: {}\n", parts.join(", ")));
     }
-    let at = |k: &str| v.get(k).and_then(Value::as_i64).map(crate::model::rfc3339_ms);
+    let at = |k: &str| v.get(k).and_then(Value::as_i64).map(kozmo_engine::model::rfc3339_ms);
     if let (Some(a), Some(b)) = (at("oldest_removed_ms"), at("newest_removed_ms")) {
         out.push_str(&format!("finished between {a} and {b}\n"));
     }

@@ -3,7 +3,7 @@
 
 use clap::Args;
 
-use crate::retention::RetentionConfig;
+use kozmo_engine::retention::RetentionConfig;
 
 /// Retention flags.
 #[derive(Debug, Args)]

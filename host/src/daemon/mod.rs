@@ -5,7 +5,6 @@ mod fd_limit;
 mod prometheus;
 mod prune;
 mod service;
-mod spec_parse;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,14 +14,14 @@ use anyhow::Context;
 
 pub use service::{parse_spec, DaemonService};
 
-use crate::api;
 use crate::config::Config;
-use crate::engine::{Engine, EngineConfig, EngineHandle, LateEnqueueOwner};
 use crate::loader::{self, LoaderConfig, LoaderServices};
 use crate::metrics::Metrics;
-use crate::resources::{InMemoryResources, ResourceManagerBuilder};
-use crate::retention::pruner::Retention;
-use crate::store::SqliteStore;
+use kozmo_api as api;
+use kozmo_engine::resources::{InMemoryResources, ResourceManagerBuilder};
+use kozmo_engine::retention::pruner::Retention;
+use kozmo_engine::{Engine, EngineConfig, EngineHandle, LateEnqueueOwner};
+use kozmo_store_sqlite::SqliteStore;
 
 /// Why the daemon did not start; exit code 2 (configuration, plugins) or 1.
 #[derive(Debug)]

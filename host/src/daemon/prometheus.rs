@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::engine::EngineStats;
+use kozmo_engine::EngineStats;
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use super::DaemonService;
-use crate::api::types::PruneReport;
-use crate::api::ServiceError;
-use crate::retention::{duration, pruner, pruner::Retention};
+use kozmo_api::types::PruneReport;
+use kozmo_api::ServiceError;
+use kozmo_engine::retention::{duration, pruner, pruner::Retention};
 
 impl DaemonService {
     /// Attaches the daemon's retention (once).

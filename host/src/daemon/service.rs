@@ -2,16 +2,16 @@
 
 use serde_json::Value;
 
-use crate::api::types::{Event, Execution, ExecutionErrorBody, HandlerErrorBody, PluginBody, PruneReport};
-use crate::api::{split_batch_item, BatchAccepted, ExecutionService, Health, ItemError, ServiceError, Submitted};
-use crate::engine::{EngineError, EngineHandle, SubmitOutcome};
 use crate::loader::PluginInfo;
 use crate::metrics::Metrics;
-use crate::model::{check_execution_id, rfc3339_ms, EventRecord, ExecPhase, ExecutionView};
-use crate::store::StoreErrorKind;
+use kozmo_api::types::{Event, Execution, ExecutionErrorBody, HandlerErrorBody, PluginBody, PruneReport};
+use kozmo_api::{split_batch_item, BatchAccepted, ExecutionService, Health, ItemError, ServiceError, Submitted};
+use kozmo_engine::model::{check_execution_id, rfc3339_ms, EventRecord, ExecPhase, ExecutionView};
+use kozmo_engine::store::StoreErrorKind;
+use kozmo_engine::{EngineError, EngineHandle, SubmitOutcome};
 
 use super::prometheus::engine_metrics_text;
-pub use super::spec_parse::parse_spec;
+pub use kozmo_engine::spec_parse::{parse_spec, SpecError};
 
 /// The daemon's service: the engine, the loaded plugins, the metrics.
 pub struct DaemonService {
@@ -19,7 +19,7 @@ pub struct DaemonService {
     plugins: Vec<PluginInfo>,
     metrics: Metrics,
     /// Retention, once started (`POST /v1/prune`).
-    pub(super) retention: std::sync::OnceLock<std::sync::Arc<crate::retention::pruner::Retention>>,
+    pub(super) retention: std::sync::OnceLock<std::sync::Arc<kozmo_engine::retention::pruner::Retention>>,
 }
 
 impl DaemonService {
@@ -124,7 +124,7 @@ impl ExecutionService for DaemonService {
                 path: Some("execution_id".into()),
             })?;
         }
-        let spec = parse_spec(spec)?;
+        let spec = parse_spec(spec).map_err(bad_spec)?;
         let (outcome, view) = self.engine.submit_viewed(id, spec).map_err(service_error)?;
         let (id, created) = match outcome {
             SubmitOutcome::Created(id) => (id, true),
@@ -158,8 +158,11 @@ impl ExecutionService for DaemonService {
             }
             match parse_spec(body) {
                 Ok(spec) => specs.push((id, spec)),
-                Err(ServiceError::BadRequest { detail, path }) => bad.push(ItemError { index, path, detail }),
-                Err(other) => return Err(other),
+                Err(SpecError { detail, path }) => bad.push(ItemError {
+                    index,
+                    path: Some(path),
+                    detail,
+                }),
             }
         }
         if !bad.is_empty() {
@@ -252,6 +255,14 @@ impl ExecutionService for DaemonService {
     }
 }
 
+/// A refused task body is a 400 naming the bad field.
+fn bad_spec(e: SpecError) -> ServiceError {
+    ServiceError::BadRequest {
+        detail: e.detail,
+        path: Some(e.path),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,6 +270,6 @@ mod tests {
     #[test]
     fn the_api_lists_the_engine_phases() {
         let engine: Vec<&str> = ExecPhase::ALL.iter().map(|p| p.as_str()).collect();
-        assert_eq!(engine, crate::api::types::PHASES);
+        assert_eq!(engine, kozmo_api::types::PHASES);
     }
 }

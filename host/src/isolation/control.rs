@@ -15,7 +15,7 @@ use kozmo_isolation_protocol::{read_frame, Frame, LogRecord, MetricKind, MetricO
 
 use super::supervisor::Generation;
 use super::wire;
-use crate::sync::lock;
+use kozmo_engine::sync::lock;
 
 /// Longest line of a child's stdout/stderr kept as one log record.
 const MAX_LINE: u64 = 16 << 10;

@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock, Weak};
 use kozmo_interface::{PhaseInfo, Plugin, PluginError, PluginProperties, Result, TaskExecutionContext, Transition};
 use kozmo_isolation_protocol::{Call, Outcome};
 
-use crate::engine::{BatchHandler, BatchOutcome, PluginResolver};
+use kozmo_engine::{BatchHandler, BatchOutcome, PluginResolver};
 
 use super::serve::{execution_id, Served};
 use super::supervisor::{Failure, Supervisor};
@@ -63,7 +63,9 @@ pub fn isolated_core(plugin: &dyn Plugin) -> Option<Arc<IsolatedCore>> {
         return None;
     }
     let id = plugin.id();
-    let core = crate::sync::read(registry()).get(&(id.as_ptr() as usize))?.upgrade()?;
+    let core = kozmo_engine::sync::read(registry())
+        .get(&(id.as_ptr() as usize))?
+        .upgrade()?;
     // Same buffer and length: the very id of that plugin.
     (core.id.as_ptr() == id.as_ptr() && core.id.len() == id.len()).then_some(core)
 }
@@ -86,7 +88,7 @@ impl PluginResolver for OnlyPlugin {
     }
 }
 
-const _: () = assert!(crate::engine::MAX_BATCH_ROUNDS <= kozmo_isolation_protocol::MAX_BATCH_CALLS);
+const _: () = assert!(kozmo_engine::MAX_BATCH_ROUNDS <= kozmo_isolation_protocol::MAX_BATCH_CALLS);
 
 impl IsolatedPlugin {
     /// The plugin `id` of `entry`, loaded in `supervisor`'s child.
@@ -99,7 +101,7 @@ impl IsolatedPlugin {
         });
         // An empty id has no buffer of its own: such a plugin is not batched.
         if !core.id.is_empty() {
-            crate::sync::write(registry()).insert(core.id.as_ptr() as usize, Arc::downgrade(&core));
+            kozmo_engine::sync::write(registry()).insert(core.id.as_ptr() as usize, Arc::downgrade(&core));
             ANY.store(true, Ordering::Relaxed);
         }
         IsolatedPlugin(core)
@@ -114,7 +116,7 @@ impl IsolatedPlugin {
 impl Drop for IsolatedPlugin {
     fn drop(&mut self) {
         if !self.0.id.is_empty() {
-            crate::sync::write(registry()).remove(&(self.0.id.as_ptr() as usize));
+            kozmo_engine::sync::write(registry()).remove(&(self.0.id.as_ptr() as usize));
         }
     }
 }

@@ -78,7 +78,7 @@ pub fn spawn(spec: ChildSpec) -> io::Result<Spawned> {
         Mutex::new(tx)
     });
     let (tx, rx) = mpsc::channel();
-    crate::sync::lock(spawner)
+    kozmo_engine::sync::lock(spawner)
         .send((spec, tx))
         .map_err(|_| io::Error::other("the plugin spawner thread is gone"))?;
     rx.recv()

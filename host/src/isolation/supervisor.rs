@@ -30,7 +30,7 @@ use super::spawn::{self, ChildSpec};
 use super::IsolationConfig;
 use crate::loader::setup::PluginSetupContext;
 use crate::loader::LoaderServices;
-use crate::sync::lock;
+use kozmo_engine::sync::lock;
 
 /// How long a caller waits for a broken child's end to be known.
 const END_WAIT: Duration = Duration::from_secs(2);

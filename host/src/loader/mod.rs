@@ -113,8 +113,8 @@ impl LoaderServices {
     /// owner (bound once the engine runs), secrets from `secrets`, plugin
     /// metrics under `metrics`, owners of kind `Execution`.
     pub fn for_engine(
-        builder: &Arc<crate::resources::ResourceManagerBuilder>,
-        owner: &Arc<crate::engine::LateEnqueueOwner>,
+        builder: &Arc<kozmo_engine::resources::ResourceManagerBuilder>,
+        owner: &Arc<kozmo_engine::LateEnqueueOwner>,
         secrets: Arc<dyn SecretManager + Send + Sync>,
         metrics: Metrics,
     ) -> Self {

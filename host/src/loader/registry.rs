@@ -359,6 +359,26 @@ impl LoadedPlugins {
     }
 }
 
+/// The registry routes task types for the engine; plugins in child
+/// processes take batches of `handle` calls.
+impl kozmo_engine::PluginResolver for LoadedPlugins {
+    fn resolve(&self, task_type: &str) -> Result<Arc<dyn Plugin>, String> {
+        LoadedPlugins::resolve(self, task_type).map_err(|e| e.to_string())
+    }
+
+    fn by_id(&self, id: &str) -> Option<Arc<dyn Plugin>> {
+        self.get(id).map(|p| p.plugin.clone())
+    }
+
+    fn may_batch(&self) -> bool {
+        crate::isolation::plugin::any_isolated()
+    }
+
+    fn batcher(&self, plugin: &dyn Plugin) -> Option<Arc<dyn kozmo_engine::BatchHandler>> {
+        crate::isolation::plugin::batch_handler(plugin)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use kozmo_interface::{PluginError, PluginLoader};
@@ -467,25 +487,5 @@ mod tests {
         assert_eq!(join_and(&v(&["a"])), "a");
         assert_eq!(join_and(&v(&["a", "b"])), "a and b");
         assert_eq!(join_and(&v(&["a", "b", "c"])), "a, b and c");
-    }
-}
-
-/// The registry routes task types for the engine; plugins in child
-/// processes take batches of `handle` calls.
-impl crate::engine::PluginResolver for LoadedPlugins {
-    fn resolve(&self, task_type: &str) -> Result<Arc<dyn Plugin>, String> {
-        LoadedPlugins::resolve(self, task_type).map_err(|e| e.to_string())
-    }
-
-    fn by_id(&self, id: &str) -> Option<Arc<dyn Plugin>> {
-        self.get(id).map(|p| p.plugin.clone())
-    }
-
-    fn may_batch(&self) -> bool {
-        crate::isolation::plugin::any_isolated()
-    }
-
-    fn batcher(&self, plugin: &dyn Plugin) -> Option<Arc<dyn crate::engine::BatchHandler>> {
-        crate::isolation::plugin::batch_handler(plugin)
     }
 }

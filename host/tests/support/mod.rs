@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use kozmo_host::engine::{Engine, EngineConfig, EngineHandle, PluginResolver};
-use kozmo_host::model::{event_kind, EventRecord, ExecPhase, ExecutionSpec, ExecutionView};
-use kozmo_host::resources::{InMemoryResources, ResourceBackend, ResourceManagerBuilder};
-use kozmo_host::store::{SqliteStore, Store};
+use kozmo_engine::model::{event_kind, EventRecord, ExecPhase, ExecutionSpec, ExecutionView};
+use kozmo_engine::resources::{InMemoryResources, ResourceBackend, ResourceManagerBuilder};
+use kozmo_engine::store::Store;
+use kozmo_engine::{Engine, EngineConfig, EngineHandle, PluginResolver};
 use kozmo_interface::testing::TestSetupContext;
 use kozmo_interface::{Plugin, ResourceNamespace, ResourceRegistrar};
+use kozmo_store_sqlite::SqliteStore;
 use serde_json::{json, Value};
 
 /// The scripted plugin, loaded once per test process through the ABI.
@@ -96,7 +97,7 @@ impl Harness {
     pub fn submit(&self, id: &str, template: Value) -> String {
         let spec = spec(template);
         match self.engine.submit(Some(id.to_string()), spec).unwrap() {
-            kozmo_host::engine::SubmitOutcome::Created(id) => id,
+            kozmo_engine::SubmitOutcome::Created(id) => id,
             other => panic!("unexpected {other:?}"),
         }
     }

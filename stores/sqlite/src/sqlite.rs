@@ -18,17 +18,17 @@ use kozmo_interface::literals::LiteralMap;
 use kozmo_interface::Phase;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::checkpointer::{Checkpointer, FALLBACK_PAGES};
-use super::migrations::{MIGRATIONS, OUTSIDE_TRANSACTION};
-use super::sqlite_txn::{insert_events, SqliteTxn};
-use super::{
-    CrashVictim, InsertOutcome, PruneCandidate, PruneSelect, PrunedRows, Store, StoreError, StoreResult, WriteTxn,
-};
-use crate::model::{
+use crate::checkpointer::{Checkpointer, FALLBACK_PAGES};
+use crate::migrations::{MIGRATIONS, OUTSIDE_TRANSACTION};
+use crate::sqlite_txn::{insert_events, SqliteTxn};
+use kozmo_engine::model::{
     ErrorDocument, EventRecord, EventRow, ExecPhase, ExecState, ExecutionRecord, NewEvent, NewExecution, RoundCommit,
     TaskState, TokenRow,
 };
-use crate::sync::lock;
+use kozmo_engine::store::{
+    CrashVictim, InsertOutcome, PruneCandidate, PruneSelect, PrunedRows, Store, StoreError, StoreResult, WriteTxn,
+};
+use kozmo_engine::sync::lock;
 
 /// How hard commits are pushed to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -424,7 +424,7 @@ impl Store for SqliteStore {
         let c = lock(&self.writer);
         c.execute(
             "INSERT OR REPLACE INTO catalog (key, outputs, created_at) VALUES (?1, ?2, ?3)",
-            params![key, json(outputs)?, crate::model::now_ms()],
+            params![key, json(outputs)?, kozmo_engine::model::now_ms()],
         )
         .map_err(err)?;
         Ok(())

@@ -9,11 +9,10 @@ use std::time::Instant;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::prune::{PruneCandidate, PruneSelect, PrunedRows, TERMINAL};
-use super::sqlite::{err, json, SqliteStore};
-use super::StoreResult;
-use crate::model::ExecPhase;
-use crate::sync::lock;
+use crate::sqlite::{err, json, SqliteStore};
+use kozmo_engine::model::ExecPhase;
+use kozmo_engine::store::{PruneCandidate, PruneSelect, PrunedRows, StoreResult, TERMINAL};
+use kozmo_engine::sync::lock;
 
 /// The terminal phases as SQL (matches the partial index of migration 5).
 const TERMINAL_SQL: &str = "phase IN ('Succeeded', 'Failed', 'Aborted')";
@@ -34,7 +33,7 @@ const OWNED: [(&str, CountSlot); 7] = [
 ];
 
 impl SqliteStore {
-    /// See [`super::Store::prune_candidates`]. Two range scans of the
+    /// See [`Store::prune_candidates`]. Two range scans of the
     /// partial index of terminal executions by `(updated_at, id)`, oldest
     /// first: the oldest beyond `keep_at_most`, and those older than their
     /// phase's cutoff; merged, at most `limit`.
@@ -89,7 +88,7 @@ impl SqliteStore {
         Ok(out)
     }
 
-    /// See [`super::Store::delete_executions`].
+    /// See [`Store::delete_executions`].
     pub(super) fn delete_terminal(&self, ids: &[String]) -> StoreResult<(Vec<String>, PrunedRows)> {
         if ids.is_empty() {
             return Ok((Vec::new(), PrunedRows::default()));
@@ -100,7 +99,7 @@ impl SqliteStore {
         Ok(out)
     }
 
-    /// See [`super::Store::prune_catalog`]: entries written before the
+    /// See [`Store::prune_catalog`]: entries written before the
     /// creation of the oldest execution still stored (none left can have
     /// written them; none at all: every entry).
     pub(super) fn delete_orphan_catalog(&self, limit: usize) -> StoreResult<u64> {
@@ -124,7 +123,7 @@ impl SqliteStore {
         Ok(n as u64)
     }
 
-    /// See [`super::Store::reclaim_space`]: `PRAGMA incremental_vacuum(N)`
+    /// See [`Store::reclaim_space`]: `PRAGMA incremental_vacuum(N)`
     /// on the writer connection (its own short transaction).
     pub(super) fn incremental_vacuum(&self, max_pages: u32) -> StoreResult<u64> {
         let c = lock(&self.writer);
@@ -152,7 +151,7 @@ impl SqliteStore {
         Ok((before - after).max(0) as u64 * page_size.max(0) as u64)
     }
 
-    /// See [`super::Store::oldest_terminal`].
+    /// See [`Store::oldest_terminal`].
     pub(super) fn oldest_terminal_update(&self) -> StoreResult<Option<i64>> {
         let c = lock(&self.reader);
         let t = c

@@ -9,9 +9,9 @@ use std::time::Instant;
 
 use rusqlite::{params, Connection};
 
-use super::sqlite::{err, json, opt_json, SyncCost};
-use super::{InsertOutcome, PrunedRows, StoreError, StoreResult, WriteTxn};
-use crate::model::{EventRow, NewExecution, RoundCommit};
+use crate::sqlite::{err, json, opt_json, SyncCost};
+use kozmo_engine::model::{EventRow, NewExecution, RoundCommit};
+use kozmo_engine::store::{InsertOutcome, PrunedRows, StoreError, StoreResult, WriteTxn};
 
 /// An open write transaction on the writer connection.
 pub(super) struct SqliteTxn<'a> {

@@ -14,7 +14,7 @@ use kozmo_interface::{EnqueueOwner, PluginError, Result, SignalAsync};
 use kozmo_isolation_protocol::{write_frame, Frame, LogRecord, MetricOp, WireError};
 
 use crate::isolation::wire;
-use crate::sync::lock;
+use kozmo_engine::sync::lock;
 
 /// How long an enqueue waits for the daemon's answer.
 const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(30);

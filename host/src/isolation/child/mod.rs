@@ -217,12 +217,15 @@ fn caught<T>(what: &str, f: impl FnOnce() -> kozmo_interface::Result<T>) -> Resu
 
 impl Host {
     fn plugin(&self, entry: &str) -> Result<Arc<dyn Plugin>, WireError> {
-        crate::sync::lock(&self.plugins).get(entry).cloned().ok_or_else(|| {
-            to_wire(&PluginError::system(
-                "PluginNotLoaded",
-                format!("plugin {entry} is not loaded in this process"),
-            ))
-        })
+        kozmo_engine::sync::lock(&self.plugins)
+            .get(entry)
+            .cloned()
+            .ok_or_else(|| {
+                to_wire(&PluginError::system(
+                    "PluginNotLoaded",
+                    format!("plugin {entry} is not loaded in this process"),
+                ))
+            })
     }
 
     fn call(&self, call: Call, conn: &mut Conn) -> Outcome {
@@ -255,7 +258,7 @@ impl Host {
         let plugin: Arc<dyn Plugin> = caught("the loader", || e.load_plugin.load(&ctx))?.into();
         let props = json(&plugin.properties()).map_err(|e| to_wire(&e))?;
         let id = plugin.id().to_string();
-        crate::sync::lock(&self.plugins).insert(entry.to_string(), plugin);
+        kozmo_engine::sync::lock(&self.plugins).insert(entry.to_string(), plugin);
         Ok((id, props))
     }
 }

@@ -5,8 +5,25 @@
 
 use serde_json::{Map, Value};
 
-use crate::api::ServiceError;
 use crate::model::{check_name_component, ExecutionSpec};
+
+/// A refused task body: what is wrong, at which JSON path (as the client
+/// wrote it: `inputs.n`, `metadata.retries`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecError {
+    /// What is wrong, and what would be right.
+    pub detail: String,
+    /// JSON path of the bad field.
+    pub path: String,
+}
+
+impl std::fmt::Display for SpecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.detail)
+    }
+}
+
+impl std::error::Error for SpecError {}
 
 /// Most retries a task may ask for.
 pub const MAX_RETRIES: u32 = 1000;
@@ -29,7 +46,7 @@ pub const MAX_TASK_TYPE_LEN: usize = 100;
 /// nearest known name as a hint), a list where an object belongs, a task
 /// type or id component that could not name a file, retries above
 /// [`MAX_RETRIES`], a timeout above [`MAX_TIMEOUT_SECS`].
-pub fn parse_spec(body: Value) -> Result<ExecutionSpec, ServiceError> {
+pub fn parse_spec(body: Value) -> Result<ExecutionSpec, SpecError> {
     let flat = matches!(&body, Value::Object(obj) if !obj.contains_key("template"));
     let body = if flat { nest(body) } else { body };
     let shown = |nested: &str| client_path(flat, nested);
@@ -61,11 +78,8 @@ pub fn parse_spec(body: Value) -> Result<ExecutionSpec, ServiceError> {
     Ok(spec)
 }
 
-fn bad(detail: String, path: String) -> ServiceError {
-    ServiceError::BadRequest {
-        detail,
-        path: Some(path),
-    }
+fn bad(detail: String, path: String) -> SpecError {
+    SpecError { detail, path }
 }
 
 /// The task-file form turned into the nested form.
@@ -107,7 +121,7 @@ fn free_form(path: &str) -> bool {
 
 /// Serde accepts a list for a struct (fields by position): `"metadata": []`
 /// would silently mean "all defaults". Every struct of a task is an object.
-fn check_objects(v: &Value, path: &str, shown: &dyn Fn(&str) -> String) -> Result<(), ServiceError> {
+fn check_objects(v: &Value, path: &str, shown: &dyn Fn(&str) -> String) -> Result<(), SpecError> {
     let Value::Object(map) = v else { return Ok(()) };
     for (key, child) in map {
         let p = if path.is_empty() {
@@ -180,7 +194,7 @@ fn nearest_known_field(spec: &ExecutionSpec, unknown_path: &str) -> Option<Strin
 }
 
 /// Values a type alone does not bound.
-fn check_values(spec: &ExecutionSpec, shown: &dyn Fn(&str) -> String) -> Result<(), ServiceError> {
+fn check_values(spec: &ExecutionSpec, shown: &dyn Fn(&str) -> String) -> Result<(), SpecError> {
     let t = &spec.template;
     let task_type = &t.task_type;
     if task_type.is_empty() {

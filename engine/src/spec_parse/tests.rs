@@ -4,7 +4,7 @@ use super::*;
 
 fn refused(body: Value) -> (String, String) {
     match parse_spec(body.clone()) {
-        Err(ServiceError::BadRequest { path, detail }) => (path.unwrap_or_default(), detail),
+        Err(SpecError { path, detail }) => (path, detail),
         other => panic!("{body} was not refused: {other:?}"),
     }
 }
