@@ -429,6 +429,10 @@ pub struct RoundCommit {
     pub tokens_released: Vec<(String, String)>,
     /// Clear the client's abort request (handled by this step).
     pub clear_abort: bool,
+    /// Catalog entry this step writes (store key, outputs): the success of
+    /// a cacheable task, in the same transaction as its terminal state, so
+    /// no crash can leave a Succeeded execution without its entry.
+    pub catalog: Option<(String, LiteralMap)>,
 }
 
 impl RoundCommit {
@@ -444,6 +448,7 @@ impl RoundCommit {
             tokens_granted: Vec::new(),
             tokens_released: Vec::new(),
             clear_abort: false,
+            catalog: None,
         }
     }
 }

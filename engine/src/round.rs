@@ -1,7 +1,7 @@
 //! One step of one execution: a `handle` round (§6.3) or a finishing step
 //! (Abort/Finalize, §6.9). A step computes a [`RoundCommit`] (everything it
-//! changes, applied atomically by the store) and when to run next; it never
-//! writes to the store itself, except catalog entries.
+//! changes, applied atomically by the store, catalog entries included) and
+//! when to run next; it never writes to the store itself.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -464,15 +464,13 @@ impl Core {
         self.stats.observe_latency(started.elapsed());
         StepOutcome {
             commit: RoundCommit {
-                execution_id: a.record.id.clone(),
-                state,
                 task: Some((attempt, task.clone())),
                 events,
                 outputs: outputs_now.map(|o| (attempt, o)),
                 error_document: error_doc_now.map(|d| (attempt, d)),
                 tokens_granted: buffered.tokens.granted,
                 tokens_released: buffered.tokens.released,
-                clear_abort: false,
+                ..RoundCommit::state_only(&a.record.id, state)
             },
             next,
             task,
@@ -562,15 +560,10 @@ impl Core {
         self.stats.observe_latency(started.elapsed());
         StepOutcome {
             commit: RoundCommit {
-                execution_id: a.record.id.clone(),
-                state,
-                task: None,
                 events,
-                outputs: None,
-                error_document: None,
                 tokens_granted: buffered.tokens.granted,
                 tokens_released: buffered.tokens.released,
-                clear_abort: false,
+                ..RoundCommit::state_only(&a.record.id, state)
             },
             next,
             task: a.record.task.clone(),
@@ -604,18 +597,14 @@ impl Core {
         self.stats.observe_latency(started.elapsed());
         StepOutcome {
             commit: RoundCommit {
-                execution_id: a.record.id.clone(),
-                state,
                 task: Some((attempt, task.clone())),
                 events: vec![
                     task_event(&src, &info, Extra::CacheHit),
                     terminal_event(attempt, now, ExecPhase::Succeeded, None, true),
                 ],
                 outputs: Some((attempt, outputs)),
-                error_document: None,
-                tokens_granted: Vec::new(),
-                tokens_released: Vec::new(),
                 clear_abort: true,
+                ..RoundCommit::state_only(&a.record.id, state)
             },
             next: Next::Done,
             task,
@@ -784,7 +773,7 @@ impl Core {
                     _ => ExecPhase::Aborted,
                 };
                 if terminal == ExecPhase::Succeeded {
-                    self.catalog_put(a, plugin.as_ref(), attempt);
+                    commit.catalog = self.catalog_entry(a, plugin.as_ref(), attempt);
                 }
                 if terminal == ExecPhase::Aborted && !task.plugin_phase.is_terminal() {
                     task.plugin_phase = Phase::ABORTED;
@@ -816,19 +805,27 @@ impl Core {
         }
     }
 
-    fn catalog_put(&self, a: &Active, plugin: Option<&Arc<dyn Plugin>>, attempt: u32) {
-        let Some(plugin) = plugin else { return };
+    /// The catalog entry a success of `a` writes with its terminal state:
+    /// the attempt's committed outputs, if its task is cacheable.
+    fn catalog_entry(
+        &self,
+        a: &Active,
+        plugin: Option<&Arc<dyn Plugin>>,
+        attempt: u32,
+    ) -> Option<(String, kozmo_interface::LiteralMap)> {
+        let plugin = plugin?;
         if !self.cacheable(a, plugin) || a.spec.template.interface.outputs.is_empty() {
-            return;
+            return None;
         }
         match self.store.outputs(&a.record.id, attempt) {
-            Ok(Some(outputs)) => {
-                if let Err(e) = self.store.catalog_put(&key_string(&self.catalog_key(a)), &outputs) {
-                    log::warn!("catalog put for {} failed: {e}", a.record.id);
-                }
+            Ok(outputs) => Some((key_string(&self.catalog_key(a)), outputs?)),
+            Err(e) => {
+                log::warn!(
+                    "catalog entry for {} not written: its outputs cannot be read: {e}",
+                    a.record.id
+                );
+                None
             }
-            Ok(None) => {}
-            Err(e) => log::warn!("catalog put for {} failed: {e}", a.record.id),
         }
     }
 }

@@ -91,6 +91,7 @@ pub fn contract(s: &dyn Store) {
             },
         )),
         tokens_granted: vec![token.clone()],
+        catalog: Some(("in-commit".into(), outputs.clone())),
         ..RoundCommit::state_only("a", state.clone())
     }])
     .unwrap();
@@ -131,6 +132,11 @@ pub fn contract(s: &dyn Store) {
     s.catalog_put("k", &outputs).unwrap();
     assert_eq!(s.catalog_get("k").unwrap(), Some(outputs));
     assert_eq!(s.catalog_get("other").unwrap(), None);
+    assert_eq!(
+        s.catalog_get("in-commit").unwrap(),
+        s.catalog_get("k").unwrap(),
+        "a commit writes its catalog entry"
+    );
     assert_eq!(
         s.get_execution("b").unwrap().unwrap().plugin_id.as_deref(),
         Some("p"),

@@ -295,6 +295,9 @@ impl Store for MemoryStore {
             for t in c.tokens_granted.drain(..) {
                 g.tokens.insert(t);
             }
+            if let Some((key, outputs)) = c.catalog.take() {
+                g.catalog.insert(key, (outputs, crate::model::now_ms()));
+            }
             for (ns, tok) in &c.tokens_released {
                 g.tokens.retain(|t| !(&t.namespace == ns && &t.token == tok));
             }

@@ -183,7 +183,8 @@ pub(super) fn insert_events(conn: &Connection, id: &str, events: &[EventRow]) ->
     Ok(())
 }
 
-/// What few steps write: outputs, error documents, resource tokens.
+/// What few steps write: outputs, error documents, resource tokens,
+/// catalog entries.
 fn apply_rare(conn: &Connection, c: &RoundCommit) -> StoreResult<()> {
     let id = &c.execution_id;
     if let Some((attempt, o)) = &c.outputs {
@@ -212,6 +213,12 @@ fn apply_rare(conn: &Connection, c: &RoundCommit) -> StoreResult<()> {
         conn.prepare_cached("DELETE FROM resource_tokens WHERE namespace = ?1 AND token = ?2")
             .map_err(err)?
             .execute(params![ns, tok])
+            .map_err(err)?;
+    }
+    if let Some((key, outputs)) = &c.catalog {
+        conn.prepare_cached("INSERT OR REPLACE INTO catalog (key, outputs, created_at) VALUES (?1, ?2, ?3)")
+            .map_err(err)?
+            .execute(params![key, json(outputs)?, kozmo_engine::model::now_ms()])
             .map_err(err)?;
     }
     Ok(())
