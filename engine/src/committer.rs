@@ -186,7 +186,13 @@ impl Core {
                 Err(RecvTimeoutError::Disconnected) => stop = true,
             }
         };
-        match applied.and_then(|()| txn.commit()) {
+        let committed = applied.and_then(|()| {
+            let started = Instant::now();
+            let r = txn.commit();
+            self.stats.commit_latency.observe(started.elapsed());
+            r
+        });
+        match committed {
             Ok(()) => {
                 self.store_health.succeeded();
                 p.answer(Ok(outcomes));
@@ -227,7 +233,10 @@ impl Core {
         }
         let mut attempt = 0u32;
         loop {
-            match self.store.write(&p.news, &mut p.steps) {
+            let started = Instant::now();
+            let written = self.store.write(&p.news, &mut p.steps);
+            self.stats.commit_latency.observe(started.elapsed());
+            match written {
                 Ok(outcomes) => {
                     self.store_health.succeeded();
                     p.answer(Ok(outcomes));

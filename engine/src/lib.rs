@@ -39,11 +39,12 @@ mod prune;
 mod retries;
 mod round;
 mod scheduler;
+mod stats;
 mod status;
 mod store_health;
 mod workers;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -62,9 +63,11 @@ pub use events::{EventBody, Extra, InfoBody, TaskEventBody};
 pub use prune::PruneBatch;
 pub use retries::{decide_retryable, RetryDecision};
 pub use scheduler::{Job, JobShared, Next, Scheduler, Work};
+pub use stats::{EngineStats, HistogramSnapshot, COMMIT_LATENCY_BUCKETS, LATENCY_BUCKETS};
 pub use store_health::StoreDegraded;
 
 use committer::CommitMsg;
+use stats::Stats;
 
 use crate::catalog::StoreCatalog;
 use crate::datastore::FsDataStore;
@@ -224,73 +227,6 @@ impl From<crate::store::StoreError> for EngineError {
     fn from(e: crate::store::StoreError) -> Self {
         EngineError::Store(e.0)
     }
-}
-
-/// Upper bounds (seconds) of the round latency histogram.
-pub const LATENCY_BUCKETS: [f64; 12] = [
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1, 1.0, 10.0,
-];
-
-#[derive(Default)]
-struct Stats {
-    rounds: AtomicU64,
-    handler_errors: AtomicU64,
-    panics: AtomicU64,
-    commits: AtomicU64,
-    batches: AtomicU64,
-    leaked_tokens: AtomicU64,
-    unchanged_rounds: AtomicU64,
-    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
-    latency_sum_nanos: AtomicU64,
-}
-
-impl Stats {
-    fn observe_latency(&self, d: Duration) {
-        let s = d.as_secs_f64();
-        let i = LATENCY_BUCKETS
-            .iter()
-            .position(|b| s <= *b)
-            .unwrap_or(LATENCY_BUCKETS.len());
-        self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_nanos
-            .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
-    }
-}
-
-/// Counters and gauges of the engine.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EngineStats {
-    /// `handle` rounds run.
-    pub rounds_total: u64,
-    /// Handler errors (plugin errors, panics, invalid transitions).
-    pub handler_errors_total: u64,
-    /// Panics among them.
-    pub panics_total: u64,
-    /// Step results committed.
-    pub commits_total: u64,
-    /// Store transactions (group commits).
-    pub commit_batches_total: u64,
-    /// Tokens the host released after Finalize.
-    pub leaked_tokens_released_total: u64,
-    /// Rounds that changed nothing and were not written.
-    pub unchanged_rounds_total: u64,
-    /// Executions queued for a step.
-    pub queue_depth: usize,
-    /// Steps running.
-    pub in_flight: usize,
-    /// Executions the engine tracks (non-terminal).
-    pub active: usize,
-    /// Executions by phase (from the store).
-    pub executions_by_phase: BTreeMap<String, u64>,
-    /// Step latency histogram: (upper bound in seconds, count); the last
-    /// bound is `+Inf`.
-    pub step_latency_buckets: Vec<(f64, u64)>,
-    /// Sum of step latencies, seconds.
-    pub step_latency_sum_seconds: f64,
-    /// Failed store writes by kind (`full`, `read_only`, `other`).
-    pub store_errors_total: Vec<(String, u64)>,
-    /// Set while store writes fail (cleared by the next successful write).
-    pub store_degraded: Option<StoreDegraded>,
 }
 
 /// A parsed spec without its inputs, with what follows from it, shared by
@@ -1136,32 +1072,13 @@ impl EngineHandle {
             .into_iter()
             .map(|(p, n)| (p.to_string(), n))
             .collect();
-        let mut buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
-            .iter()
-            .zip(c.stats.latency_buckets.iter())
-            .map(|(b, n)| (*b, n.load(Ordering::Relaxed)))
-            .collect();
-        buckets.push((
-            f64::INFINITY,
-            c.stats.latency_buckets[LATENCY_BUCKETS.len()].load(Ordering::Relaxed),
-        ));
-        EngineStats {
-            rounds_total: c.stats.rounds.load(Ordering::Relaxed),
-            handler_errors_total: c.stats.handler_errors.load(Ordering::Relaxed),
-            panics_total: c.stats.panics.load(Ordering::Relaxed),
-            commits_total: c.stats.commits.load(Ordering::Relaxed),
-            commit_batches_total: c.stats.batches.load(Ordering::Relaxed),
-            leaked_tokens_released_total: c.stats.leaked_tokens.load(Ordering::Relaxed),
-            unchanged_rounds_total: c.stats.unchanged_rounds.load(Ordering::Relaxed),
-            queue_depth: queued,
-            in_flight,
-            active,
-            executions_by_phase: by_phase,
-            step_latency_buckets: buckets,
-            step_latency_sum_seconds: c.stats.latency_sum_nanos.load(Ordering::Relaxed) as f64 / 1e9,
-            store_errors_total: c.store_health.errors_by_kind(),
-            store_degraded: c.store_health.degraded(),
-        }
+        c.stats.snapshot(
+            (queued, in_flight, active),
+            by_phase,
+            c.store_health.errors_by_kind(),
+            c.store_health.degraded(),
+            c.resources.usage(),
+        )
     }
 
     /// Stops starting steps, waits up to `timeout` for running ones, commits

@@ -92,6 +92,25 @@ pub trait ResourceBackend: Send + Sync {
     fn set_release_listener(&self, listener: Box<dyn Fn(&str) + Send + Sync>);
     /// Tokens held in a namespace (for tests and metrics).
     fn in_use(&self, namespace: &str) -> usize;
+    /// Every namespace with its quota, tokens in use and executions waiting
+    /// (metrics). Default: a backend that reports none.
+    fn usage(&self) -> Vec<NamespaceUsage> {
+        Vec::new()
+    }
+}
+
+/// One resource namespace at one moment.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NamespaceUsage {
+    /// Fully qualified namespace (`<manager>:<plugin entry>:<name>`).
+    pub namespace: String,
+    /// Tokens it can grant at once.
+    pub quota: i64,
+    /// Tokens granted now.
+    pub in_use: usize,
+    /// Executions told it was full and not granted since (they ask again
+    /// when a token is released).
+    pub waiting: usize,
 }
 
 /// Collects quotas while plugins load; a [`ResourceRegistrar`] for fully
@@ -375,6 +394,22 @@ impl ResourceBackend for InMemoryResources {
 
     fn set_release_listener(&self, listener: Box<dyn Fn(&str) + Send + Sync>) {
         let _ = self.listener.set(listener);
+    }
+
+    fn usage(&self) -> Vec<NamespaceUsage> {
+        let g = self.lock();
+        let mut all: Vec<NamespaceUsage> = g
+            .pools
+            .iter()
+            .map(|(ns, pool)| NamespaceUsage {
+                namespace: ns.clone(),
+                quota: pool.quota,
+                in_use: pool.members.len(),
+                waiting: g.waiters.get(ns).map_or(0, |w| w.len()),
+            })
+            .collect();
+        all.sort_by(|a, b| a.namespace.cmp(&b.namespace));
+        all
     }
 
     fn in_use(&self, namespace: &str) -> usize {

@@ -82,6 +82,12 @@ impl Metrics {
         &self.prefix
     }
 
+    /// Adds a collector whose metrics are encoded at each scrape, in the
+    /// same exposition (the engine's statistics).
+    pub fn register_collector(&self, collector: Box<dyn prometheus_client::collector::Collector>) {
+        self.lock().registry.register_collector(collector);
+    }
+
     /// The whole registry in the Prometheus text format.
     pub fn encode(&self) -> String {
         let mut out = String::new();

@@ -192,6 +192,48 @@ fn metrics_parse_as_prometheus_text_and_count_rounds() {
         .iter()
         .any(|s| s.metric.starts_with("kozmo_round_latency_seconds")));
     assert!(text.contains("kozmo_executions{phase=\"Succeeded\"} 1"), "{text}");
+    // One exposition: one `# EOF`, at the end, and every family described once.
+    assert_eq!(text.matches("# EOF").count(), 1, "{text}");
+    assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    let types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE ")).collect();
+    let distinct: std::collections::BTreeSet<&&str> = types.iter().collect();
+    assert_eq!(distinct.len(), types.len(), "a family described twice: {text}");
+    let sample = |metric: &str| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == metric)
+            .unwrap_or_else(|| panic!("no {metric} in\n{text}"))
+    };
+    let value = |s: &prometheus_parse::Sample| match s.value {
+        prometheus_parse::Value::Counter(n)
+        | prometheus_parse::Value::Gauge(n)
+        | prometheus_parse::Value::Untyped(n) => n,
+        ref other => panic!("{other:?}"),
+    };
+    // The sleep-quota plugin's namespace: its quota, tokens in use, waiters.
+    let quota = sample("kozmo_resource_quota");
+    assert!(
+        quota.labels.get("namespace").is_some_and(|n| n.contains("sleep")),
+        "{:?}",
+        quota.labels
+    );
+    assert!(value(quota) >= 1.0, "{text}");
+    assert_eq!(value(sample("kozmo_resource_tokens_in_use")), 0.0);
+    assert_eq!(value(sample("kozmo_resource_waiting_executions")), 0.0);
+    assert_eq!(value(sample("kozmo_executions_waiting_for_resources")), 0.0);
+    // Store commit latency: the submission and the steps were committed.
+    let commits: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("kozmo_store_commit_latency_seconds_count "))
+        .unwrap_or_else(|| panic!("no store commit latency in\n{text}"))
+        .parse()
+        .unwrap();
+    assert!(commits >= 1.0, "{text}");
+    assert!(
+        text.contains("kozmo_store_commit_latency_seconds_bucket{le=\"+Inf\"}"),
+        "{text}"
+    );
     assert!(
         text.contains("kozmo_plugin_sleep_quota_sleeps_completed"),
         "plugin metrics appear: {text}"

@@ -10,7 +10,7 @@ use kozmo_engine::model::{check_execution_id, rfc3339_ms, EventRecord, ExecPhase
 use kozmo_engine::store::StoreErrorKind;
 use kozmo_engine::{EngineError, EngineHandle, SubmitOutcome};
 
-use super::prometheus::engine_metrics_text;
+use super::prometheus::EngineCollector;
 pub use kozmo_engine::spec_parse::{parse_spec, SpecError};
 
 /// The daemon's service: the engine, the loaded plugins, the metrics.
@@ -23,8 +23,9 @@ pub struct DaemonService {
 }
 
 impl DaemonService {
-    /// Wraps a running engine.
+    /// The service over `engine`; its statistics join `metrics`' registry.
     pub fn new(engine: EngineHandle, plugins: Vec<PluginInfo>, metrics: Metrics) -> Self {
+        metrics.register_collector(Box::new(EngineCollector::new(engine.clone())));
         DaemonService {
             engine,
             plugins,
@@ -226,12 +227,7 @@ impl ExecutionService for DaemonService {
     }
 
     fn metrics_text(&self) -> String {
-        let plugin_metrics = self.metrics.encode();
-        let body = plugin_metrics
-            .trim_end()
-            .strip_suffix("# EOF")
-            .unwrap_or(&plugin_metrics);
-        format!("{}{}# EOF\n", body, engine_metrics_text(&self.engine.stats()))
+        self.metrics.encode()
     }
 
     fn health(&self) -> Health {
