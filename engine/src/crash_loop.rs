@@ -14,7 +14,7 @@ use kozmo_interface::{ErrorKind, ExecutionError};
 
 use super::call_slots::{Call, Previous};
 use super::events::call_notice_event;
-use crate::model::{event_kind, now_ms, EventRow, ExecPhase, ExecState, ExecutionRecord, Finishing};
+use crate::model::{event_kind, now_ms, EventRow, ExecState, ExecutionRecord};
 use crate::store::{CrashVictim, Store};
 
 /// An execution that was inside a plugin call when the daemon died.
@@ -116,13 +116,9 @@ fn fail(state: &mut ExecState, id: &str, plugin_id: &str, crashed: &Crashed) {
         crashed.call.name()
     );
     log::error!("crash-loop protection: {message}");
-    state.phase = ExecPhase::Failing;
     state.updated_at_ms = now_ms();
-    state.finishing = Some(Box::new(Finishing {
-        call_abort: false,
-        reason: "plugin crashed".into(),
-        error: Some(ExecutionError::new("PluginCrashed", message, ErrorKind::System)),
-        failures: 0,
-        skip_plugin: true,
-    }));
+    state.fail_without_plugin(
+        "plugin crashed",
+        ExecutionError::new("PluginCrashed", message, ErrorKind::System),
+    );
 }

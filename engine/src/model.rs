@@ -201,6 +201,19 @@ pub struct Finishing {
     pub skip_plugin: bool,
 }
 
+impl Finishing {
+    /// What a finishing step does: Abort first if `call_abort`, for
+    /// `reason`, ending with `error`; no failed try yet.
+    pub fn new(call_abort: bool, reason: String, error: ExecutionError) -> Self {
+        Finishing {
+            call_abort,
+            reason,
+            error: Some(error),
+            ..Finishing::default()
+        }
+    }
+}
+
 /// A handler error stored on the execution (§6.10 fix).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HandlerErrorRecord {
@@ -240,6 +253,39 @@ pub struct ExecState {
 }
 
 impl ExecState {
+    /// Starts failing: the finishing step calls Abort if `call_abort`, then
+    /// Finalize, and the execution ends Failed with `error`.
+    pub fn fail(&mut self, call_abort: bool, error: ExecutionError) {
+        self.enter(ExecPhase::Failing, call_abort, "node failing".into(), error);
+    }
+
+    /// Starts aborting for `reason`: Abort if `call_abort`, then Finalize;
+    /// the execution ends Aborted with `error`.
+    pub fn abort(&mut self, call_abort: bool, reason: String, error: ExecutionError) {
+        self.enter(ExecPhase::Aborting, call_abort, reason, error);
+    }
+
+    /// Starts retrying for `reason`: Abort, Finalize, then a new attempt;
+    /// `error` is the failed attempt's.
+    pub fn retry(&mut self, reason: String, error: ExecutionError) {
+        self.enter(ExecPhase::Retrying, true, reason, error);
+    }
+
+    /// Fails without calling the plugin again (crash-loop protection): the
+    /// host only releases what the execution holds.
+    pub fn fail_without_plugin(&mut self, reason: &str, error: ExecutionError) {
+        self.phase = ExecPhase::Failing;
+        self.finishing = Some(Box::new(Finishing {
+            skip_plugin: true,
+            ..Finishing::new(false, reason.into(), error)
+        }));
+    }
+
+    fn enter(&mut self, phase: ExecPhase, call_abort: bool, reason: String, error: ExecutionError) {
+        self.phase = phase;
+        self.finishing = Some(Box::new(Finishing::new(call_abort, reason, error)));
+    }
+
     /// The state of a new execution.
     pub fn new(now_ms: i64) -> Self {
         ExecState {

@@ -21,7 +21,7 @@ use super::retries::{after_permanent, decide_retryable};
 use super::scheduler::Next;
 use super::{Active, Core};
 use crate::catalog::key_string;
-use crate::model::{now_ms, ExecPhase, ExecState, Finishing, HandlerErrorRecord, RoundCommit, TaskState, TokenRow};
+use crate::model::{now_ms, ExecPhase, ExecState, HandlerErrorRecord, RoundCommit, TaskState, TokenRow};
 
 /// What a step produced.
 pub struct StepOutcome {
@@ -164,15 +164,9 @@ impl Core {
         }
         if let Some(reason) = &a.record.abort_requested {
             let mut state = st.clone();
-            state.phase = ExecPhase::Aborting;
             state.updated_at_ms = now_ms();
-            state.finishing = Some(Box::new(Finishing {
-                call_abort: abort_allowed(&a.record.task),
-                reason: reason.clone(),
-                error: Some(ExecutionError::new("Aborted", reason.clone(), ErrorKind::User)),
-                failures: 0,
-                ..Finishing::default()
-            }));
+            let error = ExecutionError::new("Aborted", reason.clone(), ErrorKind::User);
+            state.abort(abort_allowed(&a.record.task), reason.clone(), error);
             let mut commit = RoundCommit::state_only(&a.record.id, state);
             commit.clear_abort = true;
             return StepOutcome {
@@ -413,14 +407,7 @@ impl Core {
         } else if phase == Phase::PERMANENT_FAILURE {
             let err = info.err().cloned().unwrap_or_else(ExecutionError::unknown);
             state.system_failures = after_permanent(&err, state.system_failures);
-            state.phase = ExecPhase::Failing;
-            state.finishing = Some(Box::new(Finishing {
-                call_abort: abort_allowed(&task),
-                reason: "node failing".into(),
-                error: Some(err),
-                failures: 0,
-                ..Finishing::default()
-            }));
+            state.fail(abort_allowed(&task), err);
             next = Next::Now;
         } else if phase == Phase::ABORTED {
             // Aborted from handle is terminal (fix of §6.5): no retry, Finalize runs.
@@ -432,14 +419,7 @@ impl Core {
                 };
                 ExecutionError::new("Aborted", reason, ErrorKind::User)
             });
-            state.phase = ExecPhase::Aborting;
-            state.finishing = Some(Box::new(Finishing {
-                call_abort: false,
-                reason: err.message.clone(),
-                error: Some(err),
-                failures: 0,
-                ..Finishing::default()
-            }));
+            state.abort(false, err.message.clone(), err);
             next = Next::Now;
         }
 
@@ -490,23 +470,9 @@ impl Core {
         );
         state.system_failures = d.system_failures;
         if d.eligible {
-            state.phase = ExecPhase::Retrying;
-            state.finishing = Some(Box::new(Finishing {
-                call_abort: true,
-                reason: err.message.clone(),
-                error: Some(d.error),
-                failures: 0,
-                ..Finishing::default()
-            }));
+            state.retry(err.message.clone(), d.error);
         } else {
-            state.phase = ExecPhase::Failing;
-            state.finishing = Some(Box::new(Finishing {
-                call_abort: abort_if_failing,
-                reason: "node failing".into(),
-                error: Some(d.error),
-                failures: 0,
-                ..Finishing::default()
-            }));
+            state.fail(abort_if_failing, d.error);
         }
     }
 
