@@ -28,7 +28,7 @@ use kozmo_interface::{Plugin, TaskExecutionContext};
 use super::call_slots::Call;
 use super::round::{RoundStart, StepOutcome};
 use super::scheduler::{Next, Work};
-use super::{workers, Active, Core};
+use super::{workers, Active, Engine};
 use super::{BatchHandler, BatchOutcome};
 
 /// The most rounds one batch carries (a [`BatchHandler`] takes this many).
@@ -41,7 +41,7 @@ pub(crate) struct Target {
     isolated: Arc<dyn BatchHandler>,
 }
 
-impl Core {
+impl Engine {
     /// The isolated plugin of `a`'s next step, if that step is a `handle`
     /// round of one.
     pub(crate) fn batch_target(&self, a: &Active) -> Option<Target> {

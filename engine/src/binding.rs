@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use kozmo_interface::Plugin;
 
-use super::Core;
+use super::Engine;
 
-impl Core {
+impl Engine {
     /// The plugin of a stored execution: `Ok(None)` for an execution stored
     /// before bindings existed whose task type no plugin handles (it fails
     /// its rounds as before); `Err(id)` when its bound plugin is not loaded.

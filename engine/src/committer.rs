@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::scheduler::Next;
-use super::{Active, Core};
+use super::{Active, Engine};
 use crate::model::{NewExecution, RoundCommit};
 use crate::store::{InsertOutcome, PrunedRows, StoreResult, WriteTxn};
 
@@ -128,7 +128,7 @@ impl Pending {
     }
 }
 
-impl Core {
+impl Engine {
     /// The committer thread: takes whatever is queued (up to `max_batch`
     /// writes) and commits it in one transaction, repeats.
     pub(crate) fn committer(&self, rx: Receiver<CommitMsg>) {
@@ -167,7 +167,7 @@ impl Core {
     /// so one sync serves them all (nothing else running: no wait) — and
     /// commits. The statements run while it waits. On success the writes
     /// are answered and `p` is empty; on failure the transaction is rolled
-    /// back and `p` left for [`Core::flush`]. True if `Stop` came.
+    /// back and `p` left for [`Engine::flush`]. True if `Stop` came.
     fn stream(&self, mut txn: Box<dyn WriteTxn + '_>, rx: &Receiver<CommitMsg>, p: &mut Pending) -> bool {
         let deadline = Instant::now() + self.store.commit_cost();
         let mut stop = false;

@@ -26,19 +26,25 @@ pub mod spec_parse;
 pub mod store;
 pub mod sync;
 
+mod active;
 mod batch;
 mod binding;
 mod call_slots;
 mod committer;
+mod config;
 mod context;
 mod crash_loop;
+mod errors;
 mod events;
+mod handle;
 mod lock;
 mod outputs;
 mod prune;
+mod resolver;
 mod retries;
 mod round;
 mod scheduler;
+mod spec_cache;
 mod stats;
 mod status;
 mod store_health;
@@ -57,12 +63,18 @@ use kozmo_interface::metadata::NamespacedName;
 use kozmo_interface::{EnqueueOwner, Plugin, Result as PResult};
 use serde::{Deserialize, Serialize};
 
+pub(crate) use active::Active;
 pub use batch::MAX_BATCH as MAX_BATCH_ROUNDS;
+pub use config::EngineConfig;
 pub use context::{generated_name, AttemptPaths, MAX_DATASET_SIZE_BYTES};
+pub use errors::{EngineError, SubmitOutcome};
 pub use events::{EventBody, Extra, InfoBody, TaskEventBody};
+pub use handle::{EngineHandle, LateEnqueueOwner};
 pub use prune::PruneBatch;
+pub use resolver::{BatchHandler, BatchOutcome, PluginResolver};
 pub use retries::{decide_retryable, RetryDecision};
 pub use scheduler::{Job, JobShared, Next, Scheduler, Work};
+pub(crate) use spec_cache::{parse_inputs, SharedSpec, SharedSpecs, SplitSpec};
 pub use stats::{EngineStats, HistogramSnapshot, COMMIT_LATENCY_BUCKETS, LATENCY_BUCKETS};
 pub use store_health::StoreDegraded;
 
@@ -80,355 +92,19 @@ use crate::secrets::HostSecrets;
 use crate::store::{InsertOutcome, Store};
 use crate::sync::lock;
 
-/// Finds the plugin for a task type (the loader's registry implements it).
-pub trait PluginResolver: Send + Sync {
-    /// The plugin for `task_type` (or the default plugin).
-    fn resolve(&self, task_type: &str) -> Result<Arc<dyn Plugin>, String>;
-    /// The loaded plugin with this id (an execution stays bound to the
-    /// plugin it was submitted under). The default knows only the plugins
-    /// [`PluginResolver::resolve`] routes to, which the engine tries first.
-    fn by_id(&self, _id: &str) -> Option<Arc<dyn Plugin>> {
-        None
-    }
-    /// Whether any plugin this resolver routes to can take batches of
-    /// `handle` calls (asked before every round, so it must be cheap: a
-    /// resolver of plugins in the daemon only answers `false`).
-    fn may_batch(&self) -> bool {
-        false
-    }
-    /// The batch caller of `plugin`, if its `handle` calls can travel
-    /// together (a plugin in a child process: one frame for many calls).
-    fn batcher(&self, _plugin: &dyn Plugin) -> Option<Arc<dyn BatchHandler>> {
-        None
-    }
-}
-
-/// Runs several `handle` calls of one plugin at once (an isolated plugin
-/// sends them to its child in one frame).
-pub trait BatchHandler: Send + Sync {
-    /// `handle` of every context in `ctxs`, in order; each result is what
-    /// [`Plugin::handle`] would have returned for that context alone.
-    fn handle_batch(&self, ctxs: &[&dyn kozmo_interface::TaskExecutionContext]) -> BatchOutcome;
-}
-
-/// What [`BatchHandler::handle_batch`] returns.
-#[derive(Debug)]
-pub struct BatchOutcome {
-    /// One result per call, in order.
-    pub results: Vec<PResult<kozmo_interface::Transition>>,
-    /// How many calls were answered: the calls from here on failed because
-    /// the plugin's process ended during the batch, which only one of them
-    /// (or none) caused.
-    pub answered: usize,
-}
-
-/// Engine settings.
-#[derive(Debug, Clone)]
-pub struct EngineConfig {
-    /// Data directory: the data store lives in `<data_dir>/data`.
-    pub data_dir: PathBuf,
-    /// Worker threads running plugin calls (default: number of cores).
-    pub workers: usize,
-    /// First resync delay of an execution that reported no change.
-    pub resync_interval: Duration,
-    /// Largest resync delay (the delay doubles per unchanged round).
-    pub max_resync_interval: Duration,
-    /// Consecutive handler errors before the attempt fails with `RoundFailures`.
-    pub max_round_failures: u32,
-    /// `TooManyPluginPhaseVersions` limit (strictly greater fails).
-    pub max_plugin_phase_versions: u32,
-    /// SYSTEM failures retried (§6.8, default 3).
-    pub system_retry_budget: u32,
-    /// What [`kozmo_interface::TaskExecutionContext::secrets`] reads
-    /// (default: this process's `KOZMO_SECRET_<KEY>` variables when the
-    /// configuration is made, no secrets directory).
-    pub secrets: HostSecrets,
-    /// Most writes (step results and new executions) in one transaction.
-    pub max_batch: usize,
-    /// When every worker has been inside one step this long (slow or stuck
-    /// plugin calls), a spare worker is started so other executions go on.
-    pub stall_after: Duration,
-    /// Upper bound of the pool, spares included.
-    pub max_workers: usize,
-    /// An execution that was inside a plugin call at this many consecutive
-    /// unclean stops of the daemon is failed with `PluginCrashed` at the
-    /// next start (default 2; 0 = never).
-    pub crash_loop_limit: u32,
-    /// A plugin call running this long is reported: a warning and an event,
-    /// and the execution's status says so (default 60 s).
-    pub call_warn_after: Duration,
-}
-
-impl Default for EngineConfig {
-    fn default() -> Self {
-        EngineConfig {
-            data_dir: PathBuf::from("kozmo-data"),
-            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            resync_interval: Duration::from_secs(1),
-            // Plugins that do not signal (most poll a process or a service)
-            // are noticed at most this late; 10k such executions cost
-            // ~2k rounds/s, far below what the engine does.
-            max_resync_interval: Duration::from_secs(5),
-            max_round_failures: 10,
-            max_plugin_phase_versions: 100_000,
-            system_retry_budget: 3,
-            secrets: HostSecrets::from_process_env(None),
-            max_batch: 4096,
-            stall_after: Duration::from_secs(5),
-            max_workers: 64,
-            crash_loop_limit: 2,
-            call_warn_after: Duration::from_secs(60),
-        }
-    }
-}
-
-/// What `submit` did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SubmitOutcome {
-    /// A new execution with this id (durable).
-    Created(String),
-    /// The same id and spec were submitted before.
-    Existing(String),
-}
-
-/// Engine errors.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EngineError {
-    /// No such execution.
-    NotFound,
-    /// The id exists with a different spec.
-    Conflict(String),
-    /// No plugin for the task type.
-    NoPlugin(String),
-    /// The request is invalid.
-    Invalid(String),
-    /// The store failed.
-    Store(String),
-    /// The engine is shutting down.
-    ShuttingDown,
-}
-
-impl std::fmt::Display for EngineError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            EngineError::NotFound => f.write_str("execution not found"),
-            EngineError::Conflict(m) => write!(f, "conflict: {m}"),
-            EngineError::NoPlugin(m) => write!(f, "no plugin: {m}"),
-            EngineError::Invalid(m) => write!(f, "invalid request: {m}"),
-            EngineError::Store(m) => write!(f, "store error: {m}"),
-            EngineError::ShuttingDown => f.write_str("the engine is shutting down"),
-        }
-    }
-}
-
-impl std::error::Error for EngineError {}
-
-impl From<crate::store::StoreError> for EngineError {
-    fn from(e: crate::store::StoreError) -> Self {
-        EngineError::Store(e.0)
-    }
-}
-
-/// A parsed spec without its inputs, with what follows from it, shared by
-/// every active execution of the same task (see [`Shapes`]).
-pub(crate) struct Shape {
-    pub(crate) spec: ExecutionSpec,
-    /// The task type (shared by the events of every round).
-    pub(crate) task_type: Arc<str>,
-    pub(crate) plugin: Option<Arc<dyn Plugin>>,
-    /// The plugin's id, when the plugin is known.
-    pub(crate) plugin_id: Option<Arc<str>>,
-}
-
-impl std::ops::Deref for Shape {
-    type Target = ExecutionSpec;
-    fn deref(&self) -> &ExecutionSpec {
-        &self.spec
-    }
-}
-
-/// A submitted spec taken apart: the part executions of one task share
-/// (template and metadata, interned as a [`Shape`]) and their inputs.
-pub(crate) struct SplitSpec {
-    /// The spec with empty inputs.
-    spec: ExecutionSpec,
-    /// Canonical JSON of `spec` without inputs (the interning key).
-    shared_json: String,
-    /// Canonical JSON of the inputs.
-    inputs: Box<str>,
-}
-
-impl SplitSpec {
-    fn new(mut spec: ExecutionSpec) -> Self {
-        let (inputs, shared_json) = spec.canonical_parts();
-        spec.inputs = LiteralMap::new();
-        SplitSpec {
-            spec,
-            shared_json,
-            inputs: inputs.into_boxed_str(),
-        }
-    }
-
-    /// The whole spec's canonical JSON (what the store keeps).
-    fn canonical_json(&self) -> String {
-        ExecutionSpec::join_canonical(&self.inputs, &self.shared_json)
-    }
-}
-
-/// Inputs from the canonical JSON the engine made of them (a failure would
-/// be an engine bug: it is logged and the inputs read as empty).
-pub(crate) fn parse_inputs(id: &str, json: &str) -> LiteralMap {
-    serde_json::from_str(json).unwrap_or_else(|e| {
-        log::error!("execution {id}: its inputs do not parse back ({e}); read as empty");
-        LiteralMap::new()
-    })
-}
-
-/// Interned [`Shape`]s by the canonical JSON of a spec without its inputs:
-/// executions of the same task (template and metadata) share one parsed
-/// copy (most of an idle execution's memory otherwise), whatever their
-/// inputs. Entries die with their last execution.
-#[derive(Default)]
-struct Shapes {
-    hasher: std::collections::hash_map::RandomState,
-    by_hash: HashMap<u64, Vec<Weak<Shape>>>,
-    /// Entries at the last sweep of dead ones.
-    swept_at: usize,
-}
-
-impl Shapes {
-    fn intern(&mut self, spec_json: &str, spec: ExecutionSpec, plugin: Option<Arc<dyn Plugin>>) -> Arc<Shape> {
-        use std::hash::BuildHasher;
-        let bucket = self.by_hash.entry(self.hasher.hash_one(spec_json)).or_default();
-        bucket.retain(|w| w.strong_count() > 0);
-        let same_plugin = |a: &Option<Arc<dyn Plugin>>| match (a, &plugin) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            (None, None) => true,
-            _ => false,
-        };
-        if let Some(found) = bucket
-            .iter()
-            .filter_map(Weak::upgrade)
-            .find(|s| same_plugin(&s.plugin) && s.spec == spec)
-        {
-            return found;
-        }
-        let shape = Arc::new(Shape {
-            task_type: Arc::from(spec.template.task_type.as_str()),
-            plugin_id: plugin.as_ref().map(|p| Arc::from(p.id())),
-            spec,
-            plugin,
-        });
-        bucket.push(Arc::downgrade(&shape));
-        let n = self.by_hash.len();
-        if n >= 2 * self.swept_at.max(512) {
-            self.by_hash.retain(|_, b| {
-                b.retain(|w| w.strong_count() > 0);
-                !b.is_empty()
-            });
-            self.swept_at = self.by_hash.len();
-        }
-        shape
-    }
-}
-
-/// The in-memory copy of an active execution. It is owned by the
-/// scheduler's entry while it waits, and travels (moved, never copied)
-/// through the work queue, its worker and the committer while a step runs.
-pub(crate) struct Active {
-    /// The spec without its inputs, shared with the executions of the same
-    /// task (same template and metadata).
-    pub(crate) spec: Arc<Shape>,
-    /// The inputs, as canonical JSON (a few bytes where a parsed map takes
-    /// a kilobyte); parsed when a plugin or the catalog asks.
-    inputs: Box<str>,
-    /// The execution (its `spec_json` and `task_type` are left empty: the
-    /// shape has them).
-    pub(crate) record: ExecutionRecord,
-    /// What the scheduler's entry and API calls reach while a step runs.
-    pub(crate) shared: Arc<ActiveShared>,
-    /// The generated name of an attempt, kept while the execution runs
-    /// round after round (dropped when it waits).
-    pub(crate) gname: Option<(u32, Arc<str>)>,
-    /// Consecutive steps that changed nothing (resync backoff).
-    no_change: u32,
-}
-
-/// The part of an [`Active`] reachable while its step runs.
-#[derive(Default)]
-pub(crate) struct ActiveShared {
-    /// A signal came during the step: run again once it is durable.
-    dirty: AtomicBool,
-    /// Whether `inputs.json`/`task.json` are known to exist.
-    pub(crate) files: AtomicBool,
-    /// A client's abort request that came while the execution was out
-    /// (queued, running or committing); the next step takes it.
-    abort: Mutex<Option<String>>,
-}
-
-impl scheduler::JobShared for ActiveShared {
-    fn dirty(&self) -> &AtomicBool {
-        &self.dirty
-    }
-}
-
-impl scheduler::Job for Box<Active> {
-    type Shared = ActiveShared;
-    fn id(&self) -> &str {
-        &self.record.id
-    }
-    fn shared(&self) -> &Arc<ActiveShared> {
-        &self.shared
-    }
-    fn no_change(&mut self) -> &mut u32 {
-        &mut self.no_change
-    }
-}
-
-impl Active {
-    fn new(spec: Arc<Shape>, mut record: ExecutionRecord, inputs: Box<str>) -> Box<Self> {
-        // The shape has the parsed spec and the task type.
-        record.spec_json = String::new();
-        record.task_type = String::new();
-        Box::new(Active {
-            spec,
-            inputs,
-            record,
-            shared: Arc::default(),
-            gname: None,
-            no_change: 0,
-        })
-    }
-
-    /// The inputs' canonical JSON.
-    pub(crate) fn inputs_json(&self) -> &str {
-        &self.inputs
-    }
-
-    /// The inputs.
-    pub(crate) fn inputs(&self) -> LiteralMap {
-        parse_inputs(&self.record.id, &self.inputs)
-    }
-
-    /// Takes an abort request that came while the execution was out.
-    fn take_pending_abort(&mut self) {
-        let pending = lock(&self.shared.abort).take();
-        if let Some(reason) = pending {
-            self.record.abort_requested = Some(reason);
-        }
-    }
-}
-
 /// The engine's scheduler: executions travel through it as jobs.
 pub(crate) type Sched = Scheduler<Box<Active>>;
 
-pub(crate) struct Core {
+/// The engine: its settings, store, plugins, resources, scheduler, worker
+/// pool and committer. [`Engine::start`] builds and starts one and hands
+/// out an [`EngineHandle`]; everything else is the engine's own.
+pub struct Engine {
     cfg: EngineConfig,
     store: Arc<dyn Store>,
     plugins: Arc<dyn PluginResolver>,
     resources: Arc<dyn ResourceBackend>,
     sched: Arc<Sched>,
-    shapes: Mutex<Shapes>,
+    shapes: Mutex<SharedSpecs>,
     data: FsDataStore,
     secrets: HostSecrets,
     catalog: StoreCatalog,
@@ -449,45 +125,6 @@ pub(crate) struct Core {
     threads: Mutex<Vec<JoinHandle<()>>>,
     id_counter: AtomicU64,
     lock: Mutex<Option<lock::DataDirLock>>,
-}
-
-/// The engine.
-pub struct Engine;
-
-/// A handle on a running engine (cheap to clone, usable from any thread).
-#[derive(Clone)]
-pub struct EngineHandle {
-    core: Arc<Core>,
-}
-
-/// An [`EnqueueOwner`] that exists before the engine (give it to loaders)
-/// and is bound to the engine once it runs. Requests before binding are
-/// dropped: every execution is evaluated at start anyway.
-#[derive(Default)]
-pub struct LateEnqueueOwner {
-    sched: OnceLock<Weak<Sched>>,
-}
-
-impl LateEnqueueOwner {
-    /// An unbound owner.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Binds to a running engine.
-    pub fn bind(&self, engine: &EngineHandle) {
-        let _ = self.sched.set(Arc::downgrade(&engine.core.sched));
-    }
-}
-
-impl EnqueueOwner for LateEnqueueOwner {
-    fn enqueue(&self, owner: &NamespacedName) -> PResult<()> {
-        match self.sched.get().and_then(Weak::upgrade) {
-            Some(s) => s.enqueue(&owner.name),
-            None => log::debug!("enqueue of {owner} before the engine started: ignored"),
-        }
-        Ok(())
-    }
 }
 
 impl Engine {
@@ -522,7 +159,7 @@ impl Engine {
                     cfg.data_dir.display()
                 ))
             })?;
-        let core = Arc::new(Core {
+        let core = Arc::new(Engine {
             inline_commits: store.commits_inline(),
             secrets: cfg.secrets.clone(),
             catalog: StoreCatalog::new(store.clone()),
@@ -531,7 +168,7 @@ impl Engine {
             plugins,
             resources,
             sched,
-            shapes: Mutex::new(Shapes::default()),
+            shapes: Mutex::new(SharedSpecs::default()),
             data,
             stats: Stats::default(),
             store_health: Default::default(),
@@ -619,7 +256,7 @@ impl Engine {
     }
 }
 
-impl Core {
+impl Engine {
     /// Starts one more worker thread.
     fn spawn_worker(self: &Arc<Self>) -> std::io::Result<JoinHandle<()>> {
         let c = self.clone();
@@ -892,229 +529,7 @@ impl Core {
     }
 }
 
-impl EngineHandle {
-    /// Accepts an execution; returns once it is durable. The same id with
-    /// the same spec is `Existing`; with another spec, `Conflict`.
-    pub fn submit(&self, id: Option<String>, spec: ExecutionSpec) -> Result<SubmitOutcome, EngineError> {
-        self.submit_batch(vec![(id, spec)])
-            .pop()
-            .unwrap_or(Err(EngineError::Invalid("empty batch".into())))
-    }
-
-    /// Accepts an execution like [`Self::submit`] and returns its view: a
-    /// new one's is built from the record in hand (no store read), an
-    /// existing one's is read.
-    pub fn submit_viewed(
-        &self,
-        id: Option<String>,
-        spec: ExecutionSpec,
-    ) -> Result<(SubmitOutcome, ExecutionView), EngineError> {
-        let (outcome, view) = self
-            .submit_all(vec![(id, spec)], true)
-            .pop()
-            .unwrap_or(Err(EngineError::Invalid("empty batch".into())))?;
-        match (view, &outcome) {
-            (Some(v), _) => Ok((outcome, v)),
-            (None, SubmitOutcome::Created(id) | SubmitOutcome::Existing(id)) => {
-                let v = self.get(id)?;
-                Ok((outcome, v))
-            }
-        }
-    }
-
-    /// Accepts several executions in one durable transaction (one fsync);
-    /// one result per item, in order.
-    pub fn submit_batch(&self, items: Vec<(Option<String>, ExecutionSpec)>) -> Vec<Result<SubmitOutcome, EngineError>> {
-        self.submit_all(items, false)
-            .into_iter()
-            .map(|r| r.map(|(outcome, _)| outcome))
-            .collect()
-    }
-
-    /// [`Self::submit_batch`], with the views of the new executions if `views`.
-    fn submit_all(
-        &self,
-        items: Vec<(Option<String>, ExecutionSpec)>,
-        views: bool,
-    ) -> Vec<Result<(SubmitOutcome, Option<ExecutionView>), EngineError>> {
-        let c = &self.core;
-        if c.sched_stopping() {
-            return items.iter().map(|_| Err(EngineError::ShuttingDown)).collect();
-        }
-        let now = now_ms();
-        let mut results: Vec<Result<(SubmitOutcome, Option<ExecutionView>), EngineError>> =
-            Vec::with_capacity(items.len());
-        let mut pending = Vec::new();
-        for (i, (id, spec)) in items.into_iter().enumerate() {
-            match c.prepare(id, spec, now) {
-                Ok(p) => {
-                    results.push(Ok((SubmitOutcome::Created(p.0.id.clone()), None)));
-                    pending.push((i, p));
-                }
-                Err(e) => results.push(Err(e)),
-            }
-        }
-        // The committer makes them durable with whatever else is pending.
-        let (news, rest): (Vec<NewExecution>, Vec<_>) = pending
-            .into_iter()
-            .map(|(i, (new, spec, plugin))| (new, (i, spec, plugin)))
-            .unzip();
-        if news.is_empty() {
-            return results;
-        }
-        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
-        // No answer: the committer stopped (shutdown) before writing them.
-        let reply = c
-            .commit_tx
-            .send(CommitMsg::Submit(news, reply_tx))
-            .ok()
-            .and_then(|()| reply_rx.recv().ok())
-            .ok_or(EngineError::ShuttingDown)
-            .and_then(|written| written.map_err(EngineError::from));
-        let (news, outcomes) = match reply {
-            Ok(written) => written,
-            Err(e) => {
-                for (i, _, _) in &rest {
-                    results[*i] = Err(e.clone());
-                }
-                return results;
-            }
-        };
-        for ((new, (i, spec, plugin)), outcome) in news.into_iter().zip(rest).zip(outcomes) {
-            let id = new.id.clone();
-            results[i] = match outcome {
-                InsertOutcome::Exists { spec_json } if spec_json == new.spec_json => {
-                    Ok((SubmitOutcome::Existing(id), None))
-                }
-                InsertOutcome::Exists { .. } => Err(EngineError::Conflict(format!(
-                    "execution [{id}] exists with a different spec"
-                ))),
-                InsertOutcome::Created => {
-                    let view = c.activate(new, spec, Some(plugin), views);
-                    Ok((SubmitOutcome::Created(id), view))
-                }
-            };
-        }
-        results
-    }
-
-    /// The durable state of an execution.
-    pub fn get(&self, id: &str) -> Result<ExecutionView, EngineError> {
-        let rec = self.core.store.get_execution(id)?.ok_or(EngineError::NotFound)?;
-        Ok(self.core.view(&rec))
-    }
-
-    /// Executions ordered by id, optionally of one phase, after `after`.
-    pub fn list(
-        &self,
-        phase: Option<ExecPhase>,
-        limit: usize,
-        after: Option<String>,
-    ) -> Result<Vec<ExecutionView>, EngineError> {
-        let recs = self.core.store.list_executions(phase, limit, after.as_deref())?;
-        Ok(recs.iter().map(|r| self.core.view(r)).collect())
-    }
-
-    /// The events of an execution, in order.
-    pub fn events(&self, id: &str) -> Result<Vec<EventRecord>, EngineError> {
-        let c = &self.core;
-        if c.store.get_execution(id)?.is_none() {
-            return Err(EngineError::NotFound);
-        }
-        Ok(c.store.events(id)?)
-    }
-
-    /// The outputs of the execution's current attempt.
-    pub fn outputs(&self, id: &str) -> Result<Option<LiteralMap>, EngineError> {
-        let c = &self.core;
-        let rec = c.store.get_execution(id)?.ok_or(EngineError::NotFound)?;
-        Ok(c.store.outputs(id, rec.state.attempt)?)
-    }
-
-    /// Requests an abort: Abort + Finalize run, the execution ends Aborted.
-    /// Terminal executions, and ones already succeeding or failing, are
-    /// left as they are.
-    pub fn abort(&self, id: &str, reason: &str) -> Result<ExecutionView, EngineError> {
-        let c = &self.core;
-        let rec = c.store.get_execution(id)?.ok_or(EngineError::NotFound)?;
-        if rec.state.phase.is_terminal() {
-            return Ok(c.view(&rec));
-        }
-        let reason = if reason.is_empty() {
-            "aborted by a client"
-        } else {
-            reason
-        };
-        if !c.store.request_abort(id, reason)? {
-            return Err(EngineError::NotFound);
-        }
-        c.sched.with_job(id, |a, shared| match a {
-            Some(a) => a.record.abort_requested = Some(reason.to_string()),
-            None => *lock(&shared.abort) = Some(reason.to_string()),
-        });
-        c.sched.enqueue(id);
-        self.get(id)
-    }
-
-    /// Set while store writes fail (cheap: no store query).
-    pub fn store_degraded(&self) -> Option<StoreDegraded> {
-        self.core.store_health.degraded()
-    }
-
-    /// Engine statistics.
-    pub fn stats(&self) -> EngineStats {
-        let c = &self.core;
-        let (queued, in_flight, active) = c.sched.depth();
-        let by_phase = c
-            .store
-            .count_by_phase()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(p, n)| (p.to_string(), n))
-            .collect();
-        c.stats.snapshot(
-            (queued, in_flight, active),
-            by_phase,
-            c.store_health.errors_by_kind(),
-            c.store_health.degraded(),
-            c.resources.usage(),
-        )
-    }
-
-    /// Stops starting steps, waits up to `timeout` for running ones, commits
-    /// what they produced and stops the threads. Whatever did not finish is
-    /// resumed from the store at the next start.
-    pub fn shutdown(&self, timeout: Duration) {
-        let c = &self.core;
-        let deadline = Instant::now() + timeout;
-        c.sched.stop();
-        if !c.sched.wait_idle(timeout) {
-            c.log_calls_left_behind(timeout);
-        }
-        let threads = std::mem::take(&mut *lock(&c.threads));
-        for _ in 0..c.pool.total() {
-            let _ = c.work_tx.send(Work::Stop);
-        }
-        let _ = c.commit_tx.send(CommitMsg::Stop);
-        for t in threads {
-            if Instant::now() >= deadline && !t.is_finished() {
-                continue; // a plugin call is stuck: leave the thread behind
-            }
-            let _ = t.join();
-        }
-        // A clean stop: calls still stuck are not crashes.
-        c.calls.mark_clean();
-        // Another engine may use the directory from now on.
-        lock(&c.lock).take();
-    }
-
-    /// Wakes an execution now (as a plugin signal would).
-    pub fn wake(&self, id: &str) {
-        self.core.sched.enqueue(id);
-    }
-}
-
-impl Core {
+impl Engine {
     fn sched_stopping(&self) -> bool {
         // A stopped scheduler never queues again; probe via a cheap flag.
         self.sched.is_stopping()

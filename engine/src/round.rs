@@ -19,7 +19,7 @@ use super::events::{
 use super::outputs::validate_outputs;
 use super::retries::{after_permanent, decide_retryable};
 use super::scheduler::Next;
-use super::{Active, Core};
+use super::{Active, Engine};
 use crate::catalog::key_string;
 use crate::model::{now_ms, ExecPhase, ExecState, HandlerErrorRecord, RoundCommit, TaskState, TokenRow};
 
@@ -63,7 +63,7 @@ fn abort_allowed(task: &TaskState) -> bool {
     !task.plugin_phase.is_terminal() || (task.plugin_phase.is_failure() && task.cleanup_on_failure)
 }
 
-impl Core {
+impl Engine {
     fn interruptible(&self, a: &Active, system_failures: u32) -> bool {
         let base = a
             .spec

@@ -10,11 +10,11 @@ use std::time::Duration;
 use super::call_slots::Call;
 use super::events::call_notice_event;
 use super::workers::{human_duration, Running};
-use super::Core;
+use super::Engine;
 use crate::model::{event_kind, now_ms, ExecutionRecord};
 use crate::sync::lock;
 
-impl Core {
+impl Engine {
     /// The one-line `waiting` of an execution's status, if it is stuck.
     pub(crate) fn waiting(&self, rec: &ExecutionRecord) -> Option<String> {
         if rec.state.phase.is_terminal() {
