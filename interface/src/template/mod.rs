@@ -238,7 +238,8 @@ fn render_one(
     }
     let map = inputs.get()?;
     if map.is_empty() {
-        // Like a nil literal map upstream: placeholders stay untouched.
+        // No inputs to substitute: the placeholders stay untouched
+        // (docs/semantics.md#templates).
         return Ok(s);
     }
     let mut errors = Vec::new();
@@ -361,7 +362,7 @@ mod tests {
         }
     }
 
-    /// The common setup of §3.7.
+    /// The common setup of the vectors in docs/semantics.md#template-vectors.
     struct Setup {
         md: MetadataRecord,
         inputs: Inputs,
@@ -420,7 +421,7 @@ mod tests {
         Literal::Collection(items.iter().map(|s| Literal::String(s.to_string())).collect())
     }
 
-    // --- §3.7 table -------------------------------------------------------
+    // --- docs/semantics.md#template-vectors --------------------------------
 
     #[test]
     fn row_01_empty_list_with_empty_params() {
