@@ -17,7 +17,7 @@ pub struct EngineConfig {
     pub max_round_failures: u32,
     /// `TooManyPluginPhaseVersions` limit (strictly greater fails).
     pub max_plugin_phase_versions: u32,
-    /// SYSTEM failures retried (§6.8, default 3).
+    /// SYSTEM failures retried (default 3; docs/semantics.md#retries).
     pub system_retry_budget: u32,
     /// What [`kozmo_interface::TaskExecutionContext::secrets`] reads
     /// (default: this process's `KOZMO_SECRET_<KEY>` variables when the

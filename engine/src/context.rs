@@ -1,5 +1,5 @@
 //! The per-round [`TaskExecutionContext`]: built fresh for every plugin call
-//! (§6.14); it buffers what the plugin writes (state, outputs, error
+//! (docs/semantics.md#plugin-state); it buffers what the plugin writes (state, outputs, error
 //! document, raw events, token operations) so the engine can commit a
 //! round's effects atomically, or drop them when the round fails.
 
@@ -26,13 +26,15 @@ use crate::model::{ErrorDocument, ExecutionSpec};
 use crate::resources::{ResourceBackend, TaskResources, TokenOps, TokenOwner};
 use crate::secrets::HostSecrets;
 
-/// The §6.8 interruptible-failure threshold given to plugins.
+/// The interruptible-failure threshold given to plugins
+/// (docs/semantics.md#interruptible).
 pub const INTERRUPTIBLE_FAILURE_THRESHOLD: i32 = -1;
 
-/// Default limit on output documents (2 MiB, the reference's default).
+/// Default limit on output documents: 2 MiB, the original's default
+/// (docs/semantics.md#output-validation).
 pub const MAX_DATASET_SIZE_BYTES: i64 = 2 * 1024 * 1024;
 
-/// Where one attempt reads and writes (§2.6).
+/// Where one attempt reads and writes (docs/semantics.md#paths).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptPaths {
     /// `<data>/executions/<id>`.
@@ -51,7 +53,8 @@ pub struct AttemptPaths {
     pub previous_checkpoint_prefix: String,
 }
 
-/// The generated name of an attempt (§2.1): owner name = execution id.
+/// The generated name of an attempt (docs/semantics.md#generated-names):
+/// owner name = execution id.
 pub fn generated_name(max_len: u32, id: &str, node_id: &str, attempt: u32) -> String {
     let attempt = attempt.to_string();
     kozmo_interface::encoding::fixed_length_unique_id_for_parts(
@@ -217,7 +220,7 @@ pub struct AttemptInfo<'a> {
     pub name_max_len: u32,
     /// The attempt's generated name.
     pub generated_name: &'a str,
-    /// Interruptible as given to the plugin (§6.8).
+    /// Interruptible as given to the plugin (docs/semantics.md#interruptible).
     pub interruptible: bool,
     /// The plugin's id (resource namespaces).
     pub plugin_id: &'a str,
@@ -383,8 +386,8 @@ impl PluginStateReader for RoundContext<'_> {
         self.state_version
     }
     fn get_bytes(&self) -> Result<(u8, Option<Vec<u8>>)> {
-        // Always the state persisted at the start of the round (§6.2), any
-        // number of times.
+        // Always the state persisted at the start of the round, any number
+        // of times (docs/semantics.md#plugin-state).
         Ok((self.state_version, self.state_bytes.clone()))
     }
 }

@@ -1,5 +1,5 @@
-//! Event rows (§6.7): task events carry the real plugin phase (fix of §6.5),
-//! `occurred_at` and `reported_at` each keep their own value (fix of §6.7).
+//! Event rows (docs/semantics.md#events): task events carry the real plugin
+//! phase, `occurred_at` and `reported_at` each keep their own value.
 //!
 //! A task event's body stays a typed record ([`TaskEventBody`]) until a
 //! store keeps it: the SQLite store serializes it at insert, the memory store

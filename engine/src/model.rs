@@ -214,7 +214,7 @@ impl Finishing {
     }
 }
 
-/// A handler error stored on the execution (§6.10 fix).
+/// A handler error stored on the execution (docs/semantics.md#handler-errors).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HandlerErrorRecord {
     /// What went wrong.
@@ -302,7 +302,7 @@ impl ExecState {
     }
 }
 
-/// Per-attempt task state (reference §6.1).
+/// Per-attempt task state (docs/semantics.md#plugin-state).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct TaskState {
     /// Last plugin phase persisted.
@@ -512,7 +512,7 @@ pub struct ExecutionView {
     pub attempt: u32,
     /// SYSTEM failures so far.
     pub system_failures: u32,
-    /// Generated name of the current attempt (§2.1).
+    /// Generated name of the current attempt (docs/semantics.md#generated-names).
     pub generated_name: String,
     /// Plugin phase name of the current attempt.
     pub plugin_phase: String,

@@ -1,4 +1,4 @@
-//! Output validation after `Success` (§6.6).
+//! Output validation after `Success` (docs/semantics.md#output-validation).
 
 use kozmo_interface::literals::LiteralMap;
 use kozmo_interface::task::TaskTemplate;

@@ -1,4 +1,4 @@
-//! Resource manager (reference §4 with the decisions.md fixes).
+//! Resource manager (docs/semantics.md#resources).
 //!
 //! Start-up order: a [`ResourceManagerBuilder`] is a
 //! [`ResourceRegistrar`] while plugins load (the loader hands each plugin a
@@ -428,8 +428,8 @@ pub struct TokenOps {
     pub never: Option<String>,
 }
 
-/// The per-round resource manager a plugin sees (§4.3 with whole-segment
-/// constraint prefixes).
+/// The per-round resource manager a plugin sees: namespace and token
+/// prefixes, whole-segment constraint prefixes (docs/semantics.md#resources).
 pub struct TaskResources {
     backend: Arc<dyn ResourceBackend>,
     ns_prefix: String,

@@ -1,5 +1,5 @@
-//! Retry budgets (reference §6.8, with the decisions.md fix that a
-//! permanent SYSTEM failure counts once).
+//! Retry budgets (docs/semantics.md#retries; a permanent SYSTEM failure
+//! counts once).
 
 use kozmo_interface::{ErrorKind, ExecutionError};
 

@@ -1,5 +1,5 @@
-//! One step of one execution: a `handle` round (§6.3) or a finishing step
-//! (Abort/Finalize, §6.9). A step computes a [`RoundCommit`] (everything it
+//! One step of one execution: a `handle` round (docs/semantics.md#rounds) or a
+//! finishing step (Abort/Finalize, docs/semantics.md#abort-and-finalize). A step computes a [`RoundCommit`] (everything it
 //! changes, applied atomically by the store, catalog entries included) and
 //! when to run next; it never writes to the store itself.
 
@@ -58,7 +58,8 @@ fn is_running_phase(p: Phase) -> bool {
     )
 }
 
-/// Whether Abort is called for a persisted task state (§6.9 step 1).
+/// Whether Abort is called for a persisted task state
+/// (docs/semantics.md#abort-and-finalize).
 fn abort_allowed(task: &TaskState) -> bool {
     !task.plugin_phase.is_terminal() || (task.plugin_phase.is_failure() && task.cleanup_on_failure)
 }
@@ -70,7 +71,8 @@ impl Engine {
             .metadata
             .interruptible
             .unwrap_or(a.spec.template.metadata.interruptible);
-        // §6.8 with threshold -1: off once failures >= (system budget + 1) - 1.
+        // Threshold -1: off once failures >= (system budget + 1) - 1
+        // (docs/semantics.md#interruptible).
         base && system_failures < self.cfg.system_retry_budget
     }
 
@@ -234,7 +236,7 @@ impl Engine {
             },
         };
 
-        // Catalog (legacy in-handler form, §6.11): a hit at the start of an
+        // Catalog (docs/semantics.md#catalog): a hit at the start of an
         // attempt completes the execution without calling the plugin.
         if ts.plugin_phase == Phase::UNDEFINED && ts.plugin_phase_version == 0 && self.cacheable(a, &plugin) {
             match self.store.catalog_get(&key_string(&self.catalog_key(a))) {
@@ -344,7 +346,7 @@ impl Engine {
         }
 
         // New task state: the plugin's put/reset is persisted even when the
-        // event is suppressed (decisions.md fix of §6.2/§6.4).
+        // event is suppressed (docs/semantics.md#phase-versions).
         let (state_version, state_bytes) = match &buffered.state {
             Some(StateWrite::Put(v, b)) => (*v, Some(b.clone())),
             Some(StateWrite::Reset) => (0, None),
@@ -410,7 +412,8 @@ impl Engine {
             state.fail(abort_allowed(&task), err);
             next = Next::Now;
         } else if phase == Phase::ABORTED {
-            // Aborted from handle is terminal (fix of §6.5): no retry, Finalize runs.
+            // Aborted from handle is terminal: no retry, Finalize runs
+            // (docs/semantics.md#execution-phases).
             let err = info.err().cloned().unwrap_or_else(|| {
                 let reason = if info.reason().is_empty() {
                     "aborted by the plugin"
@@ -458,7 +461,7 @@ impl Engine {
         }
     }
 
-    /// A retryable failure of the current attempt (§6.8): Retrying if the
+    /// A retryable failure of the current attempt (docs/semantics.md#retries): Retrying if the
     /// budget allows, else Failing with `RetriesExhausted|...`.
     fn retryable(&self, a: &Active, state: &mut ExecState, err: &ExecutionError, abort_if_failing: bool) {
         let d = decide_retryable(

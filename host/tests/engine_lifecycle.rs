@@ -1,6 +1,7 @@
-//! Retries (§6.8 worked examples), Abort/Finalize (§6.9), client aborts,
-//! timeouts, resources (§4 with fixes), catalog, secrets, submission rules
-//! and restart, on the real SQLite store through the scripted plugin.
+//! Retries (the vectors of docs/semantics.md#retries), Abort/Finalize
+//! (docs/semantics.md#abort-and-finalize), client aborts, timeouts,
+//! resources (docs/semantics.md#resources), catalog, secrets, submission
+//! rules and restart, on the real SQLite store through the scripted plugin.
 
 mod support;
 
@@ -14,7 +15,7 @@ use kozmo_interface::{ErrorKind, Literal};
 use serde_json::json;
 use support::{rounds, spec, Harness};
 
-// --- §6.8 worked examples ------------------------------------------------------
+// --- docs/semantics.md#retries vectors -----------------------------------------
 
 #[test]
 fn user_retries_two_give_three_attempts_then_retries_exhausted() {
@@ -103,7 +104,7 @@ fn a_retry_starts_from_fresh_state() {
     assert!(calls.contains(&"handle a=1 r=0 state=0:none".to_string()), "{calls:?}");
 }
 
-// --- §6.9 Abort / Finalize -------------------------------------------------------
+// --- docs/semantics.md#abort-and-finalize ---------------------------------------
 
 #[test]
 fn permanent_failure_with_cleanup_calls_abort_then_finalize() {

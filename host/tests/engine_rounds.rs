@@ -1,6 +1,6 @@
-//! Rounds (§6.3), events (§6.4), output validation (§6.6), plugin state
-//! (§6.2 with the decisions.md fixes) and handler errors (§6.10 fix), on the
-//! real SQLite store through the scripted plugin library.
+//! Rounds, phase versions and events, output validation, plugin state and
+//! handler errors (docs/semantics.md#rounds and the sections after it), on
+//! the real SQLite store through the scripted plugin library.
 
 mod support;
 
@@ -14,7 +14,7 @@ fn with_output_x(mut t: serde_json::Value) -> serde_json::Value {
     t
 }
 
-// --- §6.6 vector table -------------------------------------------------
+// --- docs/semantics.md#output-validation vectors -----------------------
 
 #[test]
 fn vector_success_with_outputs_succeeds_with_one_success_event() {
@@ -144,7 +144,7 @@ fn vector_plugin_error_is_a_stored_visible_handler_error_without_task_event() {
     assert_eq!(v.consecutive_handler_errors, 0, "reset by the successful round");
 }
 
-// --- plugin state (§6.2 fixes) -------------------------------------------
+// --- plugin state (docs/semantics.md#plugin-state) ---------------------
 
 #[test]
 fn state_put_in_a_repeated_round_is_persisted_while_its_event_is_suppressed() {

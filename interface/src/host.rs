@@ -166,7 +166,7 @@ fn header_abi(header: &LibHeader) -> Result<AbiVersion, OpenError> {
 /// Opens `path` as a plugin library: abi_stable's header, the ABI epoch
 /// (each epoch has its own frozen module; this host keeps every one it
 /// ever shipped), Kozmo's layout check (abi_stable's, forgiving only
-/// appended optional fields: see [`crate::ffi::layout_check`]),
+/// appended optional fields: module `ffi::layout_check`),
 /// the panic strategy; then attaches the host (ABI version, log forwarder)
 /// and lists the entries.
 ///

@@ -89,9 +89,9 @@
 //! * [`encoding`] (generated names), [`template`] (argument rendering),
 //!   [`literals`] (input/output values), [`state`] (typed plugin state),
 //!   [`testing`] (in-memory host services to unit-test a plugin).
-//! * [`abi`] (the ABI version), [`host`] (for hosts: open a plugin
-//!   library) and [`ffi`] (the frozen per-epoch FFI layer; authors never
-//!   need it).
+//! * [`abi`] (the ABI version) and [`host`] (for hosts: open a plugin
+//!   library). The frozen per-epoch FFI layer underneath is not part of
+//!   this API and not documented here: authors never need it.
 
 #![deny(missing_docs)]
 
@@ -100,6 +100,13 @@ pub mod context;
 pub mod encoding;
 mod error;
 mod export;
+// The FFI layer (value mirrors, `#[sabi_trait]` contexts, the root module of
+// each frozen ABI epoch) has to be `pub`: the code `export_plugins!`
+// expands to inside a plugin crate names its types (through `__private`),
+// and so do `host::open_library`, the ABI layout tests and the
+// compatibility suite's simulated interfaces. It is not part of the author
+// API, whose every item is plain Rust, so it stays out of the documentation.
+#[doc(hidden)]
 pub mod ffi;
 pub mod host;
 pub mod io;

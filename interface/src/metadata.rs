@@ -126,8 +126,8 @@ pub trait TaskOverrides {
 
 /// The identity of one attempt and its generated name.
 pub trait TaskExecutionId {
-    /// The name the host generated for this attempt (§2.1), bounded by the
-    /// plugin's `generated_name_max_length`.
+    /// The name the host generated for this attempt, bounded by the
+    /// plugin's `generated_name_max_length` (docs/semantics.md#generated-names).
     fn generated_name(&self) -> &str;
     /// The generated name padded with `'0'` to `min_length`, or hashed down
     /// to `max_length`.
@@ -167,7 +167,7 @@ pub trait TaskExecutionMetadata {
     fn is_interruptible(&self) -> bool;
     /// Platform defaults for resources.
     fn platform_resources(&self) -> &ResourceRequirements;
-    /// The interruptible-failure threshold (§6.8).
+    /// The interruptible-failure threshold (docs/semantics.md#interruptible).
     fn interruptible_failure_threshold(&self) -> i32;
     /// Environment variables for the task.
     fn environment_variables(&self) -> &BTreeMap<String, String>;

@@ -54,7 +54,7 @@ impl Phase {
     /// 10: aborted (terminal).
     pub const ABORTED: Phase = Phase(10);
 
-    /// Every phase, in numeric order (the seed's `Phases`).
+    /// Every phase, in numeric order (the original's `Phases`).
     pub const ALL: [Phase; 11] = [
         Phase::UNDEFINED,
         Phase::NOT_READY,
@@ -157,7 +157,8 @@ impl FromStr for Phase {
 mod tests {
     use super::*;
 
-    /// §1.1: value, name, terminal, failure, success, aborted, waiting.
+    /// The table of docs/semantics.md#phases: value, name, terminal, failure,
+    /// success, aborted, waiting.
     const TABLE: [(i8, &str, bool, bool, bool, bool, bool); 11] = [
         (0, "PhaseUndefined", false, false, false, false, false),
         (1, "PhaseNotReady", false, false, false, false, false),

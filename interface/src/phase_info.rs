@@ -113,7 +113,7 @@ impl PhaseInfo {
     }
 
     /// WaitingForResources with details; `t` is ignored (occurrence comes
-    /// from `info`, else now), as in the seed.
+    /// from `info`, else now), as in the original (docs/semantics.md#constructors).
     pub fn waiting_for_resources_info(
         _t: SystemTime,
         version: u32,
@@ -153,13 +153,13 @@ impl PhaseInfo {
         PhaseInfo::build(Phase::WAITING_FOR_CACHE, version, None, info, false)
     }
 
-    /// Aborted at time `t` (from the seed's v2 line).
+    /// Aborted at time `t` (from the original's newer line).
     pub fn aborted(t: SystemTime, version: u32, reason: impl Into<String>) -> Self {
         PhaseInfo::build(Phase::ABORTED, version, None, Some(TaskInfo::at(t)), false).with_reason_set(reason)
     }
 
     /// Any phase with an error; a missing error becomes
-    /// [`ExecutionError::unknown`] (Kozmo fix of the seed's nil error).
+    /// [`ExecutionError::unknown`], never no error (docs/semantics.md#constructors).
     pub fn failed(phase: Phase, err: Option<ExecutionError>, info: Option<TaskInfo>) -> Self {
         PhaseInfo::failed_with(phase, err.unwrap_or_else(ExecutionError::unknown), info, false)
     }
@@ -266,7 +266,8 @@ impl PhaseInfo {
         }
     }
 
-    /// Appends a reason, `", "`-separated (the seed's v2 `WithReason`).
+    /// Appends a reason, `", "`-separated (the original's newer `WithReason`;
+    /// vectors in docs/semantics.md#constructors).
     pub fn with_reason(mut self, reason: &str) -> Self {
         if self.reason.is_empty() {
             self.reason = reason.to_string();

@@ -93,8 +93,9 @@ pub struct PluginEntry {
     pub is_default: bool,
 }
 
-/// Runs an entry's loader and validates what it returns (the seed's
-/// `LoadPlugin`): `generated_name_max_length` must be at least 8.
+/// Runs an entry's loader and validates what it returns (the original's
+/// `LoadPlugin`): `generated_name_max_length` must be at least 8
+/// (docs/semantics.md#generated-names).
 pub fn load_plugin(ctx: &dyn SetupContext, entry: &PluginEntry) -> Result<Box<dyn Plugin>> {
     let plugin = entry.load_plugin.load(ctx)?;
     validate_properties(&plugin.properties())?;

@@ -14,7 +14,8 @@ pub enum TransitionType {
     /// The normal transition.
     #[default]
     Ephemeral,
-    /// Deprecated in the seed; accepted and treated like `Ephemeral`.
+    /// Deprecated in the original; accepted and treated like `Ephemeral`
+    /// (docs/semantics.md#transitions).
     Barrier,
 }
 
@@ -112,18 +113,18 @@ pub struct Transition {
 }
 
 impl Transition {
-    /// The seed's `DoTransitionType`.
+    /// The original's `DoTransitionType`.
     pub fn new(ttype: TransitionType, info: PhaseInfo) -> Self {
         Transition { ttype, info }
     }
 
-    /// The seed's `DoTransition`: an ephemeral transition.
+    /// The original's `DoTransition`: an ephemeral transition.
     pub fn ephemeral(info: PhaseInfo) -> Self {
         Transition::new(TransitionType::Ephemeral, info)
     }
 
-    /// The seed's `UnknownTransition`: ephemeral, undefined phase. The host
-    /// rejects it as a result of `handle`.
+    /// The original's `UnknownTransition`: ephemeral, undefined phase. The host
+    /// rejects it as a result of `handle` (docs/semantics.md#handler-errors).
     pub fn unknown() -> Self {
         Transition::default()
     }
@@ -182,7 +183,7 @@ mod tests {
     }
 
     #[test]
-    fn names_and_the_seed_example() {
+    fn names_and_the_original_example() {
         assert_eq!(TransitionType::Barrier.to_string(), "TransitionTypeBarrier");
         assert_eq!(TransitionType::Ephemeral.to_string(), "TransitionTypeEphemeral");
         let t = Transition::new(TransitionType::Barrier, PhaseInfo::undefined());

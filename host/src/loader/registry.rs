@@ -1,6 +1,6 @@
 //! Validation across the whole directory (duplicate ids, defaults, task
 //! type claims, `enabled_plugins`, `default_for_task_types`) and the routing
-//! of task types to loaded plugins (reference §5.3–§5.5, decisions §5).
+//! of task types to loaded plugins (docs/semantics.md#plugin-loading-and-routing).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -57,8 +57,8 @@ impl PluginInfo {
     }
 }
 
-/// Config names are trimmed of spaces and lower-cased (§5.3); ids and task
-/// types are compared in that form.
+/// Config names are trimmed of spaces and lower-cased; ids and task types
+/// are compared in that form (docs/semantics.md#plugin-loading-and-routing).
 pub fn clean(name: &str) -> String {
     name.trim_matches(' ').to_lowercase()
 }
@@ -261,7 +261,8 @@ impl fmt::Debug for LoadedPlugin {
     }
 }
 
-/// No plugin handles a task type (§5.5 step 5).
+/// No plugin handles a task type, and there is no default plugin
+/// (docs/semantics.md#plugin-loading-and-routing).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnknownTaskType(pub String);
 

@@ -1,4 +1,4 @@
-//! The [`SetupContext`] each plugin loader gets (reference §4.2, §5.4):
+//! The [`SetupContext`] each plugin loader gets (docs/semantics.md#resources):
 //! a registrar proxy that prefixes namespaces with
 //! `<resource manager id>:<entry id>:`, the secret manager, a metrics
 //! sub-scope named after the plugin, and the enqueue-owner callback.
@@ -80,7 +80,8 @@ impl SetupContext for PluginSetupContext {
     }
 }
 
-/// Accepts every quota (the noop resource manager's registrar, §4.4).
+/// Accepts every quota: the registrar of the noop resource manager that
+/// `kozmo plugins list/check` use (docs/semantics.md#resources).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoopRegistrar;
 

@@ -25,7 +25,7 @@
 //! Output: `slept_seconds` (float): the time from getting a slot to the round
 //! that noticed the sleep was over (at least the requested time).
 //!
-//! ## Rounds (the reference pattern of a quota-respecting plugin)
+//! ## Rounds (the usual pattern of a quota-respecting plugin, docs/semantics.md#resources)
 //!
 //! 1. No state: allocate the token (the task's generated name) in `slots`.
 //!    * `Granted`: put the state ([`SleepState`]: when the slot was taken,
