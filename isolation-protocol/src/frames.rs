@@ -2,9 +2,11 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Bumped whenever a frame changes shape; the daemon and its child are the
-/// same binary, so a mismatch means a replaced executable.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// Bumped whenever a frame changes shape or meaning (3: a
+/// [`Frame::NewConnection`] carries two descriptors, not one); the daemon
+/// and its child are the same binary, so a mismatch means a replaced
+/// executable.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The most calls one [`Frame::Batch`] may carry.
 pub const MAX_BATCH_CALLS: usize = 256;
@@ -45,8 +47,10 @@ pub enum Frame {
         /// What the owner said.
         result: Result<(), WireError>,
     },
-    /// Control, daemon → child: a new call connection (its descriptor is
-    /// attached to this frame's bytes).
+    /// Control, daemon → child: a new call connection. Two descriptors are
+    /// attached to this frame's bytes, in this order: the socket the child
+    /// reads the connection's frames from, and the socket it writes its
+    /// own to (one socket pair per direction).
     NewConnection,
     /// Call, daemon → child: start a call.
     Call(Call),

@@ -138,19 +138,24 @@ fn serve_control(mut reader: FdReader, host: &Arc<Host>) -> ExitCode {
     let mut buf = Vec::new();
     loop {
         match read_frame(&mut reader, &mut buf) {
-            Ok(Frame::NewConnection) => match reader.take_fd() {
-                Some(fd) => {
+            // Two descriptors: the socket it reads calls from, the one it
+            // answers on (one socket pair per direction, see `Conn`).
+            Ok(Frame::NewConnection) => match reader.take_fds().map(<[_; 2]>::try_from) {
+                Some(Ok([down, up])) => {
                     let host = host.clone();
-                    let started = Conn::new(UnixStream::from(fd)).and_then(|conn| {
-                        std::thread::Builder::new()
-                            .name("kozmo-plugin-call".into())
-                            .spawn(move || serve_calls(conn, &host))
-                    });
+                    let conn = Conn::one_way(UnixStream::from(down), UnixStream::from(up));
+                    let started = std::thread::Builder::new()
+                        .name("kozmo-plugin-call".into())
+                        .spawn(move || serve_calls(conn, &host));
                     if let Err(e) = started {
                         log::error!("cannot serve a call connection: {e}");
                     }
                 }
-                None => log::error!("the daemon sent NewConnection without a descriptor"),
+                Some(Err(fds)) => log::error!(
+                    "the daemon sent NewConnection with {} descriptors instead of 2",
+                    fds.len()
+                ),
+                None => log::error!("the daemon sent NewConnection without descriptors"),
             },
             Ok(Frame::Enqueued { id, result }) => host.control.deliver(id, result),
             Ok(other) => log::error!("unexpected {} frame on the control connection", other.name()),
