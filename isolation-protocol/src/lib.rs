@@ -40,6 +40,6 @@ mod frames;
 
 pub use codec::{decode_payload, encode_frame, read_frame, write_frame, ProtocolError, MAX_FRAME_LEN};
 pub use frames::{
-    Call, EntryInfo, Frame, Hello, Library, LogRecord, MetricKind, MetricOp, OpenFailure, Outcome, Service, Value,
-    WireError, MAX_BATCH_CALLS, PROTOCOL_VERSION,
+    Call, EntryInfo, Frame, Hello, Library, LogRecord, MetricKind, MetricOp, OpenFailure, Outcome, PlainTransition,
+    Service, Value, WireError, WireTime, MAX_BATCH_CALLS, PROTOCOL_VERSION,
 };

@@ -23,7 +23,7 @@ use kozmo_isolation_protocol::{
 };
 
 use crate::isolation::conn::{Conn, FdReader};
-use crate::isolation::wire::{json, to_wire};
+use crate::isolation::wire::{json, plain_transition, to_wire};
 
 pub mod context;
 pub mod control;
@@ -234,10 +234,17 @@ impl Host {
         let control = self.control.clone();
         match call {
             Call::Load { entry, owner_kind } => Outcome::Loaded(self.load(&entry, owner_kind, conn)),
-            Call::Handle { entry } => Outcome::Handled(self.plugin(&entry).and_then(|p| {
-                let ctx = TaskProxy::new(Link::new(conn), control);
-                caught("handle", || p.handle(&ctx)).and_then(|t| json(&t).map_err(|e| to_wire(&e)))
-            })),
+            Call::Handle { entry } => {
+                let done = self.plugin(&entry).and_then(|p| {
+                    let ctx = TaskProxy::new(Link::new(conn), control);
+                    caught("handle", || p.handle(&ctx))
+                });
+                // The common result (scalars only) goes without JSON.
+                match done.as_ref().map(plain_transition) {
+                    Ok(Some(plain)) => Outcome::HandledPlain(plain),
+                    _ => Outcome::Handled(done.and_then(|t| json(&t).map_err(|e| to_wire(&e)))),
+                }
+            }
             Call::Abort { entry } => Outcome::Finished(self.plugin(&entry).and_then(|p| {
                 let ctx = TaskProxy::new(Link::new(conn), control);
                 caught("abort", || p.abort(&ctx))
