@@ -170,6 +170,13 @@ mod tests {
             retryable: true,
         }))));
         round_trip(Frame::NewConnection);
+        round_trip(Frame::Done(Outcome::HandledPlain(crate::PlainTransition {
+            ttype: 1,
+            phase: -3,
+            version: 7,
+            cleanup_on_failure: true,
+            times: Some((Some(crate::WireTime { secs: 5, nanos: 6 }), None)),
+        })));
         round_trip(Frame::Batch(vec![
             Call::Handle { entry: "noop".into() },
             Call::Handle { entry: "echo".into() },

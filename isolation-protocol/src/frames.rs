@@ -2,9 +2,11 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Bumped whenever a frame changes shape; the daemon and its child are the
-/// same binary, so a mismatch means a replaced executable.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// Bumped whenever a frame changes shape or meaning (3: a
+/// [`Frame::NewConnection`] carries two descriptors, not one; 4:
+/// [`Outcome::HandledPlain`]); the daemon and its child are the same
+/// binary, so a mismatch means a replaced executable.
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The most calls one [`Frame::Batch`] may carry.
 pub const MAX_BATCH_CALLS: usize = 256;
@@ -45,8 +47,10 @@ pub enum Frame {
         /// What the owner said.
         result: Result<(), WireError>,
     },
-    /// Control, daemon → child: a new call connection (its descriptor is
-    /// attached to this frame's bytes).
+    /// Control, daemon → child: a new call connection. Two descriptors are
+    /// attached to this frame's bytes, in this order: the socket the child
+    /// reads the connection's frames from, and the socket it writes its
+    /// own to (one socket pair per direction).
     NewConnection,
     /// Call, daemon → child: start a call.
     Call(Call),
@@ -196,6 +200,37 @@ pub enum Outcome {
     Handled(Result<String, WireError>),
     /// `abort` or `finalize` returned.
     Finished(Result<(), WireError>),
+    /// `handle` returned a transition whose phase info has nothing but
+    /// scalars (no reason, no error, no task info beyond its two times):
+    /// the common result, sent without JSON. Any other transition is
+    /// [`Outcome::Handled`].
+    HandledPlain(PlainTransition),
+}
+
+/// A transition made of scalars only (see [`Outcome::HandledPlain`]); the
+/// daemon checks every value as it would the JSON form's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlainTransition {
+    /// The transition type (`TransitionType::as_u8`).
+    pub ttype: u8,
+    /// The phase value.
+    pub phase: i8,
+    /// The phase version.
+    pub version: u32,
+    /// `cleanup_on_failure`.
+    pub cleanup_on_failure: bool,
+    /// `None`: no task info; else its `occurred_at` and `reported_at`.
+    pub times: Option<(Option<WireTime>, Option<WireTime>)>,
+}
+
+/// A time at or after the Unix epoch (earlier times take the JSON form,
+/// which refuses them as it always did).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireTime {
+    /// Whole seconds since the epoch.
+    pub secs: u64,
+    /// Nanoseconds; the daemon refuses 1e9 or more.
+    pub nanos: u32,
 }
 
 /// A host service the plugin calls during a call. JSON fields hold the

@@ -6,9 +6,11 @@
 //! * the **control** connection (the child's inherited descriptor): the
 //!   child's [`Frame::Hello`], its log records, the calls its long-lived
 //!   handles make from any thread (refresh signals, metrics, enqueue), and
-//!   the daemon's [`Frame::NewConnection`] (a new call connection's
-//!   descriptor rides along as `SCM_RIGHTS`);
-//! * **call** connections, one per call in flight: the daemon sends a
+//!   the daemon's [`Frame::NewConnection`] (a new call connection's two
+//!   descriptors ride along as `SCM_RIGHTS`);
+//! * **call** connections, one per call in flight, each one socket pair per
+//!   direction (so neither side is woken when the other merely consumes
+//!   what it sent, as it would be on a single pair): the daemon sends a
 //!   [`Frame::Call`]; the child answers with any number of
 //!   [`Frame::Service`] requests (the plugin calling back into the host),
 //!   each answered by one [`Frame::Reply`], then exactly one
@@ -38,6 +40,6 @@ mod frames;
 
 pub use codec::{decode_payload, encode_frame, read_frame, write_frame, ProtocolError, MAX_FRAME_LEN};
 pub use frames::{
-    Call, EntryInfo, Frame, Hello, Library, LogRecord, MetricKind, MetricOp, OpenFailure, Outcome, Service, Value,
-    WireError, MAX_BATCH_CALLS, PROTOCOL_VERSION,
+    Call, EntryInfo, Frame, Hello, Library, LogRecord, MetricKind, MetricOp, OpenFailure, Outcome, PlainTransition,
+    Service, Value, WireError, WireTime, MAX_BATCH_CALLS, PROTOCOL_VERSION,
 };

@@ -106,9 +106,14 @@ pub fn round_trip(library: &Path, calls: u64) -> anyhow::Result<RoundTripPoint> 
 
     let mut request = Vec::new();
     encode_frame(&Frame::Call(Call::Handle { entry: "noop".into() }), &mut request)?;
-    let transition = serde_json::to_string(&Transition::ephemeral(PhaseInfo::running(1, None)))?;
+    // The answer exactly as the child encodes the no-op's result.
+    let transition = Transition::ephemeral(PhaseInfo::running(1, None));
+    let outcome = match crate::isolation::wire::plain_transition(&transition) {
+        Some(plain) => Outcome::HandledPlain(plain),
+        None => Outcome::Handled(Ok(serde_json::to_string(&transition)?)),
+    };
     let mut response = Vec::new();
-    encode_frame(&Frame::Done(Outcome::Handled(Ok(transition))), &mut response)?;
+    encode_frame(&Frame::Done(outcome), &mut response)?;
     let raw_ns = raw_round_trip(&request, &response, calls)?;
     Ok(RoundTripPoint {
         isolated_ns,

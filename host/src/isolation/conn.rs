@@ -11,9 +11,16 @@ use std::io::Write;
 
 use kozmo_isolation_protocol::{encode_frame, read_frame, Frame, ProtocolError};
 
-/// A framed connection over a Unix stream socket. Reads are buffered (a
+/// A framed connection over Unix stream sockets. Reads are buffered (a
 /// frame's length and payload usually arrive in one `read`); frames may be
 /// held back ([`Conn::hold`]) to leave with the next one sent.
+///
+/// A call connection reads and writes on two different sockets, one socket
+/// pair per direction ([`Conn::one_way`]): on a single pair, the kernel
+/// wakes a reader waiting on its socket whenever the peer consumes what
+/// that socket sent (freeing the sent buffer signals "writable" to every
+/// waiter on the sender's socket, readers included), so each round trip
+/// cost the waiting side a spurious wake-up and sleep.
 pub struct Conn {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
@@ -23,15 +30,18 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Wraps a connected socket.
-    pub fn new(stream: UnixStream) -> std::io::Result<Self> {
-        Ok(Conn {
-            writer: stream.try_clone()?,
-            reader: BufReader::with_capacity(8 << 10, stream),
+    /// A connection that reads frames from `reader` and writes them to
+    /// `writer`, each one end of its own socket pair (the peer holds the
+    /// other two ends): nobody ever waits to read on the socket this side
+    /// writes to, so no write-space wake-up finds a sleeping reader.
+    pub fn one_way(reader: UnixStream, writer: UnixStream) -> Self {
+        Conn {
+            reader: BufReader::with_capacity(8 << 10, reader),
+            writer,
             timeout: None,
             rbuf: Vec::new(),
             wbuf: Vec::new(),
-        })
+        }
     }
 
     /// Sends one frame, after any frames held back, in one write.
@@ -109,22 +119,26 @@ fn message(iov: &mut libc::iovec, control: &mut [u8]) -> libc::msghdr {
     msg
 }
 
-/// Sends `bytes` with `fd` attached (`SCM_RIGHTS`) in one `sendmsg`.
-pub fn send_with_fd(socket: &UnixStream, bytes: &[u8], fd: RawFd) -> io::Result<()> {
+/// Sends `bytes` with `fds` attached (`SCM_RIGHTS`, one control message)
+/// in one `sendmsg`.
+pub fn send_with_fds(socket: &UnixStream, bytes: &[u8], fds: &[RawFd]) -> io::Result<()> {
     let mut iov = libc::iovec {
         iov_base: bytes.as_ptr() as *mut libc::c_void,
         iov_len: bytes.len(),
     };
-    let mut control = control_buffer(1);
+    let mut control = control_buffer(fds.len());
     let msg = message(&mut iov, &mut control);
-    // SAFETY: the control buffer is CMSG_SPACE(one fd) bytes, so the first
-    // header and its data fit in it.
+    // SAFETY: the control buffer is CMSG_SPACE(fds.len() fds) bytes, so the
+    // first header and its data fit in it.
     unsafe {
         let cmsg = libc::CMSG_FIRSTHDR(&msg);
         (*cmsg).cmsg_level = libc::SOL_SOCKET;
         (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut RawFd, fd);
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of_val(fds) as u32) as _;
+        let data = libc::CMSG_DATA(cmsg) as *mut RawFd;
+        for (i, fd) in fds.iter().enumerate() {
+            std::ptr::write_unaligned(data.add(i), *fd);
+        }
     }
     let mut sent = 0;
     while sent == 0 {
@@ -148,10 +162,11 @@ pub fn send_with_fd(socket: &UnixStream, bytes: &[u8], fd: RawFd) -> io::Result<
 }
 
 /// Reads a socket with `recvmsg`, keeping the descriptors that arrive with
-/// the bytes (in order) for [`FdReader::take_fd`].
+/// the bytes for [`FdReader::take_fds`]: the descriptors of one message
+/// together, messages in order.
 pub struct FdReader {
     socket: UnixStream,
-    fds: std::collections::VecDeque<OwnedFd>,
+    fds: std::collections::VecDeque<Vec<OwnedFd>>,
 }
 
 impl FdReader {
@@ -163,8 +178,9 @@ impl FdReader {
         }
     }
 
-    /// The oldest descriptor received and not yet taken.
-    pub fn take_fd(&mut self) -> Option<OwnedFd> {
+    /// The descriptors of the oldest message that brought some and whose
+    /// descriptors were not taken yet.
+    pub fn take_fds(&mut self) -> Option<Vec<OwnedFd>> {
         self.fds.pop_front()
     }
 }
@@ -192,6 +208,7 @@ impl Read for FdReader {
         };
         // SAFETY: the kernel filled msg_control; CMSG_* walk it within
         // msg_controllen, and SCM_RIGHTS data holds whole descriptors.
+        let mut received = Vec::new();
         unsafe {
             let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
             while !cmsg.is_null() {
@@ -201,11 +218,16 @@ impl Read for FdReader {
                     let count = ((*cmsg).cmsg_len as usize - header) / std::mem::size_of::<RawFd>();
                     for i in 0..count {
                         let fd = std::ptr::read_unaligned(data.add(i));
-                        self.fds.push_back(OwnedFd::from_raw_fd(fd));
+                        received.push(OwnedFd::from_raw_fd(fd));
                     }
                 }
                 cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
             }
+        }
+        // The kernel ends a read at a message that carries descriptors, so
+        // these are that one message's.
+        if !received.is_empty() {
+            self.fds.push_back(received);
         }
         Ok(n)
     }

@@ -30,7 +30,7 @@ pub mod plugin;
 pub mod serve;
 pub mod spawn;
 pub mod supervisor;
-mod wire;
+pub(crate) mod wire;
 
 /// Which plugins run in a child process, and the limits of those children.
 #[derive(Debug, Clone, PartialEq, Eq)]

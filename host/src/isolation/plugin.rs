@@ -18,7 +18,7 @@ use kozmo_engine::{BatchHandler, BatchOutcome, PluginResolver};
 
 use super::serve::{execution_id, Served};
 use super::supervisor::{Failure, Supervisor};
-use super::wire::{from_wire, parse};
+use super::wire::{from_plain, from_wire, parse};
 
 /// Code of the failure a dead child gives its calls.
 pub const DIED_CODE: &str = "PluginProcessDied";
@@ -130,6 +130,7 @@ impl IsolatedCore {
     /// A `handle` call's result: a dead child is a SYSTEM retryable phase.
     fn handled(&self, ctx: &dyn TaskExecutionContext, r: std::result::Result<Outcome, Failure>) -> Result<Transition> {
         match r {
+            Ok(Outcome::HandledPlain(t)) => from_plain(t),
             Ok(Outcome::Handled(Ok(t))) => parse(&t, "transition"),
             Ok(Outcome::Handled(Err(e))) => Err(from_wire(e)),
             Ok(other) => Err(mismatch("handle", &other)),

@@ -23,7 +23,7 @@ use kozmo_isolation_protocol::{
 };
 
 use super::child::HOLD_DONE_FOR;
-use super::conn::{is_timeout, send_with_fd, Conn};
+use super::conn::{is_timeout, send_with_fds, Conn};
 use super::control::{forward_output, serve_control, Handles, LastWords};
 use super::serve::{serve, Served};
 use super::spawn::{self, ChildSpec};
@@ -95,11 +95,17 @@ impl Generation {
         if let Some(c) = lock(&self.idle).pop() {
             return Ok(c);
         }
-        let (ours, theirs) = UnixStream::pair()?;
+        // One socket pair per direction (see `Conn`).
+        let (down_ours, down_theirs) = UnixStream::pair()?;
+        let (up_ours, up_theirs) = UnixStream::pair()?;
         let mut bytes = Vec::new();
         encode_frame(&Frame::NewConnection, &mut bytes).map_err(std::io::Error::other)?;
-        send_with_fd(&lock(&self.control).0, &bytes, theirs.as_raw_fd())?;
-        Conn::new(ours)
+        send_with_fds(
+            &lock(&self.control).0,
+            &bytes,
+            &[down_theirs.as_raw_fd(), up_theirs.as_raw_fd()],
+        )?;
+        Ok(Conn::one_way(up_ours, down_ours))
     }
 
     fn checkin(&self, conn: Conn) {

@@ -23,7 +23,7 @@ use kozmo_isolation_protocol::{
 };
 
 use crate::isolation::conn::{Conn, FdReader};
-use crate::isolation::wire::{json, to_wire};
+use crate::isolation::wire::{json, plain_transition, to_wire};
 
 pub mod context;
 pub mod control;
@@ -138,19 +138,24 @@ fn serve_control(mut reader: FdReader, host: &Arc<Host>) -> ExitCode {
     let mut buf = Vec::new();
     loop {
         match read_frame(&mut reader, &mut buf) {
-            Ok(Frame::NewConnection) => match reader.take_fd() {
-                Some(fd) => {
+            // Two descriptors: the socket it reads calls from, the one it
+            // answers on (one socket pair per direction, see `Conn`).
+            Ok(Frame::NewConnection) => match reader.take_fds().map(<[_; 2]>::try_from) {
+                Some(Ok([down, up])) => {
                     let host = host.clone();
-                    let started = Conn::new(UnixStream::from(fd)).and_then(|conn| {
-                        std::thread::Builder::new()
-                            .name("kozmo-plugin-call".into())
-                            .spawn(move || serve_calls(conn, &host))
-                    });
+                    let conn = Conn::one_way(UnixStream::from(down), UnixStream::from(up));
+                    let started = std::thread::Builder::new()
+                        .name("kozmo-plugin-call".into())
+                        .spawn(move || serve_calls(conn, &host));
                     if let Err(e) = started {
                         log::error!("cannot serve a call connection: {e}");
                     }
                 }
-                None => log::error!("the daemon sent NewConnection without a descriptor"),
+                Some(Err(fds)) => log::error!(
+                    "the daemon sent NewConnection with {} descriptors instead of 2",
+                    fds.len()
+                ),
+                None => log::error!("the daemon sent NewConnection without descriptors"),
             },
             Ok(Frame::Enqueued { id, result }) => host.control.deliver(id, result),
             Ok(other) => log::error!("unexpected {} frame on the control connection", other.name()),
@@ -232,10 +237,17 @@ impl Host {
         let control = self.control.clone();
         match call {
             Call::Load { entry, owner_kind } => Outcome::Loaded(self.load(&entry, owner_kind, conn)),
-            Call::Handle { entry } => Outcome::Handled(self.plugin(&entry).and_then(|p| {
-                let ctx = TaskProxy::new(Link::new(conn), control);
-                caught("handle", || p.handle(&ctx)).and_then(|t| json(&t).map_err(|e| to_wire(&e)))
-            })),
+            Call::Handle { entry } => {
+                let done = self.plugin(&entry).and_then(|p| {
+                    let ctx = TaskProxy::new(Link::new(conn), control);
+                    caught("handle", || p.handle(&ctx))
+                });
+                // The common result (scalars only) goes without JSON.
+                match done.as_ref().map(plain_transition) {
+                    Ok(Some(plain)) => Outcome::HandledPlain(plain),
+                    _ => Outcome::Handled(done.and_then(|t| json(&t).map_err(|e| to_wire(&e)))),
+                }
+            }
             Call::Abort { entry } => Outcome::Finished(self.plugin(&entry).and_then(|p| {
                 let ctx = TaskProxy::new(Link::new(conn), control);
                 caught("abort", || p.abort(&ctx))
