@@ -114,6 +114,34 @@ fn copy_tree_overriding(from: &Path, to: &Path, rel: &Path, overrides: &BTreeMap
     }
 }
 
+/// Removes what `to` holds and `from` no longer does (a module that became
+/// a directory, a deleted file), so a copy made by an earlier run of the
+/// tests cannot shadow the current sources.
+fn remove_stale(from: &Path, to: &Path) {
+    let Ok(entries) = std::fs::read_dir(to) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if name == "target" {
+            continue;
+        }
+        let source = from.join(&name);
+        let stale = match (source.is_dir(), entry.path().is_dir()) {
+            (_, _) if !source.exists() => true,
+            (is_dir, was_dir) => is_dir != was_dir,
+        };
+        if !stale && source.is_dir() {
+            remove_stale(&source, &entry.path());
+        } else if stale {
+            let path = entry.path();
+            let removed = match path.is_dir() {
+                true => std::fs::remove_dir_all(&path),
+                false => std::fs::remove_file(&path),
+            };
+            removed.unwrap_or_else(|e| panic!("removing the stale copy {}: {e}", path.display()));
+        }
+    }
+}
+
 fn manifest(c: &ForeignCrate, interface: &Path) -> String {
     let kind = match c.artifact {
         Artifact::Plugin => "[lib]\ncrate-type = [\"cdylib\"]\n".to_string(),
@@ -272,6 +300,7 @@ pub fn simulated_interface(name: &str, copies: &[CopyDir], appends: &[Append], r
         *text = text.replacen(r.from, r.to, 1);
     }
     let overrides = files;
+    remove_stale(&source, &dest);
     copy_tree_overriding(&source, &dest, Path::new(""), &overrides);
     for (path, text) in &overrides {
         // Files that exist only in the simulated version (copied dirs).
