@@ -159,8 +159,20 @@ impl SqliteStore {
             c.pragma_update(None, "foreign_keys", "ON").map_err(err)?;
             Ok(c)
         };
-        let mut writer = open()?;
-        migrate(&mut writer)?;
+        // Another process opening a new file at the same moment can hold
+        // the lock where SQLite does not wait for it (switching the journal
+        // to WAL, a migration that runs outside a transaction): such an
+        // open is tried again, for as long as the busy timeout.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let writer = loop {
+            let opened = open().and_then(|mut c| migrate(&mut c).map(|()| c));
+            match opened {
+                Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => break other?,
+            }
+        };
         // Checkpoints run in the background; a commit checkpoints by itself
         // only if the WAL grows past the fallback.
         writer
@@ -188,6 +200,11 @@ impl SqliteStore {
             .map(|v| v as u32)
             .map_err(err)
     }
+}
+
+/// Whether `e` is SQLite's "the file is locked by another connection".
+fn is_busy(e: &StoreError) -> bool {
+    e.0.contains("database is locked") || e.0.contains("database table is locked")
 }
 
 fn migrate(c: &mut Connection) -> StoreResult<()> {
