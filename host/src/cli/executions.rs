@@ -132,7 +132,7 @@ pub fn submit(args: SubmitArgs, server: ServerArgs) -> anyhow::Result<ExitCode> 
         }
         return Ok(ExitCode::SUCCESS);
     }
-    wait(&client, &id, Duration::from_secs(args.timeout), args.output)
+    wait(&client, &id, &execution, Duration::from_secs(args.timeout), args.output)
 }
 
 fn describe(v: &Value) -> String {
@@ -148,9 +148,16 @@ fn describe(v: &Value) -> String {
     s
 }
 
-fn wait(client: &Client, id: &str, timeout: Duration, format: Format) -> anyhow::Result<ExitCode> {
+/// Prints the execution's phase changes until it ends, starting with the
+/// state the submission answered (`submitted`), so a task that finishes
+/// before the first poll still shows where it started.
+fn wait(client: &Client, id: &str, submitted: &Value, timeout: Duration, format: Format) -> anyhow::Result<ExitCode> {
     let start = Instant::now();
     let mut last = String::new();
+    if submitted.get("phase").is_some_and(Value::is_string) && !is_terminal(submitted["phase"].as_str().unwrap_or("")) {
+        last = describe(submitted);
+        eprintln!("{:>7.2}s  {id}  {last}", 0.0);
+    }
     loop {
         let (_, v) = about(id, client.get(&execution_path(id, "")?))?;
         let now = describe(&v);
