@@ -101,7 +101,7 @@ impl Engine {
             Err(_) => {
                 for a in batch {
                     log::error!("engine bug: a batched step of {} panicked; retrying later", a.record.id);
-                    self.sched.done(a, Next::Later);
+                    self.sched.done(a, Next::Resync);
                 }
             }
         }

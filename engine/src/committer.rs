@@ -261,7 +261,7 @@ impl Engine {
                         for (a, _) in p.jobs.iter_mut() {
                             self.reload(a);
                         }
-                        self.sched.done_all(p.jobs.drain(..).map(|(a, _)| (a, Next::Later)));
+                        self.sched.done_all(p.jobs.drain(..).map(|(a, _)| (a, Next::Resync)));
                         return;
                     }
                     std::thread::sleep(Duration::from_millis(50 * u64::from(attempt)));

@@ -19,7 +19,7 @@ use kozmo_interface::{
     PluginStateWriter, ResourceManager, Result, SecretManager, SignalAsync, TaskExecutionContext, TaskReader,
 };
 
-use super::Sched;
+use super::ExecutionScheduler;
 use crate::catalog::StoreCatalog;
 use crate::datastore::FsDataStore;
 use crate::model::{ErrorDocument, ExecutionSpec};
@@ -154,7 +154,7 @@ pub fn metadata_record(
 
 /// Requests a new round of one execution.
 pub struct ExecSignal {
-    pub(crate) sched: Weak<Sched>,
+    pub(crate) sched: Weak<ExecutionScheduler>,
     pub(crate) id: String,
 }
 
@@ -177,7 +177,7 @@ pub enum StateWrite {
 
 /// Everything a round context buffered.
 #[derive(Debug, Default)]
-pub struct Buffered {
+pub struct RoundWrites {
     /// State change.
     pub state: Option<StateWrite>,
     /// Outputs written.
@@ -199,7 +199,7 @@ pub struct Services<'a> {
     /// Catalog.
     pub catalog: &'a StoreCatalog,
     /// Scheduler (for signals).
-    pub sched: &'a Arc<Sched>,
+    pub sched: &'a Arc<ExecutionScheduler>,
     /// Resource manager backend.
     pub resources: &'a Arc<dyn ResourceBackend>,
 }
@@ -322,8 +322,8 @@ impl<'a> RoundContext<'a> {
     }
 
     /// Takes what the plugin wrote.
-    pub fn into_buffered(self) -> Buffered {
-        Buffered {
+    pub fn into_buffered(self) -> RoundWrites {
+        RoundWrites {
             state: self.state_write.into_inner(),
             outputs: self.outputs.into_inner(),
             error_document: self.error_document.into_inner(),

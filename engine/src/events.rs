@@ -36,7 +36,7 @@ pub struct EventSource<'a> {
 
 /// What a task event adds to the common body.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Extra {
+pub enum TaskEventExtra {
     /// Nothing.
     None,
     /// `"raw": true` (a raw event the plugin recorded).
@@ -117,8 +117,8 @@ pub struct TaskEventBody {
     pub occurred_at_ms: i64,
     /// `reported_at`, unix ms.
     pub reported_at_ms: i64,
-    /// Extra field.
-    pub extra: Extra,
+    /// TaskEventExtra field.
+    pub extra: TaskEventExtra,
 }
 
 static EMPTY_INFO: std::sync::OnceLock<TaskInfo> = std::sync::OnceLock::new();
@@ -131,7 +131,7 @@ impl TaskEventBody {
             InfoBody::Full(i) => Some(&**i),
         };
         TaskBody {
-            cache_status: matches!(self.extra, Extra::CacheHit).then_some("CACHE_HIT"),
+            cache_status: matches!(self.extra, TaskEventExtra::CacheHit).then_some("CACHE_HIT"),
             error: self.error.as_deref(),
             generated_name: &self.generated_name,
             info: ti.map(|i| InfoJson {
@@ -142,11 +142,11 @@ impl TaskEventBody {
             occurred_at: Rfc3339(self.occurred_at_ms),
             phase: PhaseName(self.phase),
             plugin_id: &self.plugin_id,
-            raw: matches!(self.extra, Extra::Raw).then_some(true),
+            raw: matches!(self.extra, TaskEventExtra::Raw).then_some(true),
             reasons: Reasons(&self.reason, ti),
             reported_at: Rfc3339(self.reported_at_ms),
             resource_pool_info: match &self.extra {
-                Extra::Pool(p) => Some(Pool(p)),
+                TaskEventExtra::Pool(p) => Some(Pool(p)),
                 _ => None,
             },
             task_type: &self.task_type,
@@ -293,7 +293,7 @@ fn to_text<T: Serialize>(body: &T) -> String {
 }
 
 /// A task event for `info` with the `extra` body field.
-pub fn task_event(src: &EventSource<'_>, info: &PhaseInfo, extra: Extra) -> EventRow {
+pub fn task_event(src: &EventSource<'_>, info: &PhaseInfo, extra: TaskEventExtra) -> EventRow {
     let ti = info.info();
     let occurred = ti.and_then(|i| i.occurred_at).map(to_ms).unwrap_or(src.round_start_ms);
     let reported = ti.and_then(|i| i.reported_at).map(to_ms).unwrap_or(src.now_ms);
@@ -504,7 +504,7 @@ mod tests {
             round_start_ms: 5,
             now_ms: 1_700_000_000_999,
         };
-        let e = task_event(&src, &pi, Extra::Pool(vec![("ns".into(), "tok".into())]));
+        let e = task_event(&src, &pi, TaskEventExtra::Pool(vec![("ns".into(), "tok".into())]));
         let expected = json!({
             "phase": Phase::RUNNING.to_string(),
             "version": 3,
@@ -547,7 +547,7 @@ mod tests {
         let bare = task_event(
             &src,
             &PhaseInfo::from_parts(Phase::SUCCESS, 0, String::new(), None, None, false),
-            Extra::Raw,
+            TaskEventExtra::Raw,
         );
         let v = parse(&bare);
         assert_eq!(v["raw"], json!(true));
@@ -556,13 +556,20 @@ mod tests {
         assert_eq!(v["reasons"], json!([]));
         assert_eq!(v["occurred_at"], json!(rfc3339_ms(5)));
         assert!(v.get("resource_pool_info").is_none() && v.get("cache_status").is_none());
-        let hit = parse(&task_event(&src, &pi, Extra::CacheHit));
+        let hit = parse(&task_event(&src, &pi, TaskEventExtra::CacheHit));
         assert_eq!(hit["cache_status"], "CACHE_HIT");
         assert_eq!(
-            parse(&task_event(&src, &pi, Extra::None)).as_object().unwrap().len(),
+            parse(&task_event(&src, &pi, TaskEventExtra::None))
+                .as_object()
+                .unwrap()
+                .len(),
             10
         );
-        let times = task_event(&src, &PhaseInfo::running(1, Some(TaskInfo::at(t))), Extra::None);
+        let times = task_event(
+            &src,
+            &PhaseInfo::running(1, Some(TaskInfo::at(t))),
+            TaskEventExtra::None,
+        );
         assert_eq!(
             parse(&times)["info"],
             json!({"logs": [], "custom_info": null, "external_resources": []})

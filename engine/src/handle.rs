@@ -15,7 +15,7 @@ pub struct EngineHandle {
 /// dropped: every execution is evaluated at start anyway.
 #[derive(Default)]
 pub struct LateEnqueueOwner {
-    pub(crate) sched: OnceLock<Weak<Sched>>,
+    pub(crate) sched: OnceLock<Weak<ExecutionScheduler>>,
 }
 
 impl LateEnqueueOwner {

@@ -68,7 +68,7 @@ pub use batch::MAX_BATCH as MAX_BATCH_ROUNDS;
 pub use config::EngineConfig;
 pub use context::{generated_name, AttemptPaths, MAX_DATASET_SIZE_BYTES};
 pub use errors::{EngineError, SubmitOutcome};
-pub use events::{EventBody, Extra, InfoBody, TaskEventBody};
+pub use events::{EventBody, InfoBody, TaskEventBody, TaskEventExtra};
 pub use handle::{EngineHandle, LateEnqueueOwner};
 pub use prune::PruneBatch;
 pub use resolver::{BatchHandler, BatchOutcome, PluginResolver};
@@ -93,7 +93,7 @@ use crate::store::{InsertOutcome, Store};
 use crate::sync::lock;
 
 /// The engine's scheduler: executions travel through it as jobs.
-pub(crate) type Sched = Scheduler<Box<Active>>;
+pub(crate) type ExecutionScheduler = Scheduler<Box<Active>>;
 
 /// The engine: its settings, store, plugins, resources, scheduler, worker
 /// pool and committer. [`Engine::start`] builds and starts one and hands
@@ -103,7 +103,7 @@ pub struct Engine {
     store: Arc<dyn Store>,
     plugins: Arc<dyn PluginResolver>,
     resources: Arc<dyn ResourceBackend>,
-    sched: Arc<Sched>,
+    sched: Arc<ExecutionScheduler>,
     shapes: Mutex<SharedSpecs>,
     data: FsDataStore,
     secrets: HostSecrets,
@@ -347,7 +347,7 @@ impl Engine {
             Ok(o) => self.after_step(a, o),
             Err(_) => {
                 log::error!("engine bug: a step of {} panicked; retrying later", a.record.id);
-                self.sched.done(a, Next::Later);
+                self.sched.done(a, Next::Resync);
             }
         }
     }

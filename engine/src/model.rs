@@ -13,7 +13,7 @@ use kozmo_interface::task::TaskTemplate;
 use kozmo_interface::{format_rfc3339_nanos, ExecutionError, Phase};
 use serde::{Deserialize, Serialize};
 
-pub use crate::events::{EventBody, Extra as EventExtra, InfoBody, TaskEventBody};
+pub use crate::events::{EventBody, InfoBody, TaskEventBody, TaskEventExtra};
 
 /// Node id used when the spec names none.
 pub const DEFAULT_NODE_ID: &str = "n0";

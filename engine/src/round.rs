@@ -12,9 +12,9 @@ use kozmo_interface::{
 };
 
 use super::call_slots::Call;
-use super::context::{generated_name, AttemptInfo, Buffered, RoundContext, Services, StateWrite};
+use super::context::{generated_name, AttemptInfo, RoundContext, RoundWrites, Services, StateWrite};
 use super::events::{
-    handler_error_event, retry_event, round_failures_event, task_event, terminal_event, EventSource, Extra,
+    handler_error_event, retry_event, round_failures_event, task_event, terminal_event, EventSource, TaskEventExtra,
 };
 use super::outputs::validate_outputs;
 use super::retries::{after_permanent, decide_retryable};
@@ -112,7 +112,7 @@ impl Engine {
         plugin: &Arc<dyn Plugin>,
         call: Call,
         f: impl FnOnce(&RoundContext<'_>) -> R,
-    ) -> (R, Buffered, Arc<str>) {
+    ) -> (R, RoundWrites, Arc<str>) {
         let names = self.context_names(a, plugin);
         let ctx = self.context(a, plugin, &names);
         let r = {
@@ -229,7 +229,7 @@ impl Engine {
                         state,
                         msg,
                         false,
-                        Buffered::default(),
+                        RoundWrites::default(),
                         started,
                     )));
                 }
@@ -259,7 +259,7 @@ impl Engine {
         a: &mut Active,
         round: RoundStart,
         result: Result<Transition, PluginError>,
-        buffered: Buffered,
+        buffered: RoundWrites,
         gname: Arc<str>,
     ) -> StepOutcome {
         let RoundStart {
@@ -370,7 +370,7 @@ impl Engine {
             let pid = Self::plugin_id(a, &plugin);
             let src = event_source(a, &pid, attempt, &gname, round_start, now);
             for raw in &buffered.events {
-                events.push(task_event(&src, raw, Extra::Raw));
+                events.push(task_event(&src, raw, TaskEventExtra::Raw));
             }
             let pool = buffered
                 .tokens
@@ -378,12 +378,12 @@ impl Engine {
                 .iter()
                 .map(|t| (t.namespace.clone(), t.token.clone()))
                 .collect();
-            events.push(task_event(&src, &info, Extra::Pool(pool)));
+            events.push(task_event(&src, &info, TaskEventExtra::Pool(pool)));
         }
 
         state.handler_errors = 0;
         state.updated_at_ms = now;
-        let mut next = if observed { Next::Later } else { Next::Now };
+        let mut next = if observed { Next::Resync } else { Next::Now };
         let phase = info.phase();
         if is_running_phase(phase) {
             state.phase = ExecPhase::Running;
@@ -485,7 +485,7 @@ impl Engine {
         mut state: ExecState,
         message: String,
         panic: bool,
-        buffered: Buffered,
+        buffered: RoundWrites,
         started: Instant,
     ) -> StepOutcome {
         let now = now_ms();
@@ -509,7 +509,7 @@ impl Engine {
             panic,
             state.handler_errors,
         )];
-        let mut next = Next::Later;
+        let mut next = Next::Resync;
         if state.handler_errors >= self.cfg.max_round_failures {
             let err = ExecutionError::new(
                 "RoundFailures",
@@ -568,7 +568,7 @@ impl Engine {
             commit: RoundCommit {
                 task: Some((attempt, task.clone())),
                 events: vec![
-                    task_event(&src, &info, Extra::CacheHit),
+                    task_event(&src, &info, TaskEventExtra::CacheHit),
                     terminal_event(attempt, now, ExecPhase::Succeeded, None, true),
                 ],
                 outputs: Some((attempt, outputs)),
@@ -637,14 +637,14 @@ impl Engine {
                                 raw.err().cloned(),
                                 raw.cleanup_on_failure(),
                             );
-                            events.push(task_event(&src, &p, Extra::Raw));
+                            events.push(task_event(&src, &p, TaskEventExtra::Raw));
                         }
                         let aborted = PhaseInfo::failed(
                             Phase::ABORTED,
                             Some(ExecutionError::new("Task Aborted", f.reason.clone(), ErrorKind::User)),
                             None,
                         );
-                        events.push(task_event(&src, &aborted, Extra::None));
+                        events.push(task_event(&src, &aborted, TaskEventExtra::None));
                     }
                 }
             }
@@ -687,7 +687,7 @@ impl Engine {
                         tokens_released: released,
                         ..RoundCommit::state_only(id, state)
                     },
-                    next: Next::Later,
+                    next: Next::Resync,
                     task: a.record.task.clone(),
                     persist: true,
                 };

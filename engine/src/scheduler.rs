@@ -26,7 +26,7 @@ pub enum Next {
     /// Something changed: run again now.
     Now,
     /// Nothing changed (or the step failed): resync later, with backoff.
-    Later,
+    Resync,
     /// Terminal: forget it.
     Done,
 }
@@ -222,13 +222,13 @@ impl<T: Job> Scheduler<T> {
                 g.out += 1;
                 self.send(job);
             }
-            Next::Later if dirty && !stopping => {
+            Next::Resync if dirty && !stopping => {
                 e.timer_gen += 1;
                 g.out += 1;
                 self.send(job);
             }
             Next::Now => e.job = Some(job),
-            Next::Later => {
+            Next::Resync => {
                 let n = job.no_change();
                 let shift = (*n).min(16);
                 *n = n.saturating_add(1);
@@ -361,7 +361,7 @@ mod tests {
         let j = recv(&rx);
         assert_eq!(ids(&rx).len(), 0, "queued once");
         assert!(s.take(&j), "a signal before the step is handled by it");
-        s.done(j, Next::Later);
+        s.done(j, Next::Resync);
         assert_eq!(ids(&rx).len(), 0, "not dirty: waits for its timer");
         s.enqueue("a");
         let j = recv(&rx);
@@ -369,7 +369,7 @@ mod tests {
         s.enqueue("a");
         assert_eq!(ids(&rx).len(), 0, "in flight: only marked dirty");
         assert_eq!(s.depth(), (0, 1, 1));
-        s.done(j, Next::Later);
+        s.done(j, Next::Resync);
         let j = recv(&rx);
         assert_eq!(j.0, "a");
         assert!(s.take(&j));
@@ -409,7 +409,7 @@ mod tests {
         for _ in 0..4 {
             assert!(s.take(&j));
             let start = Instant::now();
-            s.done(j, Next::Later);
+            s.done(j, Next::Resync);
             j = recv(&rx);
             gaps.push(start.elapsed());
         }
