@@ -154,7 +154,7 @@ fn describe(v: &Value) -> String {
 fn wait(client: &Client, id: &str, submitted: &Value, timeout: Duration, format: Format) -> anyhow::Result<ExitCode> {
     let start = Instant::now();
     let mut last = String::new();
-    if submitted.get("phase").is_some_and(Value::is_string) && !is_terminal(submitted["phase"].as_str().unwrap_or("")) {
+    if submitted["phase"].as_str().is_some_and(|p| !is_terminal(p)) {
         last = describe(submitted);
         eprintln!("{:>7.2}s  {id}  {last}", 0.0);
     }

@@ -124,20 +124,15 @@ fn remove_stale(from: &Path, to: &Path) {
         if name == "target" {
             continue;
         }
-        let source = from.join(&name);
-        let stale = match (source.is_dir(), entry.path().is_dir()) {
-            (_, _) if !source.exists() => true,
-            (is_dir, was_dir) => is_dir != was_dir,
-        };
-        if !stale && source.is_dir() {
-            remove_stale(&source, &entry.path());
-        } else if stale {
-            let path = entry.path();
+        let (source, path) = (from.join(&name), entry.path());
+        if !source.exists() || source.is_dir() != path.is_dir() {
             let removed = match path.is_dir() {
                 true => std::fs::remove_dir_all(&path),
                 false => std::fs::remove_file(&path),
             };
             removed.unwrap_or_else(|e| panic!("removing the stale copy {}: {e}", path.display()));
+        } else if source.is_dir() {
+            remove_stale(&source, &path);
         }
     }
 }
