@@ -532,97 +532,11 @@ fn failed_commits_are_retried_without_losing_or_duplicating_effects() {
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Arc;
 
-    use kozmo_engine::model::{
-        ErrorDocument, EventRecord, EventRow, ExecutionRecord, NewExecution, RoundCommit, TokenRow,
-    };
     use kozmo_engine::resources::ResourceManagerBuilder;
-    use kozmo_engine::store::{CrashVictim, InsertOutcome, MemoryStore, StoreError, StoreResult, WriteTxn};
+    use kozmo_engine::store::MemoryStore;
     use kozmo_engine::Engine;
-    use kozmo_interface::LiteralMap;
     use kozmo_store_sqlite::SqliteStore;
-
-    /// Fails the commits `fails` picks (a disk that is full now and then):
-    /// batches (`commit`) and, over SQLite, streamed transactions (`begin`).
-    struct Flaky {
-        inner: Box<dyn Store>,
-        calls: AtomicU32,
-        fails: fn(u32) -> bool,
-    }
-    /// A streamed transaction whose commit fails (its writes roll back).
-    struct FailingTxn<'a>(Box<dyn WriteTxn + 'a>);
-    impl WriteTxn for FailingTxn<'_> {
-        fn insert(&mut self, n: &NewExecution) -> StoreResult<InsertOutcome> {
-            self.0.insert(n)
-        }
-        fn apply(&mut self, c: &RoundCommit) -> StoreResult<()> {
-            self.0.apply(c)
-        }
-        fn commit(self: Box<Self>) -> StoreResult<()> {
-            Err(StoreError("disk full".into()))
-        }
-    }
-    impl Store for Flaky {
-        fn begin(&self) -> StoreResult<Option<Box<dyn WriteTxn + '_>>> {
-            let fail = (self.fails)(self.calls.fetch_add(1, Ordering::SeqCst));
-            Ok(self.inner.begin()?.map(|t| match fail {
-                true => Box::new(FailingTxn(t)) as Box<dyn WriteTxn + '_>,
-                false => t,
-            }))
-        }
-        fn insert_execution(&self, n: &NewExecution) -> StoreResult<InsertOutcome> {
-            self.inner.insert_execution(n)
-        }
-        fn get_execution(&self, id: &str) -> StoreResult<Option<ExecutionRecord>> {
-            self.inner.get_execution(id)
-        }
-        fn list_executions(
-            &self,
-            p: Option<ExecPhase>,
-            l: usize,
-            a: Option<&str>,
-        ) -> StoreResult<Vec<ExecutionRecord>> {
-            self.inner.list_executions(p, l, a)
-        }
-        fn load_active(&self) -> StoreResult<Vec<ExecutionRecord>> {
-            self.inner.load_active()
-        }
-        fn commit(&self, batch: &mut [RoundCommit]) -> StoreResult<()> {
-            if (self.fails)(self.calls.fetch_add(1, Ordering::SeqCst)) {
-                return Err(StoreError("disk full".into()));
-            }
-            self.inner.commit(batch)
-        }
-        fn request_abort(&self, id: &str, r: &str) -> StoreResult<bool> {
-            self.inner.request_abort(id, r)
-        }
-        fn events(&self, id: &str) -> StoreResult<Vec<EventRecord>> {
-            self.inner.events(id)
-        }
-        fn outputs(&self, id: &str, a: u32) -> StoreResult<Option<LiteralMap>> {
-            self.inner.outputs(id, a)
-        }
-        fn error_document(&self, id: &str, a: u32) -> StoreResult<Option<ErrorDocument>> {
-            self.inner.error_document(id, a)
-        }
-        fn tokens(&self) -> StoreResult<Vec<TokenRow>> {
-            self.inner.tokens()
-        }
-        fn catalog_get(&self, k: &str) -> StoreResult<Option<LiteralMap>> {
-            self.inner.catalog_get(k)
-        }
-        fn catalog_put(&self, k: &str, o: &LiteralMap) -> StoreResult<()> {
-            self.inner.catalog_put(k, o)
-        }
-        fn count_by_phase(&self) -> StoreResult<std::collections::BTreeMap<ExecPhase, u64>> {
-            self.inner.count_by_phase()
-        }
-        fn append_events(&self, id: &str, events: &[EventRow]) -> StoreResult<()> {
-            self.inner.append_events(id, events)
-        }
-        fn count_crashes(&self, victims: &[CrashVictim], at_ms: i64) -> StoreResult<Vec<u32>> {
-            self.inner.count_crashes(victims, at_ms)
-        }
-    }
+    use support::faulty_store::{FaultyStore, Write};
 
     // Every other commit fails (retried in place); then the first 6 fail
     // (the batch is given up, memory reloaded from the store, step redone);
@@ -640,11 +554,14 @@ fn failed_commits_are_retried_without_losing_or_duplicating_effects() {
             true => Box::new(SqliteStore::open_in(&dir.path().join("db")).unwrap()),
             false => Box::new(MemoryStore::new()),
         };
-        let store = Arc::new(Flaky {
-            inner,
-            calls: AtomicU32::new(0),
-            fails,
-        });
+        // Batches (`commit`) and, over SQLite, streamed transactions count
+        // alike; `fails` picks by that count.
+        let calls = Arc::new(AtomicU32::new(0));
+        let counted = calls.clone();
+        let store = Arc::new(FaultyStore::new(inner, move |w| match w {
+            Write::Commit(_) | Write::TxnCommit(_) => fails(counted.fetch_add(1, Ordering::SeqCst)),
+            Write::CatalogPut => false,
+        }));
         let engine = Engine::start(
             support::test_config(dir.path()),
             store.clone() as Arc<dyn Store>,
@@ -680,7 +597,7 @@ fn failed_commits_are_retried_without_losing_or_duplicating_effects() {
             events.iter().filter(|e| e.event.kind == event_kind::TERMINAL).count(),
             1
         );
-        assert!(store.calls.load(Ordering::SeqCst) >= min_calls);
+        assert!(calls.load(Ordering::SeqCst) >= min_calls);
         engine.shutdown(Duration::from_secs(5));
     }
 }

@@ -3,6 +3,8 @@
 //! helpers to submit scripts and wait for outcomes.
 #![allow(dead_code)]
 
+pub mod faulty_store;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
