@@ -120,7 +120,8 @@ fn free_form(path: &str) -> bool {
 }
 
 /// Serde accepts a list for a struct (fields by position): `"metadata": []`
-/// would silently mean "all defaults". Every struct of a task is an object.
+/// would silently mean "all defaults"; and null for an optional one. Every
+/// struct of a task is an object.
 fn check_objects(v: &Value, path: &str, shown: &dyn Fn(&str) -> String) -> Result<(), SpecError> {
     let Value::Object(map) = v else { return Ok(()) };
     for (key, child) in map {
@@ -136,6 +137,12 @@ fn check_objects(v: &Value, path: &str, shown: &dyn Fn(&str) -> String) -> Resul
             Value::Array(_) if struct_field(&p) => {
                 let s = shown(&p);
                 return Err(bad(format!("`{s}` must be a JSON object, not a list"), s));
+            }
+            // An optional struct would take null as "absent" where every
+            // other struct refuses it: one rule for all.
+            Value::Null if struct_field(&p) => {
+                let s = shown(&p);
+                return Err(bad(format!("`{s}` must be a JSON object (or left out), not null"), s));
             }
             Value::Object(_) => check_objects(child, &p, shown)?,
             _ => {}

@@ -166,3 +166,24 @@ fn path_components_are_checked_where_they_are() {
     }
     parse_spec(json!({"type": "echo", "execution": {"node_id": "n-1.b_2", "project": "p", "domain": "dev"}})).unwrap();
 }
+
+#[test]
+fn null_where_an_object_belongs_is_refused_like_a_list() {
+    // Every struct of a task refuses null; `container` (optional in the
+    // template) used to take it as "no container", unlike the others and
+    // unlike the OpenAPI document, which says object.
+    for (body, path) in [
+        (json!({"type": "echo", "container": null}), "container"),
+        (
+            json!({"template": {"type": "echo", "container": null}}),
+            "template.container",
+        ),
+        (json!({"type": "echo", "metadata": null}), "metadata"),
+    ] {
+        let (at, detail) = refused(body);
+        assert_eq!(at, path);
+        assert!(detail.contains("object"), "{detail}");
+    }
+    // Free-form fields take any JSON, null included.
+    assert!(parse_spec(json!({"type": "echo", "custom": null})).is_ok());
+}
