@@ -381,8 +381,8 @@ pub struct TaskBody {
     /// Plugin-specific configuration (any JSON).
     #[serde(default)]
     pub custom: Value,
-    /// A command: command, args, env.
+    /// A command: command, args, env; null or left out for none.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub container: Value,
 }

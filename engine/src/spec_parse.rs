@@ -120,8 +120,10 @@ fn free_form(path: &str) -> bool {
 }
 
 /// Serde accepts a list for a struct (fields by position): `"metadata": []`
-/// would silently mean "all defaults"; and null for an optional one. Every
-/// struct of a task is an object.
+/// would silently mean "all defaults". Every struct of a task is an object,
+/// and null is refused where the struct is required; an optional struct
+/// (`template.container`) takes null as "none", the form the store's
+/// canonical JSON writes it in.
 fn check_objects(v: &Value, path: &str, shown: &dyn Fn(&str) -> String) -> Result<(), SpecError> {
     let Value::Object(map) = v else { return Ok(()) };
     for (key, child) in map {
@@ -138,9 +140,7 @@ fn check_objects(v: &Value, path: &str, shown: &dyn Fn(&str) -> String) -> Resul
                 let s = shown(&p);
                 return Err(bad(format!("`{s}` must be a JSON object, not a list"), s));
             }
-            // An optional struct would take null as "absent" where every
-            // other struct refuses it: one rule for all.
-            Value::Null if struct_field(&p) => {
+            Value::Null if struct_field(&p) && !optional_struct_field(&p) => {
                 let s = shown(&p);
                 return Err(bad(format!("`{s}` must be a JSON object (or left out), not null"), s));
             }
@@ -167,6 +167,13 @@ fn struct_field(path: &str) -> bool {
             | "metadata.overrides.resources"
             | "metadata.overrides.extended_resources"
     )
+}
+
+/// Whether a nested path names a struct-typed field that may be absent
+/// (`Option` in the model): null there means "none", and canonical JSON
+/// writes it so.
+fn optional_struct_field(path: &str) -> bool {
+    path == "template.container"
 }
 
 /// The nested path of the known field nearest to an unknown one, from the

@@ -168,21 +168,32 @@ fn path_components_are_checked_where_they_are() {
 }
 
 #[test]
-fn null_where_an_object_belongs_is_refused_like_a_list() {
-    // Every struct of a task refuses null; `container` (optional in the
-    // template) used to take it as "no container", unlike the others and
-    // unlike the OpenAPI document, which says object.
+fn null_is_refused_where_a_struct_is_required_and_means_none_where_it_is_optional() {
     for (body, path) in [
-        (json!({"type": "echo", "container": null}), "container"),
-        (
-            json!({"template": {"type": "echo", "container": null}}),
-            "template.container",
-        ),
         (json!({"type": "echo", "metadata": null}), "metadata"),
+        (json!({"type": "echo", "id": null}), "id"),
+        (json!({"template": null}), "template"),
+        (
+            json!({"type": "echo", "execution": {"security_context": null}}),
+            "execution.security_context",
+        ),
     ] {
         let (at, detail) = refused(body);
         assert_eq!(at, path);
         assert!(detail.contains("object"), "{detail}");
+    }
+    // `container` is optional: null is "no container", in both forms, and
+    // it is how the canonical JSON (what the store keeps) writes it, so
+    // that JSON reads back as the same spec.
+    for body in [
+        json!({"type": "echo", "container": null}),
+        json!({"template": {"type": "echo", "container": null}}),
+    ] {
+        let spec = parse_spec(body).unwrap();
+        assert!(spec.template.container.is_none());
+        let canonical: serde_json::Value = serde_json::from_str(&spec.to_canonical_json()).unwrap();
+        assert_eq!(canonical["template"]["container"], serde_json::Value::Null);
+        assert_eq!(parse_spec(canonical).unwrap(), spec);
     }
     // Free-form fields take any JSON, null included.
     assert!(parse_spec(json!({"type": "echo", "custom": null})).is_ok());
