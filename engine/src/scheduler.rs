@@ -154,10 +154,14 @@ impl<T: Job> Scheduler<T> {
         self.push(&mut g, &id);
     }
 
-    /// Queues a known execution (signals, abort requests). Unknown or
-    /// terminal executions are ignored.
+    /// Queues a known execution (signals, abort requests) and resets its
+    /// resync backoff: something happened. Unknown or terminal executions
+    /// are ignored.
     pub fn enqueue(&self, id: &str) {
         let mut g = self.lock();
+        if let Some(job) = g.entries.get_mut(id).and_then(|e| e.job.as_mut()) {
+            *job.no_change() = 0;
+        }
         self.push(&mut g, id);
     }
 
@@ -223,6 +227,7 @@ impl<T: Job> Scheduler<T> {
                 self.send(job);
             }
             Next::Resync if dirty && !stopping => {
+                *job.no_change() = 0;
                 e.timer_gen += 1;
                 g.out += 1;
                 self.send(job);
@@ -378,6 +383,27 @@ mod tests {
         assert_eq!(ids(&rx).len(), 0);
         assert_eq!(s.depth(), (0, 0, 0));
         assert!(s.wait_idle(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_signal_resets_the_resync_backoff() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let s = Scheduler::new(tx, Duration::from_secs(60), Duration::from_secs(600));
+        s.add(job("a"));
+        let mut j = recv(&rx);
+        assert!(s.take(&j));
+        j.2 = 5; // five rounds that changed nothing: the next resync is far
+        s.done(j, Next::Resync);
+        assert_eq!(s.with_job("a", |j, _| j.map(|j| j.2)), Some(Some(6)));
+        s.enqueue("a");
+        let mut j = recv(&rx);
+        assert_eq!(j.2, 0, "a signal to a waiting job resets its backoff");
+        assert!(s.take(&j));
+        j.2 = 5;
+        s.enqueue("a"); // while in flight: dirty
+        s.done(j, Next::Resync);
+        let j = recv(&rx);
+        assert_eq!(j.2, 0, "a signal during the step resets it too");
     }
 
     #[test]
