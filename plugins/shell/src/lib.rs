@@ -90,7 +90,13 @@
 //! `stdout`/`stderr` files. The plugin state ([`ShellState`]) holds the
 //! pid/pgid and the paths. Later rounds look for the `exit_code` file;
 //! since the wrapper writes it, the result is found even by a restarted
-//! daemon whose child the process no longer is. A wrapper that is gone
+//! daemon whose child the process no longer is. The round that finds it
+//! runs as soon as the command ends: a thread of the plugin waits for the
+//! wrapper and then signals the execution (`task_refresh_indicator`), so a
+//! command that takes milliseconds completes in milliseconds, not at the
+//! daemon's next resync. A command adopted after a restart (no longer a
+//! child) is looked at by the resync timer instead (`--resync-interval-secs`,
+//! doubling up to `--max-resync-interval-secs`). A wrapper that is gone
 //! without an exit code (killed from outside, machine rebooted) gives a
 //! SYSTEM RetryableFailure `ProcessVanished`.
 //!
@@ -609,12 +615,14 @@ impl Shell {
                 }
             }
         }
+        let refresh = ctx.task_refresh_indicator();
         let started = match process::spawn(
             &argv,
             &container.env,
             &files,
             Some(lock.as_raw_fd()),
             self.run_as.as_ref(),
+            move || refresh.signal(),
         ) {
             Ok(s) => s,
             Err(e) if is_storage_error(&e) => return Err(write_failed("start the command", &work_dir, &e)),

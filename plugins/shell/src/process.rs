@@ -122,7 +122,10 @@ pub struct Started {
 
 /// Starts `argv` through the wrapper in its own process group, without
 /// waiting for it. A detached thread reaps the child so it never lingers as
-/// a zombie of this process.
+/// a zombie of this process, then calls `on_exit`: the wrapper has recorded
+/// the exit status by then, so the plugin's next round finds it (the shell
+/// plugin passes its execution's refresh signal, so that round runs at once
+/// instead of at the next resync).
 ///
 /// `lock_fd` (an open descriptor of `files.lock` this process holds an
 /// exclusive `flock` on) becomes the wrapper's descriptor [`LOCK_FD`], so
@@ -135,6 +138,7 @@ pub fn spawn(
     files: &Files,
     lock_fd: Option<RawFd>,
     run_as: Option<&RunAs>,
+    on_exit: impl FnOnce() + Send + 'static,
 ) -> io::Result<Started> {
     let wrapper_log = File::create(&files.wrapper_log)?;
     let mut cmd = Command::new("/bin/sh");
@@ -211,6 +215,7 @@ pub fn spawn(
         .name(format!("kozmo-shell-reap-{pid}"))
         .spawn(move || {
             let _ = child.wait();
+            on_exit();
         });
     if let Err(e) = reaper {
         log::warn!("shell: cannot start a reaper thread for pid {pid}: {e}; it may linger as a zombie");

@@ -191,6 +191,27 @@ fn environment_is_the_tasks_not_the_daemons() {
 }
 
 #[test]
+fn the_end_of_the_command_signals_the_execution_and_the_next_round_has_the_result() {
+    // The daemon runs the signalled round at once instead of at its resync:
+    // a command of milliseconds completes in milliseconds.
+    let raw = raw_dir();
+    let ctx = ctx_in(raw.path(), template(&["sh", "-c", "sleep 0.2; echo done"], &[], &[]));
+    let first = Shell::default().handle(&ctx).unwrap().into_info();
+    assert_eq!(first.phase(), Phase::RUNNING);
+    ctx.next_round();
+    assert_eq!(ctx.signal_count(), 0, "no signal while the command runs");
+    wait_for("the exit signal", Duration::from_secs(10), || ctx.signal_count() > 0);
+    let after = Shell::default().handle(&ctx).unwrap().into_info();
+    assert_eq!(
+        after.phase(),
+        Phase::SUCCESS,
+        "the signalled round finds the exit status: {after}"
+    );
+    assert_eq!(ctx.outputs().unwrap()["stdout"], Literal::String("done".into()));
+    assert_eq!(ctx.signal_count(), 1, "one signal per command");
+}
+
+#[test]
 fn handle_does_not_block_and_abort_stops_the_task() {
     let raw = raw_dir();
     let ctx = ctx_in(raw.path(), template(&["sleep"], &["{{ .Inputs.seconds }}"], &[]))
