@@ -34,19 +34,24 @@
 //!      (version 0) and keep no state, so the next round asks again.
 //! 2. With state: Running (version 0, the remaining time in
 //!    `custom_info`) until the time is up, then Success with the output and
-//!    the counter incremented. `handle` never sleeps itself.
+//!    the counter incremented. `handle` never sleeps itself: a Running
+//!    round sets an alarm (one thread per sleeping execution, at most one
+//!    each) that signals the execution when its time is up, so the round
+//!    that succeeds runs then, not at the daemon's next resync.
 //! 3. `finalize` releases the token (releasing a token not held is fine, so
 //!    it is idempotent); `abort` has nothing to do since `finalize` follows.
 
 #![deny(missing_docs)]
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kozmo_interface::serde_json::{self, json};
 use kozmo_interface::{
     AllocationStatus, Counter, Literal, LiteralMap, PhaseInfo, Plugin, PluginEntry, PluginError, PluginLoader,
     PluginStateReaderExt, PluginStateWriterExt, ResourceConstraintsSpec, ResourceNamespace, Result, SetupContext,
-    TaskExecutionContext, TaskInfo, Transition,
+    SignalAsync, TaskExecutionContext, TaskInfo, Transition,
 };
 use serde::{Deserialize, Serialize};
 
@@ -128,10 +133,46 @@ pub fn parse_quota(text: &str) -> Result<i64> {
     ))
 }
 
+/// Wake-ups of sleeping executions: at most one pending alarm per token.
+#[derive(Default)]
+struct Alarms {
+    pending: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Alarms {
+    /// Signals `signal` after `delay`, unless an alarm for `token` is
+    /// already pending (a resync round of a sleeping execution sets none).
+    fn set(&self, token: String, delay: Duration, signal: Arc<dyn SignalAsync>) {
+        let pending = self.pending.clone();
+        if !lock(&pending).insert(token.clone()) {
+            return;
+        }
+        let thread = std::thread::Builder::new().name("kozmo-sleep-alarm".into()).spawn({
+            let token = token.clone();
+            let pending = pending.clone();
+            move || {
+                std::thread::sleep(delay);
+                lock(&pending).remove(&token);
+                signal.signal();
+            }
+        });
+        if let Err(e) = thread {
+            // The daemon's resync still notices the end of the sleep.
+            log::warn!("sleep-quota: no alarm thread for {token} ({e}); the sleep ends at a resync");
+            lock(&pending).remove(&token);
+        }
+    }
+}
+
+fn lock(set: &Mutex<HashSet<String>>) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    set.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Sleeps across rounds while holding a quota slot (see the crate docs).
 pub struct SleepQuota {
     quota: i64,
     completed: Counter,
+    alarms: Alarms,
 }
 
 impl SleepQuota {
@@ -151,7 +192,11 @@ impl SleepQuota {
             .metrics_scope()
             .counter("sleeps_completed", "sleep-quota tasks that finished their sleep")?;
         log::info!("sleep-quota: {quota} slot(s) in namespace {NAMESPACE}");
-        Ok(SleepQuota { quota, completed })
+        Ok(SleepQuota {
+            quota,
+            completed,
+            alarms: Alarms::default(),
+        })
     }
 
     /// The quota registered at load time.
@@ -208,6 +253,12 @@ impl SleepQuota {
     fn sleep(&self, ctx: &dyn TaskExecutionContext, state: &SleepState) -> Result<PhaseInfo> {
         let elapsed = now_ms().saturating_sub(state.acquired_at_ms) as f64 / 1000.0;
         if elapsed < state.seconds {
+            // Rounded up to the millisecond, so the signalled round finds the time up.
+            let remaining = Duration::try_from_secs_f64(state.seconds - elapsed)
+                .unwrap_or(Duration::MAX)
+                .saturating_add(Duration::from_millis(1));
+            self.alarms
+                .set(Self::token(ctx), remaining, ctx.task_refresh_indicator());
             let info = TaskInfo {
                 custom_info: json!({ "seconds": state.seconds, "remaining_seconds": state.seconds - elapsed }),
                 ..TaskInfo::default()

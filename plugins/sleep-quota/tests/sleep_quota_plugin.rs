@@ -178,6 +178,37 @@ fn a_granted_task_sleeps_across_rounds_then_succeeds() {
 }
 
 #[test]
+fn a_sleeping_task_signals_once_when_its_time_is_up() {
+    // The daemon would run the succeeding round at that signal instead of
+    // at its next resync; resync rounds in between set no second alarm.
+    let setup = TestSetupContext::new();
+    let plugin = load(&setup);
+    let ctx = task("sleeper-alarm", Literal::Float(0.3)).with_quota(NAMESPACE, 1);
+    let started = Instant::now();
+    assert_eq!(round(&*plugin, &ctx).phase(), Phase::QUEUED);
+    for _ in 0..3 {
+        assert_eq!(round(&*plugin, &ctx).phase(), Phase::RUNNING);
+    }
+    assert_eq!(ctx.signal_count(), 0, "no signal before the time is up");
+    while ctx.signal_count() == 0 {
+        assert!(started.elapsed() < Duration::from_secs(10), "no signal within 10 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        round(&*plugin, &ctx).phase(),
+        Phase::SUCCESS,
+        "the signalled round finds the time up"
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(ctx.signal_count(), 1, "one alarm for the three Running rounds");
+}
+
+#[test]
 fn with_quota_one_the_second_task_waits_until_the_first_is_finalized() {
     let plugin = load(&TestSetupContext::new());
     let slots = Arc::new(SharedSlots::new(1));
