@@ -84,6 +84,37 @@ fn examples_through_the_cli_with_wait_exit_codes() {
 }
 
 #[test]
+fn a_shell_task_finishes_far_below_the_default_resync_in_process_and_isolated() {
+    // The daemon's default resync is 5 s; the shell plugin signals when its
+    // command ends, so a command of milliseconds is done in milliseconds,
+    // whether the plugin runs in the daemon or in its own process.
+    for isolate in [false, true] {
+        let root = tempfile::tempdir().unwrap();
+        let mut extra = vec!["--resync-interval-secs", "5"];
+        if isolate {
+            extra.extend(["--isolate", "shell"]);
+        }
+        let d = Daemon::start(root.path(), &PLUGINS, &extra);
+        for i in 0..3 {
+            let start = Instant::now();
+            let out = d.cli(&[
+                "submit",
+                example("shell-hello.json").to_str().unwrap(),
+                "--id",
+                &format!("quick-{i}"),
+                "--wait",
+            ]);
+            let took = start.elapsed();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                took < Duration::from_secs(2),
+                "isolated {isolate}: a shell task of milliseconds took {took:?} (the resync is 5 s)"
+            );
+        }
+    }
+}
+
+#[test]
 fn idempotent_resubmit_conflict_and_every_4xx() {
     let root = tempfile::tempdir().unwrap();
     let d = Daemon::start(

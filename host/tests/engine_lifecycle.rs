@@ -229,6 +229,37 @@ fn quota_wait_then_grant_after_release() {
 }
 
 #[test]
+fn a_released_token_wakes_its_waiter_without_the_resync() {
+    // Resync 60 s: only the release can start the waiter's next round.
+    let h = Harness::with(
+        |c| {
+            c.resync_interval = Duration::from_secs(60);
+            c.max_resync_interval = Duration::from_secs(60);
+        },
+        &[("q", 1)],
+    );
+    let holder = json!({"custom": {
+        "rounds": [{"allocate": {"namespace": "q", "token": "t"}, "phase": "Running", "version": 1}],
+        "finalize": {"release": [{"namespace": "q", "token": "t"}]}
+    }});
+    let a = h.submit("holder", holder);
+    h.wait(&a, |v| v.plugin_phase == "PhaseRunning");
+    let b = h.submit(
+        "waiter",
+        json!({"custom": {"rounds": [{"allocate": {"namespace": "q", "token": "t"}, "phase": "Success"}]}}),
+    );
+    h.wait(&b, |v| v.plugin_phase == "PhaseWaitingForResources");
+    let start = std::time::Instant::now();
+    h.engine.abort(&a, "make room").unwrap();
+    assert_eq!(h.wait_terminal(&b).phase, ExecPhase::Succeeded);
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "the waiter waited for the 60 s resync: {:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
 fn tokens_left_after_finalize_are_released_by_the_host() {
     let h = Harness::with(|_| {}, &[("q", 5)]);
     let t = json!({"custom": {"rounds": [
@@ -422,6 +453,51 @@ fn the_signal_requeues_at_once() {
     let start = std::time::Instant::now();
     assert_eq!(h.wait_terminal(&id).phase, ExecPhase::Succeeded);
     assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn a_signal_from_the_plugins_own_thread_runs_the_next_round_without_the_resync() {
+    // Resync 60 s. A round that changed something is followed at once; each
+    // round that changed nothing (the 2nd, 4th and 6th) is followed only
+    // because the plugin's own thread signals 50 ms after a call returned
+    // (as a plugin that waits on a child process or a remote job does).
+    // Every progress version is recorded as its own event.
+    let h = Harness::with(
+        |c| {
+            c.resync_interval = Duration::from_secs(60);
+            c.max_resync_interval = Duration::from_secs(60);
+        },
+        &[],
+    );
+    let t = rounds(json!([
+        {"phase": "Running", "version": 1, "signal_after_ms": 50},
+        {"phase": "Running", "version": 1, "signal_after_ms": 50},
+        {"phase": "Running", "version": 2, "signal_after_ms": 50},
+        {"phase": "Running", "version": 2, "signal_after_ms": 50},
+        {"phase": "Running", "version": 3, "signal_after_ms": 50},
+        {"phase": "Running", "version": 3, "signal_after_ms": 50},
+        {"phase": "Success"}
+    ]));
+    let start = std::time::Instant::now();
+    let id = h.submit("progressing", t);
+    assert_eq!(h.wait_terminal(&id).phase, ExecPhase::Succeeded);
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "the rounds waited for the 60 s resync: {:?}",
+        start.elapsed()
+    );
+    let running: Vec<u32> = h
+        .task_events(&id)
+        .into_iter()
+        .filter(|(phase, _)| phase == "PhaseRunning")
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(running, vec![1, 2, 3], "every intermediate Running version is an event");
+    assert_eq!(
+        h.calls(&id).iter().filter(|c| c.starts_with("handle")).count(),
+        7,
+        "each scripted round ran once"
+    );
 }
 
 #[test]

@@ -42,7 +42,13 @@ pub struct ServeArgs {
     /// Most workers, spares for slow plugin calls included.
     #[arg(long, env = "KOZMO_MAX_WORKERS")]
     pub max_workers: Option<usize>,
-    /// Seconds between re-evaluations of executions that have not signalled.
+    /// Seconds before an execution whose last round changed nothing is looked
+    /// at again (default 5). A safety net for plugins that never signal: a
+    /// plugin's signal (the bundled shell and sleep-quota plugins send one when
+    /// their command or sleep ends), a released quota token or an abort runs
+    /// the next round at once and resets the wait. A round that changed
+    /// something is followed at once. The wait doubles after each round that
+    /// changed nothing, up to the larger of this value and 5 s.
     #[arg(long, env = "KOZMO_RESYNC_INTERVAL_SECS")]
     pub resync_interval_secs: Option<f64>,
     /// Directory of secret files.

@@ -76,9 +76,11 @@ impl Daemon {
             .arg(&self.data)
             .arg("--plugins-dir")
             .arg(&self.plugins)
-            .arg("--resync-interval-secs")
-            .arg("0.2")
             .args(&self.extra);
+        // Tests that pass their own resync interval (or its default) get it.
+        if !self.extra.iter().any(|a| a == "--resync-interval-secs") {
+            cmd.arg("--resync-interval-secs").arg("0.2");
+        }
         if !self.extra.iter().any(|a| a == "--listen") {
             cmd.arg("--listen").arg("127.0.0.1:0");
         }
