@@ -14,6 +14,9 @@
 //!   endpoint, the 1-connection p50) against the in-process engine;
 //! * [`retention`]: a sustained load with `max_executions` retention:
 //!   database size over time, group commit p99 with and without pruning;
+//! * [`wakeups`]: the `shell` part (shell tasks through the real daemon
+//!   against `xargs`, and one task's submit → Succeeded) and the `signal`
+//!   part (a plugin's `signal()` to its next round);
 //! * [`report`]: machine facts, the P1 figures `cargo bench` left behind,
 //!   the results table (terminal and Markdown) and the throughput plot.
 
@@ -24,6 +27,7 @@ pub mod load;
 pub mod report;
 pub mod retention;
 pub mod sqlite_raw;
+pub mod wakeups;
 
 pub use engine::BenchPlugin;
 

@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::bench::engine::{self, StoreKind};
 use crate::bench::report::{self, Machine, Results, NOTES_MARKER};
-use crate::bench::{http, isolated, load, sqlite_raw};
+use crate::bench::{http, isolated, load, sqlite_raw, wakeups};
 
 /// Options of `kozmo bench`.
 #[derive(Debug, Args)]
@@ -66,6 +66,17 @@ What each figure measures (goals from the benchmark issue):
       rate measured in the same part (goals: >= 0.5 at 64 connections,
       >= 0.8 for the batch endpoint); submit -> Succeeded p50 at 1
       connection / in-process (goal <= 1.3x, --latency-samples each).
+  shell  the real daemon (this binary's `serve`, default configuration,
+      resync 5 s) with the shell plugin of --plugins-dir: --shell-tasks
+      `sh -c true` tasks in one batch request, to the last Succeeded,
+      against `seq N | xargs -P<workers> -n1 sh -c true` in the same run
+      (goal >= 0.5); then one task at a time, submit -> Succeeded p50
+      (goal <= 20 ms; the plugin signals when its command ends). Needs
+      libkozmo_plugin_shell.so (`cargo build --release -p
+      kozmo-plugin-shell`).
+  signal  a native plugin whose own thread signals its execution 3 ms
+      after each round, on SQLite with a 1 h resync: signal() -> start of
+      the next handle, p50/p99 (goal p50 <= 1 ms).
 
 Results go to --output (hand-written notes after the marker line of an
 existing file are kept) and the P2 plot to --plot (SVG). With --only, just
@@ -78,8 +89,9 @@ pub struct BenchArgs {
     /// SVG plot of P2 rounds/s against executions in flight [default: docs/bench-throughput.svg; none with --only].
     #[arg(long)]
     pub plot: Option<PathBuf>,
-    /// Run only these parts, comma-separated: p2, p3, p4, p5, p6, latency, http, retention [default: all].
-    #[arg(long, value_delimiter = ',', value_parser = ["p2", "p3", "p4", "p5", "p6", "latency", "http", "retention"])]
+    /// Run only these parts, comma-separated: p2, p3, p4, p5, p6, latency, http, retention, shell, signal
+    /// [default: all].
+    #[arg(long, value_delimiter = ',', value_parser = ["p2", "p3", "p4", "p5", "p6", "latency", "http", "retention", "shell", "signal"])]
     pub only: Vec<String>,
     /// Smoke run: tiny sizes for every measurement (figures meaningless).
     #[arg(long)]
@@ -136,6 +148,12 @@ pub struct BenchArgs {
     /// Retention: milliseconds between prune passes [default: 1000; quick: 100].
     #[arg(long)]
     pub retention_interval_ms: Option<u64>,
+    /// shell: tasks through the daemon and through xargs [default: 1000; quick: 50].
+    #[arg(long)]
+    pub shell_tasks: Option<usize>,
+    /// shell and signal: one-at-a-time samples [default: 200 shell tasks, 1000 signals; quick: 5, 20].
+    #[arg(long)]
+    pub wakeup_samples: Option<usize>,
     /// Engine worker threads (0: number of cores).
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
@@ -251,7 +269,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         + u64::from(args.runs("p5"))
         + 2 * u64::from(args.runs("p4"))
         + u64::from(args.runs("http"))
-        + u64::from(args.runs("retention"));
+        + u64::from(args.runs("retention"))
+        + u64::from(args.runs("shell"))
+        + u64::from(args.runs("signal"));
     let pb = ProgressBar::new(phases);
     pb.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {wide_msg}")
@@ -371,10 +391,40 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    let q = args.quick;
+    let shell = args.runs("shell").then(|| {
+        let shell = match plugins_dir.as_deref().and_then(wakeups::shell_library) {
+            None => Err(format!(
+                "no {} in the plugin directory (`cargo build --release -p kozmo-plugin-shell`, or pass --plugins-dir)",
+                wakeups::SHELL_LIBRARY
+            )),
+            Some(lib) => wakeups::shell(
+                &lib,
+                args.shell_tasks.unwrap_or(if q { 50 } else { 1000 }),
+                args.wakeup_samples.unwrap_or(if q { 5 } else { 200 }),
+                workers,
+                &pb,
+            )
+            .map_err(|e| format!("{e:#}")),
+        };
+        pb.inc(1);
+        shell
+    });
+    let signal = args.runs("signal").then(|| {
+        let signal = wakeups::signal(args.wakeup_samples.unwrap_or(if q { 20 } else { 1000 }), workers, &pb)
+            .map_err(|e| format!("{e:#}"));
+        pb.inc(1);
+        signal
+    });
+    let wakeups_md = (shell.is_some() || signal.is_some()).then(|| wakeups::markdown(shell.as_ref(), signal.as_ref()));
     pb.finish_and_clear();
-    if args.only.iter().all(|p| p == "retention") && !args.only.is_empty() {
+    let separate = ["retention", "shell", "signal"];
+    if !args.only.is_empty() && args.only.iter().all(|p| separate.contains(&p.as_str())) {
         if let Some(r) = &retention {
             print!("{}", r.markdown());
+        }
+        if let Some(w) = &wakeups_md {
+            print!("{w}");
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -400,6 +450,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     print!("{}", results.text_table());
     if let Some(r) = &retention {
         print!("\n{}", r.markdown());
+    }
+    if let Some(w) = &wakeups_md {
+        print!("\n{w}");
     }
 
     let (output, plot) = args.files();
@@ -436,6 +489,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         md = md.replacen(
             NOTES_MARKER,
             &format!("## Retention\n\n{}\n{NOTES_MARKER}", r.markdown()),
+            1,
+        );
+    }
+    if let Some(w) = &wakeups_md {
+        md = md.replacen(
+            NOTES_MARKER,
+            &format!("## Wake-ups: shell tasks and signals\n\n{w}\n{NOTES_MARKER}"),
             1,
         );
     }

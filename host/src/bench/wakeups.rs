@@ -1,0 +1,394 @@
+//! Wake-ups: how soon a round follows the event it waits for.
+//!
+//! * `shell`: the real daemon (`kozmo serve`, this binary, default resync
+//!   of 5 s) with the shell plugin from the plugin directory runs `tasks`
+//!   `sh -c true` tasks submitted in one batch, timed from the request to
+//!   the last Succeeded, against `seq tasks | xargs -P<workers> -n1 sh -c
+//!   true` in the same run (goal ≥ 0.5); then one such task at a time,
+//!   submit → Succeeded p50 (goal ≤ 20 ms: far below the resync, because
+//!   the plugin signals when its command ends).
+//! * `signal`: an engine on SQLite (the daemon's store) with a native
+//!   plugin whose own thread signals its execution a few milliseconds after
+//!   each round; the time from `signal()` to the start of the next `handle`,
+//!   p50/p99 (goal p50 ≤ 1 ms). The resync is an hour: only the signal can
+//!   start the round.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use indicatif::ProgressBar;
+use kozmo_interface::{PhaseInfo, Plugin, Result as PResult, TaskExecutionContext, Transition};
+use serde_json::{json, Value};
+
+use crate::isolation::plugin::OnlyPlugin;
+use kozmo_engine::model::{ExecPhase, ExecutionSpec};
+use kozmo_engine::resources::{ResourceBackend, ResourceManagerBuilder};
+use kozmo_engine::{Engine, EngineConfig};
+use kozmo_store_sqlite::{Durability, SqliteStore};
+
+/// The shell plugin's library, looked for in the plugin directory.
+pub const SHELL_LIBRARY: &str = "libkozmo_plugin_shell.so";
+
+/// What the `shell` part measured.
+#[derive(Debug, Clone)]
+pub struct ShellPoint {
+    /// Tasks in the throughput run.
+    pub tasks: usize,
+    /// Daemon workers, and xargs' `-P`.
+    pub workers: usize,
+    /// Through the daemon: batch request to the last Succeeded.
+    pub daemon_seconds: f64,
+    /// `xargs -P<workers>` of the same command.
+    pub xargs_seconds: f64,
+    /// One task at a time, submit → Succeeded, sorted, seconds.
+    pub latencies: Vec<f64>,
+}
+
+impl ShellPoint {
+    /// Daemon rate / xargs rate (goal ≥ 0.5).
+    pub fn ratio(&self) -> f64 {
+        self.xargs_seconds / self.daemon_seconds
+    }
+    /// Submit → Succeeded p50, seconds (goal ≤ 20 ms).
+    pub fn p50(&self) -> f64 {
+        super::quantile(&self.latencies, 0.5)
+    }
+}
+
+/// What the `signal` part measured.
+#[derive(Debug, Clone)]
+pub struct SignalPoint {
+    /// `signal()` → next `handle`, sorted, seconds.
+    pub latencies: Vec<f64>,
+}
+
+impl SignalPoint {
+    /// p50, seconds (goal ≤ 1 ms).
+    pub fn p50(&self) -> f64 {
+        super::quantile(&self.latencies, 0.5)
+    }
+    /// p99, seconds.
+    pub fn p99(&self) -> f64 {
+        super::quantile(&self.latencies, 0.99)
+    }
+}
+
+/// Both parts as a Markdown section body (tables and what they measure).
+pub fn markdown(shell: Option<&Result<ShellPoint, String>>, signal: Option<&Result<SignalPoint, String>>) -> String {
+    let ms = |s: f64| format!("{:.2} ms", s * 1000.0);
+    let mut out = String::from("| measurement | result | goal | met |\n|---|---|---|---|\n");
+    match shell {
+        None => {}
+        Some(Err(e)) => out.push_str(&format!("| shell | not measured: {e} | | |\n")),
+        Some(Ok(s)) => {
+            out.push_str(&format!(
+                "| shell: {} `sh -c true` tasks through the daemon / `xargs -P{}` | {:.2} ({:.0}/s vs {:.0}/s) | ≥ 0.5 | {} |\n",
+                s.tasks,
+                s.workers,
+                s.ratio(),
+                s.tasks as f64 / s.daemon_seconds,
+                s.tasks as f64 / s.xargs_seconds,
+                yes_no(s.ratio() >= 0.5)
+            ));
+            out.push_str(&format!(
+                "| shell: one task submit → Succeeded, default configuration (resync 5 s), p50 / p99 of {} | {} / {} | p50 ≤ 20 ms | {} |\n",
+                s.latencies.len(),
+                ms(s.p50()),
+                ms(super::quantile(&s.latencies, 0.99)),
+                yes_no(s.p50() <= 0.020)
+            ));
+        }
+    }
+    match signal {
+        None => {}
+        Some(Err(e)) => out.push_str(&format!("| signal | not measured: {e} | | |\n")),
+        Some(Ok(s)) => out.push_str(&format!(
+            "| signal: plugin `signal()` → start of its next round (SQLite, resync 1 h), p50 / p99 of {} | {} / {} | p50 ≤ 1 ms | {} |\n",
+            s.latencies.len(),
+            ms(s.p50()),
+            ms(s.p99()),
+            yes_no(s.p50() <= 0.001)
+        )),
+    }
+    out
+}
+
+fn yes_no(met: bool) -> &'static str {
+    if met {
+        "yes"
+    } else {
+        "**no**"
+    }
+}
+
+/// The shell plugin's library in `dir`, if there.
+pub fn shell_library(dir: &Path) -> Option<PathBuf> {
+    Some(dir.join(SHELL_LIBRARY)).filter(|p| p.is_file())
+}
+
+/// `kozmo serve` (this binary) on a temporary data dir with only `library`
+/// in its plugin directory and the default configuration; stopped (by its
+/// pid) when dropped.
+struct Daemon {
+    child: Child,
+    base: String,
+    agent: ureq::Agent,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    fn start(library: &Path, workers: usize) -> anyhow::Result<Daemon> {
+        let dir = tempfile::Builder::new().prefix("kozmo-bench-shell-").tempdir()?;
+        let plugins = dir.path().join("plugins");
+        std::fs::create_dir(&plugins)?;
+        std::fs::copy(library, plugins.join(SHELL_LIBRARY))?;
+        let log = std::fs::File::create(dir.path().join("daemon.log"))?;
+        let mut child = Command::new(std::env::current_exe()?)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--plugins-dir")
+            .arg(&plugins)
+            .args(["--listen", "127.0.0.1:0", "--workers", &workers.to_string()])
+            .env_remove("KOZMO_API_TOKEN")
+            .env_remove("KOZMO_RESYNC_INTERVAL_SECS")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()?;
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(base) = line.strip_prefix("kozmo: listening on ") {
+                    let _ = tx.send(base.trim().to_string());
+                }
+            }
+        });
+        let base = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(base) => base,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let log = std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default();
+                anyhow::bail!("the daemon did not start listening within 30 s; its log:\n{log}");
+            }
+        };
+        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(60)).build();
+        Ok(Daemon {
+            child,
+            base,
+            agent,
+            _dir: dir,
+        })
+    }
+
+    fn phase(&self, id: &str) -> anyhow::Result<String> {
+        let v: Value = self
+            .agent
+            .get(&format!("{}/v1/executions/{id}", self.base))
+            .call()?
+            .into_json()?;
+        Ok(v["phase"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// Waits until `id` is terminal; an end other than Succeeded is an error.
+    fn wait_succeeded(&self, id: &str, deadline: Instant) -> anyhow::Result<()> {
+        loop {
+            match self.phase(id)?.as_str() {
+                "Succeeded" => return Ok(()),
+                p @ ("Failed" | "Aborted") => anyhow::bail!("shell task {id} ended {p}"),
+                _ if Instant::now() > deadline => anyhow::bail!("shell task {id} not done in time"),
+                _ => std::thread::sleep(Duration::from_micros(500)),
+            }
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SIGTERM: the daemon stops its children and exits; then reap it.
+        // SAFETY: kill(2) on the pid of a child this process has not reaped.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn true_task(id: &str) -> Value {
+    json!({"execution_id": id, "type": "shell", "container": {"command": ["sh", "-c", "true"]}})
+}
+
+/// The `shell` part.
+pub fn shell(
+    library: &Path,
+    tasks: usize,
+    samples: usize,
+    workers: usize,
+    pb: &ProgressBar,
+) -> anyhow::Result<ShellPoint> {
+    pb.set_message(format!("shell: xargs -P{workers} of {tasks} `sh -c true`"));
+    let xargs_seconds = xargs(tasks, workers)?;
+
+    let daemon = Daemon::start(library, workers)?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    pb.set_message(format!("shell: {tasks} tasks through the daemon"));
+    let ids: Vec<String> = (0..tasks).map(|i| format!("t{i:06}")).collect();
+    let start = Instant::now();
+    for chunk in ids.chunks(1000) {
+        let body = Value::Array(chunk.iter().map(|id| true_task(id)).collect());
+        daemon
+            .agent
+            .post(&format!("{}/v1/executions:batch", daemon.base))
+            .send_json(body)?;
+    }
+    for id in &ids {
+        daemon.wait_succeeded(id, deadline)?;
+    }
+    let daemon_seconds = start.elapsed().as_secs_f64();
+
+    let mut latencies = Vec::with_capacity(samples);
+    for i in 0..samples {
+        pb.set_message(format!("shell: one task at a time {i}/{samples}"));
+        let id = format!("one{i:06}");
+        let start = Instant::now();
+        daemon
+            .agent
+            .post(&format!("{}/v1/executions", daemon.base))
+            .send_json(true_task(&id))?;
+        daemon.wait_succeeded(&id, deadline)?;
+        latencies.push(start.elapsed().as_secs_f64());
+    }
+    latencies.sort_by(f64::total_cmp);
+    Ok(ShellPoint {
+        tasks,
+        workers,
+        daemon_seconds,
+        xargs_seconds,
+        latencies,
+    })
+}
+
+/// `seq tasks | xargs -P<workers> -n1 sh -c true`, seconds.
+fn xargs(tasks: usize, workers: usize) -> anyhow::Result<f64> {
+    let input: String = (0..tasks).map(|i| format!("{i}\n")).collect();
+    let start = Instant::now();
+    let mut child = Command::new("xargs")
+        .args(["-P", &workers.to_string(), "-n1", "sh", "-c", "true"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("cannot run xargs for the shell reference: {e}"))?;
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("piped");
+        stdin.write_all(input.as_bytes())?;
+    }
+    let status = child.wait()?;
+    anyhow::ensure!(status.success(), "xargs exited with {status}");
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// A native plugin that measures its own wake-ups: each round notes how
+/// long ago its last signal was sent, then a thread of its own signals
+/// again after [`SIGNAL_DELAY`], until `samples` are taken (then Success).
+struct SignalPlugin {
+    samples: usize,
+    shared: Arc<Mutex<Wakeups>>,
+}
+
+#[derive(Default)]
+struct Wakeups {
+    sent: Option<Instant>,
+    latencies: Vec<f64>,
+}
+
+/// How long after a round its signal is sent: long enough for the round to
+/// be home (not in flight), so the latency is the wake-up alone.
+const SIGNAL_DELAY: Duration = Duration::from_millis(3);
+
+impl Plugin for SignalPlugin {
+    fn id(&self) -> &str {
+        "bench-signal"
+    }
+    fn handle(&self, ctx: &dyn TaskExecutionContext) -> PResult<Transition> {
+        let now = Instant::now();
+        let mut w = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(sent) = w.sent.take() {
+            w.latencies.push(now.duration_since(sent).as_secs_f64());
+        }
+        if w.latencies.len() >= self.samples {
+            return Ok(Transition::ephemeral(PhaseInfo::success(None)));
+        }
+        let shared = self.shared.clone();
+        let signal = ctx.task_refresh_indicator();
+        std::thread::spawn(move || {
+            std::thread::sleep(SIGNAL_DELAY);
+            shared.lock().unwrap_or_else(|e| e.into_inner()).sent = Some(Instant::now());
+            signal.signal();
+        });
+        // The same phase and version every round: nothing changes, so only
+        // the signal (not "run again at once") brings the next round.
+        Ok(Transition::ephemeral(PhaseInfo::running(1, None)))
+    }
+}
+
+/// The `signal` part: `samples` wake-ups of one execution.
+pub fn signal(samples: usize, workers: usize, pb: &ProgressBar) -> anyhow::Result<SignalPoint> {
+    pb.set_message(format!("signal: {samples} wake-ups"));
+    let dir = tempfile::Builder::new().prefix("kozmo-bench-signal-").tempdir()?;
+    let store = Arc::new(SqliteStore::open(&dir.path().join("kozmo.db"), Durability::Full)?);
+    let mut cfg = EngineConfig {
+        data_dir: dir.path().to_path_buf(),
+        resync_interval: Duration::from_secs(3600),
+        max_resync_interval: Duration::from_secs(3600),
+        ..EngineConfig::default()
+    };
+    if workers > 0 {
+        cfg.workers = workers;
+    }
+    let shared = Arc::new(Mutex::new(Wakeups::default()));
+    let plugin: Arc<dyn Plugin> = Arc::new(SignalPlugin {
+        samples,
+        shared: shared.clone(),
+    });
+    let resources = ResourceManagerBuilder::new().build() as Arc<dyn ResourceBackend>;
+    let engine = Engine::start(cfg, store, Arc::new(OnlyPlugin(plugin)), resources)
+        .map_err(|e| anyhow::anyhow!("engine: {e}"))?;
+    let spec: ExecutionSpec = serde_json::from_str(r#"{"template": {"type": "bench-signal"}}"#)?;
+    engine
+        .submit(Some("signalled".into()), spec)
+        .map_err(|e| anyhow::anyhow!("submit: {e}"))?;
+    // Each sample takes SIGNAL_DELAY plus the wake-up; a stalled run is an error.
+    let deadline = Instant::now() + SIGNAL_DELAY * samples as u32 * 4 + Duration::from_secs(30);
+    loop {
+        let v = engine.get("signalled").map_err(|e| anyhow::anyhow!("get: {e}"))?;
+        if v.phase.is_terminal() {
+            anyhow::ensure!(
+                v.phase == ExecPhase::Succeeded,
+                "the signal bench execution ended {:?}",
+                v.phase
+            );
+            break;
+        }
+        if Instant::now() > deadline {
+            engine.shutdown(Duration::from_secs(5));
+            anyhow::bail!("the signal bench execution stalled (a signal did not start a round)");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    engine.shutdown(Duration::from_secs(10));
+    let mut latencies = std::mem::take(&mut shared.lock().unwrap_or_else(|e| e.into_inner()).latencies);
+    latencies.sort_by(f64::total_cmp);
+    Ok(SignalPoint { latencies })
+}
