@@ -83,8 +83,13 @@
 //! holding the lock on descriptor 9,
 //!
 //! ```text
-//! /bin/sh -c "echo $$ >pid.tmp && mv -f pid.tmp pid || exit 125; ( 'prog' 'arg' ... ) 9>&- </dev/null >stdout 2>stderr; echo $? >exit_code.tmp && mv -f exit_code.tmp exit_code"
+//! /bin/sh -c "( 'prog' 'arg' ... ) 9>&- </dev/null >stdout 2>stderr; echo $? >exit_code"
 //! ```
+//!
+//! whose process has recorded its own pid in `pid` (written to `pid.tmp`
+//! and renamed, between fork and exec: before anything can run; if that
+//! fails nothing runs and the round fails). `exit_code` is one write of
+//! `<status>\n`: a file without its newline is not written yet.
 //!
 //! then reports Running (version 1) with logs pointing at the local
 //! `stdout`/`stderr` files. The plugin state ([`ShellState`]) holds the
@@ -95,8 +100,8 @@
 //! wrapper and then signals the execution (`task_refresh_indicator`), so a
 //! command that takes milliseconds completes in milliseconds, not at the
 //! daemon's next resync. A command adopted after a restart (no longer a
-//! child) is looked at by the resync timer instead (`--resync-interval-secs`,
-//! doubling up to `--max-resync-interval-secs`). A wrapper that is gone
+//! child) is looked at by the daemon's resync timer instead
+//! (`--resync-interval-secs`). A wrapper that is gone
 //! without an exit code (killed from outside, machine rebooted) gives a
 //! SYSTEM RetryableFailure `ProcessVanished`.
 //!
@@ -438,9 +443,17 @@ fn store_copy(head: &[u8], total_size: u64, path: &Path) -> Vec<u8> {
     copy
 }
 
+/// The first bytes of a small file the wrapper writes (a pid, a status):
+/// never more, whatever the file is.
+fn read_small(path: &Path) -> Option<String> {
+    let mut text = String::new();
+    fs::File::open(path).ok()?.take(32).read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
 /// Reads the pid the wrapper recorded, if it has.
 fn read_pid(path: &Path) -> Option<u32> {
-    let text = fs::read_to_string(path).ok()?;
+    let text = read_small(path)?;
     text.strip_suffix('\n')?.trim().parse().ok().filter(|p| *p > 1)
 }
 
@@ -457,21 +470,19 @@ fn write_failed(what: &str, path: &Path, e: &std::io::Error) -> PluginError {
 }
 
 /// A wrapper that is gone without an exit status because it could not
-/// write (its pid or its status): the write failure, with the wrapper's
-/// own error output.
+/// write it: the write failure, with the wrapper's own error output. (Its
+/// pid is written before it starts: a failure there fails the round that
+/// starts it.)
 fn lost_write(files: &Files) -> Option<PluginError> {
     // The redirection created the file but the write into it failed. A
-    // wrapper killed between the two (an abort right after the start) leaves
-    // the same files, so it counts as a write failure only when the shell
-    // said why (its error output) or the file system has no room left.
-    let empty = |p: &Path| fs::metadata(p).is_ok_and(|m| m.len() == 0);
-    let what = if empty(&files.exit_code_tmp) {
-        "record the command's exit status"
-    } else if !files.pid.exists() && empty(&files.work_dir.join("pid.tmp")) {
-        "record its pid (so it did not run the command)"
-    } else {
+    // wrapper killed between the two (an abort right after the command
+    // ended) leaves the same file, so it counts as a write failure only when
+    // the shell said why (its error output) or the file system has no room
+    // left.
+    if !fs::metadata(&files.exit_code).is_ok_and(|m| m.len() == 0) {
         return None;
-    };
+    }
+    let what = "record the command's exit status";
     let log = read_tail_lines(&files.wrapper_log, 5);
     let no_room = nix::sys::statvfs::statvfs(&files.work_dir).is_ok_and(|v| v.blocks_available() == 0);
     if log.is_empty() && !no_room {
@@ -491,11 +502,11 @@ fn lost_write(files: &Files) -> Option<PluginError> {
     ))
 }
 
-/// Reads the exit status the wrapper recorded, if it has.
+/// Reads the exit status the wrapper recorded, if it has: `<status>\n`,
+/// written in one write; a file read while it is written lacks the newline
+/// and counts as not written yet.
 fn read_exit_code(path: &Path) -> Option<i64> {
-    let text = fs::read_to_string(path).ok()?;
-    // The wrapper writes "<status>\n" then renames: require the newline anyway.
-    text.strip_suffix('\n')?.trim().parse().ok()
+    read_small(path)?.strip_suffix('\n')?.trim().parse().ok()
 }
 
 /// Runs the task's command as a local process (see the crate docs).
@@ -867,21 +878,37 @@ mod lost_write_tests {
     use super::*;
 
     #[test]
-    fn an_empty_pid_file_is_a_write_failure_only_when_the_shell_said_so() {
+    fn an_empty_exit_code_file_is_a_write_failure_only_when_the_shell_said_so() {
         let dir = tempfile::tempdir().unwrap();
         let files = Files::in_dir(dir.path());
-        fs::write(dir.path().join("pid.tmp"), "").unwrap();
         fs::write(&files.wrapper_log, "").unwrap();
-        // Killed between creating pid.tmp and writing it (room on the disk,
-        // nothing said): not a write failure.
+        assert!(lost_write(&files).is_none(), "no exit_code file: not a write failure");
+        fs::write(&files.exit_code, "").unwrap();
+        // Killed between creating exit_code and writing it (room on the
+        // disk, nothing said): not a write failure.
         assert!(lost_write(&files).is_none());
         fs::write(&files.wrapper_log, "sh: echo: I/O error: No space left on device\n").unwrap();
         let e = lost_write(&files).expect("the shell said the write failed");
         assert_eq!(e.code, "ShellWriteFailed");
         assert!(
-            e.message.contains("record its pid") && e.message.contains("No space left"),
+            e.message.contains("exit status") && e.message.contains("No space left"),
             "{}",
             e.message
         );
+        fs::write(&files.exit_code, "0\n").unwrap();
+        assert!(lost_write(&files).is_none(), "a written status is no failure");
+    }
+
+    #[test]
+    fn small_files_are_read_to_their_newline_and_never_far() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("exit_code");
+        for (text, code) in [("0\n", Some(0)), ("127\n", Some(127)), ("12", None), ("", None)] {
+            fs::write(&p, text).unwrap();
+            assert_eq!(read_exit_code(&p), code, "{text:?}");
+        }
+        // A device that never ends (what a hostile symlink could point at).
+        assert_eq!(read_exit_code(Path::new("/dev/zero")), None);
+        assert_eq!(read_pid(Path::new("/dev/zero")), None);
     }
 }

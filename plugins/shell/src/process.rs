@@ -34,15 +34,17 @@ pub struct Files {
     pub stdout: PathBuf,
     /// The command's standard error.
     pub stderr: PathBuf,
-    /// Written (atomically, by rename) with the exit status when the command ends.
+    /// Written with the exit status (`<status>\n`, one write) when the
+    /// command ends; a file without its newline is not written yet.
     pub exit_code: PathBuf,
-    /// The exit status before the rename.
-    pub exit_code_tmp: PathBuf,
     /// The wrapper shell's own error output.
     pub wrapper_log: PathBuf,
-    /// The wrapper's pid, written (by rename) by the wrapper itself before
-    /// it runs the command.
+    /// The wrapper's pid, written (by rename from [`Files::pid_tmp`]) by
+    /// the wrapper's process itself, between fork and exec, so before it
+    /// can run the command.
     pub pid: PathBuf,
+    /// The pid before the rename.
+    pub pid_tmp: PathBuf,
     /// Held (`flock`) by the wrapper for as long as it runs.
     pub lock: PathBuf,
 }
@@ -55,9 +57,9 @@ impl Files {
             stdout: work_dir.join("stdout"),
             stderr: work_dir.join("stderr"),
             exit_code: work_dir.join("exit_code"),
-            exit_code_tmp: work_dir.join("exit_code.tmp"),
             wrapper_log: work_dir.join("wrapper.log"),
             pid: work_dir.join("pid"),
+            pid_tmp: work_dir.join("pid.tmp"),
             lock: work_dir.join("lock"),
         }
     }
@@ -66,32 +68,63 @@ impl Files {
 /// The descriptor number the wrapper holds the lock on (closed for the command).
 pub const LOCK_FD: RawFd = 9;
 
-/// The exit status of a wrapper that could not record its pid.
-pub const PID_WRITE_FAILED: i32 = 125;
-
-/// `mv` by absolute path when it can be found, so that a task's own `PATH`
-/// cannot break the wrapper.
-fn mv_program() -> &'static str {
-    ["/bin/mv", "/usr/bin/mv"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .unwrap_or("mv")
-}
-
-/// The `/bin/sh -c` script, run in the working directory: it records its
-/// own pid in `pid` (and runs nothing if it cannot), runs `argv` in a
-/// subshell with its output redirected and without the lock descriptor,
-/// then records the exit status in `exit_code`. Paths are relative to the
-/// working directory, so a command run as another user needs no access to
-/// the directories above it.
+/// The `/bin/sh -c` script, run in the working directory (its pid is
+/// already recorded, see [`spawn`]): runs `argv` in a subshell with its
+/// output redirected and without the lock descriptor, then records the exit
+/// status in `exit_code` with one write of `<status>\n` (a reader that finds
+/// no newline yet looks again). Paths are relative to the working
+/// directory, so a command run as another user needs no access to the
+/// directories above it. No helper program runs: per task, one `/bin/sh`
+/// and the command's own process (a `mv` for each file, as renames, cost
+/// two more processes per task: most of a short command's cost).
 pub fn wrapper_script(argv: &[String]) -> String {
     format!(
-        "echo $$ >pid.tmp && {mv} -f pid.tmp pid || exit {PID_WRITE_FAILED}; \
-         ( {cmd} ) {LOCK_FD}>&- </dev/null >stdout 2>stderr; \
-         echo $? >exit_code.tmp && {mv} -f exit_code.tmp exit_code",
+        "( {cmd} ) {LOCK_FD}>&- </dev/null >stdout 2>stderr; echo $? >exit_code",
         cmd = quote::join(argv),
-        mv = mv_program(),
     )
+}
+
+/// Writes `<pid>\n` to `tmp` and renames it to `to`, with only
+/// async-signal-safe system calls and no allocation: called between fork
+/// and exec.
+fn write_pid_file(pid: nix::libc::pid_t, tmp: &std::ffi::CStr, to: &std::ffi::CStr) -> io::Result<()> {
+    use nix::libc;
+    let mut digits = [0u8; 24];
+    let mut at = digits.len() - 1;
+    digits[at] = b'\n';
+    let mut n = pid.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let text = &digits[at..];
+    // SAFETY: plain system calls on NUL-terminated paths and a stack buffer.
+    unsafe {
+        let fd = libc::open(
+            tmp.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+            0o644,
+        );
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let written = libc::write(fd, text.as_ptr().cast(), text.len());
+        let write_error = (written != text.len() as isize).then(io::Error::last_os_error);
+        if libc::close(fd) != 0 && write_error.is_none() {
+            return Err(io::Error::last_os_error());
+        }
+        if let Some(e) = write_error {
+            return Err(e);
+        }
+        if libc::rename(tmp.as_ptr(), to.as_ptr()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Tries to take an exclusive `flock` on `file` without waiting: `false`
@@ -121,7 +154,9 @@ pub struct Started {
 }
 
 /// Starts `argv` through the wrapper in its own process group, without
-/// waiting for it. A detached thread reaps the child so it never lingers as
+/// waiting for it. The wrapper's process records its own pid in
+/// `files.pid` between fork and exec (as the `run_as` user, after the
+/// switch): when that fails nothing runs and the error is returned. A detached thread reaps the child so it never lingers as
 /// a zombie of this process, then calls `on_exit`: the wrapper has recorded
 /// the exit status by then, so the plugin's next round finds it (the shell
 /// plugin passes its execution's refresh signal, so that round runs at once
@@ -163,6 +198,15 @@ pub fn spawn(
             .env("LOGNAME", &user.name);
     }
     cmd.envs(env);
+    // Relative to the working directory, the process's current directory by
+    // then (std changes it before the closure runs): a `run_as` user needs
+    // no access to the directories above it.
+    let file_name = |p: &Path| {
+        let name = p.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default();
+        std::ffi::CString::new(name)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a file name holds a NUL byte"))
+    };
+    let (pid_tmp, pid_file) = (file_name(&files.pid_tmp)?, file_name(&files.pid)?);
     let ids = run_as.filter(|u| u.switches()).map(|u| {
         (
             u.uid,
@@ -202,7 +246,9 @@ pub fn spawn(
                     return Err(io::Error::last_os_error());
                 }
             }
-            Ok(())
+            // Before exec, so before the command can run: a recorded pid
+            // is what tells a later round that a wrapper started.
+            write_pid_file(libc::getpid(), &pid_tmp, &pid_file)
         });
     }
     let mut child = cmd.spawn()?;
@@ -391,13 +437,26 @@ mod tests {
     }
 
     #[test]
-    fn the_script_quotes_the_command_and_records_pid_then_status() {
+    fn the_script_quotes_the_command_and_records_the_status() {
         let s = wrapper_script(&["echo".into(), "a'b".into()]);
-        assert!(s.starts_with("echo $$ >pid.tmp && "), "{s}");
-        assert!(
-            s.contains(r"( 'echo' 'a'\''b' ) 9>&- </dev/null >stdout 2>stderr;"),
-            "{s}"
+        assert_eq!(
+            s,
+            r"( 'echo' 'a'\''b' ) 9>&- </dev/null >stdout 2>stderr; echo $? >exit_code"
         );
-        assert!(s.ends_with("-f exit_code.tmp exit_code"), "{s}");
+    }
+
+    #[test]
+    fn the_pid_file_is_the_number_and_a_newline_renamed_into_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = Files::in_dir(dir.path());
+        let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+        for pid in [2, 10, 4_194_304, i32::MAX] {
+            write_pid_file(pid, &c(&files.pid_tmp), &c(&files.pid)).unwrap();
+            assert_eq!(std::fs::read_to_string(&files.pid).unwrap(), format!("{pid}\n"));
+            assert!(!files.pid_tmp.exists());
+        }
+        let missing = dir.path().join("no-such-dir/pid.tmp");
+        let e = write_pid_file(7, &c(&missing), &c(&files.pid)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
     }
 }

@@ -654,14 +654,13 @@ fn a_lost_round_whose_wrapper_died_without_a_status_is_not_started_again() {
 #[test]
 fn a_status_the_wrapper_cannot_write_is_a_handler_error_not_a_silent_running() {
     let raw = raw_dir();
-    // Every write to exit_code.tmp fails with ENOSPC, as on a full disk.
-    let work_dir = raw.path().join("shell");
-    std::fs::create_dir_all(&work_dir).unwrap();
-    std::os::unix::fs::symlink("/dev/full", work_dir.join("exit_code.tmp")).unwrap();
-    let ctx = ctx_in(raw.path(), template(&["true"], &[], &[]));
+    let ctx = ctx_in(raw.path(), template(&["sleep", "1"], &[], &[]));
     assert_eq!(Shell::default().handle(&ctx).unwrap().info().phase(), Phase::RUNNING);
     ctx.next_round();
     let state = state_of(&ctx);
+    // While the command sleeps: every write to exit_code fails with ENOSPC,
+    // as on a full disk.
+    std::os::unix::fs::symlink("/dev/full", Path::new(&state.work_dir).join("exit_code")).unwrap();
     wait_for("the wrapper to end", Duration::from_secs(10), || {
         kozmo_plugin_shell::process::leader(state.pid, state.start_ticks) != kozmo_plugin_shell::process::Leader::Alive
     });
