@@ -281,6 +281,37 @@ impl ExecState {
         }));
     }
 
+    /// Starts succeeding: Finalize, then Succeeded.
+    pub fn succeed(&mut self) {
+        self.phase = ExecPhase::Succeeding;
+        self.finishing = Some(Box::default());
+    }
+
+    /// Ends a finishing phase at `now_ms` (docs/semantics.md#abort-and-finalize)
+    /// and returns the phase entered: Retrying starts the next attempt
+    /// (Running); Succeeding, Failing and Aborting end Succeeded, Failed and
+    /// Aborted, with the finishing step's error (none for Succeeded).
+    pub fn finalize(&mut self, now_ms: i64) -> ExecPhase {
+        let finishing = self.finishing.take();
+        if self.phase == ExecPhase::Retrying {
+            self.attempt += 1;
+            self.attempt_started_at_ms = now_ms;
+            self.handler_errors = 0;
+            self.phase = ExecPhase::Running;
+            return self.phase;
+        }
+        self.phase = match self.phase {
+            ExecPhase::Succeeding => ExecPhase::Succeeded,
+            ExecPhase::Failing => ExecPhase::Failed,
+            _ => ExecPhase::Aborted,
+        };
+        self.error = match self.phase {
+            ExecPhase::Succeeded => None,
+            _ => finishing.and_then(|f| f.error).map(Box::new),
+        };
+        self.phase
+    }
+
     fn enter(&mut self, phase: ExecPhase, call_abort: bool, reason: String, error: ExecutionError) {
         self.phase = phase;
         self.finishing = Some(Box::new(Finishing::new(call_abort, reason, error)));
@@ -454,7 +485,9 @@ pub struct TokenRow {
     pub attempt: u32,
 }
 
-/// Everything one round (or finishing step) changes, committed atomically.
+/// Everything one round (or finishing step) changes, committed atomically;
+/// built with [`RoundCommit::state_only`] and its `with_*` methods
+/// (`engine/src/step/commit.rs`).
 #[derive(Debug, Clone)]
 pub struct RoundCommit {
     /// Execution.
@@ -479,24 +512,6 @@ pub struct RoundCommit {
     /// a cacheable task, in the same transaction as its terminal state, so
     /// no crash can leave a Succeeded execution without its entry.
     pub catalog: Option<(String, LiteralMap)>,
-}
-
-impl RoundCommit {
-    /// A commit that only writes `state`.
-    pub fn state_only(execution_id: &str, state: ExecState) -> Self {
-        RoundCommit {
-            execution_id: execution_id.to_string(),
-            state,
-            task: None,
-            events: Vec::new(),
-            outputs: None,
-            error_document: None,
-            tokens_granted: Vec::new(),
-            tokens_released: Vec::new(),
-            clear_abort: false,
-            catalog: None,
-        }
-    }
 }
 
 /// What clients read about an execution.
