@@ -14,6 +14,8 @@ mod commit;
 mod context;
 mod finish;
 mod round;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
