@@ -256,35 +256,35 @@ impl ExecState {
     /// Starts failing: the finishing step calls Abort if `call_abort`, then
     /// Finalize, and the execution ends Failed with `error`.
     pub fn fail(&mut self, call_abort: bool, error: ExecutionError) {
-        self.enter(ExecPhase::Failing, call_abort, "node failing".into(), error);
+        self.enter(
+            ExecPhase::Failing,
+            Finishing::new(call_abort, "node failing".into(), error),
+        );
     }
 
     /// Starts aborting for `reason`: Abort if `call_abort`, then Finalize;
     /// the execution ends Aborted with `error`.
     pub fn abort(&mut self, call_abort: bool, reason: String, error: ExecutionError) {
-        self.enter(ExecPhase::Aborting, call_abort, reason, error);
+        self.enter(ExecPhase::Aborting, Finishing::new(call_abort, reason, error));
     }
 
     /// Starts retrying for `reason`: Abort, Finalize, then a new attempt;
     /// `error` is the failed attempt's.
     pub fn retry(&mut self, reason: String, error: ExecutionError) {
-        self.enter(ExecPhase::Retrying, true, reason, error);
+        self.enter(ExecPhase::Retrying, Finishing::new(true, reason, error));
     }
 
     /// Fails without calling the plugin again (crash-loop protection): the
     /// host only releases what the execution holds.
     pub fn fail_without_plugin(&mut self, reason: &str, error: ExecutionError) {
-        self.phase = ExecPhase::Failing;
-        self.finishing = Some(Box::new(Finishing {
-            skip_plugin: true,
-            ..Finishing::new(false, reason.into(), error)
-        }));
+        let mut finishing = Finishing::new(false, reason.into(), error);
+        finishing.skip_plugin = true;
+        self.enter(ExecPhase::Failing, finishing);
     }
 
     /// Starts succeeding: Finalize, then Succeeded.
     pub fn succeed(&mut self) {
-        self.phase = ExecPhase::Succeeding;
-        self.finishing = Some(Box::default());
+        self.enter(ExecPhase::Succeeding, Finishing::default());
     }
 
     /// Ends a finishing phase at `now_ms` (docs/semantics.md#abort-and-finalize)
@@ -312,9 +312,10 @@ impl ExecState {
         self.phase
     }
 
-    fn enter(&mut self, phase: ExecPhase, call_abort: bool, reason: String, error: ExecutionError) {
+    /// Enters the finishing `phase`, with the work its step must do.
+    fn enter(&mut self, phase: ExecPhase, finishing: Finishing) {
         self.phase = phase;
-        self.finishing = Some(Box::new(Finishing::new(call_abort, reason, error)));
+        self.finishing = Some(Box::new(finishing));
     }
 
     /// The state of a new execution.
