@@ -10,6 +10,7 @@
 //! reads done by their callers, and every phase change is a method of
 //! [`ExecState`] (`succeed`, `fail`, `retry`, `abort`, `finalize`).
 
+mod answer;
 mod commit;
 mod context;
 mod finish;

@@ -4,11 +4,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kozmo_interface::{ErrorKind, ExecutionError, Literal, LiteralMap, Phase, PhaseInfo};
+use kozmo_interface::{ErrorKind, ExecutionError, Literal, LiteralMap, Phase, PhaseInfo, PluginError, Transition};
 
+use super::answer::{
+    answer_info, apply_phase, cache_hit, cap_versions, is_observed, round_applied, round_failed, Answer, HandlerError,
+    Limits,
+};
 use super::finish::{finished, Finished};
-use super::round::{apply_phase, cache_hit, Limits};
 use super::{client_abort, StepOutcome};
+use crate::context::RoundWrites;
 use crate::events::EventSource;
 use crate::model::{event_kind, ExecPhase, ExecState, TaskState};
 use crate::scheduler::Next;
@@ -43,6 +47,8 @@ const LIMITS: Limits = Limits {
     system_retry_budget: 3,
     max_attempts: 2,
     timeout: None,
+    max_round_failures: 2,
+    max_plugin_phase_versions: 5,
 };
 
 #[test]
@@ -192,4 +198,138 @@ fn plugin_phases_move_the_execution() {
     assert_eq!(s.phase, ExecPhase::Retrying);
     let error = s.finishing.and_then(|f| f.error).expect("the timeout error");
     assert_eq!(error.code, "TimeoutExpired");
+}
+
+#[test]
+fn an_answer_is_a_phase_info_or_the_handler_error_it_is() {
+    let ok = answer_info(Ok(Transition::ephemeral(PhaseInfo::running(1, None))), None, "p");
+    assert_eq!(ok.map(|i| i.phase()), Ok(Phase::RUNNING));
+
+    let never = "quota [q] is 0".to_string();
+    let info = answer_info(Ok(Transition::ephemeral(PhaseInfo::success(None))), Some(&never), "p").unwrap();
+    assert_eq!(info.phase(), Phase::PERMANENT_FAILURE);
+    assert_eq!(info.err().map(|e| e.code.as_str()), Some("ResourceNeverAvailable"));
+
+    let err = answer_info(Err(PluginError::new("E", "boom")), None, "p").unwrap_err();
+    assert!(err.message.starts_with("failed to execute handle for plugin [p]: "));
+    assert!(!err.panic);
+}
+
+#[test]
+fn a_new_version_past_the_cap_fails_permanently() {
+    let persisted = TaskState {
+        plugin_phase: Phase::RUNNING,
+        plugin_phase_version: 5,
+        ..TaskState::default()
+    };
+    let six = PhaseInfo::running(6, None);
+    let (info, post_process) = cap_versions(six, &persisted, false, &LIMITS, "p");
+    assert!(!post_process);
+    assert_eq!(info.phase(), Phase::PERMANENT_FAILURE);
+    assert_eq!(info.err().map(|e| e.code.as_str()), Some("TooManyPluginPhaseVersions"));
+
+    let same = PhaseInfo::running(5, None);
+    assert!(is_observed(&same, &persisted));
+    let (info, post_process) = cap_versions(same, &persisted, true, &LIMITS, "p");
+    assert_eq!((info.phase(), info.version(), post_process), (Phase::RUNNING, 5, false));
+}
+
+#[test]
+fn a_polling_round_that_changes_nothing_is_not_written() {
+    let old = running(0);
+    let persisted = TaskState {
+        plugin_phase: Phase::RUNNING,
+        plugin_phase_version: 2,
+        last_phase_updated_at_ms: 5,
+        ..TaskState::default()
+    };
+    let answer = Answer {
+        old: &old,
+        persisted: &persisted,
+        info: PhaseInfo::running(2, None),
+        observed: true,
+        writes: RoundWrites::default(),
+        events: Vec::new(),
+    };
+    let out = round_applied("e", old.clone(), answer, NOW, &LIMITS);
+    assert!(!out.persist);
+    assert_eq!(out.next, Next::Resync);
+    assert_eq!(out.commit.state, old, "the state keeps its time");
+    assert_eq!(out.task, persisted);
+}
+
+#[test]
+fn a_new_success_writes_its_outputs_and_starts_succeeding() {
+    let old = running(0);
+    let persisted = TaskState::default();
+    let writes = RoundWrites {
+        outputs: Some(outputs()),
+        ..RoundWrites::default()
+    };
+    let answer = Answer {
+        old: &old,
+        persisted: &persisted,
+        info: PhaseInfo::success(None),
+        observed: false,
+        writes,
+        events: Vec::new(),
+    };
+    let out = round_applied("e", old.clone(), answer, NOW, &LIMITS);
+    let c = &out.commit;
+    assert!(out.persist);
+    assert_eq!(out.next, Next::Now);
+    assert_eq!(c.state.phase, ExecPhase::Succeeding);
+    assert_eq!(c.state.updated_at_ms, NOW);
+    assert_eq!(c.outputs, Some((0, outputs())));
+    assert_eq!(
+        c.task.as_ref().map(|t| (t.0, t.1.plugin_phase)),
+        Some((0, Phase::SUCCESS))
+    );
+    assert_eq!(out.task.last_phase_updated_at_ms, NOW);
+    assert_eq!(c.catalog, None, "the entry is written when the execution ends");
+}
+
+#[test]
+fn failed_rounds_in_a_row_become_a_system_failure() {
+    let error = HandlerError {
+        message: "boom".into(),
+        panic: true,
+    };
+    let persisted = TaskState {
+        plugin_phase: Phase::RUNNING,
+        ..TaskState::default()
+    };
+    let first = round_failed(
+        "e",
+        running(0),
+        &persisted,
+        &error,
+        RoundWrites::default(),
+        NOW,
+        &LIMITS,
+    );
+    assert_eq!(first.next, Next::Resync);
+    assert_eq!(first.commit.state.phase, ExecPhase::Running);
+    assert_eq!(first.commit.state.handler_errors, 1);
+    let record = first.commit.state.last_handler_error.as_deref().expect("recorded");
+    assert_eq!(
+        (record.message.as_str(), record.panic, record.at_ms),
+        ("boom", true, NOW)
+    );
+    assert_eq!(kinds(&first), [event_kind::HANDLER_ERROR]);
+
+    let second = round_failed(
+        "e",
+        first.commit.state,
+        &persisted,
+        &error,
+        RoundWrites::default(),
+        NOW,
+        &LIMITS,
+    );
+    assert_eq!(second.next, Next::Now);
+    assert_eq!(second.commit.state.phase, ExecPhase::Retrying);
+    assert_eq!(second.commit.state.system_failures, 1);
+    assert_eq!(second.commit.events.len(), 2);
+    assert_eq!(second.task, persisted);
 }
