@@ -2,10 +2,12 @@
 //! Finalize, the host's release of tokens the plugin left, then
 //! [`ExecState::finalize`]: the terminal phase or the next attempt.
 //!
-//! [`Engine::finish_step`] makes the plugin calls and reads the store (the
-//! attempt's outputs for the catalog entry); [`finished`] is the end of the
-//! step as a function of what they gave, the catalog entry included in the
-//! same commit as the terminal state (docs/semantics.md#catalog).
+//! [`Engine::finish_step`] makes the plugin calls (`finish_calls`), releases
+//! the tokens and reads the store (the attempt's outputs for the catalog
+//! entry). What it decides is a function of what they gave: [`failed_try`]
+//! (a failed call: try again, or give up and finish) and [`finished`] (the
+//! end of the step, the catalog entry in the same commit as the terminal
+//! state, docs/semantics.md#catalog).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -13,10 +15,13 @@ use std::time::Instant;
 
 use kozmo_interface::{ErrorKind, ExecutionError, LiteralMap, Phase, PhaseInfo, Plugin};
 
+use super::answer::{HandlerError, Limits};
 use super::{event_source, StepOutcome};
 use crate::call_slots::Call;
 use crate::events::{handler_error_event, retry_event, task_event, terminal_event, TaskEventExtra};
-use crate::model::{now_ms, EventRow, ExecPhase, ExecState, HandlerErrorRecord, RoundCommit, TaskState, TokenRow};
+use crate::model::{
+    now_ms, EventRow, ExecPhase, ExecState, Finishing, HandlerErrorRecord, RoundCommit, TaskState, TokenRow,
+};
 use crate::scheduler::Next;
 use crate::{Active, Engine};
 
@@ -85,6 +90,52 @@ pub(super) fn finished(id: &str, mut state: ExecState, mut task: TaskState, done
     }
 }
 
+/// What the plugin calls of a finishing step gave.
+struct Calls {
+    /// The plugin called (none: skipped, or not found).
+    plugin: Option<Arc<dyn Plugin>>,
+    /// Its id, for the log of tokens it left.
+    plugin_id: String,
+    /// Abort's events.
+    events: Vec<EventRow>,
+    /// Tokens granted during the calls.
+    granted: Vec<TokenRow>,
+    /// Tokens the plugin released.
+    released: Vec<(String, String)>,
+    /// What failed: (message, panic).
+    errors: Vec<(String, bool)>,
+}
+
+/// A failed try of the finishing step at `now`
+/// (docs/semantics.md#abort-and-finalize): counted on `f`, recorded on
+/// `state`, its `handler_error` event pushed on `events`. True to try again
+/// at the next resync (fewer than `limits.max_round_failures` tries failed
+/// in a row), false to give up on the plugin and finish anyway.
+pub(super) fn failed_try(
+    state: &mut ExecState,
+    f: &mut Finishing,
+    error: &HandlerError,
+    events: &mut Vec<EventRow>,
+    now: i64,
+    limits: &Limits,
+) -> bool {
+    f.failures += 1;
+    state.last_handler_error = Some(Box::new(HandlerErrorRecord {
+        message: error.message.clone(),
+        panic: error.panic,
+        at_ms: now,
+        attempt: state.attempt,
+    }));
+    events.push(handler_error_event(
+        state.attempt,
+        now,
+        &error.message,
+        error.panic,
+        f.failures,
+    ));
+    f.failures < limits.max_round_failures
+}
+
 impl Engine {
     /// Abort (if due) + Finalize, release leftover tokens, then the terminal
     /// phase or the next attempt.
@@ -94,6 +145,77 @@ impl Engine {
         let mut state = a.record.state.clone();
         let mut f = state.finishing.clone().unwrap_or_default();
         let attempt = state.attempt;
+        let Calls {
+            plugin,
+            plugin_id,
+            mut events,
+            mut granted,
+            mut released,
+            errors,
+        } = self.finish_calls(a, &f);
+
+        let now = now_ms();
+        state.updated_at_ms = now;
+        if !errors.is_empty() {
+            self.stats.handler_errors.fetch_add(1, Ordering::Relaxed);
+            let panic = errors.iter().any(|e| e.1);
+            if panic {
+                self.stats.panics.fetch_add(1, Ordering::Relaxed);
+            }
+            let message = errors.into_iter().map(|e| e.0).collect::<Vec<_>>().join("; ");
+            log::warn!("execution {id} attempt {attempt}: {message}");
+            let error = HandlerError { message, panic };
+            if failed_try(&mut state, &mut f, &error, &mut events, now, &self.limits(a)) {
+                state.finishing = Some(f);
+                self.stats.observe_latency(started.elapsed());
+                return StepOutcome {
+                    commit: RoundCommit::state_only(id, state)
+                        .with_events(events)
+                        .with_tokens(granted, released),
+                    next: Next::Resync,
+                    task: a.record.task.clone(),
+                    persist: true,
+                };
+            }
+            log::error!(
+                "execution {id}: giving up on Abort/Finalize after {} failures",
+                f.failures
+            );
+        }
+
+        // Tokens the plugin did not release: the host releases them.
+        for (ns, tok, held_attempt) in self.resources.held_by(id) {
+            log::warn!(
+                "plugin [{plugin_id}] left resource token [{tok}] in [{ns}] after Finalize of execution {id} attempt {held_attempt}; releasing it"
+            );
+            if let Err(e) = self.resources.release(&ns, &tok) {
+                log::error!("cannot release leaked token [{tok}] in [{ns}]: {e}");
+                continue;
+            }
+            self.stats.leaked_tokens.fetch_add(1, Ordering::Relaxed);
+            granted.retain(|t| !(t.namespace == ns && t.token == tok));
+            released.push((ns, tok));
+        }
+
+        let catalog = match state.phase {
+            ExecPhase::Succeeding => self.catalog_entry(a, plugin.as_ref(), attempt),
+            _ => None,
+        };
+        let done = Finished {
+            events,
+            granted,
+            released,
+            catalog,
+        };
+        let out = finished(id, state, a.record.task.clone(), done, now);
+        self.stats.observe_latency(started.elapsed());
+        out
+    }
+
+    /// The plugin calls of the finishing step of `a` (doing `f`): Abort if
+    /// due, then Finalize, each in a fresh context.
+    fn finish_calls(&self, a: &mut Active, f: &Finishing) -> Calls {
+        let attempt = a.record.state.attempt;
         let mut events = Vec::new();
         let mut granted: Vec<TokenRow> = Vec::new();
         let mut released: Vec<(String, String)> = Vec::new();
@@ -164,69 +286,14 @@ impl Engine {
             }
         }
 
-        let now = now_ms();
-        state.updated_at_ms = now;
-        if !errors.is_empty() {
-            f.failures += 1;
-            self.stats.handler_errors.fetch_add(1, Ordering::Relaxed);
-            let panic = errors.iter().any(|e| e.1);
-            if panic {
-                self.stats.panics.fetch_add(1, Ordering::Relaxed);
-            }
-            let message = errors.into_iter().map(|e| e.0).collect::<Vec<_>>().join("; ");
-            log::warn!("execution {id} attempt {attempt}: {message}");
-            state.last_handler_error = Some(Box::new(HandlerErrorRecord {
-                message: message.clone(),
-                panic,
-                at_ms: now,
-                attempt,
-            }));
-            events.push(handler_error_event(attempt, now, &message, panic, f.failures));
-            if f.failures < self.cfg.max_round_failures {
-                state.finishing = Some(f);
-                self.stats.observe_latency(started.elapsed());
-                return StepOutcome {
-                    commit: RoundCommit::state_only(id, state)
-                        .with_events(events)
-                        .with_tokens(granted, released),
-                    next: Next::Resync,
-                    task: a.record.task.clone(),
-                    persist: true,
-                };
-            }
-            log::error!(
-                "execution {id}: giving up on Abort/Finalize after {} failures",
-                f.failures
-            );
-        }
-
-        // Tokens the plugin did not release: the host releases them.
-        for (ns, tok, held_attempt) in self.resources.held_by(id) {
-            log::warn!(
-                "plugin [{plugin_id}] left resource token [{tok}] in [{ns}] after Finalize of execution {id} attempt {held_attempt}; releasing it"
-            );
-            if let Err(e) = self.resources.release(&ns, &tok) {
-                log::error!("cannot release leaked token [{tok}] in [{ns}]: {e}");
-                continue;
-            }
-            self.stats.leaked_tokens.fetch_add(1, Ordering::Relaxed);
-            granted.retain(|t| !(t.namespace == ns && t.token == tok));
-            released.push((ns, tok));
-        }
-
-        let catalog = match state.phase {
-            ExecPhase::Succeeding => self.catalog_entry(a, plugin.as_ref(), attempt),
-            _ => None,
-        };
-        let done = Finished {
+        Calls {
+            plugin,
+            plugin_id,
             events,
             granted,
             released,
-            catalog,
-        };
-        let out = finished(id, state, a.record.task.clone(), done, now);
-        self.stats.observe_latency(started.elapsed());
-        out
+            errors,
+        }
     }
 
     /// The catalog entry a success of `a` writes with its terminal state:

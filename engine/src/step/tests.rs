@@ -10,7 +10,7 @@ use super::answer::{
     answer_info, apply_phase, cache_hit, cap_versions, is_observed, round_applied, round_failed, Answer, HandlerError,
     Limits,
 };
-use super::finish::{finished, Finished};
+use super::finish::{failed_try, finished, Finished};
 use super::{client_abort, StepOutcome};
 use crate::context::RoundWrites;
 use crate::events::EventSource;
@@ -332,4 +332,30 @@ fn failed_rounds_in_a_row_become_a_system_failure() {
     assert_eq!(second.commit.state.system_failures, 1);
     assert_eq!(second.commit.events.len(), 2);
     assert_eq!(second.task, persisted);
+}
+
+#[test]
+fn a_failed_finishing_try_is_recorded_and_tried_again_until_the_limit() {
+    let mut state = running(0);
+    state.fail(true, ExecutionError::new("E", "no", ErrorKind::User));
+    let mut f = *state.finishing.clone().expect("finishing work");
+    let error = HandlerError {
+        message: "failed to finalize plugin [p]: boom".into(),
+        panic: false,
+    };
+    let mut events = Vec::new();
+    assert!(failed_try(&mut state, &mut f, &error, &mut events, NOW, &LIMITS));
+    assert_eq!(f.failures, 1);
+    let record = state.last_handler_error.as_deref().expect("recorded");
+    assert_eq!((record.message.as_str(), record.at_ms), (error.message.as_str(), NOW));
+    assert!(
+        !failed_try(&mut state, &mut f, &error, &mut events, NOW, &LIMITS),
+        "gives up at the limit"
+    );
+    assert_eq!(f.failures, 2);
+    assert_eq!(
+        events.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        [event_kind::HANDLER_ERROR; 2]
+    );
+    assert_eq!(state.phase, ExecPhase::Failing, "the phase is left to the caller");
 }
