@@ -299,15 +299,8 @@ fn failed_rounds_in_a_row_become_a_system_failure() {
         plugin_phase: Phase::RUNNING,
         ..TaskState::default()
     };
-    let first = round_failed(
-        "e",
-        running(0),
-        &persisted,
-        &error,
-        RoundWrites::default(),
-        NOW,
-        &LIMITS,
-    );
+    let fail = |state| round_failed("e", state, &persisted, &error, RoundWrites::default(), NOW, &LIMITS);
+    let first = fail(running(0));
     assert_eq!(first.next, Next::Resync);
     assert_eq!(first.commit.state.phase, ExecPhase::Running);
     assert_eq!(first.commit.state.handler_errors, 1);
@@ -318,15 +311,7 @@ fn failed_rounds_in_a_row_become_a_system_failure() {
     );
     assert_eq!(kinds(&first), [event_kind::HANDLER_ERROR]);
 
-    let second = round_failed(
-        "e",
-        first.commit.state,
-        &persisted,
-        &error,
-        RoundWrites::default(),
-        NOW,
-        &LIMITS,
-    );
+    let second = fail(first.commit.state);
     assert_eq!(second.next, Next::Now);
     assert_eq!(second.commit.state.phase, ExecPhase::Retrying);
     assert_eq!(second.commit.state.system_failures, 1);
