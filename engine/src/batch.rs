@@ -26,8 +26,8 @@ use crossbeam_channel::Receiver;
 use kozmo_interface::{Plugin, TaskExecutionContext};
 
 use super::call_slots::Call;
-use super::round::{RoundStart, StepOutcome};
 use super::scheduler::{Next, Work};
+use super::step::{RoundStart, StepOutcome};
 use super::{workers, Active, Engine};
 use super::{BatchHandler, BatchOutcome};
 

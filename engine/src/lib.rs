@@ -42,11 +42,11 @@ mod outputs;
 mod prune;
 mod resolver;
 mod retries;
-mod round;
 mod scheduler;
 mod spec_cache;
 mod stats;
 mod status;
+mod step;
 mod store_health;
 mod workers;
 
@@ -354,7 +354,7 @@ impl Engine {
 
     /// Applies a step's outcome to its execution and makes it durable (if
     /// it changed anything) before the next step.
-    fn after_step(&self, mut a: Box<Active>, out: round::StepOutcome) {
+    fn after_step(&self, mut a: Box<Active>, out: step::StepOutcome) {
         a.record.state = out.commit.state.clone();
         a.record.task = out.task;
         if out.commit.clear_abort {

@@ -256,34 +256,66 @@ impl ExecState {
     /// Starts failing: the finishing step calls Abort if `call_abort`, then
     /// Finalize, and the execution ends Failed with `error`.
     pub fn fail(&mut self, call_abort: bool, error: ExecutionError) {
-        self.enter(ExecPhase::Failing, call_abort, "node failing".into(), error);
+        self.enter(
+            ExecPhase::Failing,
+            Finishing::new(call_abort, "node failing".into(), error),
+        );
     }
 
     /// Starts aborting for `reason`: Abort if `call_abort`, then Finalize;
     /// the execution ends Aborted with `error`.
     pub fn abort(&mut self, call_abort: bool, reason: String, error: ExecutionError) {
-        self.enter(ExecPhase::Aborting, call_abort, reason, error);
+        self.enter(ExecPhase::Aborting, Finishing::new(call_abort, reason, error));
     }
 
     /// Starts retrying for `reason`: Abort, Finalize, then a new attempt;
     /// `error` is the failed attempt's.
     pub fn retry(&mut self, reason: String, error: ExecutionError) {
-        self.enter(ExecPhase::Retrying, true, reason, error);
+        self.enter(ExecPhase::Retrying, Finishing::new(true, reason, error));
     }
 
     /// Fails without calling the plugin again (crash-loop protection): the
     /// host only releases what the execution holds.
     pub fn fail_without_plugin(&mut self, reason: &str, error: ExecutionError) {
-        self.phase = ExecPhase::Failing;
-        self.finishing = Some(Box::new(Finishing {
-            skip_plugin: true,
-            ..Finishing::new(false, reason.into(), error)
-        }));
+        let mut finishing = Finishing::new(false, reason.into(), error);
+        finishing.skip_plugin = true;
+        self.enter(ExecPhase::Failing, finishing);
     }
 
-    fn enter(&mut self, phase: ExecPhase, call_abort: bool, reason: String, error: ExecutionError) {
+    /// Starts succeeding: Finalize, then Succeeded.
+    pub fn succeed(&mut self) {
+        self.enter(ExecPhase::Succeeding, Finishing::default());
+    }
+
+    /// Ends a finishing phase at `now_ms` (docs/semantics.md#abort-and-finalize)
+    /// and returns the phase entered: Retrying starts the next attempt
+    /// (Running); Succeeding, Failing and Aborting end Succeeded, Failed and
+    /// Aborted, with the finishing step's error (none for Succeeded).
+    pub fn finalize(&mut self, now_ms: i64) -> ExecPhase {
+        let finishing = self.finishing.take();
+        if self.phase == ExecPhase::Retrying {
+            self.attempt += 1;
+            self.attempt_started_at_ms = now_ms;
+            self.handler_errors = 0;
+            self.phase = ExecPhase::Running;
+            return self.phase;
+        }
+        self.phase = match self.phase {
+            ExecPhase::Succeeding => ExecPhase::Succeeded,
+            ExecPhase::Failing => ExecPhase::Failed,
+            _ => ExecPhase::Aborted,
+        };
+        self.error = match self.phase {
+            ExecPhase::Succeeded => None,
+            _ => finishing.and_then(|f| f.error).map(Box::new),
+        };
+        self.phase
+    }
+
+    /// Enters the finishing `phase`, with the work its step must do.
+    fn enter(&mut self, phase: ExecPhase, finishing: Finishing) {
         self.phase = phase;
-        self.finishing = Some(Box::new(Finishing::new(call_abort, reason, error)));
+        self.finishing = Some(Box::new(finishing));
     }
 
     /// The state of a new execution.
@@ -454,7 +486,9 @@ pub struct TokenRow {
     pub attempt: u32,
 }
 
-/// Everything one round (or finishing step) changes, committed atomically.
+/// Everything one round (or finishing step) changes, committed atomically;
+/// built with [`RoundCommit::state_only`] and its `with_*` methods
+/// (`engine/src/step/commit.rs`).
 #[derive(Debug, Clone)]
 pub struct RoundCommit {
     /// Execution.
@@ -479,24 +513,6 @@ pub struct RoundCommit {
     /// a cacheable task, in the same transaction as its terminal state, so
     /// no crash can leave a Succeeded execution without its entry.
     pub catalog: Option<(String, LiteralMap)>,
-}
-
-impl RoundCommit {
-    /// A commit that only writes `state`.
-    pub fn state_only(execution_id: &str, state: ExecState) -> Self {
-        RoundCommit {
-            execution_id: execution_id.to_string(),
-            state,
-            task: None,
-            events: Vec::new(),
-            outputs: None,
-            error_document: None,
-            tokens_granted: Vec::new(),
-            tokens_released: Vec::new(),
-            clear_abort: false,
-            catalog: None,
-        }
-    }
 }
 
 /// What clients read about an execution.

@@ -1,0 +1,70 @@
+//! The one builder of a [`RoundCommit`]: [`RoundCommit::state_only`] is
+//! where the struct is written out; every step adds what it changes with
+//! the chained `with_*` methods (docs/semantics.md#rounds: a step's changes
+//! are committed together, catalog entry included).
+
+use kozmo_interface::LiteralMap;
+
+use crate::model::{EventRow, ExecState, RoundCommit, TaskState, TokenRow};
+
+impl RoundCommit {
+    /// A commit that only writes `state`.
+    pub fn state_only(execution_id: &str, state: ExecState) -> Self {
+        RoundCommit {
+            execution_id: execution_id.to_string(),
+            state,
+            task: None,
+            events: Vec::new(),
+            outputs: None,
+            error_document: None,
+            tokens_granted: Vec::new(),
+            tokens_released: Vec::new(),
+            clear_abort: false,
+            catalog: None,
+        }
+    }
+
+    /// Also writes the task state of `attempt`.
+    pub(crate) fn with_task(mut self, attempt: u32, task: TaskState) -> Self {
+        self.task = Some((attempt, task));
+        self
+    }
+
+    /// Also writes `events`, in order.
+    pub(crate) fn with_events(mut self, events: Vec<EventRow>) -> Self {
+        self.events = events;
+        self
+    }
+
+    /// Also records the tokens granted and released in the step.
+    pub(crate) fn with_tokens(mut self, granted: Vec<TokenRow>, released: Vec<(String, String)>) -> Self {
+        self.tokens_granted = granted;
+        self.tokens_released = released;
+        self
+    }
+
+    /// Also records `outputs` (if any) for `attempt`.
+    pub(crate) fn with_outputs(mut self, attempt: u32, outputs: Option<LiteralMap>) -> Self {
+        self.outputs = outputs.map(|o| (attempt, o));
+        self
+    }
+
+    /// Also records an error document (if any) for `attempt`.
+    pub(crate) fn with_error_document(mut self, attempt: u32, document: Option<crate::model::ErrorDocument>) -> Self {
+        self.error_document = document.map(|d| (attempt, d));
+        self
+    }
+
+    /// Also writes the catalog entry (store key, outputs), if any
+    /// (docs/semantics.md#catalog).
+    pub(crate) fn with_catalog(mut self, entry: Option<(String, LiteralMap)>) -> Self {
+        self.catalog = entry;
+        self
+    }
+
+    /// Also clears the client's abort request (the step handled it).
+    pub(crate) fn clearing_abort(mut self) -> Self {
+        self.clear_abort = true;
+        self
+    }
+}
