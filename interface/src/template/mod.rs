@@ -13,6 +13,7 @@
 
 mod go_format;
 
+use std::cell::OnceCell;
 use std::fmt;
 use std::sync::LazyLock;
 
@@ -151,8 +152,9 @@ pub fn render(templates: &[String], params: &Parameters<'_>) -> Result<Vec<Strin
         });
     };
     let values = Values {
-        input_path: inputs.input_path(),
-        input_prefix: inputs.input_prefix(),
+        inputs,
+        input_path: OnceCell::new(),
+        input_prefix: OnceCell::new(),
         output_prefix: outputs.output_prefix(),
         raw_output_prefix: outputs.raw_output_prefix(),
         prev_checkpoint: match outputs.previous_checkpoint_prefix() {
@@ -177,10 +179,13 @@ pub fn render(templates: &[String], params: &Parameters<'_>) -> Result<Vec<Strin
     Ok(rendered)
 }
 
-/// The replacement values of one render call.
-struct Values {
-    input_path: String,
-    input_prefix: String,
+/// The replacement values of one render call. The input paths are asked
+/// for only when a template names them: a host may do work to give them
+/// (Kozmo's daemon writes `inputs.json` and `task.json` the first time).
+struct Values<'a> {
+    inputs: &'a dyn InputReader,
+    input_path: OnceCell<String>,
+    input_prefix: OnceCell<String>,
     output_prefix: String,
     raw_output_prefix: String,
     prev_checkpoint: String,
@@ -205,6 +210,15 @@ impl InputCache<'_> {
     }
 }
 
+/// [`replace`] with a value computed only if `re` matches.
+fn replace_lazy(re: &Regex, s: String, value: impl FnOnce() -> String) -> String {
+    if re.is_match(&s) {
+        replace(re, s, &value())
+    } else {
+        s
+    }
+}
+
 fn replace(re: &Regex, s: String, value: &str) -> String {
     match re.replace_all(&s, NoExpand(value)) {
         std::borrow::Cow::Borrowed(_) => s,
@@ -214,14 +228,18 @@ fn replace(re: &Regex, s: String, value: &str) -> String {
 
 fn render_one(
     template: &str,
-    v: &Values,
+    v: &Values<'_>,
     task: Option<&dyn TaskReader>,
     inputs: &mut InputCache<'_>,
 ) -> Result<String, String> {
     let mut s = template.to_string();
-    s = replace(&INPUT_FILE, s, &v.input_path);
+    s = replace_lazy(&INPUT_FILE, s, || {
+        v.input_path.get_or_init(|| v.inputs.input_path()).clone()
+    });
     s = replace(&OUTPUT_PREFIX, s, &v.output_prefix);
-    s = replace(&INPUT_PREFIX, s, &v.input_prefix);
+    s = replace_lazy(&INPUT_PREFIX, s, || {
+        v.input_prefix.get_or_init(|| v.inputs.input_prefix()).clone()
+    });
     s = replace(&RAW_OUTPUT_DATA_PREFIX, s, &v.raw_output_prefix);
     s = replace(&PREV_CHECKPOINT_PREFIX, s, &v.prev_checkpoint);
     s = replace(&CHECKPOINT_OUTPUT_PREFIX, s, &v.checkpoint);
@@ -308,13 +326,16 @@ mod tests {
         prefix: String,
         map: crate::Result<LiteralMap>,
         calls: Cell<usize>,
+        path_calls: Cell<usize>,
     }
 
     impl InputReader for Inputs {
         fn input_prefix(&self) -> String {
+            self.path_calls.set(self.path_calls.get() + 1);
             self.prefix.clone()
         }
         fn input_path(&self) -> String {
+            self.path_calls.set(self.path_calls.get() + 1);
             self.path.clone()
         }
         fn get(&self) -> crate::Result<LiteralMap> {
@@ -383,6 +404,7 @@ mod tests {
                 prefix: String::new(),
                 map: Ok(LiteralMap::new()),
                 calls: Cell::new(0),
+                path_calls: Cell::new(0),
             },
             outputs: Outputs {
                 output_prefix: "output/blah".into(),
@@ -453,6 +475,21 @@ mod tests {
             assert_eq!(err.message, "input reader and output path cannot be nil");
             assert!(err.rendered.is_empty());
         }
+    }
+
+    #[test]
+    fn input_paths_are_asked_for_only_when_a_template_names_them_and_once() {
+        let s = setup();
+        s.ok(
+            &["sh", "-c", "echo {{ .OutputPrefix }}"],
+            &["sh", "-c", "echo output/blah"],
+        );
+        assert_eq!(s.inputs.path_calls.get(), 0, "no input placeholder: no path asked for");
+        s.ok(
+            &["{{ .Input }}", "{{ .Input }}", "{{ .InputPrefix }}/x"],
+            &["input/blah", "input/blah", "/x"],
+        );
+        assert_eq!(s.inputs.path_calls.get(), 2, "each path once per render");
     }
 
     #[test]
