@@ -83,12 +83,14 @@ pub(super) fn cache_hit(id: &str, mut state: ExecState, outputs: LiteralMap, src
         task_event(src, &PhaseInfo::success(None), TaskEventExtra::CacheHit),
         terminal_event(attempt, now, terminal, None, true),
     ];
+    let mut commit = RoundCommit::state_only(id, state);
+    commit
+        .set_task(attempt, task.clone())
+        .set_events(events)
+        .set_outputs(attempt, Some(outputs))
+        .set_clear_abort();
     StepOutcome {
-        commit: RoundCommit::state_only(id, state)
-            .with_task(attempt, task.clone())
-            .with_events(events)
-            .with_outputs(attempt, Some(outputs))
-            .clearing_abort(),
+        commit,
         next: Next::Done,
         task,
         persist: true,
@@ -214,6 +216,7 @@ impl HandlerError {
 /// can `never` be granted), or the handler error it is: an error or panic,
 /// a phase Undefined or out of range, neither task info nor error
 /// (docs/semantics.md#rounds, steps 4 and 5).
+#[inline]
 pub(super) fn answer_info(
     result: Result<Transition, PluginError>,
     never: Option<&String>,
@@ -261,15 +264,17 @@ pub(super) fn is_observed(info: &PhaseInfo, persisted: &TaskState) -> bool {
 /// `observed`) version of the persisted phase past `limits.max_plugin_phase_versions` is a permanent
 /// `TooManyPluginPhaseVersions` failure. Also says whether the answer is
 /// post-processed (output validation of a Success): a new one, not capped.
+/// `info` is replaced in place (a phase info is moved as little as it can
+/// be: every move of it is a copy on the per-round path).
 pub(super) fn cap_versions(
-    info: PhaseInfo,
+    info: &mut PhaseInfo,
     persisted: &TaskState,
     observed: bool,
     limits: &Limits,
     plugin_id: &str,
-) -> (PhaseInfo, bool) {
+) -> bool {
     if observed {
-        return (info, false);
+        return false;
     }
     let max = limits.max_plugin_phase_versions;
     if info.phase() == persisted.plugin_phase && info.version() > max {
@@ -279,12 +284,10 @@ pub(super) fn cap_versions(
             info.version(),
         );
         let err = ExecutionError::new("TooManyPluginPhaseVersions", msg, ErrorKind::Unknown);
-        return (
-            PhaseInfo::failed(Phase::PERMANENT_FAILURE, Some(err), info.info().cloned()),
-            false,
-        );
+        *info = PhaseInfo::failed(Phase::PERMANENT_FAILURE, Some(err), info.info().cloned());
+        return false;
     }
-    (info, true)
+    true
 }
 
 /// An applied answer of a `handle` round.
@@ -294,7 +297,7 @@ pub(super) struct Answer<'a> {
     /// The attempt's task state as persisted.
     pub persisted: &'a TaskState,
     /// The phase info applied (capped and validated).
-    pub info: PhaseInfo,
+    pub info: &'a PhaseInfo,
     /// Whether the answer, as the plugin gave it, only repeated the
     /// persisted (phase, version) ([`is_observed`]).
     pub observed: bool,
@@ -308,6 +311,7 @@ pub(super) struct Answer<'a> {
 /// `state` (the execution's state at the round's start). A polling round
 /// that changed nothing is not written (`persist` false: most rounds of a
 /// long task); the store keeps the previous, identical values.
+#[inline]
 pub(super) fn round_applied(
     id: &str,
     mut state: ExecState,
@@ -324,10 +328,10 @@ pub(super) fn round_applied(
         events,
     } = answer;
     let attempt = state.attempt;
-    let task = next_task(persisted, &info, writes.state.as_ref(), now);
+    let task = next_task(persisted, info, writes.state.as_ref(), now);
     state.handler_errors = 0;
     state.updated_at_ms = now;
-    let next = apply_phase(&mut state, &info, &task, observed, now, limits);
+    let next = apply_phase(&mut state, info, &task, observed, now, limits);
     let unchanged = observed
         && writes.state.is_none()
         && writes.outputs.is_none()
@@ -342,13 +346,15 @@ pub(super) fn round_applied(
     if unchanged {
         state.updated_at_ms = old.updated_at_ms;
     }
+    let mut commit = RoundCommit::state_only(id, state);
+    commit
+        .set_task(attempt, task.clone())
+        .set_events(events)
+        .set_outputs(attempt, writes.outputs)
+        .set_error_document(attempt, writes.error_document)
+        .set_tokens(writes.tokens.granted, writes.tokens.released);
     StepOutcome {
-        commit: RoundCommit::state_only(id, state)
-            .with_task(attempt, task.clone())
-            .with_events(events)
-            .with_outputs(attempt, writes.outputs)
-            .with_error_document(attempt, writes.error_document)
-            .with_tokens(writes.tokens.granted, writes.tokens.released),
+        commit,
         next,
         task,
         persist: !unchanged,
@@ -359,6 +365,7 @@ pub(super) fn round_applied(
 /// the error is recorded and counted; after `limits.max_round_failures` in
 /// a row the attempt fails as a retryable SYSTEM failure. The tokens the
 /// round granted or released are kept, nothing else it wrote.
+#[inline]
 pub(super) fn round_failed(
     id: &str,
     mut state: ExecState,
@@ -400,10 +407,12 @@ pub(super) fn round_failed(
         events.push(round_failures_event(state.attempt, now, &err));
         next = Next::Now;
     }
+    let mut commit = RoundCommit::state_only(id, state);
+    commit
+        .set_events(events)
+        .set_tokens(writes.tokens.granted, writes.tokens.released);
     StepOutcome {
-        commit: RoundCommit::state_only(id, state)
-            .with_events(events)
-            .with_tokens(writes.tokens.granted, writes.tokens.released),
+        commit,
         next,
         task: persisted.clone(),
         persist: true,

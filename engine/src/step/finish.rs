@@ -70,16 +70,15 @@ pub(super) fn finished(id: &str, mut state: ExecState, mut task: TaskState, done
         };
         task_write = Some((state.attempt, task.clone()));
     }
-    let mut commit = RoundCommit::state_only(id, state)
-        .with_events(events)
-        .with_tokens(granted, released);
+    let mut commit = RoundCommit::state_only(id, state);
+    commit.set_events(events).set_tokens(granted, released);
     if let Some((n, t)) = task_write {
-        commit = commit.with_task(n, t);
+        commit.set_task(n, t);
     }
     if terminal {
-        commit = commit.clearing_abort();
+        commit.set_clear_abort();
         if entered == ExecPhase::Succeeded {
-            commit = commit.with_catalog(catalog);
+            commit.set_catalog(catalog);
         }
     }
     StepOutcome {
@@ -168,10 +167,10 @@ impl Engine {
             if failed_try(&mut state, &mut f, &error, &mut events, now, &self.limits(a)) {
                 state.finishing = Some(f);
                 self.stats.observe_latency(started.elapsed());
+                let mut commit = RoundCommit::state_only(id, state);
+                commit.set_events(events).set_tokens(granted, released);
                 return StepOutcome {
-                    commit: RoundCommit::state_only(id, state)
-                        .with_events(events)
-                        .with_tokens(granted, released),
+                    commit,
                     next: Next::Resync,
                     task: a.record.task.clone(),
                     persist: true,

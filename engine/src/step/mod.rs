@@ -54,8 +54,10 @@ fn client_abort(id: &str, mut state: ExecState, task: &TaskState, reason: &str, 
     state.updated_at_ms = now;
     let error = ExecutionError::new("Aborted", reason.to_string(), ErrorKind::User);
     state.abort(abort_allowed(task), reason.to_string(), error);
+    let mut commit = RoundCommit::state_only(id, state);
+    commit.set_clear_abort();
     StepOutcome {
-        commit: RoundCommit::state_only(id, state).clearing_abort(),
+        commit,
         next: Next::Now,
         task: task.clone(),
         persist: true,

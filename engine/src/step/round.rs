@@ -168,7 +168,8 @@ impl Engine {
         let limits = self.limits(a);
         let ts = &a.record.task;
         let observed = is_observed(&info, ts);
-        let (mut info, post_process) = cap_versions(info, ts, observed, &limits, plugin.id());
+        let mut info = info;
+        let post_process = cap_versions(&mut info, ts, observed, &limits, plugin.id());
         if post_process && info.phase() == Phase::SUCCESS {
             let id = &a.record.id;
             let stored_outputs = || self.store.outputs(id, attempt).ok().flatten();
@@ -204,7 +205,7 @@ impl Engine {
         let answer = Answer {
             old: &a.record.state,
             persisted: ts,
-            info,
+            info: &info,
             observed,
             writes: buffered,
             events,

@@ -222,15 +222,15 @@ fn a_new_version_past_the_cap_fails_permanently() {
         plugin_phase_version: 5,
         ..TaskState::default()
     };
-    let six = PhaseInfo::running(6, None);
-    let (info, post_process) = cap_versions(six, &persisted, false, &LIMITS, "p");
+    let mut info = PhaseInfo::running(6, None);
+    let post_process = cap_versions(&mut info, &persisted, false, &LIMITS, "p");
     assert!(!post_process);
     assert_eq!(info.phase(), Phase::PERMANENT_FAILURE);
     assert_eq!(info.err().map(|e| e.code.as_str()), Some("TooManyPluginPhaseVersions"));
 
-    let same = PhaseInfo::running(5, None);
-    assert!(is_observed(&same, &persisted));
-    let (info, post_process) = cap_versions(same, &persisted, true, &LIMITS, "p");
+    let mut info = PhaseInfo::running(5, None);
+    assert!(is_observed(&info, &persisted));
+    let post_process = cap_versions(&mut info, &persisted, true, &LIMITS, "p");
     assert_eq!((info.phase(), info.version(), post_process), (Phase::RUNNING, 5, false));
 }
 
@@ -246,7 +246,7 @@ fn a_polling_round_that_changes_nothing_is_not_written() {
     let answer = Answer {
         old: &old,
         persisted: &persisted,
-        info: PhaseInfo::running(2, None),
+        info: &PhaseInfo::running(2, None),
         observed: true,
         writes: RoundWrites::default(),
         events: Vec::new(),
@@ -269,7 +269,7 @@ fn a_new_success_writes_its_outputs_and_starts_succeeding() {
     let answer = Answer {
         old: &old,
         persisted: &persisted,
-        info: PhaseInfo::success(None),
+        info: &PhaseInfo::success(None),
         observed: false,
         writes,
         events: Vec::new(),
