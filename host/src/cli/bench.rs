@@ -69,7 +69,8 @@ What each figure measures (goals from the benchmark issue):
   shell  the real daemon (this binary's `serve`, default configuration,
       resync 5 s) with the shell plugin of --plugins-dir: --shell-tasks
       `sh -c true` tasks in one batch request, to the last Succeeded,
-      against `seq N | xargs -P<workers> -n1 sh -c true` in the same run
+      against `seq N | xargs -P<workers> -n1 sh -c true` run before and after
+      (their mean)
       (goal >= 0.5); then one task at a time, submit -> Succeeded p50
       (goal <= 20 ms; the plugin signals when its command ends). Needs
       libkozmo_plugin_shell.so (`cargo build --release -p
