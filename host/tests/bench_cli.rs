@@ -9,7 +9,7 @@ use kozmo_host::bench::report::{NOTES_MARKER, ROW_NAMES};
 
 #[test]
 fn quick_bench_writes_every_row_and_keeps_notes() {
-    let libs = kozmo_testkit::build_plugins(&["kozmo-plugin-echo", "kozmo-fixture-noop"]);
+    let libs = kozmo_testkit::build_plugins(&["kozmo-plugin-echo", "kozmo-plugin-shell", "kozmo-fixture-noop"]);
     let tmp = tempfile::tempdir().unwrap();
     let plugins = tmp.path().join("plugins");
     std::fs::create_dir(&plugins).unwrap();
@@ -75,6 +75,20 @@ fn quick_bench_writes_every_row_and_keeps_notes() {
             .find(|l| l.starts_with(p4))
             .unwrap_or_else(|| panic!("no [{p4}] row:\n{md}"));
         assert!(!line.contains("not measured"), "P4 ran with the noop fixture: {line}");
+    }
+    // The wake-up parts ran: shell tasks through a real daemon, signals.
+    assert!(md.contains("## Wake-ups: shell tasks and signals"), "{md}");
+    for row in [
+        "| shell: 50 `sh -c true` tasks through the daemon / `xargs -P",
+        "| shell: one task submit → Succeeded, default configuration (resync 5 s), p50 / p99 of 5 | ",
+        "| signal: plugin `signal()` → start of its next round (SQLite, resync 1 h), p50 / p99 of 20 | ",
+    ] {
+        let line = md
+            .lines()
+            .find(|l| l.starts_with(row))
+            .unwrap_or_else(|| panic!("no [{row}] row:\n{md}"));
+        assert!(!line.contains("not measured"), "{line}");
+        assert!(line.contains(" ms") || line.contains("/s"), "a figure: {line}");
     }
     for fact in ["CPUs (nproc)", "model", "memory", "date (UTC)", "git commit"] {
         assert!(md.contains(&format!("| {fact} |")), "no [{fact}]:\n{md}");
