@@ -120,6 +120,29 @@ pub struct BenchEngine {
     pub dir: tempfile::TempDir,
 }
 
+/// An engine in `dir` on `store` whose every task runs `plugin`, with a
+/// fixed resync of `resync` and `workers` workers (0: the default, one per
+/// core), no quotas: what every engine measurement starts.
+pub fn start_engine(
+    dir: &std::path::Path,
+    store: Arc<dyn Store>,
+    plugin: Arc<dyn Plugin>,
+    resync: Duration,
+    workers: usize,
+) -> anyhow::Result<EngineHandle> {
+    let mut cfg = EngineConfig {
+        data_dir: dir.to_path_buf(),
+        resync_interval: resync,
+        max_resync_interval: resync,
+        ..EngineConfig::default()
+    };
+    if workers > 0 {
+        cfg.workers = workers;
+    }
+    let resources = ResourceManagerBuilder::new().build() as Arc<dyn ResourceBackend>;
+    Engine::start(cfg, store, Arc::new(OnlyPlugin(plugin)), resources).map_err(|e| anyhow::anyhow!("engine: {e}"))
+}
+
 /// The spec every benchmark execution runs.
 pub fn bench_spec() -> ExecutionSpec {
     serde_json::from_str(r#"{"template": {"type": "bench-noop"}}"#).expect("valid spec")
@@ -133,19 +156,14 @@ impl BenchEngine {
             StoreKind::Memory => Arc::new(MemoryStore::new()),
             StoreKind::SqliteFull => Arc::new(SqliteStore::open(&dir.path().join("kozmo.db"), Durability::Full)?),
         };
-        let mut cfg = EngineConfig {
-            data_dir: dir.path().to_path_buf(),
-            // Parked executions must stay parked for the whole run.
-            resync_interval: Duration::from_secs(3600),
-            max_resync_interval: Duration::from_secs(3600),
-            ..EngineConfig::default()
-        };
-        if workers > 0 {
-            cfg.workers = workers;
-        }
-        let resources = ResourceManagerBuilder::new().build() as Arc<dyn ResourceBackend>;
-        let engine = Engine::start(cfg, store.clone(), Arc::new(OnlyPlugin(plugin.clone())), resources)
-            .map_err(|e| anyhow::anyhow!("engine: {e}"))?;
+        // Parked executions must stay parked for the whole run.
+        let engine = start_engine(
+            dir.path(),
+            store.clone(),
+            plugin.clone(),
+            Duration::from_secs(3600),
+            workers,
+        )?;
         Ok(BenchEngine {
             engine,
             store,

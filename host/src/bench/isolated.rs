@@ -15,13 +15,10 @@ use kozmo_interface::testing::TestTaskContext;
 use kozmo_interface::{PhaseInfo, Plugin, Transition};
 use kozmo_isolation_protocol::{encode_frame, Call, Frame, Outcome};
 
-use crate::isolation::plugin::OnlyPlugin;
 use crate::isolation::IsolationConfig;
 use crate::loader::{self, LoaderConfig, LoaderServices};
 use kozmo_engine::model::ExecutionSpec;
-use kozmo_engine::resources::{ResourceBackend, ResourceManagerBuilder};
 use kozmo_engine::store::MemoryStore;
-use kozmo_engine::{Engine, EngineConfig};
 
 /// The library both measurements load.
 pub const NOOP_LIBRARY: &str = "libkozmo_fixture_noop.so";
@@ -159,23 +156,13 @@ fn raw_round_trip(request: &[u8], response: &[u8], calls: u64) -> anyhow::Result
 /// `seconds` window after a warm-up are counted.
 fn engine_rounds(plugin: Arc<dyn Plugin>, n: usize, seconds: f64, workers: usize) -> anyhow::Result<f64> {
     let dir = tempfile::Builder::new().prefix("kozmo-bench-iso-").tempdir()?;
-    let mut cfg = EngineConfig {
-        data_dir: dir.path().to_path_buf(),
-        resync_interval: Duration::from_millis(1),
-        max_resync_interval: Duration::from_millis(1),
-        ..EngineConfig::default()
-    };
-    if workers > 0 {
-        cfg.workers = workers;
-    }
-    let resources = ResourceManagerBuilder::new().build() as Arc<dyn ResourceBackend>;
-    let engine = Engine::start(
-        cfg,
+    let engine = super::engine::start_engine(
+        dir.path(),
         Arc::new(MemoryStore::new()),
-        Arc::new(OnlyPlugin(plugin)),
-        resources,
-    )
-    .map_err(|e| anyhow::anyhow!("engine: {e}"))?;
+        plugin,
+        Duration::from_millis(1),
+        workers,
+    )?;
     let spec: ExecutionSpec = serde_json::from_str(r#"{"template": {"type": "noop"}}"#)?;
     for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
         let items = chunk.iter().map(|i| (Some(format!("i{i:07}")), spec.clone())).collect();

@@ -23,10 +23,7 @@ use indicatif::ProgressBar;
 use kozmo_interface::{PhaseInfo, Plugin, Result as PResult, TaskExecutionContext, Transition};
 use serde_json::{json, Value};
 
-use crate::isolation::plugin::OnlyPlugin;
 use kozmo_engine::model::{ExecPhase, ExecutionSpec};
-use kozmo_engine::resources::{ResourceBackend, ResourceManagerBuilder};
-use kozmo_engine::{Engine, EngineConfig};
 use kozmo_store_sqlite::{Durability, SqliteStore};
 
 /// The shell plugin's library, looked for in the plugin directory.
@@ -357,23 +354,12 @@ pub fn signal(samples: usize, workers: usize, pb: &ProgressBar) -> anyhow::Resul
     pb.set_message(format!("signal: {samples} wake-ups"));
     let dir = tempfile::Builder::new().prefix("kozmo-bench-signal-").tempdir()?;
     let store = Arc::new(SqliteStore::open(&dir.path().join("kozmo.db"), Durability::Full)?);
-    let mut cfg = EngineConfig {
-        data_dir: dir.path().to_path_buf(),
-        resync_interval: Duration::from_secs(3600),
-        max_resync_interval: Duration::from_secs(3600),
-        ..EngineConfig::default()
-    };
-    if workers > 0 {
-        cfg.workers = workers;
-    }
     let shared = Arc::new(Mutex::new(Wakeups::default()));
     let plugin: Arc<dyn Plugin> = Arc::new(SignalPlugin {
         samples,
         shared: shared.clone(),
     });
-    let resources = ResourceManagerBuilder::new().build() as Arc<dyn ResourceBackend>;
-    let engine = Engine::start(cfg, store, Arc::new(OnlyPlugin(plugin)), resources)
-        .map_err(|e| anyhow::anyhow!("engine: {e}"))?;
+    let engine = super::engine::start_engine(dir.path(), store, plugin, Duration::from_secs(3600), workers)?;
     let spec: ExecutionSpec = serde_json::from_str(r#"{"template": {"type": "bench-signal"}}"#)?;
     engine
         .submit(Some("signalled".into()), spec)
