@@ -186,10 +186,23 @@ fn abort_of_a_running_shell_task_kills_its_process() {
     }
     let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
     assert!(pid_alive(pid));
+    // No outputs yet: said on stderr with the phase, exit 1 (not `null`, 0).
+    let out = d.cli(&["outputs", "long-1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(stderr.contains("has no outputs yet: it is Running"), "{stderr}");
     let out = d.cli(&["abort", "long-1", "--reason", "test abort"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v = d.wait_terminal("long-1");
     assert_eq!(v["phase"], "Aborted");
+    let out = d.cli(&["outputs", "long-1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("has no outputs: it ended Aborted") && stderr.contains("test abort"),
+        "{stderr}"
+    );
     let start = Instant::now();
     while pid_alive(pid) {
         assert!(

@@ -12,14 +12,15 @@ use serde_json::Value;
 use crate::client::{encode_segment, execution_path, Client, ClientError};
 use kozmo_engine::model::ExecPhase;
 
-/// Where the daemon is.
+/// Where the daemon is: the options of the client commands (and only of
+/// them: `serve`, `bench` and `plugins` do not take them).
 #[derive(Debug, Clone, Args)]
 pub struct ServerArgs {
     /// The daemon's base URL.
-    #[arg(long, env = "KOZMO_SERVER", default_value = "http://127.0.0.1:7460", global = true)]
+    #[arg(long, env = "KOZMO_SERVER", default_value = "http://127.0.0.1:7460")]
     pub server: String,
     /// API token (sent as `Authorization: Bearer`).
-    #[arg(long, env = "KOZMO_API_TOKEN", hide_env_values = true, global = true)]
+    #[arg(long, env = "KOZMO_API_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 }
 
@@ -42,6 +43,9 @@ pub enum Format {
 /// `kozmo submit`.
 #[derive(Debug, Args)]
 pub struct SubmitArgs {
+    /// Where the daemon is.
+    #[command(flatten)]
+    pub server: ServerArgs,
     /// Task file (JSON: task template fields plus `inputs`), or `-` for stdin.
     #[arg(required_unless_present = "many")]
     pub file: Option<PathBuf>,
@@ -110,7 +114,8 @@ fn print_text(v: &Value) {
 }
 
 /// Runs `kozmo submit`.
-pub fn submit(args: SubmitArgs, server: ServerArgs) -> anyhow::Result<ExitCode> {
+pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
+    let server = args.server.clone();
     if let Some(many) = &args.many {
         return super::submit_many::submit_many(&server.client(), many, args.batch_size);
     }
@@ -245,9 +250,36 @@ pub fn events(id: &str, format: Format, server: ServerArgs) -> anyhow::Result<Ex
 
 /// Runs `kozmo outputs`.
 pub fn outputs(id: &str, server: ServerArgs) -> anyhow::Result<ExitCode> {
-    let (_, v) = about(id, server.client().get(&execution_path(id, "/outputs")?))?;
-    show(&v["outputs"], Format::Json);
-    Ok(ExitCode::SUCCESS)
+    let client = server.client();
+    let (_, v) = about(id, client.get(&execution_path(id, "/outputs")?))?;
+    if !v["outputs"].is_null() {
+        show(&v["outputs"], Format::Json);
+        return Ok(ExitCode::SUCCESS);
+    }
+    // No outputs (yet, or ever): say why instead of printing `null`.
+    let (_, e) = about(id, client.get(&execution_path(id, "")?))?;
+    eprintln!("{}", no_outputs_reason(id, &e));
+    Ok(ExitCode::from(1))
+}
+
+/// Why execution `id` (as the API shows it: `execution`) has no outputs.
+fn no_outputs_reason(id: &str, execution: &Value) -> String {
+    let phase = execution["phase"].as_str().unwrap_or("in an unknown phase");
+    let error = match (
+        execution["error"]["code"].as_str(),
+        execution["error"]["message"].as_str(),
+    ) {
+        (Some(code), Some(message)) => format!(": {code}: {message}"),
+        _ => String::new(),
+    };
+    match phase {
+        "Failed" | "Aborted" => format!("execution [{id}] has no outputs: it ended {phase}{error}"),
+        "Succeeded" => format!("execution [{id}] has no outputs: it Succeeded without any"),
+        _ => format!(
+            "execution [{id}] has no outputs yet: it is {phase}; outputs appear once it has Succeeded \
+             (`kozmo get {id}` shows where it is)"
+        ),
+    }
 }
 
 /// Runs `kozmo abort`.

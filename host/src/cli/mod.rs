@@ -14,14 +14,11 @@ pub mod submit_many;
 
 /// Kozmo: a native plugin system for task execution.
 #[derive(Debug, Parser)]
-#[command(name = "kozmo", version, about, long_about = None)]
+#[command(name = "kozmo", version = version_text(), about, long_about = None)]
 pub struct Cli {
     /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
-    /// Where the daemon is (for the client commands).
-    #[command(flatten)]
-    pub server: executions::ServerArgs,
     /// The command to run.
     #[command(subcommand)]
     pub command: Command,
@@ -48,6 +45,9 @@ pub enum Command {
         /// Output format.
         #[arg(short = 'o', long, value_enum, default_value_t)]
         output: executions::Format,
+        /// Where the daemon is.
+        #[command(flatten)]
+        server: executions::ServerArgs,
     },
     /// List executions, oldest first.
     List {
@@ -60,6 +60,9 @@ pub enum Command {
         /// Output format.
         #[arg(short = 'o', long, value_enum, default_value_t)]
         output: executions::Format,
+        /// Where the daemon is.
+        #[command(flatten)]
+        server: executions::ServerArgs,
     },
     /// Show an execution's events, in order.
     Events {
@@ -69,12 +72,19 @@ pub enum Command {
         /// Output format.
         #[arg(short = 'o', long, value_enum, default_value_t)]
         output: executions::Format,
+        /// Where the daemon is.
+        #[command(flatten)]
+        server: executions::ServerArgs,
     },
-    /// Show an execution's outputs (JSON).
+    /// Show an execution's outputs (JSON); an execution without outputs
+    /// (not Succeeded yet, failed, aborted) is said so on stderr, exit 1.
     Outputs {
         /// Execution id, sent percent-encoded (write `-- ID` for an id that
         /// starts with `-`).
         id: String,
+        /// Where the daemon is.
+        #[command(flatten)]
+        server: executions::ServerArgs,
     },
     /// Remove terminal executions past retention now (the daemon's
     /// `retention` settings, or `--older-than`), with every row and data
@@ -102,7 +112,24 @@ pub enum Command {
         /// Output format.
         #[arg(short = 'o', long, value_enum, default_value_t)]
         output: executions::Format,
+        /// Where the daemon is.
+        #[command(flatten)]
+        server: executions::ServerArgs,
     },
+}
+
+/// `kozmo --version`: the binary's version, and the plugin ABI and
+/// `kozmo-interface` version a plugin is built against to load here.
+fn version_text() -> &'static str {
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| {
+        format!(
+            "{} (plugin ABI {}, kozmo-interface {})",
+            env!("CARGO_PKG_VERSION"),
+            kozmo_interface::abi::ABI_VERSION,
+            kozmo_interface::host::interface_version()
+        )
+    })
 }
 
 impl Cli {
@@ -130,13 +157,23 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plugins(cmd) => plugins::run(cmd),
         Command::Bench(args) => bench::run(*args),
         Command::Serve(args) => serve::run(*args),
-        Command::Submit(args) => executions::submit(args, cli.server),
-        Command::Get { id, output } => executions::get(&id, output, cli.server),
-        Command::List { phase, limit, output } => executions::list(phase, limit, output, cli.server),
-        Command::Events { id, output } => executions::events(&id, output, cli.server),
-        Command::Outputs { id } => executions::outputs(&id, cli.server),
-        Command::Abort { id, reason, output } => executions::abort(&id, &reason, output, cli.server),
-        Command::Prune(args) => prune::run(args, cli.server),
+        Command::Submit(args) => executions::submit(args),
+        Command::Get { id, output, server } => executions::get(&id, output, server),
+        Command::List {
+            phase,
+            limit,
+            output,
+            server,
+        } => executions::list(phase, limit, output, server),
+        Command::Events { id, output, server } => executions::events(&id, output, server),
+        Command::Outputs { id, server } => executions::outputs(&id, server),
+        Command::Abort {
+            id,
+            reason,
+            output,
+            server,
+        } => executions::abort(&id, &reason, output, server),
+        Command::Prune(args) => prune::run(args),
         Command::PluginHost(args) => Ok(crate::isolation::child::run(args)),
         Command::ProbeLibraries { files } => Ok(crate::loader::probe::child_main(&files)),
     }

@@ -10,6 +10,9 @@ use super::executions::{Format, ServerArgs};
 /// `kozmo prune`.
 #[derive(Debug, Args)]
 pub struct PruneArgs {
+    /// Where the daemon is.
+    #[command(flatten)]
+    pub server: ServerArgs,
     /// Remove terminal executions that finished longer ago than this (`7d`,
     /// `12h`, `30m`, `90s`), instead of the daemon's `retention.keep*`
     /// settings; `retention.max_executions` still applies. Active
@@ -25,7 +28,8 @@ pub struct PruneArgs {
 }
 
 /// Runs `kozmo prune` against the daemon.
-pub fn run(args: PruneArgs, server: ServerArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: PruneArgs) -> anyhow::Result<ExitCode> {
+    let server = args.server.clone();
     if let Some(d) = &args.older_than {
         if let Err(e) = kozmo_engine::retention::duration::parse(d) {
             eprintln!("error: --older-than: {e}");

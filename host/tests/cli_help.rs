@@ -1,0 +1,45 @@
+//! What `kozmo --version` and the commands' `--help` say.
+
+use std::process::Command;
+
+fn kozmo(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kozmo"))
+        .args(args)
+        .env_remove("KOZMO_SERVER")
+        .env_remove("KOZMO_API_TOKEN")
+        .output()
+        .unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn the_version_names_the_plugin_abi_and_interface_a_plugin_builds_against() {
+    let (ok, text) = kozmo(&["--version"]);
+    assert!(ok, "{text}");
+    let abi = kozmo_interface::abi::ABI_VERSION.to_string();
+    assert!(text.contains(&format!("plugin ABI {abi}")), "{text}");
+    assert!(
+        text.contains(&format!(
+            "kozmo-interface {}",
+            kozmo_interface::host::interface_version()
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn client_options_are_listed_by_the_client_commands_only() {
+    for cmd in [&["serve"][..], &["bench"], &["plugins", "list"], &["plugins", "check"]] {
+        let (ok, help) = kozmo(&[cmd, &["--help"]].concat());
+        assert!(ok, "{cmd:?}: {help}");
+        assert!(
+            !help.contains("--server") && !help.contains("--token "),
+            "{cmd:?} does not talk to a daemon: {help}"
+        );
+    }
+    for cmd in ["submit", "get", "list", "events", "outputs", "abort", "prune"] {
+        let (ok, help) = kozmo(&[cmd, "--help"]);
+        assert!(ok, "{cmd}: {help}");
+        assert!(help.contains("--server") && help.contains("--token"), "{cmd}: {help}");
+    }
+}
