@@ -313,13 +313,35 @@ fn sigterm_exits_zero_and_nothing_is_lost() {
 #[test]
 fn sigkill_during_a_shell_task_then_restart_finishes_it() {
     let root = tempfile::tempdir().unwrap();
-    let mut d = Daemon::start(root.path(), &PLUGINS, &[]);
+    // A fixed port, so the restarted daemon is found where the first was.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut d = Daemon::start(root.path(), &PLUGINS, &["--listen", &listen]);
     let marker = root.path().join("started");
-    d.submit(&json!({
-        "execution_id": "survivor", "type": "shell",
-        "interface": {"outputs": {"exit_code": {"type": "integer"}}},
-        "container": {"command": ["sh", "-c", "touch \"$1\"; sleep 2; echo done", "sh", marker.to_str().unwrap()]},
-    }));
+    let task = root.path().join("survivor.json");
+    std::fs::write(
+        &task,
+        json!({
+            "execution_id": "survivor", "type": "shell",
+            "interface": {"outputs": {"exit_code": {"type": "integer"}}},
+            "container": {"command": ["sh", "-c", "touch \"$1\"; sleep 2; echo done", "sh", marker.to_str().unwrap()]},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    // A client waiting on it through the crash and the restart.
+    let waiting = kozmo()
+        .args(["submit", task.to_str().unwrap(), "--wait", "-o", "json"])
+        .env("KOZMO_SERVER", d.client.base())
+        .env_remove("KOZMO_API_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let start = Instant::now();
     while !marker.exists() {
         assert!(start.elapsed() < Duration::from_secs(20), "{}", d.log_text());
@@ -327,11 +349,22 @@ fn sigkill_during_a_shell_task_then_restart_finishes_it() {
     }
     let status = d.signal("KILL");
     assert_eq!(status.code(), None);
+    // The client notices the daemon is gone before it comes back.
+    std::thread::sleep(Duration::from_millis(700));
     d.restart();
     let v = d.wait_terminal("survivor");
     assert_eq!(v["phase"], "Succeeded", "{v}; log:\n{}", d.log_text());
     let (_, out) = d.client.get("/v1/executions/survivor/outputs").unwrap();
     assert_eq!(out["outputs"]["stdout"], json!({"string": "done"}));
+    let waited = waiting.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&waited.stderr);
+    assert!(waited.status.success(), "submit --wait survives the restart: {stderr}");
+    assert!(
+        stderr.contains("lost the daemon") && stderr.contains("the daemon answers again"),
+        "{stderr}"
+    );
+    let outputs: Value = serde_json::from_slice(&waited.stdout).unwrap();
+    assert_eq!(outputs["stdout"], json!({"string": "done"}), "{outputs}");
 }
 
 #[test]

@@ -163,8 +163,39 @@ fn wait(client: &Client, id: &str, submitted: &Value, timeout: Duration, format:
         last = describe(submitted);
         eprintln!("{:>7.2}s  {id}  {last}", 0.0);
     }
+    let mut unreachable_since: Option<Instant> = None;
     loop {
-        let (_, v) = about(id, client.get(&execution_path(id, "")?))?;
+        let v = match client.get(&execution_path(id, "")?) {
+            Ok((_, v)) => v,
+            // The daemon restarting (or briefly away) does not stop the
+            // execution: keep asking until it answers or the wait times out.
+            Err(e @ ClientError::Transport { .. }) => {
+                if start.elapsed() > timeout {
+                    eprintln!(
+                        "gave up waiting for {id} after {}s: {e} (the execution goes on if the daemon does)",
+                        timeout.as_secs()
+                    );
+                    return Ok(ExitCode::from(3));
+                }
+                if unreachable_since.is_none() {
+                    eprintln!(
+                        "{:>7.2}s  {id}  lost the daemon ({e}); the execution goes on, asking again",
+                        start.elapsed().as_secs_f64()
+                    );
+                    unreachable_since = Some(Instant::now());
+                }
+                std::thread::sleep(Duration::from_millis(500));
+                continue;
+            }
+            Err(e) => return Err(e).with_context(|| format!("execution [{id}]")),
+        };
+        if let Some(since) = unreachable_since.take() {
+            eprintln!(
+                "{:>7.2}s  {id}  the daemon answers again (away {:.1}s)",
+                start.elapsed().as_secs_f64(),
+                since.elapsed().as_secs_f64()
+            );
+        }
         let now = describe(&v);
         if now != last {
             eprintln!("{:>7.2}s  {id}  {now}", start.elapsed().as_secs_f64());
