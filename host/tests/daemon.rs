@@ -77,7 +77,21 @@ fn examples_through_the_cli_with_wait_exit_codes() {
         "{outputs}"
     );
     let out = d.cli(&["events", "hello-1"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("PhaseSuccess"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("PhaseSuccess"), "{text}");
+    // Text like the other commands: a line per event, not JSON.
+    for line in text.lines() {
+        assert!(!line.starts_with('{'), "{text}");
+        assert!(line.starts_with("20") && line.contains("  attempt 0  "), "{line}");
+    }
+    assert!(
+        text.lines()
+            .any(|l| l.contains(" terminal ") && l.contains("Succeeded")),
+        "{text}"
+    );
+    let out = d.cli(&["events", "hello-1", "-o", "json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["items"].as_array().is_some_and(|i| !i.is_empty()), "{v}");
     let out = d.cli(&["get", "hello-1", "-o", "json"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["phase"], "Succeeded");

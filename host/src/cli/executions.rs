@@ -272,11 +272,42 @@ pub fn events(id: &str, format: Format, server: ServerArgs) -> anyhow::Result<Ex
         Format::Json => show(&page, Format::Json),
         Format::Text => {
             for e in page["items"].as_array().into_iter().flatten() {
-                println!("{}", serde_json::to_string(e).unwrap_or_default());
+                println!("{}", event_line(e));
             }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One event as a line of text: when, attempt, kind, phase and version,
+/// then what it says (the last reason, the error, the next attempt).
+fn event_line(e: &Value) -> String {
+    let ms = e["occurred_at_ms"].as_i64().unwrap_or_default();
+    let when = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    let when = kozmo_interface::format_rfc3339_nanos(when);
+    let body = &e["body"];
+    let mut line = format!(
+        "{when}  attempt {}  {:<9} {} v{}",
+        e["attempt"].as_u64().unwrap_or_default(),
+        e["kind"].as_str().unwrap_or("?"),
+        e["phase"].as_str().unwrap_or("?"),
+        e["version"].as_u64().unwrap_or_default(),
+    );
+    if let Some(reason) = body["reasons"]
+        .as_array()
+        .and_then(|r| r.first())
+        .and_then(|r| r["reason"].as_str().or(r.as_str()))
+        .filter(|r| !r.is_empty())
+    {
+        line.push_str(&format!("  {reason}"));
+    }
+    if let (Some(code), Some(message)) = (body["error"]["code"].as_str(), body["error"]["message"].as_str()) {
+        line.push_str(&format!("  {code}: {message}"));
+    }
+    if let Some(next) = body["next_attempt"].as_u64() {
+        line.push_str(&format!("  (next attempt {next})"));
+    }
+    line
 }
 
 /// Runs `kozmo outputs`.
