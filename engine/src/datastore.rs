@@ -25,9 +25,13 @@ fn refused(reference: &str, why: &str) -> PluginError {
 }
 
 impl FsDataStore {
-    /// A store rooted at `root` (created if missing).
+    /// A store rooted at `root` (created if missing). A relative root is
+    /// made absolute against the current directory: the paths this store
+    /// hands out (raw output prefixes, input paths) must name the same files
+    /// for a plugin whatever its own current directory, and the shell plugin
+    /// only works in prefixes that are absolute paths.
     pub fn new(root: impl Into<PathBuf>) -> std::io::Result<Self> {
-        let root = root.into();
+        let root = std::path::absolute(root.into())?;
         fs::create_dir_all(&root)?;
         let canonical_root = root.canonicalize()?;
         Ok(FsDataStore { root, canonical_root })
@@ -152,6 +156,21 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, ["obj"], "no .obj.tmp<pid> left");
+    }
+
+    #[test]
+    fn a_relative_root_is_made_absolute() {
+        // A relative path below the current directory (the package's, under
+        // cargo test), removed when the test ends.
+        let cwd = std::env::current_dir().unwrap();
+        let dir = tempfile::tempdir_in(&cwd).unwrap();
+        let relative = dir.path().strip_prefix(&cwd).unwrap().join("data");
+        assert!(relative.is_relative(), "{}", relative.display());
+        let ds = FsDataStore::new(&relative).unwrap();
+        assert!(ds.root().is_absolute(), "{}", ds.root().display());
+        assert_eq!(ds.root(), cwd.join(&relative));
+        ds.write_raw("x", b"1").unwrap();
+        assert_eq!(fs::read(relative.join("x")).unwrap(), b"1");
     }
 
     #[test]
