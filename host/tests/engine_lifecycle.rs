@@ -15,6 +15,18 @@ use kozmo_interface::{ErrorKind, Literal};
 use serde_json::json;
 use support::{rounds, spec, Harness};
 
+/// A harness whose resync timer fires only after `after` (no backoff):
+/// what a test of wake-ups needs, so only the wake-up can run a round.
+fn resync_only_after(after: Duration, quotas: &[(&str, i64)]) -> Harness {
+    Harness::with(
+        |c| {
+            c.resync_interval = after;
+            c.max_resync_interval = after;
+        },
+        quotas,
+    )
+}
+
 // --- docs/semantics.md#retries vectors -----------------------------------------
 
 #[test]
@@ -231,13 +243,7 @@ fn quota_wait_then_grant_after_release() {
 #[test]
 fn a_released_token_wakes_its_waiter_without_the_resync() {
     // Resync 60 s: only the release can start the waiter's next round.
-    let h = Harness::with(
-        |c| {
-            c.resync_interval = Duration::from_secs(60);
-            c.max_resync_interval = Duration::from_secs(60);
-        },
-        &[("q", 1)],
-    );
+    let h = resync_only_after(Duration::from_secs(60), &[("q", 1)]);
     let holder = json!({"custom": {
         "rounds": [{"allocate": {"namespace": "q", "token": "t"}, "phase": "Running", "version": 1}],
         "finalize": {"release": [{"namespace": "q", "token": "t"}]}
@@ -437,13 +443,7 @@ fn a_restart_resumes_running_executions_where_they_were() {
 #[test]
 fn the_signal_requeues_at_once() {
     // Resync 10 s: only the plugin's signal can make the rounds progress.
-    let h = Harness::with(
-        |c| {
-            c.resync_interval = Duration::from_secs(10);
-            c.max_resync_interval = Duration::from_secs(10);
-        },
-        &[],
-    );
+    let h = resync_only_after(Duration::from_secs(10), &[]);
     let t = rounds(json!([
         {"phase": "Running", "version": 1},
         {"phase": "Running", "version": 1, "signal": true},
@@ -462,13 +462,7 @@ fn a_signal_from_the_plugins_own_thread_runs_the_next_round_without_the_resync()
     // because the plugin's own thread signals 50 ms after a call returned
     // (as a plugin that waits on a child process or a remote job does).
     // Every progress version is recorded as its own event.
-    let h = Harness::with(
-        |c| {
-            c.resync_interval = Duration::from_secs(60);
-            c.max_resync_interval = Duration::from_secs(60);
-        },
-        &[],
-    );
+    let h = resync_only_after(Duration::from_secs(60), &[]);
     let t = rounds(json!([
         {"phase": "Running", "version": 1, "signal_after_ms": 50},
         {"phase": "Running", "version": 1, "signal_after_ms": 50},
@@ -575,13 +569,7 @@ fn enqueue_owner_bound_after_start_requeues_by_execution_name() {
             name: "early".into(),
         })
         .unwrap();
-    let h = Harness::with(
-        |c| {
-            c.resync_interval = Duration::from_secs(10);
-            c.max_resync_interval = Duration::from_secs(10);
-        },
-        &[],
-    );
+    let h = resync_only_after(Duration::from_secs(10), &[]);
     owner.bind(&h.engine);
     let id = h.submit(
         "owned",
