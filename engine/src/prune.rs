@@ -139,6 +139,11 @@ impl EngineHandle {
         Ok(self.core.store.reclaim_space(max_pages)?)
     }
 
+    /// The free space in the store's file.
+    pub fn store_space(&self) -> Result<crate::store::StoreSpace, EngineError> {
+        Ok(self.core.store.space()?)
+    }
+
     /// The last update of the oldest terminal execution kept.
     pub fn oldest_terminal(&self) -> Result<Option<i64>, EngineError> {
         Ok(self.core.store.oldest_terminal()?)

@@ -472,3 +472,73 @@ fn pruning_during_a_load_keeps_the_newest_with_one_terminal_event_each() {
     retention.stop();
     d.engine.shutdown(Duration::from_secs(10));
 }
+
+#[test]
+fn a_background_pass_keeps_the_pages_it_freed_and_the_next_idle_pass_gives_them_back() {
+    let d = daemon();
+    let echo = task("examples/echo.json");
+    let policy = |max| {
+        RetentionConfig {
+            keep: "forever".into(),
+            max_executions: Some(max),
+            interval: "forever".into(),
+            batch: 100,
+            ..Default::default()
+        }
+        .policy()
+        .unwrap()
+    };
+    let batch: Vec<(Option<String>, ExecutionSpec)> = (0..600)
+        .map(|i| (Some(format!("space-{i:03}")), echo.clone()))
+        .collect();
+    let ids: Vec<String> = d
+        .engine
+        .submit_batch(batch)
+        .into_iter()
+        .map(|r| match r.unwrap() {
+            SubmitOutcome::Created(id) => id,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    wait_terminal(&d.engine, &ids);
+    let free = || d.engine.store_space().unwrap().free_bytes;
+    // The database file itself: the pages given back leave it at the next
+    // checkpoint (the daemon's checkpointer runs every 50 ms).
+    let file = || std::fs::metadata(d.data().join("kozmo.db")).unwrap().len();
+    assert_eq!(free(), 0, "nothing deleted yet");
+
+    // Under load (a pass that deletes), the pages it freed stay for the
+    // executions that will fill them again.
+    let retention = Retention::start(d.engine.clone(), policy(100), None);
+    let first = retention.background_pass().unwrap();
+    assert_eq!(first.executions, 500, "{first:?}");
+    assert_eq!(first.db_bytes_reclaimed, 0, "{first:?}");
+    let kept = free();
+    assert!(kept > 0, "the deletes freed pages");
+
+    // The next pass finds nothing to delete: the load is over, they go back.
+    let second = retention.background_pass().unwrap();
+    assert_eq!(second.executions, 0, "{second:?}");
+    assert_eq!(second.db_bytes_reclaimed, kept, "{second:?}");
+    assert_eq!(free(), 0);
+    retention.stop();
+
+    // `kozmo prune` (a requested pass) gives back everything it freed at once.
+    let before = file();
+    let requested = Retention::start(d.engine.clone(), policy(10), None);
+    let r = requested.run_pass(None, false).unwrap();
+    assert_eq!(r.executions, 90, "{r:?}");
+    assert!(r.db_bytes_reclaimed > 0, "{r:?}");
+    assert_eq!(free(), 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while file() >= before {
+        assert!(
+            Instant::now() < deadline,
+            "the file did not shrink: {before} -> {}",
+            file()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    requested.stop();
+    d.engine.shutdown(Duration::from_secs(10));
+}

@@ -130,7 +130,7 @@ impl Retention {
 
     fn background(&self, every: Duration) {
         loop {
-            match self.run_pass(None, false) {
+            match self.background_pass() {
                 Ok(r) if r.executions > 0 => log::info!(
                     "retention: removed {} executions ({} blob bytes, {} database bytes given back) in {} ms",
                     r.executions,
@@ -165,7 +165,30 @@ impl Retention {
 
     /// One pass: with `older_than`, every phase's keep time is replaced by
     /// it (the count limit still applies); `dry_run` only reports.
+    /// Gives every free page back to the file system (what `kozmo prune`
+    /// asks for).
     pub fn run_pass(&self, older_than: Option<Duration>, dry_run: bool) -> Result<PruneReport, String> {
+        self.pass_keeping(older_than, dry_run, false)
+    }
+
+    /// A pass of the background pruner: like [`Retention::run_pass`] with the
+    /// policy's limits, but it keeps as many free pages as its own deletes
+    /// freed. The load that finished those executions since the last pass
+    /// will fill about as many pages again before the next one: giving them
+    /// back only to grow the file again would cost the writer twice (an
+    /// `incremental_vacuum` holds it, and syncs, while step commits wait).
+    /// Once the load falls, a pass frees less, and what it keeps is
+    /// given back by the next pass.
+    pub fn background_pass(&self) -> Result<PruneReport, String> {
+        self.pass_keeping(None, false, true)
+    }
+
+    fn pass_keeping(
+        &self,
+        older_than: Option<Duration>,
+        dry_run: bool,
+        keep_freed: bool,
+    ) -> Result<PruneReport, String> {
         let _one = lock(&self.pass);
         let started = Instant::now();
         let mut report = PruneReport {
@@ -181,6 +204,7 @@ impl Retention {
             report.add_batch(&b);
             report.batches = 0;
         } else {
+            let free_before = self.engine.store_space().map_err(e)?.free_bytes;
             while !self.stopping.load(Ordering::SeqCst) {
                 let sel = self.policy.select(now_ms(), older_than);
                 let cands = self.engine.prune_candidates(&sel).map_err(e)?;
@@ -206,9 +230,18 @@ impl Retention {
                     break;
                 }
             }
-            while !self.stopping.load(Ordering::SeqCst) {
+            let space = self.engine.store_space().map_err(e)?;
+            let reserve = if keep_freed {
+                space.free_bytes.saturating_sub(free_before)
+            } else {
+                0
+            };
+            let mut to_give = space.free_bytes.saturating_sub(reserve);
+            while to_give > 0 && !self.stopping.load(Ordering::SeqCst) {
                 let t = Instant::now();
-                let n = self.engine.reclaim_space(RECLAIM_PAGES).map_err(e)?;
+                let pages = (to_give / space.page_bytes.max(1)).clamp(1, RECLAIM_PAGES as u64) as u32;
+                let n = self.engine.reclaim_space(pages).map_err(e)?;
+                to_give = to_give.saturating_sub(n);
                 if n == 0 {
                     break;
                 }

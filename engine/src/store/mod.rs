@@ -19,7 +19,7 @@ mod prune;
 use std::collections::BTreeMap;
 
 pub use memory::MemoryStore;
-pub use prune::{PruneCandidate, PruneSelect, PrunedRows, TERMINAL};
+pub use prune::{PruneCandidate, PruneSelect, PrunedRows, StoreSpace, TERMINAL};
 
 use kozmo_interface::literals::LiteralMap;
 
@@ -237,6 +237,11 @@ pub trait Store: Send + Sync {
     /// at a time; returns the bytes given back. Default: nothing to give.
     fn reclaim_space(&self, _max_pages: u32) -> StoreResult<u64> {
         Ok(0)
+    }
+    /// The free space in the store's file. Default: none (nothing to give
+    /// back).
+    fn space(&self) -> StoreResult<StoreSpace> {
+        Ok(StoreSpace::default())
     }
     /// When the least recently updated terminal execution still stored was
     /// last updated (the oldest one retention kept). Default: unknown.

@@ -84,5 +84,15 @@ impl PrunedRows {
     }
 }
 
+/// How much of the store's file is in use, for deciding whether free
+/// space is worth giving back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreSpace {
+    /// Bytes in free pages (reused by the next writes before the file grows).
+    pub free_bytes: u64,
+    /// Bytes of one page: what [`Store::reclaim_space`](super::Store::reclaim_space) counts in.
+    pub page_bytes: u64,
+}
+
 /// The terminal phases, in the order of their stored names.
 pub const TERMINAL: [ExecPhase; 3] = [ExecPhase::Succeeded, ExecPhase::Failed, ExecPhase::Aborted];

@@ -26,7 +26,8 @@ use kozmo_engine::model::{
     TaskState, TokenRow,
 };
 use kozmo_engine::store::{
-    CrashVictim, InsertOutcome, PruneCandidate, PruneSelect, PrunedRows, Store, StoreError, StoreResult, WriteTxn,
+    CrashVictim, InsertOutcome, PruneCandidate, PruneSelect, PrunedRows, Store, StoreError, StoreResult, StoreSpace,
+    WriteTxn,
 };
 use kozmo_engine::sync::lock;
 
@@ -461,6 +462,10 @@ impl Store for SqliteStore {
 
     fn reclaim_space(&self, max_pages: u32) -> StoreResult<u64> {
         self.incremental_vacuum(max_pages)
+    }
+
+    fn space(&self) -> StoreResult<StoreSpace> {
+        self.free_space()
     }
 
     fn oldest_terminal(&self) -> StoreResult<Option<i64>> {

@@ -11,7 +11,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::sqlite::{err, json, SqliteStore};
 use kozmo_engine::model::ExecPhase;
-use kozmo_engine::store::{PruneCandidate, PruneSelect, PrunedRows, StoreResult, TERMINAL};
+use kozmo_engine::store::{PruneCandidate, PruneSelect, PrunedRows, StoreResult, StoreSpace, TERMINAL};
 use kozmo_engine::sync::lock;
 
 /// The terminal phases as SQL (matches the partial index of migration 5).
@@ -149,6 +149,18 @@ impl SqliteStore {
             started.elapsed()
         );
         Ok((before - after).max(0) as u64 * page_size.max(0) as u64)
+    }
+
+    /// See [`Store::space`]: the free list, read on the reader connection
+    /// (a committed view; pages a running transaction frees are not in it).
+    pub(super) fn free_space(&self) -> StoreResult<StoreSpace> {
+        let c = lock(&self.reader);
+        let free = pragma(&c, "freelist_count")?.max(0) as u64;
+        let page = pragma(&c, "page_size")?.max(0) as u64;
+        Ok(StoreSpace {
+            free_bytes: free * page,
+            page_bytes: page,
+        })
     }
 
     /// See [`Store::oldest_terminal`].
