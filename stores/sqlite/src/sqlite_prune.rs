@@ -14,8 +14,13 @@ use kozmo_engine::model::ExecPhase;
 use kozmo_engine::store::{PruneCandidate, PruneSelect, PrunedRows, StoreResult, StoreSpace, TERMINAL};
 use kozmo_engine::sync::lock;
 
-/// The terminal phases as SQL (matches the partial index of migration 5).
-const TERMINAL_SQL: &str = "phase IN ('Succeeded', 'Failed', 'Aborted')";
+/// The terminal phases as SQL, spelled exactly as the condition of the
+/// partial index `executions_terminal_by_age` (migration 6): SQLite uses a
+/// partial index only for a WHERE that contains its condition.
+const TERMINAL_SQL: &str = "(phase = 'Succeeded' OR phase = 'Failed' OR phase = 'Aborted')";
+
+/// [`TERMINAL_SQL`] on the table aliased `e`.
+const TERMINAL_SQL_E: &str = "(e.phase = 'Succeeded' OR e.phase = 'Failed' OR e.phase = 'Aborted')";
 
 /// Where one table's count goes in [`PrunedRows`].
 type CountSlot = fn(&mut PrunedRows) -> &mut u64;
@@ -58,10 +63,10 @@ impl SqliteStore {
                 .map_err(err)?
             };
             match (keep, oldest_kept) {
-                (0, _) => out.extend(query(&c, &format!("e.{TERMINAL_SQL}"), rusqlite::params![limit], "?1")?),
+                (0, _) => out.extend(query(&c, TERMINAL_SQL_E, rusqlite::params![limit], "?1")?),
                 (_, Some((at, id))) => out.extend(query(
                     &c,
-                    &format!("e.{TERMINAL_SQL} AND (e.updated_at, e.id) < (?1, ?2)"),
+                    &format!("{TERMINAL_SQL_E} AND (e.updated_at, e.id) < (?1, ?2)"),
                     rusqlite::params![at, id, limit],
                     "?3",
                 )?),
@@ -74,7 +79,7 @@ impl SqliteStore {
             let found = query(
                 &c,
                 &format!(
-                    "e.{TERMINAL_SQL} AND e.updated_at < ?1 AND ((e.phase = 'Succeeded' AND e.updated_at < ?2) \
+                    "{TERMINAL_SQL_E} AND e.updated_at < ?1 AND ((e.phase = 'Succeeded' AND e.updated_at < ?2) \
                      OR (e.phase = 'Failed' AND e.updated_at < ?3) OR (e.phase = 'Aborted' AND e.updated_at < ?4))"
                 ),
                 rusqlite::params![max, cuts[0], cuts[1], cuts[2], limit],
@@ -167,7 +172,9 @@ impl SqliteStore {
     pub(super) fn oldest_terminal_update(&self) -> StoreResult<Option<i64>> {
         let c = lock(&self.reader);
         let t = c
-            .prepare_cached(&format!("SELECT MIN(updated_at) FROM executions WHERE {TERMINAL_SQL}"))
+            .prepare_cached(&format!(
+                "SELECT MIN(updated_at) FROM executions INDEXED BY executions_terminal_by_age WHERE {TERMINAL_SQL}"
+            ))
             .map_err(err)?
             .query_row([], |r| r.get(0))
             .map_err(err)?;

@@ -37,11 +37,15 @@ fn sqlite_store_keeps_the_contract_and_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
         let s = SqliteStore::open_in(dir.path()).unwrap();
-        assert_eq!(s.schema_version().unwrap(), 5);
+        assert_eq!(s.schema_version().unwrap() as usize, migrations::MIGRATIONS.len());
         contract::contract(&s);
     }
     let s = SqliteStore::open_in(dir.path()).unwrap();
-    assert_eq!(s.schema_version().unwrap(), 5, "migrations run once");
+    assert_eq!(
+        s.schema_version().unwrap() as usize,
+        migrations::MIGRATIONS.len(),
+        "migrations run once"
+    );
     assert_eq!(s.get_execution("a").unwrap().unwrap().state.phase, ExecPhase::Succeeded);
     // A second terminal event for one execution is refused.
     let dup = RoundCommit {
@@ -112,7 +116,7 @@ fn sqlite_moves_specs_of_a_version_1_database() {
         .unwrap();
     }
     let s = SqliteStore::open_in(dir.path()).unwrap();
-    assert_eq!(s.schema_version().unwrap(), 5);
+    assert_eq!(s.schema_version().unwrap() as usize, migrations::MIGRATIONS.len());
     let rec = s.get_execution("old").unwrap().unwrap();
     assert_eq!(rec.spec_json, "{\"s\":1}");
     assert_eq!(rec.plugin_id, None, "older rows are not bound: routed by task type");
@@ -251,7 +255,7 @@ fn a_version_4_database_moves_to_incremental_auto_vacuum() {
         assert_eq!(mode, 0, "SQLite's default: none");
     }
     let s = SqliteStore::open_in(dir.path()).unwrap();
-    assert_eq!(s.schema_version().unwrap(), 5);
+    assert_eq!(s.schema_version().unwrap() as usize, migrations::MIGRATIONS.len());
     let c = rusqlite::Connection::open(&path).unwrap();
     let mode: i64 = c.query_row("PRAGMA auto_vacuum", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, 2, "INCREMENTAL after the migration's VACUUM");
