@@ -219,9 +219,19 @@ fn migrate(c: &mut Connection) -> StoreResult<()> {
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
         if OUTSIDE_TRANSACTION.contains(&(i + 1)) {
+            // Its statements can be repeated; the version only moves forward
+            // (another connection may have applied later migrations while
+            // these ran: writing `i + 1` blindly would send it back).
             c.execute_batch(sql)
                 .map_err(|e| StoreError(format!("migration {}: {e}", i + 1)))?;
-            c.pragma_update(None, "user_version", (i + 1) as i64).map_err(err)?;
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(err)?;
+            let now: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(err)?;
+            if (now.max(0) as usize) <= i {
+                tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(err)?;
+            }
+            tx.commit().map_err(err)?;
             continue;
         }
         // Another process may open the same file at the same time (a CLI
