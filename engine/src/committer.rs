@@ -2,7 +2,10 @@
 //! submissions and step results alike — in as few store transactions (and
 //! so as few syncs) as the load allows. A step's execution runs again, and a
 //! submitter gets its answer, only once the transaction holding it is
-//! durable.
+//! durable. A store that can leave the sync to the engine
+//! ([`WriteTxn::commit_unsynced`]) has it run on a second thread, the
+//! syncer, while the committer fills the next transaction: the answers of
+//! a transaction wait for its sync, the statements of the next do not.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -12,7 +15,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use super::scheduler::Next;
 use super::{Active, Engine};
 use crate::model::{NewExecution, RoundCommit};
-use crate::store::{InsertOutcome, PrunedRows, StoreResult, WriteTxn};
+use crate::store::{InsertOutcome, PendingSync, PrunedRows, StoreResult, WriteTxn};
 
 /// What a submitter gets back: its executions and what inserting each did.
 pub(crate) type SubmitReply = StoreResult<(Vec<NewExecution>, Vec<InsertOutcome>)>;
@@ -33,6 +36,19 @@ pub(crate) enum CommitMsg {
     /// Commit what is pending and stop.
     Stop,
 }
+
+/// A committed transaction waiting for its sync, with what to answer once
+/// it is durable.
+struct Sealed {
+    sync: PendingSync,
+    pending: Pending,
+    outcomes: Vec<InsertOutcome>,
+    /// When its commit started (the commit latency ends at the sync).
+    started: Instant,
+}
+
+/// Longest pause between two tries of a failed sync.
+const SYNC_RETRY_MAX: Duration = Duration::from_secs(1);
 
 /// Writes gathered for one transaction.
 #[derive(Default)]
@@ -132,6 +148,26 @@ impl Engine {
     /// The committer thread: takes whatever is queued (up to `max_batch`
     /// writes) and commits it in one transaction, repeats.
     pub(crate) fn committer(&self, rx: Receiver<CommitMsg>) {
+        let (sealed_tx, sealed_rx) = crossbeam_channel::unbounded::<Sealed>();
+        std::thread::scope(|scope| {
+            let syncer = std::thread::Builder::new()
+                .name("kozmo-sync".into())
+                .spawn_scoped(scope, || self.syncer(sealed_rx));
+            let to_syncer = match syncer {
+                Ok(_) => Some(sealed_tx),
+                Err(e) => {
+                    log::warn!("cannot start the sync thread ({e}): each commit syncs before the next");
+                    None
+                }
+            };
+            self.commit_loop(&rx, to_syncer.as_ref());
+            // Dropping the sender lets the syncer answer what is left and end;
+            // the scope waits for it.
+            drop(to_syncer);
+        });
+    }
+
+    fn commit_loop(&self, rx: &Receiver<CommitMsg>, syncer: Option<&Sender<Sealed>>) {
         let mut pending = Pending::default();
         loop {
             let mut stop = match rx.recv() {
@@ -145,7 +181,7 @@ impl Engine {
                 }
             }
             match self.store.begin() {
-                Ok(Some(txn)) => stop |= self.stream(txn, &rx, &mut pending),
+                Ok(Some(txn)) => stop |= self.stream(txn, rx, &mut pending, syncer),
                 Ok(None) => {}
                 Err(e) => {
                     self.store_health.failed(&e);
@@ -168,7 +204,13 @@ impl Engine {
     /// commits. The statements run while it waits. On success the writes
     /// are answered and `p` is empty; on failure the transaction is rolled
     /// back and `p` left for [`Engine::flush`]. True if `Stop` came.
-    fn stream(&self, mut txn: Box<dyn WriteTxn + '_>, rx: &Receiver<CommitMsg>, p: &mut Pending) -> bool {
+    fn stream(
+        &self,
+        mut txn: Box<dyn WriteTxn + '_>,
+        rx: &Receiver<CommitMsg>,
+        p: &mut Pending,
+        syncer: Option<&Sender<Sealed>>,
+    ) -> bool {
         let deadline = Instant::now() + self.store.commit_cost();
         let mut stop = false;
         let mut outcomes = Vec::with_capacity(p.news.len());
@@ -186,18 +228,31 @@ impl Engine {
                 Err(RecvTimeoutError::Disconnected) => stop = true,
             }
         };
-        let committed = applied.and_then(|()| {
-            let started = Instant::now();
-            let r = txn.commit();
-            self.stats.commit_latency.observe(started.elapsed());
-            r
-        });
+        let started = Instant::now();
+        let committed = applied.and_then(|()| txn.commit_unsynced());
         match committed {
-            Ok(()) => {
+            Ok(None) => {
+                self.stats.commit_latency.observe(started.elapsed());
                 self.store_health.succeeded();
                 p.answer(Ok(outcomes));
                 p.answer_prunes(Ok(()));
                 self.committed(p);
+            }
+            Ok(Some(sync)) => {
+                let sealed = Sealed {
+                    sync,
+                    pending: std::mem::take(p),
+                    outcomes,
+                    started,
+                };
+                match syncer {
+                    Some(tx) => {
+                        if let Err(unsent) = tx.send(sealed) {
+                            self.settle(vec![unsent.0]);
+                        }
+                    }
+                    None => self.settle(vec![sealed]),
+                }
             }
             Err(e) => {
                 self.store_health.failed(&e);
@@ -210,6 +265,40 @@ impl Engine {
             }
         }
         stop
+    }
+
+    /// The syncer thread: runs the syncs of committed transactions, one for
+    /// all that are waiting, then answers them.
+    fn syncer(&self, rx: Receiver<Sealed>) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            batch.extend(rx.try_iter());
+            self.settle(batch);
+        }
+    }
+
+    /// Makes `batch` (committed in this order) durable with one sync — the
+    /// last one's: a sync covers every transaction committed before it —
+    /// then answers each. A failed sync is tried again (the store is
+    /// reported unhealthy meanwhile); nothing is answered before one
+    /// succeeds.
+    fn settle(&self, mut batch: Vec<Sealed>) {
+        let waiting = batch.len();
+        let Some(last) = batch.last_mut() else { return };
+        let mut pause = Duration::from_millis(10);
+        while let Err(e) = (last.sync)() {
+            self.store_health.failed(&e);
+            log::error!("syncing {waiting} committed transaction(s) failed, trying again in {pause:?}: {e}");
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(SYNC_RETRY_MAX);
+        }
+        self.store_health.succeeded();
+        for mut s in batch {
+            self.stats.commit_latency.observe(s.started.elapsed());
+            s.pending.answer(Ok(s.outcomes));
+            s.pending.answer_prunes(Ok(()));
+            self.committed(&mut s.pending);
+        }
     }
 
     /// Whether steps other than the `pending` ones are queued or running.

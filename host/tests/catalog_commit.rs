@@ -74,6 +74,7 @@ fn a_success_and_its_catalog_entry_land_together() {
                 }
                 Write::TxnCommit(phases) => phases.iter().any(succeeds) && !refused.swap(true, Ordering::SeqCst),
                 Write::CatalogPut => !catalog_refused.swap(true, Ordering::SeqCst),
+                Write::Sync => false,
             },
         ));
         let first = engine(&dir.path().join("first"), store);

@@ -592,6 +592,71 @@ fn enqueue_owner_bound_after_start_requeues_by_execution_name() {
 }
 
 #[test]
+fn a_failed_sync_is_tried_again_and_nothing_is_answered_before_it_succeeds() {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    use kozmo_engine::resources::ResourceManagerBuilder;
+    use kozmo_engine::Engine;
+    use kozmo_store_sqlite::SqliteStore;
+    use support::faulty_store::{FaultyStore, Write};
+
+    // SQLite at full durability commits a group commit without its sync and
+    // leaves the sync to the engine's syncer: the first three syncs fail.
+    let dir = tempfile::tempdir().unwrap();
+    let inner = Box::new(SqliteStore::open_in(&dir.path().join("db")).unwrap());
+    let syncs = Arc::new(AtomicU32::new(0));
+    let answered = Arc::new(AtomicBool::new(false));
+    let answered_too_early = Arc::new(AtomicBool::new(false));
+    let store = {
+        let (syncs, answered, early) = (syncs.clone(), answered.clone(), answered_too_early.clone());
+        Arc::new(FaultyStore::new(inner, move |w| match w {
+            Write::Sync => {
+                let refused = syncs.fetch_add(1, Ordering::SeqCst) < 3;
+                if refused && answered.load(Ordering::SeqCst) {
+                    early.store(true, Ordering::SeqCst);
+                }
+                refused
+            }
+            _ => false,
+        }))
+    };
+    let engine = Engine::start(
+        support::test_config(dir.path()),
+        store.clone() as Arc<dyn Store>,
+        Arc::new(support::Resolver(support::scripted())),
+        ResourceManagerBuilder::new().build() as Arc<dyn ResourceBackend>,
+    )
+    .unwrap();
+    let t = rounds(json!([{"phase": "Running", "version": 1}, {"phase": "Success"}]));
+    assert!(matches!(
+        engine.submit(Some("synced".into()), spec(t)).unwrap(),
+        SubmitOutcome::Created(_)
+    ));
+    answered.store(true, Ordering::SeqCst);
+    assert!(
+        syncs.load(Ordering::SeqCst) >= 4,
+        "the submission was answered after three failed syncs and a good one"
+    );
+    assert!(
+        !answered_too_early.load(Ordering::SeqCst),
+        "answered before its sync succeeded"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !engine.get("synced").unwrap().phase.is_terminal() {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(engine.get("synced").unwrap().phase, ExecPhase::Succeeded);
+    let events = engine.events("synced").unwrap();
+    assert_eq!(
+        events.iter().filter(|e| e.event.kind == event_kind::TERMINAL).count(),
+        1
+    );
+    engine.shutdown(Duration::from_secs(5));
+}
+
+#[test]
 fn failed_commits_are_retried_without_losing_or_duplicating_effects() {
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Arc;
@@ -624,7 +689,7 @@ fn failed_commits_are_retried_without_losing_or_duplicating_effects() {
         let counted = calls.clone();
         let store = Arc::new(FaultyStore::new(inner, move |w| match w {
             Write::Commit(_) | Write::TxnCommit(_) => fails(counted.fetch_add(1, Ordering::SeqCst)),
-            Write::CatalogPut => false,
+            Write::CatalogPut | Write::Sync => false,
         }));
         let engine = Engine::start(
             support::test_config(dir.path()),

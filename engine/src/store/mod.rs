@@ -111,6 +111,11 @@ pub struct CrashVictim {
     pub call: String,
 }
 
+/// The sync that makes committed transactions durable
+/// ([`WriteTxn::commit_unsynced`]).
+/// If it fails it may be run again.
+pub type PendingSync = Box<dyn FnMut() -> StoreResult<()> + Send>;
+
 /// An open write transaction ([`Store::begin`]): what it applies becomes
 /// durable together at [`WriteTxn::commit`]; dropped uncommitted, it leaves
 /// nothing behind.
@@ -121,6 +126,15 @@ pub trait WriteTxn {
     fn apply(&mut self, step: &RoundCommit) -> StoreResult<()>;
     /// Makes everything applied durable.
     fn commit(self: Box<Self>) -> StoreResult<()>;
+    /// Commits without waiting for the writes to be durable: they are
+    /// visible to the store's readers at once and durable once the
+    /// returned [`PendingSync`] has run, which the engine does on another
+    /// thread while it fills the next transaction; nothing is answered or
+    /// acted on before. A sync makes every transaction committed before it
+    /// durable. Default: [`WriteTxn::commit`] (durable at once, nothing left).
+    fn commit_unsynced(self: Box<Self>) -> StoreResult<Option<PendingSync>> {
+        self.commit().map(|()| None)
+    }
     /// Deletes those of `ids` that are terminal with every row they own
     /// (as [`Store::delete_executions`], inside this transaction).
     /// Default: refuses (the engine then deletes in a transaction of its own).

@@ -312,9 +312,9 @@ impl Results {
                     ),
                     _ => format!("{ratio:.2}"),
                 };
-                rows.push(row(ROW_NAMES[5], figure, "≥ 0.5", Some(ratio >= 0.5)));
+                rows.push(row(ROW_NAMES[5], figure, "≥ 0.8", Some(ratio >= 0.8)));
             }
-            _ => rows.push(row(ROW_NAMES[5], "not measured", "≥ 0.5", None)),
+            _ => rows.push(row(ROW_NAMES[5], "not measured", "≥ 0.8", None)),
         }
         match &self.memory {
             Some(m) => {

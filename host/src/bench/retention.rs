@@ -33,7 +33,8 @@ use kozmo_engine::resources::{ResourceBackend, ResourceManagerBuilder};
 use kozmo_engine::retention::pruner::Retention;
 use kozmo_engine::retention::RetentionConfig;
 use kozmo_engine::store::{
-    CrashVictim, InsertOutcome, PruneCandidate, PruneSelect, PrunedRows, Store, StoreResult, StoreSpace, WriteTxn,
+    CrashVictim, InsertOutcome, PendingSync, PruneCandidate, PruneSelect, PrunedRows, Store, StoreResult, StoreSpace,
+    WriteTxn,
 };
 use kozmo_engine::sync::lock;
 use kozmo_engine::{Engine, EngineConfig};
@@ -141,6 +142,8 @@ struct Timings {
     phase_b: AtomicBool,
     without: Mutex<Vec<f64>>,
     between: Mutex<Vec<f64>>,
+    /// When each commit waiting for its sync started, oldest first.
+    unsynced: Mutex<Vec<Instant>>,
     during: Mutex<Vec<f64>>,
 }
 
@@ -165,7 +168,7 @@ struct TimedStore {
 struct TimedTxn<'a> {
     inner: Box<dyn WriteTxn + 'a>,
     started: Instant,
-    timings: &'a Timings,
+    timings: &'a Arc<Timings>,
 }
 
 impl WriteTxn for TimedTxn<'_> {
@@ -183,6 +186,30 @@ impl WriteTxn for TimedTxn<'_> {
         let r = self.inner.commit();
         timings.record(started.elapsed().as_secs_f64() * 1000.0);
         r
+    }
+    /// Timed to the end of the sync the engine runs later (durable). The
+    /// engine runs one sync for every transaction waiting (the last one's):
+    /// each sync ends the times of all commits made before it.
+    fn commit_unsynced(self: Box<Self>) -> StoreResult<Option<PendingSync>> {
+        let (started, timings) = (self.started, self.timings.clone());
+        match self.inner.commit_unsynced()? {
+            None => {
+                timings.record(started.elapsed().as_secs_f64() * 1000.0);
+                Ok(None)
+            }
+            Some(mut sync) => {
+                lock(&timings.unsynced).push(started);
+                Ok(Some(Box::new(move || {
+                    let covered = lock(&timings.unsynced).len();
+                    sync()?;
+                    let done: Vec<Instant> = lock(&timings.unsynced).drain(..covered).collect();
+                    for t in done {
+                        timings.record(t.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    Ok(())
+                })))
+            }
+        }
     }
 }
 

@@ -2,11 +2,12 @@
 //! write that never happened): every other call goes to the store inside.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use kozmo_engine::model::{
     ErrorDocument, EventRecord, EventRow, ExecPhase, ExecutionRecord, NewExecution, RoundCommit, TokenRow,
 };
-use kozmo_engine::store::{CrashVictim, InsertOutcome, Store, StoreError, StoreResult, WriteTxn};
+use kozmo_engine::store::{CrashVictim, InsertOutcome, PendingSync, Store, StoreError, StoreResult, WriteTxn};
 use kozmo_interface::LiteralMap;
 
 /// A write the engine asks of the store.
@@ -17,13 +18,19 @@ pub enum Write<'a> {
     TxnCommit(&'a [ExecPhase]),
     /// A catalog entry written on its own (`Store::catalog_put`).
     CatalogPut,
+    /// The sync of a streamed transaction committed without one
+    /// (`WriteTxn::commit_unsynced`; refused: the sync failed, the
+    /// transaction stays committed and the engine tries the sync again).
+    Sync,
 }
+
+type Refuse = dyn Fn(Write<'_>) -> bool + Send + Sync;
 
 /// Refuses a write when `refuse` says so ("disk full"; a refused streamed
 /// transaction is rolled back).
 pub struct FaultyStore {
     inner: Box<dyn Store>,
-    refuse: Box<dyn Fn(Write<'_>) -> bool + Send + Sync>,
+    refuse: Arc<Refuse>,
 }
 
 impl FaultyStore {
@@ -31,7 +38,7 @@ impl FaultyStore {
     pub fn new(inner: Box<dyn Store>, refuse: impl Fn(Write<'_>) -> bool + Send + Sync + 'static) -> Self {
         FaultyStore {
             inner,
-            refuse: Box::new(refuse),
+            refuse: Arc::new(refuse),
         }
     }
 
@@ -62,6 +69,16 @@ impl WriteTxn for Txn<'_> {
         // Refused: dropped uncommitted, so rolled back.
         self.store.check(Write::TxnCommit(&self.phases))?;
         self.inner.commit()
+    }
+    fn commit_unsynced(self: Box<Self>) -> StoreResult<Option<PendingSync>> {
+        self.store.check(Write::TxnCommit(&self.phases))?;
+        let refuse = self.store.refuse.clone();
+        Ok(self.inner.commit_unsynced()?.map(|mut sync| {
+            Box::new(move || match refuse(Write::Sync) {
+                true => Err(StoreError("sync failed (refused by the test)".into())),
+                false => sync(),
+            }) as PendingSync
+        }))
     }
 }
 

@@ -10,5 +10,6 @@ mod sqlite_prune;
 mod sqlite_txn;
 #[cfg(test)]
 mod tests;
+mod wal_sync;
 
 pub use sqlite::{Durability, SqliteStore};

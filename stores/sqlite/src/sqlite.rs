@@ -2,16 +2,17 @@
 //!
 //! One writer connection (behind a mutex; every write is one transaction)
 //! and one reader connection (WAL lets it read while the writer commits).
-//! `synchronous=FULL` by default: with WAL that fsyncs the log at every
-//! commit, so an acknowledged submission or round survives power loss, not
-//! only a process crash; group commit amortises the fsync over a batch.
+//! Full durability by default: the log is synced after every commit, so
+//! an acknowledged submission or round survives power loss, not only a
+//! process crash; group commit amortises the sync over a batch, and the
+//! engine runs a group commit's sync while it fills the next transaction
+//! (`wal_sync.rs` says how that stays as safe as `synchronous=FULL`).
 //! `Durability::Normal` (survives a process crash, may lose the last commits
 //! on power loss) is available for throughput experiments.
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kozmo_interface::literals::LiteralMap;
@@ -21,6 +22,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use crate::checkpointer::{Checkpointer, FALLBACK_PAGES};
 use crate::migrations::{MIGRATIONS, OUTSIDE_TRANSACTION};
 use crate::sqlite_txn::{insert_events, SqliteTxn};
+use crate::wal_sync::WalSync;
 use kozmo_engine::model::{
     ErrorDocument, EventRecord, EventRow, ExecPhase, ExecState, ExecutionRecord, NewEvent, NewExecution, RoundCommit,
     TaskState, TokenRow,
@@ -47,29 +49,11 @@ pub struct SqliteStore {
     _checkpointer: Checkpointer,
     pub(super) writer: Mutex<Connection>,
     pub(super) reader: Mutex<Connection>,
-    sync_cost: SyncCost,
-}
-
-/// A moving average of what committing (syncing) a transaction costs.
-#[derive(Default)]
-pub(super) struct SyncCost {
-    nanos: AtomicU64,
-}
-
-impl SyncCost {
-    /// Largest cost reported (a stalled disk must not stall the engine more).
-    const CAP: Duration = Duration::from_millis(10);
-
-    pub(super) fn observe(&self, d: Duration) {
-        let sample = d.min(Self::CAP).as_nanos() as u64;
-        let old = self.nanos.load(Ordering::Relaxed);
-        let new = if old == 0 { sample } else { (old * 7 + sample) / 8 };
-        self.nanos.store(new, Ordering::Relaxed);
-    }
-
-    fn get(&self) -> Duration {
-        Duration::from_nanos(self.nanos.load(Ordering::Relaxed))
-    }
+    /// The WAL and what syncing it costs.
+    wal: Arc<WalSync>,
+    /// Full durability: the writer runs with `synchronous=OFF` and every
+    /// commit is made durable by syncing the WAL itself (`wal_sync.rs`).
+    sync_after_commit: bool,
 }
 
 pub(super) fn err(e: impl std::fmt::Display) -> StoreError {
@@ -174,24 +158,43 @@ impl SqliteStore {
                 other => break other?,
             }
         };
-        // Checkpoints run in the background; a commit checkpoints by itself
-        // only if the WAL grows past the fallback.
-        writer
-            .pragma_update(None, "wal_autocheckpoint", FALLBACK_PAGES)
-            .map_err(err)?;
+        // Checkpoints run in the background. With full durability the
+        // writer never checkpoints (see `wal_sync.rs`): the checkpointer
+        // also bounds the WAL. Otherwise a commit checkpoints by itself
+        // when the WAL grows past the fallback.
+        let sync_after_commit = durability == Durability::Full;
+        if sync_after_commit {
+            writer.pragma_update(None, "synchronous", "OFF").map_err(err)?;
+            writer.pragma_update(None, "wal_autocheckpoint", 0).map_err(err)?;
+        } else {
+            writer
+                .pragma_update(None, "wal_autocheckpoint", FALLBACK_PAGES)
+                .map_err(err)?;
+        }
         let reader = open()?;
         Ok(SqliteStore {
-            _checkpointer: Checkpointer::start(path, sync).map_err(err)?,
+            _checkpointer: Checkpointer::start(path, sync, sync_after_commit).map_err(err)?,
             writer: Mutex::new(writer),
             reader: Mutex::new(reader),
-            sync_cost: SyncCost::default(),
+            wal: Arc::new(WalSync::for_database(path)),
+            sync_after_commit,
         })
     }
 
     /// Opens the write transaction of a group commit (holding the writer
     /// connection until it ends).
     pub(super) fn begin_write(&self) -> StoreResult<SqliteTxn<'_>> {
-        SqliteTxn::begin(lock(&self.writer), &self.sync_cost)
+        SqliteTxn::begin(lock(&self.writer), &self.wal, self.sync_after_commit)
+    }
+
+    /// Makes what the writer connection wrote outside a transaction of
+    /// [`SqliteStore::begin_write`] durable (nothing to do unless the store
+    /// syncs after commits).
+    pub(super) fn sync_written(&self) -> StoreResult<()> {
+        if self.sync_after_commit {
+            self.wal.sync()?;
+        }
+        Ok(())
     }
 
     /// The schema version (number of migrations applied).
@@ -251,6 +254,19 @@ fn migrate(c: &mut Connection) -> StoreResult<()> {
         tx.commit().map_err(err)?;
     }
     Ok(())
+}
+
+impl Drop for SqliteStore {
+    /// The writer goes back to `synchronous=FULL` before it closes: the
+    /// checkpoint SQLite runs as the last connection closes then syncs.
+    fn drop(&mut self) {
+        if self.sync_after_commit {
+            let c = lock(&self.writer);
+            if let Err(e) = c.pragma_update(None, "synchronous", "FULL") {
+                log::warn!("restoring synchronous=FULL before closing the store: {e}");
+            }
+        }
+    }
 }
 
 impl Store for SqliteStore {
@@ -322,7 +338,7 @@ impl Store for SqliteStore {
     }
 
     fn commit_cost(&self) -> Duration {
-        self.sync_cost.get()
+        self.wal.cost().get()
     }
 
     fn append_events(&self, id: &str, events: &[EventRow]) -> StoreResult<()> {
@@ -358,13 +374,15 @@ impl Store for SqliteStore {
     }
 
     fn request_abort(&self, id: &str, reason: &str) -> StoreResult<bool> {
-        let c = lock(&self.writer);
-        let n = c
+        let tx = self.begin_write()?;
+        let n = tx
+            .conn()
             .execute(
                 "UPDATE executions SET abort_requested = ?2 WHERE id = ?1",
                 params![id, reason],
             )
             .map_err(err)?;
+        tx.finish()?;
         Ok(n > 0)
     }
 
@@ -449,13 +467,14 @@ impl Store for SqliteStore {
     }
 
     fn catalog_put(&self, key: &str, outputs: &LiteralMap) -> StoreResult<()> {
-        let c = lock(&self.writer);
-        c.execute(
-            "INSERT OR REPLACE INTO catalog (key, outputs, created_at) VALUES (?1, ?2, ?3)",
-            params![key, json(outputs)?, kozmo_engine::model::now_ms()],
-        )
-        .map_err(err)?;
-        Ok(())
+        let tx = self.begin_write()?;
+        tx.conn()
+            .execute(
+                "INSERT OR REPLACE INTO catalog (key, outputs, created_at) VALUES (?1, ?2, ?3)",
+                params![key, json(outputs)?, kozmo_engine::model::now_ms()],
+            )
+            .map_err(err)?;
+        tx.finish()
     }
 
     fn prune_candidates(&self, sel: &PruneSelect) -> StoreResult<Vec<PruneCandidate>> {

@@ -148,6 +148,8 @@ impl SqliteStore {
             while rows.next().map_err(err)?.is_some() {}
         }
         let after = pragma(&c, "freelist_count")?;
+        drop(c);
+        self.sync_written()?;
         log::debug!(
             "incremental_vacuum: {} free pages given back in {:?}",
             before - after,

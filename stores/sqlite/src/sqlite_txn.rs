@@ -4,29 +4,37 @@
 //! connection for its whole life, so other writes (abort requests, catalog
 //! entries) wait for it rather than landing inside it.
 
-use std::sync::MutexGuard;
+use std::sync::{Arc, MutexGuard};
 use std::time::Instant;
 
 use rusqlite::{params, Connection};
 
-use crate::sqlite::{err, json, opt_json, SyncCost};
+use crate::sqlite::{err, json, opt_json};
+use crate::wal_sync::WalSync;
 use kozmo_engine::model::{EventRow, NewExecution, RoundCommit};
-use kozmo_engine::store::{InsertOutcome, PrunedRows, StoreError, StoreResult, WriteTxn};
+use kozmo_engine::store::{InsertOutcome, PendingSync, PrunedRows, StoreError, StoreResult, WriteTxn};
 
 /// An open write transaction on the writer connection.
 pub(super) struct SqliteTxn<'a> {
     conn: MutexGuard<'a, Connection>,
-    sync_cost: &'a SyncCost,
+    wal: &'a Arc<WalSync>,
+    /// The writer does not sync at `COMMIT`: the WAL is synced after it.
+    sync_after_commit: bool,
     open: bool,
 }
 
 impl<'a> SqliteTxn<'a> {
     /// `BEGIN IMMEDIATE` on the writer connection.
-    pub(super) fn begin(conn: MutexGuard<'a, Connection>, sync_cost: &'a SyncCost) -> StoreResult<Self> {
+    pub(super) fn begin(
+        conn: MutexGuard<'a, Connection>,
+        wal: &'a Arc<WalSync>,
+        sync_after_commit: bool,
+    ) -> StoreResult<Self> {
         conn.execute_batch("BEGIN IMMEDIATE").map_err(err)?;
         Ok(SqliteTxn {
             conn,
-            sync_cost,
+            wal,
+            sync_after_commit,
             open: true,
         })
     }
@@ -36,13 +44,25 @@ impl<'a> SqliteTxn<'a> {
         &self.conn
     }
 
-    /// Commits (the sync), recording what it cost.
-    pub(super) fn finish(mut self) -> StoreResult<()> {
+    /// Commits and makes it durable, recording what the sync cost.
+    pub(super) fn finish(self) -> StoreResult<()> {
+        match self.commit_only()? {
+            Some(wal) => wal.sync(),
+            None => Ok(()),
+        }
+    }
+
+    /// `COMMIT`; the WAL to sync if the commit did not sync it.
+    fn commit_only(mut self) -> StoreResult<Option<Arc<WalSync>>> {
         let started = Instant::now();
         self.conn.execute_batch("COMMIT").map_err(err)?;
         self.open = false;
-        self.sync_cost.observe(started.elapsed());
-        Ok(())
+        if self.sync_after_commit {
+            Ok(Some(self.wal.clone()))
+        } else {
+            self.wal.cost().observe(started.elapsed());
+            Ok(None)
+        }
     }
 }
 
@@ -149,6 +169,12 @@ impl WriteTxn for SqliteTxn<'_> {
 
     fn commit(self: Box<Self>) -> StoreResult<()> {
         self.finish()
+    }
+
+    fn commit_unsynced(self: Box<Self>) -> StoreResult<Option<PendingSync>> {
+        Ok(self
+            .commit_only()?
+            .map(|wal| Box::new(move || wal.sync()) as PendingSync))
     }
 
     fn delete_terminal(&mut self, ids: &[String]) -> StoreResult<(Vec<String>, PrunedRows)> {
