@@ -269,7 +269,7 @@ impl PostgresStore {
             .test_on_check_out(false)
             .build(Manager { config })
             .map_err(|e| fail("cannot open a connection pool to", e.to_string()))?;
-        log::info!("store: PostgreSQL at {target}");
+        log::debug!("store: PostgreSQL at {target}, pool of {POOL_SIZE}");
         Ok(PostgresStore {
             pool,
             sync_cost: SyncCost::default(),

@@ -1,18 +1,18 @@
 //! The store's connection string: parsed by the client library (a
 //! `postgres://` / `postgresql://` URL or `key=value` pairs), and shown
-//! only with its password hidden ([`redact`]).
+//! only with its password hidden ([`redact`], which hides the password of
+//! any `scheme://user:password@…` URL, so a wrong scheme is safe to show).
 
 /// `url` with any password replaced by `***`: the user-info password of a
 /// URL (`postgres://user:secret@host/db`), a `password=` query parameter,
 /// or a `password=` pair of the key/value form. Everything the store
 /// logs or puts in an error goes through this.
 pub fn redact(url: &str) -> String {
-    let lower = url.to_ascii_lowercase();
-    if let Some(rest_at) = ["postgres://", "postgresql://"]
-        .iter()
-        .find(|p| lower.starts_with(*p))
-        .map(|p| p.len())
-    {
+    // Any `scheme://` URL (a wrong scheme is reported with its text too).
+    let scheme_end = url
+        .find("://")
+        .filter(|&i| i > 0 && url[..i].chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)));
+    if let Some(rest_at) = scheme_end.map(|i| i + 3) {
         let (scheme, rest) = url.split_at(rest_at);
         // The authority ends at the first '/', '?' or '#' after the last '@'
         // before them; a password may hold '/' only percent-encoded.
@@ -104,6 +104,7 @@ mod tests {
         );
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact("postgres://h"), "postgres://h");
+        assert_eq!(redact("redis://x:secret@h"), "redis://x:***@h");
         assert_eq!(
             redact("host=h user=u password=secret dbname=d"),
             "host=h user=u password=*** dbname=d"
