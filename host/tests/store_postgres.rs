@@ -186,3 +186,51 @@ fn an_unreachable_store_is_one_clear_line_without_the_password() {
     );
     assert!(!stderr.contains("n0t-th1s"), "{stderr}");
 }
+
+/// Seconds for `n` echo executions, submitted in batches of 1000, to all
+/// reach Succeeded on daemon `d`.
+fn time_echo_executions(d: &Daemon, n: usize) -> f64 {
+    let start = Instant::now();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let items: Vec<Value> = chunk
+            .iter()
+            .map(|i| json!({"type": "echo", "inputs": {"i": i}, "execution_id": format!("t{i:06}")}))
+            .collect();
+        let (status, answer) = d.client.post("/v1/executions:batch", &Value::Array(items)).unwrap();
+        assert_eq!(status, 200, "{answer}");
+    }
+    loop {
+        let metrics = d.client.get_text("/metrics").unwrap();
+        let done = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("kozmo_executions{phase=\"Succeeded\"} "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if done as usize >= n {
+            return start.elapsed().as_secs_f64();
+        }
+        assert!(start.elapsed() < Duration::from_secs(600), "{metrics}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A rough figure, not a check: `cargo test -p kozmo-host --release --test
+/// store_postgres -- --ignored --nocapture`. Echo executions per second
+/// end to end (batch submission → Succeeded) on SQLite and on PostgreSQL
+/// (a local server with its default, durable settings).
+#[test]
+#[ignore = "a measurement; run by hand"]
+fn echo_throughput_on_sqlite_and_postgres() {
+    let n: usize = std::env::var("KOZMO_BENCH_EXECUTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5000);
+    let pg = PgServer::start();
+    for (name, env) in [("SQLite", None), ("PostgreSQL", Some(pg.url("kozmo")))] {
+        let root = tempfile::tempdir().unwrap();
+        let env: Vec<(&str, &str)> = env.iter().map(|u| ("KOZMO_STORE", u.as_str())).collect();
+        let d = Daemon::start_with_env(root.path(), &["kozmo-plugin-echo"], &[], &env);
+        let secs = time_echo_executions(&d, n);
+        eprintln!("{name}: {n} echo executions in {secs:.2} s = {:.0}/s", n as f64 / secs);
+    }
+}
