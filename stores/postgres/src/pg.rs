@@ -362,7 +362,11 @@ impl Store for PostgresStore {
             return Ok(Vec::new());
         }
         let mut tx = self.begin_write()?;
-        let out = news.iter().map(|n| tx.insert(n)).collect::<StoreResult<Vec<_>>>()?;
+        let out = if news.is_empty() {
+            Vec::new()
+        } else {
+            tx.insert_all(news)?
+        };
         for rc in batch.iter() {
             tx.apply(rc)?;
         }

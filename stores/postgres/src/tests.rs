@@ -125,12 +125,18 @@ fn postgres_transactions_apply_as_they_go_and_vanish_when_dropped() {
 
     // A statement failing midway poisons the transaction: its commit is
     // refused (PostgreSQL would answer ROLLBACK without an error) and
-    // nothing of it lands.
+    // nothing of it lands. (Step results are sent in batches: the failure
+    // shows at `apply` or at the latest at `commit`.)
     s.commit(&mut [terminal("a")]).unwrap();
     let mut tx = s.begin().unwrap().unwrap();
     tx.insert(&new("c", "{}")).unwrap();
-    assert!(tx.apply(&terminal("a")).is_err());
+    let _ = tx.apply(&terminal("a"));
     assert!(tx.commit().is_err());
+    assert!(s.get_execution("c").unwrap().is_none());
+    let mut tx = s.begin().unwrap().unwrap();
+    tx.insert(&new("c", "{}")).unwrap();
+    let _ = tx.apply(&terminal("a"));
+    assert!(tx.insert(&new("c2", "{}")).is_err() || tx.commit().is_err());
     assert!(s.get_execution("c").unwrap().is_none());
 
     // A failed prune inside the group commit is undone by itself (its
@@ -221,4 +227,162 @@ fn errors_name_the_target_without_its_password() {
     }
     let s = PostgresStore::open(&pg.url("kozmo")).unwrap();
     assert!(!s.target().contains(&secret));
+}
+
+/// Step results of every shape, several per execution, in one
+/// transaction: what the batched statements write must be exactly what
+/// the memory store (the reference) keeps, row by row.
+#[test]
+fn batched_step_results_read_back_as_the_memory_store_keeps_them() {
+    use kozmo_engine::model::{ErrorDocument, Finishing, TaskState, TokenRow};
+    use kozmo_engine::store::MemoryStore;
+    use kozmo_interface::literals::LiteralMap;
+    use kozmo_interface::{ErrorKind, ExecutionError, Literal, Phase};
+
+    let pg = PgServer::start();
+    let s = PostgresStore::open(&pg.url("kozmo")).unwrap();
+    let m = MemoryStore::new();
+    let n = crate::pg_txn::FLUSH_AT + 44;
+    let ids: Vec<String> = (0..n).map(|i| format!("x{i:04}")).collect();
+    let news: Vec<_> = ids.iter().map(|id| new(id, "{\"s\":1}")).collect();
+    s.insert_executions(&news).unwrap();
+    m.insert_executions(&news).unwrap();
+    for id in ids.iter().step_by(5) {
+        s.request_abort(id, "stop").unwrap();
+        m.request_abort(id, "stop").unwrap();
+    }
+    let commit = |i: usize, round: u32| {
+        let id = &ids[i];
+        let mut state = ExecState::new(10 + i as i64);
+        state.phase = if round == 1 && i.is_multiple_of(4) {
+            ExecPhase::Succeeded
+        } else {
+            ExecPhase::Running
+        };
+        state.attempt = round;
+        state.handler_errors = (i % 3) as u32;
+        if i.is_multiple_of(6) {
+            state.error = Some(Box::new(ExecutionError::new("c", format!("m{i}"), ErrorKind::User)));
+        }
+        if i.is_multiple_of(7) && round == 0 {
+            state.phase = ExecPhase::Aborting;
+            state.finishing = Some(Box::new(Finishing {
+                call_abort: true,
+                reason: format!("r{i}"),
+                ..Default::default()
+            }));
+        }
+        let mut c = RoundCommit::state_only(id, state.clone());
+        c.task = (i.is_multiple_of(2)).then(|| {
+            (
+                round,
+                TaskState {
+                    plugin_phase: Phase::RUNNING,
+                    plugin_phase_version: i as u32,
+                    plugin_state: (!i.is_multiple_of(4)).then(|| vec![i as u8, round as u8, 0, 255]),
+                    plugin_state_version: 1,
+                    cleanup_on_failure: i.is_multiple_of(3),
+                    last_phase_updated_at_ms: 7,
+                },
+            )
+        });
+        c.events = vec![row(event_kind::TASK); i % 3];
+        if state.phase == ExecPhase::Succeeded {
+            c.events.push(row(event_kind::TERMINAL));
+        }
+        if i.is_multiple_of(3) {
+            let mut o = LiteralMap::new();
+            o.insert("i".into(), Literal::Integer(i as i64));
+            c.outputs = Some((round, o));
+        }
+        if i.is_multiple_of(17) {
+            c.error_document = Some((
+                round,
+                ErrorDocument {
+                    error: ExecutionError::new("e", "m", ErrorKind::System),
+                    recoverable: true,
+                },
+            ));
+        }
+        if i.is_multiple_of(23) && round == 0 {
+            c.tokens_granted = vec![TokenRow {
+                namespace: "ns".into(),
+                token: format!("t{i}"),
+                execution_id: id.clone(),
+                attempt: 0,
+            }];
+        }
+        if i.is_multiple_of(46) && round == 1 {
+            c.tokens_released = vec![("ns".into(), format!("t{i}"))];
+        }
+        c.clear_abort = i.is_multiple_of(10);
+        c
+    };
+    // Round 0 for all, then round 1 for all, in one transaction: the
+    // second step of an execution sends the first batch before it.
+    let mut all: Vec<RoundCommit> = (0..2)
+        .flat_map(|r| (0..n).map(move |i| (i, r)))
+        .map(|(i, r)| commit(i, r))
+        .collect();
+    let mut tx = s.begin().unwrap().unwrap();
+    for c in &all {
+        tx.apply(c).unwrap();
+    }
+    tx.commit().unwrap();
+    m.commit(&mut all).unwrap();
+    for id in &ids {
+        let (a, b) = (
+            s.get_execution(id).unwrap().unwrap(),
+            m.get_execution(id).unwrap().unwrap(),
+        );
+        assert_eq!(a, b, "{id}");
+        let events = |st: &dyn Store| -> Vec<_> { st.events(id).unwrap().into_iter().map(|e| e.event).collect() };
+        assert_eq!(events(&s), events(&m), "{id}");
+        for attempt in 0..2 {
+            assert_eq!(s.outputs(id, attempt).unwrap(), m.outputs(id, attempt).unwrap(), "{id}");
+            assert_eq!(
+                s.error_document(id, attempt).unwrap(),
+                m.error_document(id, attempt).unwrap(),
+                "{id}"
+            );
+        }
+    }
+    assert_eq!(s.tokens().unwrap(), m.tokens().unwrap());
+    assert_eq!(s.count_by_phase().unwrap(), m.count_by_phase().unwrap());
+    assert_eq!(
+        s.list_executions(None, 1000, None).unwrap(),
+        m.list_executions(None, 1000, None).unwrap()
+    );
+}
+
+#[test]
+fn inserting_many_reports_each_as_one_by_one_would() {
+    use kozmo_engine::store::MemoryStore;
+    let pg = PgServer::start();
+    let s = PostgresStore::open(&pg.url("kozmo")).unwrap();
+    let m = MemoryStore::new();
+    let first = [new("a", "{\"a\":1}"), new("b", "{\"b\":1}")];
+    let then = [new("c", "{}"), new("a", "{\"a\":2}"), new("d", "{}"), new("b", "{}")];
+    let repeated = [new("e", "{\"e\":1}"), new("e", "{\"e\":2}"), new("a", "{}")];
+    for batch in [&first[..], &then[..], &repeated[..]] {
+        assert_eq!(s.insert_executions(batch).unwrap(), m.insert_executions(batch).unwrap());
+    }
+    assert_eq!(
+        s.insert_executions(&repeated).unwrap(),
+        vec![
+            InsertOutcome::Exists {
+                spec_json: "{\"e\":1}".into()
+            },
+            InsertOutcome::Exists {
+                spec_json: "{\"e\":1}".into()
+            },
+            InsertOutcome::Exists {
+                spec_json: "{\"a\":1}".into()
+            },
+        ]
+    );
+    assert_eq!(
+        s.list_executions(None, 10, None).unwrap(),
+        m.list_executions(None, 10, None).unwrap()
+    );
 }
