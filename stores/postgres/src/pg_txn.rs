@@ -10,8 +10,9 @@
 //! writes error documents, tokens or a catalog entry (rare), or a second
 //! step of an execution already waiting, first sends what waits and is
 //! then written row by row, so the order of writes is the order of
-//! `apply` calls. New executions are written at once (one statement each:
-//! the engine needs each outcome).
+//! `apply` calls. New executions are written at once, since the engine
+//! needs each outcome: a submission batch in one statement
+//! (`WriteTxn::insert_all`), a lone one in one (a CTE).
 
 use std::collections::HashSet;
 use std::time::Instant;
