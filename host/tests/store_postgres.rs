@@ -164,6 +164,33 @@ fn a_daemon_on_postgres_finishes_every_acknowledged_execution_once_through_sigki
 }
 
 #[test]
+fn a_second_daemon_on_the_same_database_is_refused() {
+    let pg = PgServer::start();
+    let url = pg.url("kozmo");
+    let root = tempfile::tempdir().unwrap();
+    let _first = Daemon::start_with_env(
+        &root.path().join("first"),
+        &["kozmo-plugin-echo"],
+        &[],
+        &[("KOZMO_STORE", &url)],
+    );
+    let other = root.path().join("second");
+    let plugins = plugin_dir(&other, &["kozmo-plugin-echo"]);
+    let out = kozmo()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(other.join("data"))
+        .arg("--plugins-dir")
+        .arg(&plugins)
+        .env("KOZMO_STORE", &url)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("another kozmo daemon uses the database"), "{stderr}");
+    assert!(!stderr.contains(pg.password()), "{stderr}");
+}
+
+#[test]
 fn an_unreachable_store_is_one_clear_line_without_the_password() {
     let root = tempfile::tempdir().unwrap();
     let plugins = plugin_dir(root.path(), &["kozmo-plugin-echo"]);

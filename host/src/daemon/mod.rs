@@ -71,13 +71,19 @@ fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
     let choice = config.store_choice().map_err(StartError::config)?;
     let opened: Result<Arc<dyn Store>, _> = match &choice {
         StoreChoice::Sqlite(dir) => SqliteStore::open_in(dir).map(|s| Arc::new(s) as Arc<dyn Store>),
-        StoreChoice::Postgres(url) => PostgresStore::open(url).map(|s| Arc::new(s) as Arc<dyn Store>),
+        // One daemon per database until leases exist (issue 15, later parts).
+        StoreChoice::Postgres(url) => PostgresStore::open(url)
+            .and_then(|s| s.claim_sole_daemon().map(|()| s))
+            .map(|s| Arc::new(s) as Arc<dyn Store>),
     };
     let store = opened.map_err(|e| {
         StartError::config(match &choice {
             StoreChoice::Sqlite(dir) => format!("cannot open the store in {}: {e}", dir.display()),
             // One line; the store's error names the server with the
             // password hidden.
+            StoreChoice::Postgres(_) if e.0.starts_with("another kozmo daemon") => {
+                format!("cannot open the store: {}", e.0)
+            }
             StoreChoice::Postgres(_) if e.0.starts_with("invalid ") => format!(
                 "cannot open the store: {}; fix the URL in store (kozmo.toml, KOZMO_STORE or --store)",
                 e.0

@@ -32,6 +32,13 @@ use kozmo_engine::store::{
 /// API reads, workers' catalog and output reads).
 pub const POOL_SIZE: u32 = 16;
 
+/// The session advisory lock of the daemon using a database
+/// (`"kozmo.dm"` as an i64).
+pub const SOLE_DAEMON_KEY: i64 = 0x6b6f_7a6d_6f2e_646d;
+
+/// How long [`PostgresStore::claim_sole_daemon`] tries before it gives up.
+pub const SOLE_DAEMON_WAIT: Duration = Duration::from_secs(5);
+
 /// How long a caller waits for a pooled connection (or a new one).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -117,6 +124,9 @@ pub(crate) type Pooled = r2d2::PooledConnection<Manager>;
 /// The PostgreSQL store.
 pub struct PostgresStore {
     pool: r2d2::Pool<Manager>,
+    /// The connection holding the sole-daemon lock ([`PostgresStore::claim_sole_daemon`]).
+    sole: std::sync::Mutex<Option<Client>>,
+    config: postgres::Config,
     pub(crate) sync_cost: SyncCost,
     /// The connection string with its password hidden.
     target: String,
@@ -267,14 +277,58 @@ impl PostgresStore {
             .min_idle(Some(1))
             .connection_timeout(CONNECT_TIMEOUT)
             .test_on_check_out(false)
-            .build(Manager { config })
+            .build(Manager { config: config.clone() })
             .map_err(|e| fail("cannot open a connection pool to", e.to_string()))?;
         log::debug!("store: PostgreSQL at {target}, pool of {POOL_SIZE}");
         Ok(PostgresStore {
             pool,
+            sole: std::sync::Mutex::new(None),
+            config,
             sync_cost: SyncCost::default(),
             target,
         })
+    }
+
+    /// Makes this the only daemon on the database until the store drops:
+    /// a session advisory lock ([`SOLE_DAEMON_KEY`]) on a connection of its
+    /// own. Several daemons on one database need leases (not built yet);
+    /// without them two would run the same executions. Errors if another
+    /// holds it. The lock goes with its connection: a server restart
+    /// releases it (a second daemon could then start).
+    pub fn claim_sole_daemon(&self) -> StoreResult<()> {
+        let mut held = kozmo_engine::sync::lock(&self.sole);
+        if held.is_some() {
+            return Ok(());
+        }
+        let mut c = self.config.connect(NoTls).map_err(|e| {
+            StoreError(format!(
+                "cannot connect to PostgreSQL at {}: {}",
+                self.target,
+                describe(&e)
+            ))
+        })?;
+        // A daemon killed a moment ago holds it until the server sees its
+        // connection close: try for a few seconds.
+        let deadline = std::time::Instant::now() + SOLE_DAEMON_WAIT;
+        let got = loop {
+            let got: bool = c
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&SOLE_DAEMON_KEY])
+                .and_then(|r| r.try_get(0))
+                .map_err(err)?;
+            if got || std::time::Instant::now() >= deadline {
+                break got;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        if !got {
+            return Err(StoreError(format!(
+                "another kozmo daemon uses the database at {} (one daemon per database for now): stop it, or \
+                 give this one a database of its own",
+                self.target
+            )));
+        }
+        *held = Some(c);
+        Ok(())
     }
 
     /// The connection string with its password hidden (for logs).

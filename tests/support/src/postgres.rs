@@ -92,7 +92,15 @@ impl PgServer {
         let bindir = bindir().unwrap_or_else(|e| panic!("{e}"));
         // SAFETY: geteuid has no preconditions.
         let run_as = (unsafe { libc::geteuid() } == 0).then(postgres_ids);
-        let dir = tempfile::Builder::new().prefix("kozmo-pg-").tempdir().unwrap();
+        // As root the server runs as `postgres`, which must reach the
+        // directory: under /tmp, whatever TMPDIR says (it may be in /root).
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("kozmo-pg-");
+        let dir = match run_as {
+            Some(_) => builder.tempdir_in("/tmp"),
+            None => builder.tempdir(),
+        }
+        .unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
         if let Some((uid, gid)) = run_as {
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
