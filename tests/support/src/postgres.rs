@@ -39,8 +39,13 @@ pub struct PgServer {
 
 /// Where the PostgreSQL server binaries are, or what to do to get them.
 pub fn bindir() -> Result<PathBuf, String> {
+    find_bindir("pg_config", Path::new("/usr/lib/postgresql"))
+}
+
+/// [`bindir`] with another `pg_config` and versions directory (tests).
+fn find_bindir(pg_config: &str, versions: &Path) -> Result<PathBuf, String> {
     let has_initdb = |d: &Path| d.join("initdb").is_file() && d.join("postgres").is_file();
-    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+    if let Ok(out) = Command::new(pg_config).arg("--bindir").output() {
         let d = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
         if out.status.success() && has_initdb(&d) {
             return Ok(d);
@@ -48,7 +53,7 @@ pub fn bindir() -> Result<PathBuf, String> {
     }
     // `pg_config` of libpq-dev alone names no server: look where Debian
     // installs each version's server.
-    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir(versions)
         .into_iter()
         .flatten()
         .flatten()
@@ -319,5 +324,33 @@ impl Drop for PgServer {
         self.stop();
         // The directory belongs to the server's user: TempDir removes it
         // as root (or as that same user).
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_binaries_are_an_error_saying_what_to_install() {
+        let empty = tempfile::tempdir().unwrap();
+        let e = find_bindir("kozmo-no-such-pg_config", empty.path()).unwrap_err();
+        assert!(
+            e.contains("not found") && e.contains("apt-get install -y postgresql"),
+            "{e}"
+        );
+        // The newest version directory that has a server wins.
+        for v in ["9", "15", "16"] {
+            let bin = empty.path().join(v).join("bin");
+            std::fs::create_dir_all(&bin).unwrap();
+            if v != "16" {
+                std::fs::write(bin.join("initdb"), "").unwrap();
+                std::fs::write(bin.join("postgres"), "").unwrap();
+            }
+        }
+        assert_eq!(
+            find_bindir("kozmo-no-such-pg_config", empty.path()).unwrap(),
+            empty.path().join("15").join("bin")
+        );
     }
 }
