@@ -95,8 +95,8 @@ impl Pending {
         done: &mut (usize, usize),
         outcomes: &mut Vec<InsertOutcome>,
     ) -> StoreResult<()> {
-        for new in &self.news[done.0..] {
-            outcomes.push(txn.insert(new)?);
+        if done.0 < self.news.len() {
+            outcomes.extend(txn.insert_all(&self.news[done.0..])?);
         }
         done.0 = self.news.len();
         for c in &self.steps[done.1..] {

@@ -21,8 +21,13 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7460";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Where the store (`kozmo.db`) and the data store (`data/`) live.
+    /// Where the store (`kozmo.db`, unless `store` names another) and the
+    /// data store (`data/`) live.
     pub data_dir: PathBuf,
+    /// The store: unset (or `"sqlite"`) for the SQLite file
+    /// `<data_dir>/kozmo.db`, or a PostgreSQL database
+    /// (`postgres://user:password@host:5432/db`).
+    pub store: Option<StoreSetting>,
     /// The plugin directory.
     pub plugins_dir: PathBuf,
     /// HTTP listen address.
@@ -84,6 +89,38 @@ pub struct Config {
     pub max_batch_bytes: usize,
 }
 
+/// The `store` setting as given. Its `Debug` hides a URL's password, so
+/// printing a [`Config`] never shows it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct StoreSetting(pub String);
+
+impl std::fmt::Debug for StoreSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", kozmo_store_postgres::redact(&self.0))
+    }
+}
+
+/// Which store the daemon opens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChoice {
+    /// The SQLite file `kozmo.db` in this directory (the default).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database; the URL as given (with its password: never
+    /// print it, use [`StoreChoice::describe`]).
+    Postgres(String),
+}
+
+impl StoreChoice {
+    /// What to call the store in logs and errors (no password).
+    pub fn describe(&self) -> String {
+        match self {
+            StoreChoice::Sqlite(dir) => format!("SQLite in {}", dir.join("kozmo.db").display()),
+            StoreChoice::Postgres(url) => format!("PostgreSQL at {}", kozmo_store_postgres::redact(url)),
+        }
+    }
+}
+
 /// `[plugins]` section.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -106,6 +143,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             data_dir: PathBuf::from("kozmo-data"),
+            store: None,
             plugins_dir: PathBuf::from("plugins"),
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             api_token: None,
@@ -178,8 +216,24 @@ impl Config {
         }
     }
 
+    /// The store the daemon opens, or why `store` names none.
+    pub fn store_choice(&self) -> anyhow::Result<StoreChoice> {
+        match self.store.as_ref().map(|s| s.0.trim()) {
+            None | Some("") => Ok(StoreChoice::Sqlite(self.data_dir.clone())),
+            Some(s) if s.eq_ignore_ascii_case("sqlite") => Ok(StoreChoice::Sqlite(self.data_dir.clone())),
+            Some(s) if kozmo_store_postgres::is_postgres_url(s) => Ok(StoreChoice::Postgres(s.to_string())),
+            Some(s) => anyhow::bail!(
+                "store = {:?} is not a store kozmo knows (set by store in kozmo.toml, KOZMO_STORE or --store): \
+                 give a postgres://user:password@host:5432/database URL, or leave it unset for the SQLite file \
+                 in data_dir",
+                kozmo_store_postgres::redact(s)
+            ),
+        }
+    }
+
     /// Refuses settings that cannot work, with what to do.
     pub fn validate(&self) -> anyhow::Result<()> {
+        self.store_choice()?;
         if !self.listen.ip().is_loopback() && self.api_token.as_deref().is_none_or(str::is_empty) {
             anyhow::bail!(
                 "listen address {} is not loopback and no API token is set: set api_token (or KOZMO_API_TOKEN) \
@@ -339,6 +393,31 @@ mod tests {
             (c.crash_loop_limit, c.call_warn_after_secs, c.shutdown_grace_secs),
             (d.crash_loop_limit, d.call_warn_after_secs, d.shutdown_grace_secs)
         );
+    }
+
+    #[test]
+    fn the_store_is_sqlite_unless_a_postgres_url_is_given() {
+        let d = Config::default();
+        assert_eq!(d.store_choice().unwrap(), StoreChoice::Sqlite(d.data_dir.clone()));
+        let c: Config = toml::from_str("store = \"postgres://k:hunter2@db:5432/kozmo\"").unwrap();
+        assert_eq!(
+            c.store_choice().unwrap(),
+            StoreChoice::Postgres("postgres://k:hunter2@db:5432/kozmo".into())
+        );
+        assert_eq!(
+            c.store_choice().unwrap().describe(),
+            "PostgreSQL at postgres://k:***@db:5432/kozmo"
+        );
+        assert!(!format!("{c:?}").contains("hunter2"), "Debug hides the password");
+        let c: Config = toml::from_str("store = \"sqlite\"").unwrap();
+        assert_eq!(c.store_choice().unwrap(), StoreChoice::Sqlite(c.data_dir.clone()));
+        let bad = Config {
+            store: Some(StoreSetting("mysql://k:hunter2@db/kozmo".into())),
+            ..Default::default()
+        };
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("KOZMO_STORE") && e.contains("postgres://"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! Secrets given to `kozmo serve` at start (`KOZMO_SECRET_*` and
-//! `KOZMO_API_TOKEN` variables, `--api-token` on the command line), kept in
-//! memory only and out of reach of the processes tasks start.
+//! Secrets given to `kozmo serve` at start (`KOZMO_SECRET_*`,
+//! `KOZMO_API_TOKEN` and `KOZMO_STORE` variables, `--api-token` and
+//! `--store` on the command line: a store URL may hold a database
+//! password), kept in memory only and out of reach of the processes tasks
+//! start.
 //!
 //! Unsetting a variable is not enough: `/proc/<pid>/environ` shows a
 //! process's *initial* environment block and `/proc/<pid>/cmdline` its
@@ -29,12 +31,15 @@ use kozmo_engine::secrets::ENV_PREFIX;
 /// The API token variable (for `kozmo serve` and the client commands).
 pub const API_TOKEN_ENV: &str = "KOZMO_API_TOKEN";
 
+/// The store variable: a PostgreSQL URL may carry a password.
+pub const STORE_ENV: &str = "KOZMO_STORE";
+
 /// Internal: the descriptor number of the hand-over memfd in the re-executed daemon.
 pub const HANDOFF_ENV: &str = "KOZMO_INTERNAL_SECRETS_FD";
 
 /// Command-line options whose value is a secret (`--token` is the client
 /// commands' global flag, accepted, and ignored, by `serve`).
-const SECRET_OPTIONS: &[&str] = &["--api-token", "--token"];
+const SECRET_OPTIONS: &[&str] = &["--api-token", "--token", "--store"];
 
 /// What the daemon was given at start.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +48,9 @@ pub struct Snapshot {
     pub env: BTreeMap<String, String>,
     /// The value of `--api-token` on the command line (the last one given).
     pub api_token_arg: Option<String>,
+    /// The value of `--store` on the command line (the last one given).
+    #[serde(default)]
+    pub store_arg: Option<String>,
 }
 
 impl Snapshot {
@@ -54,7 +62,13 @@ impl Snapshot {
                 .filter(|(k, _)| is_secret_var(k))
                 .collect(),
             api_token_arg: None,
+            store_arg: None,
         }
+    }
+
+    /// The store from the command line, else from `KOZMO_STORE`.
+    pub fn store(&self) -> Option<String> {
+        self.store_arg.clone().or_else(|| self.env.get(STORE_ENV).cloned())
     }
 
     /// The API token from the command line, else from `KOZMO_API_TOKEN`.
@@ -69,7 +83,7 @@ static INSTALLED: OnceLock<Snapshot> = OnceLock::new();
 
 /// Whether a variable holds a secret.
 pub fn is_secret_var(name: &str) -> bool {
-    name.starts_with(ENV_PREFIX) || name == API_TOKEN_ENV
+    name.starts_with(ENV_PREFIX) || name == API_TOKEN_ENV || name == STORE_ENV
 }
 
 /// The secret variables: the snapshot [`protect_serve`] took at start, or,
@@ -96,11 +110,26 @@ pub fn api_token() -> Option<String> {
     }
 }
 
+/// The store `kozmo serve` was given (flag, else variable), if any.
+pub fn store() -> Option<String> {
+    match INSTALLED.get() {
+        Some(s) => s.store(),
+        None => Snapshot::from_current_env().store(),
+    }
+}
+
 /// The arguments without the secret options and their values, and the
 /// value of the last `--api-token`. Scanning stops at a bare `--`.
 pub fn split_secret_args(args: &[OsString]) -> (Vec<OsString>, Option<String>) {
+    let (kept, token, _) = split_secret_args_all(args);
+    (kept, token)
+}
+
+/// [`split_secret_args`], and the value of the last `--store`.
+pub fn split_secret_args_all(args: &[OsString]) -> (Vec<OsString>, Option<String>, Option<String>) {
     let mut kept = Vec::with_capacity(args.len());
     let mut token = None;
+    let mut store = None;
     let mut i = 0;
     while i < args.len() {
         let a = &args[i];
@@ -113,16 +142,20 @@ pub fn split_secret_args(args: &[OsString]) -> (Vec<OsString>, Option<String>) {
         for opt in SECRET_OPTIONS {
             if text == *opt {
                 let value = args.get(i + 1).map(|v| v.to_string_lossy().into_owned());
-                if *opt == "--api-token" {
-                    token = value.or(token);
+                match *opt {
+                    "--api-token" => token = value.or(token),
+                    "--store" => store = value.or(store),
+                    _ => {}
                 }
                 i += 2;
                 matched = true;
                 break;
             }
             if let Some(value) = text.strip_prefix(opt).and_then(|r| r.strip_prefix('=')) {
-                if *opt == "--api-token" {
-                    token = Some(value.to_string());
+                match *opt {
+                    "--api-token" => token = Some(value.to_string()),
+                    "--store" => store = Some(value.to_string()),
+                    _ => {}
                 }
                 i += 1;
                 matched = true;
@@ -134,7 +167,7 @@ pub fn split_secret_args(args: &[OsString]) -> (Vec<OsString>, Option<String>) {
             i += 1;
         }
     }
-    (kept, token)
+    (kept, token, store)
 }
 
 /// Makes the daemon's secrets unreachable by other processes; call it first
@@ -152,9 +185,10 @@ pub fn protect_serve() -> Result<(), String> {
         return set_non_dumpable();
     }
     let args: Vec<OsString> = std::env::args_os().collect();
-    let (kept, token) = split_secret_args(args.get(1..).unwrap_or_default());
+    let (kept, token, store) = split_secret_args_all(args.get(1..).unwrap_or_default());
     let snapshot = Snapshot {
         api_token_arg: token,
+        store_arg: store,
         ..Snapshot::from_current_env()
     };
     let in_env = std::env::vars_os().any(|(k, _)| k.to_str().is_some_and(is_secret_var));
@@ -306,6 +340,16 @@ mod tests {
         assert_eq!(token, None);
         let (kept, _) = split_secret_args(&os(&["serve", "--", "--api-token"]));
         assert_eq!(kept, os(&["serve", "--", "--api-token"]));
+        let (kept, _, store) = split_secret_args_all(&os(&[
+            "serve",
+            "--store",
+            "postgres://k:pw@h/a",
+            "--store=postgres://k:pw@h/b",
+            "-v",
+        ]));
+        assert_eq!(kept, os(&["serve", "-v"]));
+        assert_eq!(store.as_deref(), Some("postgres://k:pw@h/b"), "the last one");
+        assert!(is_secret_var(STORE_ENV));
     }
 
     #[test]
@@ -313,6 +357,7 @@ mod tests {
         let snapshot = Snapshot {
             env: BTreeMap::from([("KOZMO_SECRET_X".to_string(), "v".to_string())]),
             api_token_arg: Some("t".into()),
+            store_arg: Some("postgres://k:pw@h/d".into()),
         };
         let fd = write_handoff(&snapshot).unwrap();
         let back = read_handoff(OsStr::new(&fd.to_string())).unwrap();

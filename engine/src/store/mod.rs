@@ -122,6 +122,11 @@ pub type PendingSync = Box<dyn FnMut() -> StoreResult<()> + Send>;
 pub trait WriteTxn {
     /// Inserts a new execution, or reports the existing one.
     fn insert(&mut self, new: &NewExecution) -> StoreResult<InsertOutcome>;
+    /// Inserts several, in order, each as [`WriteTxn::insert`] (a store
+    /// that pays per statement writes them in fewer). Default: one by one.
+    fn insert_all(&mut self, news: &[NewExecution]) -> StoreResult<Vec<InsertOutcome>> {
+        news.iter().map(|n| self.insert(n)).collect()
+    }
     /// Applies one step's results.
     fn apply(&mut self, step: &RoundCommit) -> StoreResult<()>;
     /// Makes everything applied durable.

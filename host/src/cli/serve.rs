@@ -17,6 +17,12 @@ pub struct ServeArgs {
     /// Data directory (store and data store).
     #[arg(long, env = "KOZMO_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The store: a PostgreSQL URL (postgres://user:password@host:5432/db)
+    /// or `sqlite`; default: the SQLite file kozmo.db in the data directory.
+    /// The daemon hides the flag and the variable from other processes (it
+    /// re-executes itself without them), as it does the API token.
+    #[arg(long, env = "KOZMO_STORE", hide_env_values = true)]
+    pub store: Option<String>,
     /// Plugin directory.
     #[arg(long, env = "KOZMO_PLUGINS_DIR")]
     pub plugins_dir: Option<PathBuf>,
@@ -165,6 +171,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     set!(crash_loop_limit, call_warn_after_secs, shutdown_grace_secs);
     set!(http_header_timeout_secs, http_body_timeout_secs, http_max_connections);
     set!(max_batch_items, max_batch_bytes);
+    // Like the token, taken out of the environment and arguments at start.
+    if let Some(store) = args.store.or_else(crate::startup_secrets::store) {
+        config.store = Some(crate::config::StoreSetting(store));
+    }
     if args.isolate_memory_mb.is_some() {
         config.isolate_memory_mb = args.isolate_memory_mb;
     }

@@ -14,13 +14,15 @@ use anyhow::Context;
 
 pub use service::{parse_spec, DaemonService};
 
-use crate::config::Config;
+use crate::config::{Config, StoreChoice};
 use crate::loader::{self, LoaderConfig, LoaderServices};
 use crate::metrics::Metrics;
 use kozmo_api as api;
 use kozmo_engine::resources::{InMemoryResources, ResourceManagerBuilder};
 use kozmo_engine::retention::pruner::Retention;
+use kozmo_engine::store::Store;
 use kozmo_engine::{Engine, EngineConfig, EngineHandle, LateEnqueueOwner};
+use kozmo_store_postgres::PostgresStore;
 use kozmo_store_sqlite::SqliteStore;
 
 /// Why the daemon did not start; exit code 2 (configuration, plugins) or 1.
@@ -63,14 +65,47 @@ fn quotas_with_overrides(builder: &ResourceManagerBuilder, config: &Config) -> s
     quotas
 }
 
+/// Opens the store the configuration names (the host only picks it: the
+/// SQL lives in the store crates).
+fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
+    let choice = config.store_choice().map_err(StartError::config)?;
+    let opened: Result<Arc<dyn Store>, _> = match &choice {
+        StoreChoice::Sqlite(dir) => SqliteStore::open_in(dir).map(|s| Arc::new(s) as Arc<dyn Store>),
+        // One daemon per database until leases exist (issue 15, later parts).
+        StoreChoice::Postgres(url) => PostgresStore::open(url)
+            .and_then(|s| s.claim_sole_daemon().map(|()| s))
+            .map(|s| Arc::new(s) as Arc<dyn Store>),
+    };
+    let store = opened.map_err(|e| {
+        StartError::config(match &choice {
+            StoreChoice::Sqlite(dir) => format!("cannot open the store in {}: {e}", dir.display()),
+            // One line; the store's error names the server with the
+            // password hidden.
+            StoreChoice::Postgres(_) if e.0.starts_with("another kozmo daemon") => {
+                format!("cannot open the store: {}", e.0)
+            }
+            StoreChoice::Postgres(_) if e.0.starts_with("invalid ") => format!(
+                "cannot open the store: {}; fix the URL in store (kozmo.toml, KOZMO_STORE or --store)",
+                e.0
+            ),
+            StoreChoice::Postgres(_) => format!(
+                "cannot open the store: {}; check that the server is up and reachable and the user, password \
+                 and database in store (kozmo.toml, KOZMO_STORE or --store)",
+                e.0
+            ),
+        })
+    })?;
+    log::info!("store: {}", choice.describe());
+    Ok(store)
+}
+
 /// Opens the store, loads the plugins and starts the engine.
 pub fn start(config: Config) -> Result<Daemon, StartError> {
     config.validate().map_err(StartError::config)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))
         .map_err(StartError::config)?;
-    let store = SqliteStore::open_in(&config.data_dir)
-        .map_err(|e| StartError::config(format!("cannot open the store in {}: {e}", config.data_dir.display())))?;
+    let store = open_store(&config)?;
 
     let builder = Arc::new(ResourceManagerBuilder::new());
     let enqueue = Arc::new(LateEnqueueOwner::new());
@@ -118,11 +153,10 @@ pub fn start(config: Config) -> Result<Daemon, StartError> {
         secrets: (*secrets).clone(),
         ..EngineConfig::default()
     };
-    let engine =
-        Engine::start(engine_config, Arc::new(store), Arc::new(plugins), resources).map_err(|e| StartError {
-            code: 1,
-            message: format!("the engine did not start: {e}"),
-        })?;
+    let engine = Engine::start(engine_config, store, Arc::new(plugins), resources).map_err(|e| StartError {
+        code: 1,
+        message: format!("the engine did not start: {e}"),
+    })?;
     enqueue.bind(&engine);
     let policy = config.retention.policy().map_err(StartError::config)?;
     let retention = Retention::start(engine.clone(), policy, Some(&metrics.sub("retention")));

@@ -3,9 +3,11 @@
 //! [`build_plugins`] builds workspace plugin crates as real shared libraries
 //! once per test process (and cargo makes later runs no-ops), in a target
 //! directory of their own: `cargo test` holds the lock of the main one while
-//! tests run.
+//! tests run. [`postgres::PgServer`] is a throw-away PostgreSQL cluster
+//! (the store's and the daemon's tests; later ones may reuse it).
 
 pub mod compat;
+pub mod postgres;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
