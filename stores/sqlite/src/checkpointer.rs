@@ -12,20 +12,22 @@
 //! the WAL file grow to tens of MB, and commits appending to a growing file
 //! synced slower (light-load latency p50 0.58 → 0.86 ms on this machine).
 //!
-//! With full durability the writer does not checkpoint at all (see
-//! `wal_sync.rs`), and this thread keeps the bound instead: when a passive
-//! checkpoint leaves more than [`FALLBACK_PAGES`] in the WAL (it cannot
-//! finish while commits keep appending, and only a finished one lets the
-//! next transaction start the WAL over), it runs a `RESTART` checkpoint,
-//! which waits for the transaction in progress, holds off the next one
-//! while it copies and syncs, and so lets the WAL start over.
+//! With full durability the writer does not checkpoint by itself (see
+//! `wal_sync.rs`): when a passive checkpoint leaves more than
+//! [`FALLBACK_PAGES`] in the WAL, this thread asks the writer for one
+//! after its next commit. (A `RESTART` checkpoint from this thread instead
+//! starved: the committer takes the write lock again at once after each
+//! commit, and the WAL grew to 140 MB under `kozmo bench`'s retention load.)
 
 use std::path::Path;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
 use rusqlite::Connection;
+
+use crate::wal_sync::WalSync;
 
 /// How often the background thread checkpoints.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
@@ -43,9 +45,13 @@ pub struct Checkpointer {
 impl Checkpointer {
     /// Starts checkpointing the database at `path` (already in WAL mode);
     /// `synchronous` is the store's setting (the checkpoint syncs the
-    /// database file under it); `bounds_wal`: the writer does not
-    /// checkpoint, this thread bounds the WAL.
-    pub fn start(path: &Path, synchronous: &str, bounds_wal: bool) -> rusqlite::Result<Self> {
+    /// database file under it); `writer_on_request`: the writer checkpoints
+    /// only when asked, through this.
+    pub(crate) fn start(
+        path: &Path,
+        synchronous: &str,
+        writer_on_request: Option<Arc<WalSync>>,
+    ) -> rusqlite::Result<Self> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.pragma_update(None, "synchronous", synchronous)?;
@@ -55,7 +61,7 @@ impl Checkpointer {
             .spawn(move || loop {
                 match stopped.recv_timeout(CHECKPOINT_EVERY) {
                     Err(RecvTimeoutError::Timeout) => {
-                        if let Err(e) = checkpoint(&conn, bounds_wal) {
+                        if let Err(e) = checkpoint(&conn, writer_on_request.as_deref()) {
                             log::warn!("background WAL checkpoint failed: {e}");
                         }
                     }
@@ -70,13 +76,15 @@ impl Checkpointer {
     }
 }
 
-/// One passive checkpoint; with `bounds_wal`, a `RESTART` one if the WAL
-/// still holds more than [`FALLBACK_PAGES`] pages after it.
-fn checkpoint(conn: &Connection, bounds_wal: bool) -> rusqlite::Result<()> {
+/// One passive checkpoint; if the WAL still holds more than
+/// [`FALLBACK_PAGES`] pages after it, asks the writer for one.
+fn checkpoint(conn: &Connection, writer_on_request: Option<&WalSync>) -> rusqlite::Result<()> {
     // (busy, pages in the WAL, pages copied to the database file)
     let log: i64 = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))?;
-    if bounds_wal && log > i64::from(FALLBACK_PAGES) {
-        conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))?;
+    if let Some(wal) = writer_on_request {
+        if log > i64::from(FALLBACK_PAGES) {
+            wal.request_checkpoint();
+        }
     }
     Ok(())
 }

@@ -172,11 +172,13 @@ impl SqliteStore {
                 .map_err(err)?;
         }
         let reader = open()?;
+        let wal = Arc::new(WalSync::for_database(path));
+        let on_request = sync_after_commit.then(|| wal.clone());
         Ok(SqliteStore {
-            _checkpointer: Checkpointer::start(path, sync, sync_after_commit).map_err(err)?,
+            _checkpointer: Checkpointer::start(path, sync, on_request).map_err(err)?,
             writer: Mutex::new(writer),
             reader: Mutex::new(reader),
-            wal: Arc::new(WalSync::for_database(path)),
+            wal,
             sync_after_commit,
         })
     }

@@ -58,6 +58,12 @@ impl<'a> SqliteTxn<'a> {
         self.conn.execute_batch("COMMIT").map_err(err)?;
         self.open = false;
         if self.sync_after_commit {
+            if self.wal.take_checkpoint_request() {
+                // After the COMMIT: a failure here must not fail the commit.
+                if let Err(e) = checkpoint_synced(&self.conn) {
+                    log::warn!("WAL checkpoint after a commit failed (the next request tries again): {e}");
+                }
+            }
             Ok(Some(self.wal.clone()))
         } else {
             self.wal.cost().observe(started.elapsed());
@@ -180,6 +186,17 @@ impl WriteTxn for SqliteTxn<'_> {
     fn delete_terminal(&mut self, ids: &[String]) -> StoreResult<(Vec<String>, PrunedRows)> {
         super::sqlite_prune::delete_terminal_in(&self.conn, ids)
     }
+}
+
+/// A passive checkpoint on the writer, under `synchronous=FULL` for its
+/// length (it syncs the WAL before copying and the database file after),
+/// the checkpointer's pages already copied; then back to `OFF`.
+fn checkpoint_synced(c: &Connection) -> rusqlite::Result<()> {
+    c.pragma_update(None, "synchronous", "FULL")?;
+    let done = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+    // Back to OFF whatever the checkpoint did (FULL left on is only slower).
+    c.pragma_update(None, "synchronous", "OFF")?;
+    done
 }
 
 /// Appends `events` of execution `id`.

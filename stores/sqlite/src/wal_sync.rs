@@ -18,15 +18,20 @@
 //!   without syncing it and let the next transaction overwrite the WAL
 //!   frames that were their only durable copy. Checkpoints run on the
 //!   checkpointer's connection, with `synchronous=FULL` (it syncs the WAL
-//!   before copying and the database file before the WAL can be reused),
-//!   which also bounds the WAL (see `checkpointer.rs`).
+//!   before copying and the database file before the WAL can be reused).
+//!   When the WAL grows past its bound anyway (a passive checkpoint cannot
+//!   finish while commits keep appending, and only a finished one lets the
+//!   next transaction start the WAL over), the checkpointer asks
+//!   ([`WalSync::request_checkpoint`]) and the writer checkpoints after its
+//!   next `COMMIT`, switched to `FULL` for it, as SQLite's own automatic
+//!   checkpoint would.
 //! - The writer connection goes back to `FULL` before it closes, so the
 //!   checkpoint SQLite runs when the last connection closes syncs too.
 
 use std::fs::File;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use kozmo_engine::store::{StoreError, StoreResult};
@@ -35,6 +40,7 @@ use kozmo_engine::store::{StoreError, StoreResult};
 pub(crate) struct WalSync {
     wal: PathBuf,
     cost: SyncCost,
+    checkpoint_due: AtomicBool,
 }
 
 impl WalSync {
@@ -45,7 +51,18 @@ impl WalSync {
         WalSync {
             wal: PathBuf::from(wal),
             cost: SyncCost::default(),
+            checkpoint_due: AtomicBool::new(false),
         }
+    }
+
+    /// Asks the writer to checkpoint after its next commit.
+    pub(crate) fn request_checkpoint(&self) {
+        self.checkpoint_due.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a checkpoint was asked for (and clears the request).
+    pub(crate) fn take_checkpoint_request(&self) -> bool {
+        self.checkpoint_due.swap(false, Ordering::Relaxed)
     }
 
     /// Makes every transaction committed so far durable (`fdatasync` of
