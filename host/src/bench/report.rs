@@ -680,6 +680,22 @@ fn http_rows(http: &Result<HttpResults, String>) -> Vec<Row> {
             met,
         ));
     }
+    let r = &h.ranged;
+    rows.push(row(
+        format!(
+            "HTTP completions/s, {} connections, an id range each / in-process, {} threads, same ids",
+            r.connections, r.connections
+        ),
+        format!(
+            "{:.2} ({}/s vs {}/s; {:.2} of the in-process batched rate)",
+            r.per_second() / h.ranged_engine_per_second,
+            thousands(r.per_second()),
+            thousands(h.ranged_engine_per_second),
+            r.per_second() / h.engine_per_second
+        ),
+        "",
+        None,
+    ));
     let p50 = h.http_p50 / h.engine_p50;
     rows.push(row(
         "HTTP submit → Succeeded p50, 1 connection / in-process",
