@@ -53,12 +53,21 @@ pub struct HttpRate {
     pub executions: usize,
     /// From the first request to the last Succeeded row.
     pub seconds: f64,
+    /// CPU time of this process (server, engine and clients) over the
+    /// same span, if the platform tells: on a shared machine, less
+    /// sensitive to the other load than `seconds`.
+    pub cpu_seconds: Option<f64>,
 }
 
 impl HttpRate {
     /// Completions per second.
     pub fn per_second(&self) -> f64 {
         self.executions as f64 / self.seconds
+    }
+
+    /// CPU time per completion, seconds.
+    pub fn cpu_each(&self) -> Option<f64> {
+        self.cpu_seconds.map(|c| c / self.executions as f64)
     }
 }
 
@@ -194,6 +203,7 @@ fn rate(
     let b = BenchEngine::start(StoreKind::SqliteFull, BenchPlugin::new(0, true), workers)?;
     let served = Served::start(&b)?;
     let shared = Arc::new(AtomicUsize::new(0));
+    let cpu = cpu_seconds();
     let start = Instant::now();
     let threads: Vec<_> = (0..connections)
         .map(|c| {
@@ -224,6 +234,7 @@ fn rate(
     }
     b.wait_succeeded(executions, pb, &what)?;
     let seconds = start.elapsed().as_secs_f64();
+    let cpu_seconds = cpu.zip(cpu_seconds()).map(|(a, b)| b - a);
     drop(served);
     b.shutdown();
     Ok(HttpRate {
@@ -232,6 +243,7 @@ fn rate(
         per_request,
         executions,
         seconds,
+        cpu_seconds,
     })
 }
 
@@ -274,6 +286,19 @@ fn in_process_singles(
     let seconds = start.elapsed().as_secs_f64();
     b.shutdown();
     Ok(executions as f64 / seconds)
+}
+
+/// User + system CPU time of this process so far (`/proc/self/stat`), if
+/// the platform has it.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces): utime and
+    // stime are the 12th and 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (per_second > 0).then(|| ticks / per_second as f64)
 }
 
 /// Submit → Succeeded at 1 connection, one execution at a time: p50, seconds.
