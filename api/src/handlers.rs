@@ -1,5 +1,5 @@
-//! Route handlers: typed extractors, the service on a blocking thread,
-//! typed answers. Each carries its OpenAPI description (see `openapi.rs`).
+//! Route handlers: typed extractors, the service on a blocking thread (a
+//! single submission: awaited), typed answers. Each carries its OpenAPI description (see `openapi.rs`).
 
 use axum::body::{to_bytes, Body};
 use axum::extract::{Path, Query, State};
@@ -118,7 +118,9 @@ pub(crate) async fn submit(State(state): State<AppState>, body: Body) -> Result<
         ));
     };
     let (id, spec) = split_batch_item((0, body)).map_err(|e| ApiError::bad_request(e.detail, e.path))?;
-    let submitted = blocking(&state, move |s| s.submit(id, spec)).await?;
+    // Awaited, not on a blocking thread: many concurrent submissions wait
+    // for the same commit without a thread each.
+    let submitted = state.service.clone().submit_async(id, spec).await?;
     let status = if submitted.created {
         StatusCode::CREATED
     } else {
@@ -357,4 +359,184 @@ pub(crate) async fn not_found() -> ApiError {
         "not_found",
         "no such route; the API lives under /v1 (executions, plugins, openapi.json), plus /healthz and /metrics",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use std::io::{Read, Write};
+
+    use serde_json::{json, Value};
+    use tokio::sync::Notify;
+
+    use crate::service::{ExecutionService, Health, ServiceError, SubmitFuture, Submitted};
+    use crate::types::{Event, Execution, PluginBody};
+    use crate::ApiOptions;
+
+    /// Concurrent requests in the test.
+    const CLIENTS: usize = 64;
+
+    /// A service whose submissions can only be awaited: `submit` (the
+    /// blocking path) panics, and `submit_async` answers only once all
+    /// `CLIENTS` submissions are waiting at the same time, each with an
+    /// answer made from its own id.
+    struct Gate {
+        waiting: Mutex<usize>,
+        all_in: Notify,
+    }
+
+    fn execution(id: &str) -> Execution {
+        Execution {
+            id: id.into(),
+            phase: "Queued".into(),
+            task_type: "t".into(),
+            attempt: 0,
+            system_failures: 0,
+            generated_name: format!("{id}-n0-0"),
+            plugin_phase: "Undefined".into(),
+            plugin_phase_version: 0,
+            error: None,
+            last_handler_error: None,
+            consecutive_handler_errors: 0,
+            abort_requested: None,
+            plugin_id: None,
+            waiting: None,
+            created_at: "2026-12-01T00:00:00.000Z".into(),
+            updated_at: "2026-12-01T00:00:00.000Z".into(),
+            attempt_started_at: "2026-12-01T00:00:00.000Z".into(),
+        }
+    }
+
+    impl ExecutionService for Gate {
+        fn submit(&self, _: Option<String>, _: Value) -> Result<Submitted, ServiceError> {
+            panic!("a single submission is awaited, never run on a blocking thread")
+        }
+        fn submit_async(self: Arc<Self>, id: Option<String>, _: Value) -> SubmitFuture {
+            Box::pin(async move {
+                let notified = self.all_in.notified();
+                let all_in = {
+                    let mut n = self.waiting.lock().unwrap();
+                    *n += 1;
+                    *n == CLIENTS
+                };
+                if all_in {
+                    self.all_in.notify_waiters();
+                } else {
+                    notified.await;
+                }
+                let id = id.unwrap_or_default();
+                let n: usize = id.rsplit('-').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+                match n % 4 {
+                    0 => Ok(Submitted {
+                        id: id.clone(),
+                        created: true,
+                        execution: execution(&id),
+                    }),
+                    1 => Ok(Submitted {
+                        id: id.clone(),
+                        created: false,
+                        execution: execution(&id),
+                    }),
+                    2 => Err(ServiceError::Conflict(format!(
+                        "execution [{id}] exists with a different spec"
+                    ))),
+                    _ => Err(ServiceError::BadRequest {
+                        detail: format!("bad {id}"),
+                        path: Some("inputs.n".into()),
+                    }),
+                }
+            })
+        }
+        fn get(&self, _: &str) -> Result<Execution, ServiceError> {
+            Err(ServiceError::NotFound("no".into()))
+        }
+        fn list(&self, _: Option<&str>, _: usize, _: Option<&str>) -> Result<Vec<Execution>, ServiceError> {
+            Ok(Vec::new())
+        }
+        fn events(&self, _: &str) -> Result<Vec<Event>, ServiceError> {
+            Ok(Vec::new())
+        }
+        fn outputs(&self, _: &str) -> Result<Value, ServiceError> {
+            Ok(Value::Null)
+        }
+        fn abort(&self, _: &str, _: &str) -> Result<Execution, ServiceError> {
+            Err(ServiceError::NotFound("no".into()))
+        }
+        fn plugins(&self) -> Vec<PluginBody> {
+            Vec::new()
+        }
+        fn metrics_text(&self) -> String {
+            String::new()
+        }
+        fn health(&self) -> Health {
+            Health::Ok
+        }
+    }
+
+    /// One `POST /v1/executions` over a fresh connection (on the client's
+    /// own thread): status and body.
+    fn post(addr: std::net::SocketAddr, body: Value) -> (u16, Value) {
+        let body = body.to_string();
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        let head = format!(
+            "POST /v1/executions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(body.as_bytes()).unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        let status = answer[9..12].parse().unwrap();
+        let (_, body) = answer.split_once("\r\n\r\n").unwrap();
+        (status, serde_json::from_str(body).unwrap())
+    }
+
+    /// With one blocking thread in the whole runtime, 64 submissions that
+    /// each wait for all the others can only complete if none holds a
+    /// blocking thread; each client gets the answer to its own id.
+    #[test]
+    fn concurrent_single_submissions_are_awaited_each_getting_its_own_answer() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let service = Arc::new(Gate {
+            waiting: Mutex::new(0),
+            all_in: Notify::new(),
+        });
+        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = rt.spawn(crate::serve(listener, service, ApiOptions::default(), async {
+            let _ = stopped.await;
+        }));
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|i| std::thread::spawn(move || post(addr, json!({"execution_id": format!("ex-{i}"), "type": "t"}))))
+            .collect();
+        for (i, client) in clients.into_iter().enumerate() {
+            let (status, body) = client.join().unwrap();
+            let id = format!("ex-{i}");
+            match i % 4 {
+                0 | 1 => {
+                    assert_eq!(status, if i % 4 == 0 { 201 } else { 200 }, "{body}");
+                    assert_eq!(body["id"], id);
+                }
+                2 => {
+                    assert_eq!(status, 409, "{body}");
+                    assert_eq!(body["error"], "conflict");
+                    assert_eq!(body["detail"], format!("execution [{id}] exists with a different spec"));
+                }
+                _ => {
+                    assert_eq!(status, 400, "{body}");
+                    assert_eq!(body["detail"], format!("bad {id}"));
+                    assert_eq!(body["path"], "inputs.n");
+                }
+            }
+        }
+        let _ = stop.send(());
+        rt.block_on(server).unwrap().unwrap();
+    }
 }

@@ -1,6 +1,6 @@
 //! The Kozmo HTTP JSON API under `/v1` (axum on tokio), plus `/healthz`
 //! and `/metrics`. Handlers call an [`ExecutionService`] on blocking
-//! threads; every request and response body is a type of [`types`], and
+//! threads (a single submission: awaited, [`ExecutionService::submit_async`]); every request and response body is a type of [`types`], and
 //! `/v1/openapi.json` is generated from them.
 //!
 //! This crate knows nothing of the engine: the daemon implements
@@ -29,7 +29,9 @@ use axum::Router;
 pub use error::ApiError;
 pub use openapi::document_json as openapi_json;
 pub use server::ConnectionLimits;
-pub use service::{split_batch_item, BatchAccepted, ExecutionService, Health, ItemError, ServiceError, Submitted};
+pub use service::{
+    split_batch_item, BatchAccepted, ExecutionService, Health, ItemError, ServiceError, SubmitFuture, Submitted,
+};
 
 /// API settings.
 #[derive(Debug, Clone)]

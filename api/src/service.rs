@@ -3,6 +3,10 @@
 //! (and the engine nothing of HTTP). Task bodies come in as JSON: reading
 //! them strictly is the service's job.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use super::types::{Event, Execution, PluginBody, PruneReport};
@@ -83,11 +87,27 @@ pub enum Health {
     },
 }
 
+/// A submission on its way ([`ExecutionService::submit_async`]).
+pub type SubmitFuture = Pin<Box<dyn Future<Output = Result<Submitted, ServiceError>> + Send + 'static>>;
+
 /// The operations behind `/v1`. Implementations may block (the API calls
-/// them on blocking threads).
+/// them on blocking threads), except [`Self::submit_async`], which the
+/// API awaits on its async workers.
 pub trait ExecutionService: Send + Sync + 'static {
     /// Accepts an execution; durable before it returns.
     fn submit(&self, id: Option<String>, spec: Value) -> Result<Submitted, ServiceError>;
+    /// Accepts an execution as [`Self::submit`] does, as a future that
+    /// resolves once it is durable: what `POST /v1/executions` awaits. It
+    /// must not block; a service whose submissions can be awaited without
+    /// a thread waiting for each (the daemon's) overrides it. The default
+    /// runs [`Self::submit`] on a blocking thread.
+    fn submit_async(self: Arc<Self>, id: Option<String>, spec: Value) -> SubmitFuture {
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || self.submit(id, spec))
+                .await
+                .map_err(|e| ServiceError::Internal(format!("request handler failed: {e}")))?
+        })
+    }
     /// Accepts many executions, each a task body as for [`Self::submit`]
     /// (with its own optional `execution_id`): every item is checked first
     /// (any bad item: [`ServiceError::BadItems`] listing all of them, and

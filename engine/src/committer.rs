@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+use crate::oneshot;
+
 use super::scheduler::Next;
 use super::{Active, Engine};
 use crate::model::{NewExecution, RoundCommit};
@@ -29,7 +31,7 @@ pub(crate) enum CommitMsg {
     /// to the scheduler) once the result is durable.
     Step(Box<RoundCommit>, Next, Box<Active>),
     /// New executions; the answer goes back on the sender once durable.
-    Submit(Vec<NewExecution>, Sender<SubmitReply>),
+    Submit(Vec<NewExecution>, oneshot::Sender<SubmitReply>),
     /// Retention: delete these terminal executions in the next
     /// transaction (no sync of their own); the answer once durable.
     Prune(Vec<String>, Sender<PruneReply>),
@@ -57,7 +59,7 @@ struct Pending {
     jobs: Vec<(Box<Active>, Next)>,
     news: Vec<NewExecution>,
     /// One per submitter: how many of `news` are theirs, in order.
-    submitters: Vec<(usize, Sender<SubmitReply>)>,
+    submitters: Vec<(usize, oneshot::Sender<SubmitReply>)>,
     /// Retention's deletes, and what applying each did (in this transaction).
     prunes: Vec<(Vec<String>, Sender<PruneReply>, Option<PruneReply>)>,
 }

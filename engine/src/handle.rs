@@ -2,7 +2,13 @@
 //! running engine; and [`LateEnqueueOwner`], the enqueue owner that
 //! exists before the engine does.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use super::*;
+use crate::committer::SubmitReply;
+use crate::oneshot;
 
 /// A handle on a running engine (cheap to clone, usable from any thread).
 #[derive(Clone)]
@@ -37,6 +43,108 @@ impl EnqueueOwner for LateEnqueueOwner {
             None => log::debug!("enqueue of {owner} before the engine started: ignored"),
         }
         Ok(())
+    }
+}
+
+/// A submission sent to the committer: the results known before it
+/// answers, and what to do with the ones it makes durable.
+struct Submission {
+    core: Arc<Engine>,
+    /// One per item; the sent ones `Created` until the committer answers.
+    results: Vec<Result<(SubmitOutcome, Option<ExecutionView>), EngineError>>,
+    /// The sent items: index, parsed spec, plugin.
+    rest: Vec<(usize, SplitSpec, Arc<dyn Plugin>)>,
+    /// The committer's answer, if anything was sent.
+    reply: Option<oneshot::Receiver<SubmitReply>>,
+    views: bool,
+}
+
+impl Submission {
+    /// The results, given the committer's `reply` (`None`: it stopped
+    /// without writing them): conflicts told apart from resubmissions, the
+    /// new executions activated.
+    fn finish(self, reply: Option<SubmitReply>) -> Vec<Result<(SubmitOutcome, Option<ExecutionView>), EngineError>> {
+        let Submission {
+            core: c,
+            mut results,
+            rest,
+            views,
+            ..
+        } = self;
+        if rest.is_empty() {
+            return results;
+        }
+        let reply = reply
+            .ok_or(EngineError::ShuttingDown)
+            .and_then(|written| written.map_err(EngineError::from));
+        let (news, outcomes) = match reply {
+            Ok(written) => written,
+            Err(e) => {
+                for (i, _, _) in &rest {
+                    results[*i] = Err(e.clone());
+                }
+                return results;
+            }
+        };
+        for ((new, (i, spec, plugin)), outcome) in news.into_iter().zip(rest).zip(outcomes) {
+            let id = new.id.clone();
+            results[i] = match outcome {
+                InsertOutcome::Exists { spec_json } if spec_json == new.spec_json => {
+                    Ok((SubmitOutcome::Existing(id), None))
+                }
+                InsertOutcome::Exists { .. } => Err(EngineError::Conflict(format!(
+                    "execution [{id}] exists with a different spec"
+                ))),
+                InsertOutcome::Created => {
+                    let view = c.activate(new, spec, Some(plugin), views);
+                    Ok((SubmitOutcome::Created(id), view))
+                }
+            };
+        }
+        results
+    }
+}
+
+/// One submission on its way to durability ([`EngineHandle::submit_async`]):
+/// resolves to its outcome and, for a new execution, its view.
+#[must_use = "the answer says whether the submission was accepted"]
+pub struct SubmitFuture {
+    /// `None` once answered.
+    submission: Option<Submission>,
+}
+
+impl Future for SubmitFuture {
+    type Output = Result<(SubmitOutcome, Option<ExecutionView>), EngineError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let reply = match self.submission.as_mut().and_then(|s| s.reply.as_mut()) {
+            Some(rx) => match Pin::new(rx).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(reply) => reply,
+            },
+            None => None,
+        };
+        let Some(mut submission) = self.submission.take() else {
+            return Poll::Ready(Err(EngineError::Invalid("the submission was answered already".into())));
+        };
+        submission.reply = None;
+        let answer = submission.finish(reply).pop();
+        Poll::Ready(answer.unwrap_or(Err(EngineError::Invalid("empty batch".into()))))
+    }
+}
+
+impl Drop for SubmitFuture {
+    /// Given up before its answer: the committer's answer still activates
+    /// what it made durable (on the committer's thread), as if awaited.
+    fn drop(&mut self) {
+        if let Some(mut submission) = self.submission.take() {
+            if let Some(rx) = submission.reply.take() {
+                submission.views = false;
+                rx.abandon(move |reply| {
+                    submission.finish(Some(reply));
+                });
+            }
+        }
     }
 }
 
@@ -85,65 +193,61 @@ impl EngineHandle {
         items: Vec<(Option<String>, ExecutionSpec)>,
         views: bool,
     ) -> Vec<Result<(SubmitOutcome, Option<ExecutionView>), EngineError>> {
+        let mut submission = self.send_submission(items, views);
+        let reply = submission.reply.take().and_then(oneshot::Receiver::recv);
+        submission.finish(reply)
+    }
+
+    /// Accepts an execution like [`Self::submit_viewed`], as a future: the
+    /// spec is checked here, the insert goes to the committer, and the
+    /// future resolves once it is durable (no thread waits for it). Its
+    /// view is in the answer for a new execution; an existing one's is
+    /// `None` (read it with [`Self::get`]). Dropping the future does not
+    /// cancel the submission: once durable, the execution runs all the same.
+    pub fn submit_async(&self, id: Option<String>, spec: ExecutionSpec) -> SubmitFuture {
+        SubmitFuture {
+            submission: Some(self.send_submission(vec![(id, spec)], true)),
+        }
+    }
+
+    /// Prepares `items` and sends the valid ones to the committer.
+    fn send_submission(&self, items: Vec<(Option<String>, ExecutionSpec)>, views: bool) -> Submission {
         let c = &self.core;
+        let mut submission = Submission {
+            core: c.clone(),
+            results: Vec::with_capacity(items.len()),
+            rest: Vec::new(),
+            reply: None,
+            views,
+        };
         if c.sched_stopping() {
-            return items.iter().map(|_| Err(EngineError::ShuttingDown)).collect();
+            submission.results = items.iter().map(|_| Err(EngineError::ShuttingDown)).collect();
+            return submission;
         }
         let now = now_ms();
-        let mut results: Vec<Result<(SubmitOutcome, Option<ExecutionView>), EngineError>> =
-            Vec::with_capacity(items.len());
-        let mut pending = Vec::new();
+        let mut news = Vec::new();
         for (i, (id, spec)) in items.into_iter().enumerate() {
             match c.prepare(id, spec, now) {
-                Ok(p) => {
-                    results.push(Ok((SubmitOutcome::Created(p.0.id.clone()), None)));
-                    pending.push((i, p));
+                Ok((new, spec, plugin)) => {
+                    submission
+                        .results
+                        .push(Ok((SubmitOutcome::Created(new.id.clone()), None)));
+                    news.push(new);
+                    submission.rest.push((i, spec, plugin));
                 }
-                Err(e) => results.push(Err(e)),
+                Err(e) => submission.results.push(Err(e)),
             }
+        }
+        if news.is_empty() {
+            return submission;
         }
         // The committer makes them durable with whatever else is pending.
-        let (news, rest): (Vec<NewExecution>, Vec<_>) = pending
-            .into_iter()
-            .map(|(i, (new, spec, plugin))| (new, (i, spec, plugin)))
-            .unzip();
-        if news.is_empty() {
-            return results;
-        }
-        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
-        // No answer: the committer stopped (shutdown) before writing them.
-        let reply = c
-            .commit_tx
-            .send(CommitMsg::Submit(news, reply_tx))
-            .ok()
-            .and_then(|()| reply_rx.recv().ok())
-            .ok_or(EngineError::ShuttingDown)
-            .and_then(|written| written.map_err(EngineError::from));
-        let (news, outcomes) = match reply {
-            Ok(written) => written,
-            Err(e) => {
-                for (i, _, _) in &rest {
-                    results[*i] = Err(e.clone());
-                }
-                return results;
-            }
-        };
-        for ((new, (i, spec, plugin)), outcome) in news.into_iter().zip(rest).zip(outcomes) {
-            let id = new.id.clone();
-            results[i] = match outcome {
-                InsertOutcome::Exists { spec_json } if spec_json == new.spec_json => {
-                    Ok((SubmitOutcome::Existing(id), None))
-                }
-                InsertOutcome::Exists { .. } => Err(EngineError::Conflict(format!(
-                    "execution [{id}] exists with a different spec"
-                ))),
-                InsertOutcome::Created => {
-                    let view = c.activate(new, spec, Some(plugin), views);
-                    Ok((SubmitOutcome::Created(id), view))
-                }
-            };
-        }
-        results
+        let (reply_tx, reply_rx) = oneshot::channel();
+        // Not sent: the committer stopped (shutdown); the reply's sender
+        // is dropped with the message and the answer is `ShuttingDown`.
+        let _ = c.commit_tx.send(CommitMsg::Submit(news, reply_tx));
+        submission.reply = Some(reply_rx);
+        submission
     }
 
     /// The durable state of an execution.

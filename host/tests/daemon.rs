@@ -301,6 +301,104 @@ fn metrics_parse_as_prometheus_text_and_count_rounds() {
     assert_eq!(d.client.get("/healthz").unwrap().1["status"], "ok");
 }
 
+/// 64 clients at once, each with one single submission: new ids, the same
+/// body again, another body for a taken id, a bad body, a bad id, no id. Each gets the answer to its own request (status, id, error
+/// body), and everything answered 2xx is in the store after a SIGKILL.
+#[test]
+fn concurrent_single_submissions_get_their_own_answers_and_survive_sigkill() {
+    const CLIENTS: usize = 64;
+    let root = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(root.path(), &["kozmo-plugin-echo"], &[]);
+    let echo = |i: usize, id: Option<String>| {
+        let mut t = read_json(&example("echo.json"));
+        t["inputs"]["count"] = json!(i);
+        if let Some(id) = id {
+            t["execution_id"] = json!(id);
+        }
+        t
+    };
+    for i in (0..CLIENTS).filter(|i| matches!(i % 6, 1 | 2)) {
+        d.submit(&echo(i, Some(format!("taken-{i}"))));
+    }
+    let base = d.client.base().to_string();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let body = match i % 6 {
+                0 => echo(i, Some(format!("new-{i}"))),
+                1 => echo(i, Some(format!("taken-{i}"))),
+                2 => echo(i + 1000, Some(format!("taken-{i}"))),
+                3 => json!({"execution_id": format!("bad-{i}"), "type": "echo", "metadata": {"retries": "three"}}),
+                4 => echo(i, Some(format!("../escape-{i}"))),
+                _ => echo(i, None),
+            };
+            let url = format!("{base}/v1/executions");
+            std::thread::spawn(move || match ureq::post(&url).send_json(body) {
+                Ok(resp) => (resp.status(), resp.into_json::<Value>().unwrap()),
+                Err(ureq::Error::Status(status, resp)) => (status, resp.into_json::<Value>().unwrap()),
+                Err(e) => panic!("client {i}: {e}"),
+            })
+        })
+        .collect();
+    let mut accepted = Vec::new();
+    for (i, client) in clients.into_iter().enumerate() {
+        let (status, body) = client.join().unwrap();
+        match i % 6 {
+            0 => assert_eq!(
+                (status, body["id"].as_str()),
+                (201, Some(format!("new-{i}").as_str())),
+                "{body}"
+            ),
+            1 => assert_eq!(
+                (status, body["id"].as_str()),
+                (200, Some(format!("taken-{i}").as_str())),
+                "{body}"
+            ),
+            2 => {
+                assert_eq!((status, body["error"].as_str()), (409, Some("conflict")), "{body}");
+                assert!(
+                    body["detail"].as_str().unwrap().contains(&format!("[taken-{i}]")),
+                    "{body}"
+                );
+            }
+            3 => {
+                assert_eq!((status, body["error"].as_str()), (400, Some("bad_request")), "{body}");
+                assert_eq!(body["path"], "metadata.retries", "{body}");
+            }
+            4 => {
+                assert_eq!((status, body["error"].as_str()), (400, Some("bad_request")), "{body}");
+                assert_eq!(body["path"], "execution_id", "{body}");
+            }
+            _ => assert_eq!(status, 201, "{body}"),
+        }
+        if (200..300).contains(&status) {
+            let id = body["id"].as_str().unwrap().to_string();
+            accepted.push((id, i));
+        }
+    }
+    let status = d.signal("KILL");
+    assert_eq!(status.code(), None);
+    d.restart();
+    for (id, i) in &accepted {
+        let v = d.wait_terminal(id);
+        assert_eq!(v["phase"], "Succeeded", "{id}: {v}");
+        let (_, out) = d.client.get(&format!("/v1/executions/{id}/outputs")).unwrap();
+        assert_eq!(
+            out["outputs"]["count"],
+            json!({"integer": i}),
+            "{id} ran its own body: {out}"
+        );
+    }
+    for i in (0..CLIENTS).filter(|i| i % 6 == 3) {
+        let err = d.client.get(&format!("/v1/executions/bad-{i}")).unwrap_err();
+        assert!(matches!(err, ClientError::Api { status: 404, .. }), "bad-{i}: {err}");
+    }
+    // The conflicting bodies did not replace the first ones.
+    for i in (0..CLIENTS).filter(|i| i % 6 == 2) {
+        let (_, out) = d.client.get(&format!("/v1/executions/taken-{i}/outputs")).unwrap();
+        assert_eq!(out["outputs"]["count"], json!({"integer": i}), "taken-{i}: {out}");
+    }
+}
+
 #[test]
 fn sigterm_exits_zero_and_nothing_is_lost() {
     let root = tempfile::tempdir().unwrap();

@@ -5,11 +5,19 @@
 //!
 //! * completions/s with 1, 16 and 64 keep-alive connections, each posting
 //!   single submissions, from the first request to the last Succeeded row,
-//!   against the in-process durable rate (P3's measurement, smaller);
+//!   against the in-process durable rate (P3's measurement, smaller). The
+//!   ids are given in the order the requests are sent (one counter shared
+//!   by the connections), as the in-process run submits them;
+//! * the same at 64 connections with a range of ids per connection (64
+//!   streams of ids far apart: each group commit dirties a B-tree leaf per
+//!   stream and per table), against 64 in-process threads submitting one
+//!   at a time with the same ids: the store's cost of that key layout,
+//!   which HTTP does not change;
 //! * submit → Succeeded p50 at 1 connection against the same in-process;
 //! * completions/s through `POST /v1/executions:batch` (1000 per request,
 //!   a few connections) against the in-process rate.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,23 +29,45 @@ use crate::daemon::DaemonService;
 use crate::metrics::Metrics;
 use kozmo_api::{self as api, ApiOptions, ExecutionService};
 
+/// How the clients number their executions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ids {
+    /// In the order the requests are sent: one counter shared by the
+    /// connections (concurrent inserts land next to each other).
+    Arrival,
+    /// A contiguous range per connection (as many insert points as
+    /// connections).
+    PerConnection,
+}
+
 /// One HTTP throughput measurement.
 #[derive(Debug, Clone)]
 pub struct HttpRate {
     /// Keep-alive connections.
     pub connections: usize,
+    /// How the ids were given.
+    pub ids: Ids,
     /// Executions per request (1: `POST /v1/executions`; more: the batch endpoint).
     pub per_request: usize,
     /// Executions completed.
     pub executions: usize,
     /// From the first request to the last Succeeded row.
     pub seconds: f64,
+    /// CPU time of this process (server, engine and clients) over the
+    /// same span, if the platform tells: on a shared machine, less
+    /// sensitive to the other load than `seconds`.
+    pub cpu_seconds: Option<f64>,
 }
 
 impl HttpRate {
     /// Completions per second.
     pub fn per_second(&self) -> f64 {
         self.executions as f64 / self.seconds
+    }
+
+    /// CPU time per completion, seconds.
+    pub fn cpu_each(&self) -> Option<f64> {
+        self.cpu_seconds.map(|c| c / self.executions as f64)
     }
 }
 
@@ -48,6 +78,11 @@ pub struct HttpResults {
     pub single: Vec<HttpRate>,
     /// The batch endpoint.
     pub batch: HttpRate,
+    /// 64 connections, single submissions, an id range each.
+    pub ranged: HttpRate,
+    /// 64 in-process threads submitting one at a time with the same ids:
+    /// completions/s.
+    pub ranged_engine_per_second: f64,
     /// The in-process durable completions/s of the same run.
     pub engine_per_second: f64,
     /// Submit → Succeeded p50 over HTTP at 1 connection, seconds.
@@ -130,11 +165,35 @@ fn task(i: usize) -> Value {
     json!({"type": "bench-noop", "execution_id": format!("h{i:08}")})
 }
 
+/// The first and one-past-last id a connection or thread `c` of `of` takes
+/// with [`Ids::PerConnection`].
+fn range(c: usize, of: usize, executions: usize) -> (usize, usize) {
+    let per = executions.div_ceil(of);
+    let first = (c * per).min(executions);
+    (first, (first + per).min(executions))
+}
+
+/// The next id a client takes: from the shared counter, or the next of its
+/// range (`next` is its position in it); `None` when done.
+fn next_id(ids: Ids, shared: &AtomicUsize, next: &mut usize, last: usize, executions: usize) -> Option<usize> {
+    let i = match ids {
+        Ids::Arrival => shared.fetch_add(1, Ordering::Relaxed),
+        Ids::PerConnection => {
+            *next += 1;
+            *next - 1
+        }
+    };
+    let end = if ids == Ids::Arrival { executions } else { last };
+    (i < end).then_some(i)
+}
+
 /// `executions` over `connections` keep-alive connections, `per_request`
-/// per request, timed to the last Succeeded row.
+/// per request (a contiguous range per connection for batches; single
+/// submissions numbered as `ids` says), timed to the last Succeeded row.
 fn rate(
     connections: usize,
     per_request: usize,
+    ids: Ids,
     executions: usize,
     workers: usize,
     pb: &ProgressBar,
@@ -143,27 +202,28 @@ fn rate(
     pb.set_message(what.clone());
     let b = BenchEngine::start(StoreKind::SqliteFull, BenchPlugin::new(0, true), workers)?;
     let served = Served::start(&b)?;
+    let shared = Arc::new(AtomicUsize::new(0));
+    let cpu = cpu_seconds();
     let start = Instant::now();
-    let per_connection = executions.div_ceil(connections);
     let threads: Vec<_> = (0..connections)
         .map(|c| {
             let base = served.base.clone();
+            let shared = shared.clone();
             std::thread::spawn(move || -> anyhow::Result<()> {
                 let agent = agent();
-                let first = c * per_connection;
-                let last = (first + per_connection).min(executions);
-                let mut i = first;
-                while i < last {
-                    let n = per_request.min(last - i);
-                    if per_request == 1 {
+                let (first, last) = range(c, connections, executions);
+                if per_request == 1 {
+                    let mut next = first;
+                    while let Some(i) = next_id(ids, &shared, &mut next, last, executions) {
                         agent.post(&format!("{base}/v1/executions")).send_json(task(i))?;
-                    } else {
-                        let items: Vec<Value> = (i..i + n).map(task).collect();
-                        agent
-                            .post(&format!("{base}/v1/executions:batch"))
-                            .send_json(Value::Array(items))?;
                     }
-                    i += n;
+                    return Ok(());
+                }
+                for chunk in (first..last).step_by(per_request) {
+                    let items: Vec<Value> = (chunk..(chunk + per_request).min(last)).map(task).collect();
+                    agent
+                        .post(&format!("{base}/v1/executions:batch"))
+                        .send_json(Value::Array(items))?;
                 }
                 Ok(())
             })
@@ -174,14 +234,71 @@ fn rate(
     }
     b.wait_succeeded(executions, pb, &what)?;
     let seconds = start.elapsed().as_secs_f64();
+    let cpu_seconds = cpu.zip(cpu_seconds()).map(|(a, b)| b - a);
     drop(served);
     b.shutdown();
     Ok(HttpRate {
         connections,
+        ids,
         per_request,
         executions,
         seconds,
+        cpu_seconds,
     })
+}
+
+/// `executions` submitted one at a time by `threads` in-process threads
+/// (`EngineHandle::submit`, no HTTP), numbered as `ids` says, timed to the
+/// last Succeeded row: completions/s.
+fn in_process_singles(
+    threads: usize,
+    ids: Ids,
+    executions: usize,
+    workers: usize,
+    pb: &ProgressBar,
+) -> anyhow::Result<f64> {
+    let what = format!("http: {executions} in-process over {threads} threads, one at a time");
+    pb.set_message(what.clone());
+    let b = BenchEngine::start(StoreKind::SqliteFull, BenchPlugin::new(0, true), workers)?;
+    let shared = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|c| {
+            let handle = b.engine.clone();
+            let shared = shared.clone();
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                let (first, last) = range(c, threads, executions);
+                let mut next = first;
+                while let Some(i) = next_id(ids, &shared, &mut next, last, executions) {
+                    handle
+                        .submit(Some(format!("h{i:08}")), engine::bench_spec())
+                        .map_err(|e| anyhow::anyhow!("submit: {e}"))?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for t in handles {
+        t.join()
+            .map_err(|_| anyhow::anyhow!("a submitting thread panicked"))??;
+    }
+    b.wait_succeeded(executions, pb, &what)?;
+    let seconds = start.elapsed().as_secs_f64();
+    b.shutdown();
+    Ok(executions as f64 / seconds)
+}
+
+/// User + system CPU time of this process so far (`/proc/self/stat`), if
+/// the platform has it.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces): utime and
+    // stime are the 12th and 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (per_second > 0).then(|| ticks / per_second as f64)
 }
 
 /// Submit → Succeeded at 1 connection, one execution at a time: p50, seconds.
@@ -230,11 +347,17 @@ pub fn measure(executions: usize, samples: usize, workers: usize, pb: &ProgressB
         } else {
             executions
         };
-        single.push(rate(connections, 1, n, workers, pb)?);
+        single.push(rate(connections, 1, Ids::Arrival, n, workers, pb)?);
     }
-    let batch = rate(4, 1000, executions, workers, pb)?;
+    let batch = rate(4, 1000, Ids::PerConnection, executions, workers, pb)?;
+    // Last, so the goal rows run as they always did (these write several
+    // times the pages).
+    let ranged = rate(64, 1, Ids::PerConnection, executions, workers, pb)?;
+    let ranged_engine_per_second = in_process_singles(64, Ids::PerConnection, executions, workers, pb)?;
     Ok(HttpResults {
         single,
+        ranged,
+        ranged_engine_per_second,
         batch,
         engine_per_second: reference.per_second(),
         http_p50,

@@ -647,6 +647,12 @@ impl Results {
     }
 }
 
+/// `; N µs CPU each` (the process's CPU time per completion), or nothing.
+fn cpu_each(r: &super::http::HttpRate) -> String {
+    r.cpu_each()
+        .map_or(String::new(), |c| format!("; {} CPU each", duration(c)))
+}
+
 /// The `http` part's rows: each a ratio against the in-process engine of the same run.
 fn http_rows(http: &Result<HttpResults, String>) -> Vec<Row> {
     let h = match http {
@@ -671,15 +677,33 @@ fn http_rows(http: &Result<HttpResults, String>) -> Vec<Row> {
         rows.push(row(
             format!("HTTP completions/s, {} connection(s) / in-process", r.connections),
             format!(
-                "{ratio:.2} ({}/s vs {}/s; {} executions)",
+                "{ratio:.2} ({}/s vs {}/s; {} executions{})",
                 thousands(r.per_second()),
                 thousands(h.engine_per_second),
-                thousands(r.executions as f64)
+                thousands(r.executions as f64),
+                cpu_each(r)
             ),
             goal,
             met,
         ));
     }
+    let r = &h.ranged;
+    rows.push(row(
+        format!(
+            "HTTP completions/s, {} connections, an id range each / in-process, {} threads, same ids",
+            r.connections, r.connections
+        ),
+        format!(
+            "{:.2} ({}/s vs {}/s; {:.2} of the in-process batched rate{})",
+            r.per_second() / h.ranged_engine_per_second,
+            thousands(r.per_second()),
+            thousands(h.ranged_engine_per_second),
+            r.per_second() / h.engine_per_second,
+            cpu_each(r)
+        ),
+        "",
+        None,
+    ));
     let p50 = h.http_p50 / h.engine_p50;
     rows.push(row(
         "HTTP submit → Succeeded p50, 1 connection / in-process",
@@ -691,11 +715,12 @@ fn http_rows(http: &Result<HttpResults, String>) -> Vec<Row> {
     rows.push(row(
         "HTTP batch endpoint completions/s / in-process",
         format!(
-            "{b:.2} ({}/s vs {}/s; {} per request, {} connections)",
+            "{b:.2} ({}/s vs {}/s; {} per request, {} connections{})",
             thousands(h.batch.per_second()),
             thousands(h.engine_per_second),
             h.batch.per_request,
-            h.batch.connections
+            h.batch.connections,
+            cpu_each(&h.batch)
         ),
         "≥ 0.8",
         Some(b >= 0.8),

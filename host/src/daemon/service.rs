@@ -1,12 +1,16 @@
 //! The API's [`ExecutionService`] over the engine: JSON in, JSON out.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use crate::loader::PluginInfo;
 use crate::metrics::Metrics;
 use kozmo_api::types::{Event, Execution, ExecutionErrorBody, HandlerErrorBody, PluginBody, PruneReport};
-use kozmo_api::{split_batch_item, BatchAccepted, ExecutionService, Health, ItemError, ServiceError, Submitted};
-use kozmo_engine::model::{check_execution_id, rfc3339_ms, EventRecord, ExecPhase, ExecutionView};
+use kozmo_api::{
+    split_batch_item, BatchAccepted, ExecutionService, Health, ItemError, ServiceError, SubmitFuture, Submitted,
+};
+use kozmo_engine::model::{check_execution_id, rfc3339_ms, EventRecord, ExecPhase, ExecutionSpec, ExecutionView};
 use kozmo_engine::store::StoreErrorKind;
 use kozmo_engine::{EngineError, EngineHandle, SubmitOutcome};
 
@@ -117,24 +121,55 @@ fn parse_phase(p: &str) -> Result<ExecPhase, ServiceError> {
     })
 }
 
+/// A submission's id and body, checked: what the engine takes.
+fn checked_submission(id: Option<String>, spec: Value) -> Result<(Option<String>, ExecutionSpec), ServiceError> {
+    if let Some(id) = &id {
+        check_execution_id(id).map_err(|detail| ServiceError::BadRequest {
+            detail,
+            path: Some("execution_id".into()),
+        })?;
+    }
+    Ok((id, parse_spec(spec).map_err(bad_spec)?))
+}
+
+/// The API's answer to a submission.
+fn submitted(outcome: SubmitOutcome, view: ExecutionView) -> Submitted {
+    let (id, created) = match outcome {
+        SubmitOutcome::Created(id) => (id, true),
+        SubmitOutcome::Existing(id) => (id, false),
+    };
+    Submitted {
+        id,
+        created,
+        execution: execution(view),
+    }
+}
+
 impl ExecutionService for DaemonService {
     fn submit(&self, id: Option<String>, spec: Value) -> Result<Submitted, ServiceError> {
-        if let Some(id) = &id {
-            check_execution_id(id).map_err(|detail| ServiceError::BadRequest {
-                detail,
-                path: Some("execution_id".into()),
-            })?;
-        }
-        let spec = parse_spec(spec).map_err(bad_spec)?;
+        let (id, spec) = checked_submission(id, spec)?;
         let (outcome, view) = self.engine.submit_viewed(id, spec).map_err(service_error)?;
-        let (id, created) = match outcome {
-            SubmitOutcome::Created(id) => (id, true),
-            SubmitOutcome::Existing(id) => (id, false),
-        };
-        Ok(Submitted {
-            id,
-            created,
-            execution: execution(view),
+        Ok(submitted(outcome, view))
+    }
+
+    /// The body is read here (cheap), the insert awaited: the committer's
+    /// answer wakes this task, no thread waits for it. Only an existing
+    /// execution's view is read from the store, on a blocking thread.
+    fn submit_async(self: Arc<Self>, id: Option<String>, spec: Value) -> SubmitFuture {
+        Box::pin(async move {
+            let (id, spec) = checked_submission(id, spec)?;
+            let (outcome, view) = self.engine.submit_async(id, spec).await.map_err(service_error)?;
+            let view = match (view, &outcome) {
+                (Some(view), _) => view,
+                (None, SubmitOutcome::Created(id) | SubmitOutcome::Existing(id)) => {
+                    let (engine, id) = (self.engine.clone(), id.clone());
+                    tokio::task::spawn_blocking(move || engine.get(&id))
+                        .await
+                        .map_err(|e| ServiceError::Internal(format!("request handler failed: {e}")))?
+                        .map_err(service_error)?
+                }
+            };
+            Ok(submitted(outcome, view))
         })
     }
 
