@@ -15,7 +15,14 @@
 //! Granted tokens are persisted by the engine with the round that took them
 //! and restored with [`ResourceBackend::restore`], so quotas survive restarts.
 //!
+//! Every backend (this one, `kozmo-resources-redis`) runs the `contract`
+//! in its tests (built for this crate's tests and with the `contract`
+//! feature), so their answers are the same.
+//!
 //! [`build`]: ResourceManagerBuilder::build
+
+#[cfg(any(test, feature = "contract"))]
+pub mod contract;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -70,7 +77,8 @@ pub struct TokenOwner {
 /// Called with an execution id waiting on a namespace when a slot frees.
 pub type ReleaseListener = Box<dyn Fn(&str) + Send + Sync>;
 
-/// A resource manager backend (in memory now; Redis could follow).
+/// A resource manager backend: [`InMemoryResources`], or the one on Redis
+/// (`kozmo-resources-redis`). Both keep the behaviour of `contract`.
 pub trait ResourceBackend: Send + Sync {
     /// The manager's id (first namespace segment).
     fn id(&self) -> &str;
@@ -136,6 +144,15 @@ impl ResourceManagerBuilder {
             max_quota: DEFAULT_MAX_QUOTA,
             quotas: Mutex::new(BTreeMap::new()),
             built: OnceLock::new(),
+        }
+    }
+
+    /// A builder for another manager (its id is the first segment of
+    /// every namespace plugins register), e.g. the one on Redis.
+    pub fn with_id(id: &str) -> Self {
+        ResourceManagerBuilder {
+            id: id.to_string(),
+            ..Self::new()
         }
     }
 
@@ -562,6 +579,23 @@ mod tests {
 
     fn proxy(m: &Arc<InMemoryResources>, project: &str, exec: &str) -> TaskResources {
         TaskResources::new(m.clone(), "plug", project, "dev", owner(exec))
+    }
+
+    #[test]
+    fn in_memory_keeps_the_contract() {
+        contract::run(IN_MEMORY_MANAGER_ID, &|quotas| {
+            Arc::new(InMemoryResources::new(IN_MEMORY_MANAGER_ID, quotas))
+        });
+    }
+
+    #[test]
+    fn with_id_names_the_manager_in_every_namespace() {
+        let b = ResourceManagerBuilder::with_id("other");
+        b.registrar_for("plug")
+            .register_resource_quota(&ResourceNamespace::new("q"), 2)
+            .unwrap();
+        assert_eq!(b.quotas()["other:plug:q"], 2);
+        assert_eq!(b.build().id(), "other");
     }
 
     #[test]
