@@ -94,6 +94,12 @@ pub trait ResourceBackend: Send + Sync {
     fn release(&self, namespace: &str, token: &str) -> Result<bool, String>;
     /// Tokens an execution holds: (namespace, token, attempt).
     fn held_by(&self, execution_id: &str) -> Vec<(String, String, u32)>;
+    /// [`ResourceBackend::held_by`], or why the backend cannot tell (a
+    /// remote backend's server is down): the engine then tries the
+    /// finishing step again rather than leave the tokens held for ever.
+    fn try_held_by(&self, execution_id: &str) -> Result<Vec<(String, String, u32)>, String> {
+        Ok(self.held_by(execution_id))
+    }
     /// Re-installs persisted grants (at start).
     fn restore(&self, tokens: &[TokenRow]);
     /// Called with the executions waiting on a namespace when a slot frees.

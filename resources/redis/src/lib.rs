@@ -482,20 +482,26 @@ impl ResourceBackend for RedisResources {
     }
 
     fn held_by(&self, execution_id: &str) -> Vec<(String, String, u32)> {
+        self.try_held_by(execution_id).unwrap_or_else(|e| {
+            log::error!("resources: {e}");
+            Vec::new()
+        })
+    }
+
+    fn try_held_by(&self, execution_id: &str) -> Result<Vec<(String, String, u32)>, String> {
         let key = self.key(&format!("exec:{execution_id}"));
-        match self.read(|c| redis::cmd("HGETALL").arg(&key).query::<BTreeMap<String, u32>>(c)) {
-            Ok(all) => all
-                .into_iter()
-                .filter_map(|(field, attempt)| split_field(&field).map(|(ns, tok)| (ns, tok, attempt)))
-                .collect(),
-            Err(e) => {
-                log::error!(
-                    "resources: cannot read the tokens of execution {execution_id} from Redis at {}: {e}",
+        let all = self
+            .read(|c| redis::cmd("HGETALL").arg(&key).query::<BTreeMap<String, u32>>(c))
+            .map_err(|e| {
+                format!(
+                    "cannot read the tokens of execution {execution_id} from Redis at {}: {e}",
                     self.target
-                );
-                Vec::new()
-            }
-        }
+                )
+            })?;
+        Ok(all
+            .into_iter()
+            .filter_map(|(field, attempt)| split_field(&field).map(|(ns, tok)| (ns, tok, attempt)))
+            .collect())
     }
 
     fn restore(&self, tokens: &[TokenRow]) {

@@ -290,3 +290,29 @@ fn redact_and_field_parsing() {
         ("redis://h/?db=1".to_string(), "x:".to_string())
     );
 }
+
+#[test]
+fn a_server_that_went_away_is_an_error_not_an_empty_answer() {
+    let mut server = RedisServer::start();
+    let secret = server.password().to_string();
+    let q = ns("q");
+    let m = open(&server, "gone:", &[("q", 1)]);
+    assert_eq!(
+        m.allocate(&q, "ex:p:dev:x-t", &[], &owner("x")).unwrap(),
+        Allocation::Granted { new: true }
+    );
+    assert_eq!(m.try_held_by("x").unwrap().len(), 1);
+    server.stop();
+    // The engine retries a finishing step whose leftover tokens it cannot
+    // list, rather than finishing with them held.
+    let errors = [
+        m.try_held_by("x").unwrap_err(),
+        m.allocate(&q, "ex:p:dev:y-t", &[], &owner("y")).unwrap_err(),
+        m.release(&q, "ex:p:dev:x-t").unwrap_err(),
+    ];
+    for e in errors {
+        assert!(e.contains("Redis at redis://:***@127.0.0.1:"), "{e}");
+        assert!(!e.contains(&secret), "{e}");
+    }
+    assert!(m.held_by("x").is_empty(), "logged, nothing listed");
+}
