@@ -316,3 +316,46 @@ fn a_server_that_went_away_is_an_error_not_an_empty_answer() {
     }
     assert!(m.held_by("x").is_empty(), "logged, nothing listed");
 }
+
+fn info_field(conn: &mut redis::Connection, section: &str, field: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg(section).query(conn).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("{field} in {info}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// The subscriber keeps one connection (its read timeouts do not make it
+/// reconnect), and ends with its backend.
+#[test]
+fn the_subscriber_keeps_its_connection_and_ends_with_the_backend() {
+    let server = RedisServer::start();
+    let mut c = raw(&server);
+    let m = open(&server, "sub:", &[("q", 1)]);
+    std::thread::sleep(Duration::from_millis(500));
+    let subscribers = || {
+        let mut c = raw(&server);
+        let (_, n): (String, u64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg("sub:released")
+            .query::<(String, u64)>(&mut c)
+            .unwrap();
+        n
+    };
+    let before = info_field(&mut c, "stats", "total_connections_received");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        info_field(&mut c, "stats", "total_connections_received"),
+        before,
+        "no reconnection while idle"
+    );
+    assert_eq!(subscribers(), 1);
+    drop(m);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while subscribers() != 0 {
+        assert!(Instant::now() < deadline, "the subscriber outlived its backend");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
