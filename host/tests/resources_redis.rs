@@ -2,7 +2,8 @@
 //! (`KOZMO_RESOURCES` / `--resources`), on a throw-away server
 //! (`kozmo_testkit::redis`): two daemons on their own data directories
 //! share the sleep-quota plugin's quota of 1, so their four sleeps run one
-//! at a time and all finish; the password shows nowhere; a bad URL or an
+//! at a time, each woken by the previous one's release (across daemons
+//! through Redis pub/sub), and all finish; the password shows nowhere; a bad URL or an
 //! unreachable server stops the daemon with one line naming the setting.
 
 use std::time::{Duration, Instant};
@@ -23,18 +24,17 @@ fn two_daemons_sharing_redis_hold_a_quota_of_one_one_at_a_time() {
     let password = redis.password().to_string();
     let roots = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let plugins = ["kozmo-plugin-sleep-quota"];
-    // One by the variable, one by the flag; both hidden from other processes.
-    let a = Daemon::start_with_env(
-        roots[0].path(),
-        &plugins,
-        &["--resource-quota", "sleep-quota:slots=1"],
-        &[("KOZMO_RESOURCES", &url)],
-    );
-    let b = Daemon::start(
-        roots[1].path(),
-        &plugins,
-        &["--resource-quota", "sleep-quota:slots=1", "--resources", &url],
-    );
+    // One by the variable, one by the flag; both hidden from other
+    // processes. A resync of 60 s: a waiter runs again only when a release
+    // wakes it, on its own daemon or, through Redis pub/sub, on the other.
+    let slow = [
+        "--resource-quota",
+        "sleep-quota:slots=1",
+        "--resync-interval-secs",
+        "60",
+    ];
+    let a = Daemon::start_with_env(roots[0].path(), &plugins, &slow, &[("KOZMO_RESOURCES", &url)]);
+    let b = Daemon::start(roots[1].path(), &plugins, &[&slow[..], &["--resources", &url]].concat());
     for d in [&a, &b] {
         let pid = d.child.as_ref().unwrap().id();
         for what in ["cmdline", "environ"] {
@@ -91,8 +91,13 @@ fn two_daemons_sharing_redis_hold_a_quota_of_one_one_at_a_time() {
         assert_eq!(v["phase"], "Succeeded", "{id}: {v}; log:\n{}", d.log_text());
     }
     assert_eq!(max_held, 1, "one slot, held ({samples} samples)");
-    // Four one-second sleeps, one at a time across both daemons.
+    // Four one-second sleeps, one at a time across both daemons, each
+    // started by the previous one's release (no resync within the test).
     assert!(elapsed >= Duration::from_secs(4), "{elapsed:?}: sleeps overlapped");
+    assert!(
+        elapsed < Duration::from_secs(30),
+        "{elapsed:?}: a waiter waited for its resync"
+    );
     let held: usize = redis::cmd("HLEN")
         .arg(format!("itest:tokens:{NAMESPACE}"))
         .query(&mut conn)
