@@ -24,7 +24,7 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `P quotas` (`Pquotas`) | hash | namespace → quota |
+//! | `Pquotas` | hash | namespace → quota |
 //! | `Ptokens:<namespace>` | hash | token → `<attempt>:<execution id>` |
 //! | `Pexec:<execution id>` | hash | `<len(namespace)>:<namespace><token>` → attempt |
 //! | `Pwaiters:<namespace>` | set | executions told "exhausted" and not granted since |

@@ -359,3 +359,32 @@ fn the_subscriber_keeps_its_connection_and_ends_with_the_backend() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// EVALSHA falls back to EVAL when the server forgot the scripts (a
+/// restart, `SCRIPT FLUSH`, a failover to a replica without them).
+#[test]
+fn scripts_run_again_after_the_server_forgot_them() {
+    let server = RedisServer::start();
+    let q = ns("q");
+    let m = open(&server, "flush:", &[("q", 1)]);
+    assert_eq!(
+        m.allocate(&q, "ex:p:dev:x-t", &[], &owner("x")).unwrap(),
+        Allocation::Granted { new: true }
+    );
+    let mut c = raw(&server);
+    let () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut c).unwrap();
+    assert_eq!(
+        m.allocate(&q, "ex:p:dev:y-t", &[], &owner("y")).unwrap(),
+        Allocation::Exhausted
+    );
+    let () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut c).unwrap();
+    assert!(m.release(&q, "ex:p:dev:x-t").unwrap());
+    let () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut c).unwrap();
+    m.restore(&[kozmo_engine::model::TokenRow {
+        namespace: q.clone(),
+        token: "ex:p:dev:z-t".into(),
+        execution_id: "z".into(),
+        attempt: 0,
+    }]);
+    assert_eq!(m.held_by("z").len(), 1);
+}
