@@ -28,6 +28,12 @@ pub struct Config {
     /// `<data_dir>/kozmo.db`, or a PostgreSQL database
     /// (`postgres://user:password@host:5432/db`).
     pub store: Option<StoreSetting>,
+    /// The resource manager: unset (or `"memory"`) for the in-memory one
+    /// (its tokens persisted with the executions in the store), or a Redis
+    /// server shared by every daemon of a cluster
+    /// (`redis://:password@host:6379/0?prefix=kozmo:`). A secret like
+    /// `store`: its `Debug` hides the password.
+    pub resources: Option<StoreSetting>,
     /// The plugin directory.
     pub plugins_dir: PathBuf,
     /// HTTP listen address.
@@ -89,7 +95,7 @@ pub struct Config {
     pub max_batch_bytes: usize,
 }
 
-/// The `store` setting as given. Its `Debug` hides a URL's password, so
+/// The `store` (or `resources`) setting as given. Its `Debug` hides a URL's password, so
 /// printing a [`Config`] never shows it.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -121,6 +127,26 @@ impl StoreChoice {
     }
 }
 
+/// Which resource manager the daemon builds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResourcesChoice {
+    /// The in-memory manager (the default).
+    InMemory,
+    /// The manager on Redis; the URL as given (with its password: never
+    /// print it, use [`ResourcesChoice::describe`]).
+    Redis(String),
+}
+
+impl ResourcesChoice {
+    /// What to call the manager in logs and errors (no password).
+    pub fn describe(&self) -> String {
+        match self {
+            ResourcesChoice::InMemory => "in memory".to_string(),
+            ResourcesChoice::Redis(url) => format!("Redis at {}", kozmo_resources_redis::redact(url)),
+        }
+    }
+}
+
 /// `[plugins]` section.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -144,6 +170,7 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("kozmo-data"),
             store: None,
+            resources: None,
             plugins_dir: PathBuf::from("plugins"),
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             api_token: None,
@@ -231,9 +258,25 @@ impl Config {
         }
     }
 
+    /// The resource manager the daemon builds, or why `resources` names none.
+    pub fn resources_choice(&self) -> anyhow::Result<ResourcesChoice> {
+        match self.resources.as_ref().map(|s| s.0.trim()) {
+            None | Some("") => Ok(ResourcesChoice::InMemory),
+            Some(s) if s.eq_ignore_ascii_case("memory") => Ok(ResourcesChoice::InMemory),
+            Some(s) if kozmo_resources_redis::is_redis_url(s) => Ok(ResourcesChoice::Redis(s.to_string())),
+            Some(s) => anyhow::bail!(
+                "resources = {:?} is not a resource manager kozmo knows (set by resources in kozmo.toml, \
+                 KOZMO_RESOURCES or --resources): give a redis://:password@host:6379/0 URL, or leave it unset \
+                 for the in-memory manager",
+                kozmo_store_postgres::redact(s)
+            ),
+        }
+    }
+
     /// Refuses settings that cannot work, with what to do.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.store_choice()?;
+        self.resources_choice()?;
         if !self.listen.ip().is_loopback() && self.api_token.as_deref().is_none_or(str::is_empty) {
             anyhow::bail!(
                 "listen address {} is not loopback and no API token is set: set api_token (or KOZMO_API_TOKEN) \
@@ -393,6 +436,31 @@ mod tests {
             (c.crash_loop_limit, c.call_warn_after_secs, c.shutdown_grace_secs),
             (d.crash_loop_limit, d.call_warn_after_secs, d.shutdown_grace_secs)
         );
+    }
+
+    #[test]
+    fn the_resources_are_in_memory_unless_a_redis_url_is_given() {
+        let d = Config::default();
+        assert_eq!(d.resources_choice().unwrap(), ResourcesChoice::InMemory);
+        let c: Config = toml::from_str("resources = \"redis://:hunter2@cache:6379/0?prefix=a:\"").unwrap();
+        assert_eq!(
+            c.resources_choice().unwrap(),
+            ResourcesChoice::Redis("redis://:hunter2@cache:6379/0?prefix=a:".into())
+        );
+        assert_eq!(
+            c.resources_choice().unwrap().describe(),
+            "Redis at redis://:***@cache:6379/0?prefix=a:"
+        );
+        assert!(!format!("{c:?}").contains("hunter2"), "Debug hides the password");
+        let c: Config = toml::from_str("resources = \"memory\"").unwrap();
+        assert_eq!(c.resources_choice().unwrap(), ResourcesChoice::InMemory);
+        let c = Config {
+            resources: Some(StoreSetting("memcached://k:hunter2@cache/".into())),
+            ..Config::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("KOZMO_RESOURCES") && e.contains("redis://"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
     }
 
     #[test]

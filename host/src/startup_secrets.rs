@@ -1,7 +1,7 @@
 //! Secrets given to `kozmo serve` at start (`KOZMO_SECRET_*`,
-//! `KOZMO_API_TOKEN` and `KOZMO_STORE` variables, `--api-token` and
-//! `--store` on the command line: a store URL may hold a database
-//! password), kept in memory only and out of reach of the processes tasks
+//! `KOZMO_API_TOKEN`, `KOZMO_STORE` and `KOZMO_RESOURCES` variables,
+//! `--api-token`, `--store` and `--resources` on the command line: a store
+//! or Redis URL may hold a password), kept in memory only and out of reach of the processes tasks
 //! start.
 //!
 //! Unsetting a variable is not enough: `/proc/<pid>/environ` shows a
@@ -34,12 +34,15 @@ pub const API_TOKEN_ENV: &str = "KOZMO_API_TOKEN";
 /// The store variable: a PostgreSQL URL may carry a password.
 pub const STORE_ENV: &str = "KOZMO_STORE";
 
+/// The resource manager variable: a Redis URL may carry a password.
+pub const RESOURCES_ENV: &str = "KOZMO_RESOURCES";
+
 /// Internal: the descriptor number of the hand-over memfd in the re-executed daemon.
 pub const HANDOFF_ENV: &str = "KOZMO_INTERNAL_SECRETS_FD";
 
 /// Command-line options whose value is a secret (`--token` is the client
 /// commands' global flag, accepted, and ignored, by `serve`).
-const SECRET_OPTIONS: &[&str] = &["--api-token", "--token", "--store"];
+const SECRET_OPTIONS: &[&str] = &["--api-token", "--token", "--store", "--resources"];
 
 /// What the daemon was given at start.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +54,9 @@ pub struct Snapshot {
     /// The value of `--store` on the command line (the last one given).
     #[serde(default)]
     pub store_arg: Option<String>,
+    /// The value of `--resources` on the command line (the last one given).
+    #[serde(default)]
+    pub resources_arg: Option<String>,
 }
 
 impl Snapshot {
@@ -63,12 +69,20 @@ impl Snapshot {
                 .collect(),
             api_token_arg: None,
             store_arg: None,
+            resources_arg: None,
         }
     }
 
     /// The store from the command line, else from `KOZMO_STORE`.
     pub fn store(&self) -> Option<String> {
         self.store_arg.clone().or_else(|| self.env.get(STORE_ENV).cloned())
+    }
+
+    /// The resource manager from the command line, else from `KOZMO_RESOURCES`.
+    pub fn resources(&self) -> Option<String> {
+        self.resources_arg
+            .clone()
+            .or_else(|| self.env.get(RESOURCES_ENV).cloned())
     }
 
     /// The API token from the command line, else from `KOZMO_API_TOKEN`.
@@ -83,7 +97,7 @@ static INSTALLED: OnceLock<Snapshot> = OnceLock::new();
 
 /// Whether a variable holds a secret.
 pub fn is_secret_var(name: &str) -> bool {
-    name.starts_with(ENV_PREFIX) || name == API_TOKEN_ENV || name == STORE_ENV
+    name.starts_with(ENV_PREFIX) || name == API_TOKEN_ENV || name == STORE_ENV || name == RESOURCES_ENV
 }
 
 /// The secret variables: the snapshot [`protect_serve`] took at start, or,
@@ -118,18 +132,41 @@ pub fn store() -> Option<String> {
     }
 }
 
+/// The resource manager `kozmo serve` was given (flag, else variable), if any.
+pub fn resources() -> Option<String> {
+    match INSTALLED.get() {
+        Some(s) => s.resources(),
+        None => Snapshot::from_current_env().resources(),
+    }
+}
+
 /// The arguments without the secret options and their values, and the
 /// value of the last `--api-token`. Scanning stops at a bare `--`.
 pub fn split_secret_args(args: &[OsString]) -> (Vec<OsString>, Option<String>) {
-    let (kept, token, _) = split_secret_args_all(args);
-    (kept, token)
+    let a = split_secret_args_all(args);
+    (a.kept, a.api_token)
 }
 
-/// [`split_secret_args`], and the value of the last `--store`.
-pub fn split_secret_args_all(args: &[OsString]) -> (Vec<OsString>, Option<String>, Option<String>) {
+/// What [`split_secret_args_all`] found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SecretArgs {
+    /// The arguments without the secret options and their values.
+    pub kept: Vec<OsString>,
+    /// The last `--api-token`.
+    pub api_token: Option<String>,
+    /// The last `--store`.
+    pub store: Option<String>,
+    /// The last `--resources`.
+    pub resources: Option<String>,
+}
+
+/// [`split_secret_args`], and the values of the last `--store` and
+/// `--resources`.
+pub fn split_secret_args_all(args: &[OsString]) -> SecretArgs {
     let mut kept = Vec::with_capacity(args.len());
     let mut token = None;
     let mut store = None;
+    let mut resources = None;
     let mut i = 0;
     while i < args.len() {
         let a = &args[i];
@@ -145,6 +182,7 @@ pub fn split_secret_args_all(args: &[OsString]) -> (Vec<OsString>, Option<String
                 match *opt {
                     "--api-token" => token = value.or(token),
                     "--store" => store = value.or(store),
+                    "--resources" => resources = value.or(resources),
                     _ => {}
                 }
                 i += 2;
@@ -155,6 +193,7 @@ pub fn split_secret_args_all(args: &[OsString]) -> (Vec<OsString>, Option<String
                 match *opt {
                     "--api-token" => token = Some(value.to_string()),
                     "--store" => store = Some(value.to_string()),
+                    "--resources" => resources = Some(value.to_string()),
                     _ => {}
                 }
                 i += 1;
@@ -167,7 +206,12 @@ pub fn split_secret_args_all(args: &[OsString]) -> (Vec<OsString>, Option<String
             i += 1;
         }
     }
-    (kept, token, store)
+    SecretArgs {
+        kept,
+        api_token: token,
+        store,
+        resources,
+    }
 }
 
 /// Makes the daemon's secrets unreachable by other processes; call it first
@@ -185,10 +229,16 @@ pub fn protect_serve() -> Result<(), String> {
         return set_non_dumpable();
     }
     let args: Vec<OsString> = std::env::args_os().collect();
-    let (kept, token, store) = split_secret_args_all(args.get(1..).unwrap_or_default());
+    let SecretArgs {
+        kept,
+        api_token,
+        store,
+        resources,
+    } = split_secret_args_all(args.get(1..).unwrap_or_default());
     let snapshot = Snapshot {
-        api_token_arg: token,
+        api_token_arg: api_token,
         store_arg: store,
+        resources_arg: resources,
         ..Snapshot::from_current_env()
     };
     let in_env = std::env::vars_os().any(|(k, _)| k.to_str().is_some_and(is_secret_var));
@@ -340,16 +390,20 @@ mod tests {
         assert_eq!(token, None);
         let (kept, _) = split_secret_args(&os(&["serve", "--", "--api-token"]));
         assert_eq!(kept, os(&["serve", "--", "--api-token"]));
-        let (kept, _, store) = split_secret_args_all(&os(&[
+        let a = split_secret_args_all(&os(&[
             "serve",
             "--store",
             "postgres://k:pw@h/a",
+            "--resources",
+            "redis://:pw@h/0",
             "--store=postgres://k:pw@h/b",
             "-v",
+            "--resources=redis://:pw@h/1",
         ]));
-        assert_eq!(kept, os(&["serve", "-v"]));
-        assert_eq!(store.as_deref(), Some("postgres://k:pw@h/b"), "the last one");
-        assert!(is_secret_var(STORE_ENV));
+        assert_eq!(a.kept, os(&["serve", "-v"]));
+        assert_eq!(a.store.as_deref(), Some("postgres://k:pw@h/b"), "the last one");
+        assert_eq!(a.resources.as_deref(), Some("redis://:pw@h/1"), "the last one");
+        assert!(is_secret_var(STORE_ENV) && is_secret_var(RESOURCES_ENV));
     }
 
     #[test]
@@ -358,6 +412,7 @@ mod tests {
             env: BTreeMap::from([("KOZMO_SECRET_X".to_string(), "v".to_string())]),
             api_token_arg: Some("t".into()),
             store_arg: Some("postgres://k:pw@h/d".into()),
+            resources_arg: Some("redis://:pw@h/0".into()),
         };
         let fd = write_handoff(&snapshot).unwrap();
         let back = read_handoff(OsStr::new(&fd.to_string())).unwrap();

@@ -281,6 +281,89 @@ fn tokens_left_after_finalize_are_released_by_the_host() {
     assert_eq!(h.engine.stats().leaked_tokens_released_total, 1);
 }
 
+/// The in-memory manager, except that listing an execution's tokens fails
+/// the first `failures` times (a remote backend whose server is down).
+struct HeldByFails {
+    inner: std::sync::Arc<kozmo_engine::resources::InMemoryResources>,
+    failures: std::sync::atomic::AtomicUsize,
+}
+
+impl ResourceBackend for HeldByFails {
+    fn id(&self) -> &str {
+        self.inner.id()
+    }
+    fn allocate(
+        &self,
+        namespace: &str,
+        token: &str,
+        constraints: &[kozmo_engine::resources::ScopeConstraint],
+        owner: &kozmo_engine::resources::TokenOwner,
+    ) -> Result<kozmo_engine::resources::Allocation, String> {
+        self.inner.allocate(namespace, token, constraints, owner)
+    }
+    fn release(&self, namespace: &str, token: &str) -> Result<bool, String> {
+        self.inner.release(namespace, token)
+    }
+    fn held_by(&self, execution_id: &str) -> Vec<(String, String, u32)> {
+        self.inner.held_by(execution_id)
+    }
+    fn try_held_by(&self, execution_id: &str) -> Result<Vec<(String, String, u32)>, String> {
+        use std::sync::atomic::Ordering;
+        if self
+            .failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err("the server is down".into());
+        }
+        Ok(self.inner.held_by(execution_id))
+    }
+    fn restore(&self, tokens: &[kozmo_engine::model::TokenRow]) {
+        self.inner.restore(tokens)
+    }
+    fn set_release_listener(&self, listener: Box<dyn Fn(&str) + Send + Sync>) {
+        self.inner.set_release_listener(listener)
+    }
+    fn in_use(&self, namespace: &str) -> usize {
+        self.inner.in_use(namespace)
+    }
+}
+
+#[test]
+fn leftover_tokens_that_cannot_be_listed_fail_the_finishing_try_which_runs_again() {
+    let h = Harness::with_backend(
+        |c| c.max_round_failures = 5,
+        &[("q", 5)],
+        |inner| {
+            std::sync::Arc::new(HeldByFails {
+                inner,
+                failures: 2.into(),
+            })
+        },
+    );
+    let t = json!({"custom": {"rounds": [
+        {"allocate": {"namespace": "q", "token": "mine"}, "phase": "Running", "version": 1},
+        {"phase": "Success"}
+    ]}});
+    let id = h.submit("unlisted", t);
+    let v = h.wait_terminal(&id);
+    assert_eq!(v.phase, ExecPhase::Succeeded);
+    let he = v.last_handler_error.expect("the failed tries are recorded");
+    assert!(
+        he.message
+            .contains("cannot list the execution's resource tokens: the server is down"),
+        "{he:?}"
+    );
+    // Two failed tries, then the third released the leftover token.
+    assert_eq!(
+        h.call_kinds(&id).iter().filter(|k| k.starts_with("finalize")).count(),
+        3
+    );
+    assert_eq!(h.resources.in_use(&h.ns("q")), 0);
+    assert!(h.store.tokens().unwrap().is_empty());
+    assert_eq!(h.engine.stats().leaked_tokens_released_total, 1);
+}
+
 #[test]
 fn granted_tokens_are_persisted_and_survive_a_restart() {
     let mut h = Harness::with(|_| {}, &[("q", 1)]);

@@ -150,8 +150,14 @@ impl Engine {
             mut events,
             mut granted,
             mut released,
-            errors,
+            mut errors,
         } = self.finish_calls(a, &f);
+        // What the execution still holds, read after the plugin's calls; a
+        // backend that cannot tell fails this try like a plugin error.
+        let leftover = self.resources.try_held_by(id).unwrap_or_else(|e| {
+            errors.push((format!("cannot list the execution's resource tokens: {e}"), false));
+            Vec::new()
+        });
 
         let now = now_ms();
         state.updated_at_ms = now;
@@ -183,7 +189,7 @@ impl Engine {
         }
 
         // Tokens the plugin did not release: the host releases them.
-        for (ns, tok, held_attempt) in self.resources.held_by(id) {
+        for (ns, tok, held_attempt) in leftover {
             log::warn!(
                 "plugin [{plugin_id}] left resource token [{tok}] in [{ns}] after Finalize of execution {id} attempt {held_attempt}; releasing it"
             );

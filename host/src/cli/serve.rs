@@ -23,6 +23,12 @@ pub struct ServeArgs {
     /// re-executes itself without them), as it does the API token.
     #[arg(long, env = "KOZMO_STORE", hide_env_values = true)]
     pub store: Option<String>,
+    /// The resource manager: a Redis URL (redis://:password@host:6379/0,
+    /// `?prefix=` for a key prefix of its own) shared by the daemons of a
+    /// cluster, or `memory`; default: in memory. Hidden from other
+    /// processes like --store.
+    #[arg(long, env = "KOZMO_RESOURCES", hide_env_values = true)]
+    pub resources: Option<String>,
     /// Plugin directory.
     #[arg(long, env = "KOZMO_PLUGINS_DIR")]
     pub plugins_dir: Option<PathBuf>,
@@ -174,6 +180,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // Like the token, taken out of the environment and arguments at start.
     if let Some(store) = args.store.or_else(crate::startup_secrets::store) {
         config.store = Some(crate::config::StoreSetting(store));
+    }
+    if let Some(resources) = args.resources.or_else(crate::startup_secrets::resources) {
+        config.resources = Some(crate::config::StoreSetting(resources));
     }
     if args.isolate_memory_mb.is_some() {
         config.isolate_memory_mb = args.isolate_memory_mb;

@@ -14,14 +14,15 @@ use anyhow::Context;
 
 pub use service::{parse_spec, DaemonService};
 
-use crate::config::{Config, StoreChoice};
+use crate::config::{Config, ResourcesChoice, StoreChoice};
 use crate::loader::{self, LoaderConfig, LoaderServices};
 use crate::metrics::Metrics;
 use kozmo_api as api;
-use kozmo_engine::resources::{InMemoryResources, ResourceManagerBuilder};
+use kozmo_engine::resources::{InMemoryResources, ResourceBackend, ResourceManagerBuilder};
 use kozmo_engine::retention::pruner::Retention;
 use kozmo_engine::store::Store;
 use kozmo_engine::{Engine, EngineConfig, EngineHandle, LateEnqueueOwner};
+use kozmo_resources_redis::{RedisResources, REDIS_MANAGER_ID};
 use kozmo_store_postgres::PostgresStore;
 use kozmo_store_sqlite::SqliteStore;
 
@@ -99,15 +100,43 @@ fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
     Ok(store)
 }
 
+/// Builds the resource manager the configuration names, with the quotas
+/// the plugins registered (and the configuration's overrides).
+fn open_resources(
+    choice: &ResourcesChoice,
+    builder: &ResourceManagerBuilder,
+    config: &Config,
+) -> Result<Arc<dyn ResourceBackend>, StartError> {
+    let quotas = quotas_with_overrides(builder, config);
+    let opened: Arc<dyn ResourceBackend> = match choice {
+        ResourcesChoice::InMemory => Arc::new(InMemoryResources::new(builder.id(), quotas)),
+        // One line; the error names the server with the password hidden.
+        ResourcesChoice::Redis(url) => Arc::new(RedisResources::open(url, builder.id(), &quotas).map_err(|e| {
+            StartError::config(format!(
+                "cannot open the resource manager: {e}; check the URL in resources (kozmo.toml, KOZMO_RESOURCES \
+                 or --resources) and that the server is up and reachable"
+            ))
+        })?),
+    };
+    log::info!("resources: {}", choice.describe());
+    Ok(opened)
+}
+
 /// Opens the store, loads the plugins and starts the engine.
 pub fn start(config: Config) -> Result<Daemon, StartError> {
     config.validate().map_err(StartError::config)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))
         .map_err(StartError::config)?;
+    let resources_choice = config.resources_choice().map_err(StartError::config)?;
     let store = open_store(&config)?;
 
-    let builder = Arc::new(ResourceManagerBuilder::new());
+    // The manager's id is the first segment of every namespace plugins
+    // register, so it is chosen before they load.
+    let builder = Arc::new(match resources_choice {
+        ResourcesChoice::InMemory => ResourceManagerBuilder::new(),
+        ResourcesChoice::Redis(_) => ResourceManagerBuilder::with_id(REDIS_MANAGER_ID),
+    });
     let enqueue = Arc::new(LateEnqueueOwner::new());
     let metrics = Metrics::new("kozmo");
     let secrets = Arc::new(crate::startup_secrets::host_secrets(config.secrets_dir.clone()));
@@ -136,10 +165,7 @@ pub fn start(config: Config) -> Result<Daemon, StartError> {
     for p in &infos {
         log::info!("plugin {} ({}) handles {:?}", p.id, p.file.display(), p.task_types);
     }
-    let resources = Arc::new(InMemoryResources::new(
-        builder.id(),
-        quotas_with_overrides(&builder, &config),
-    ));
+    let resources = open_resources(&resources_choice, &builder, &config)?;
 
     let engine_config = EngineConfig {
         data_dir: config.data_dir.clone(),

@@ -86,6 +86,25 @@ impl Harness {
         }
     }
 
+    /// [`Harness::with`], the engine's resource backend being
+    /// `wrap(manager)`; `resources` is the wrapped manager.
+    pub fn with_backend(
+        f: impl FnOnce(&mut EngineConfig),
+        quotas: &[(&str, i64)],
+        wrap: impl FnOnce(Arc<InMemoryResources>) -> Arc<dyn ResourceBackend>,
+    ) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = test_config(dir.path());
+        f(&mut cfg);
+        let (engine, store, resources) = start_wrapped(cfg, quotas, wrap);
+        Harness {
+            dir,
+            engine,
+            store,
+            resources,
+        }
+    }
+
     /// Restarts on the same directory (after a shutdown).
     pub fn restart(&mut self, f: impl FnOnce(&mut EngineConfig), quotas: &[(&str, i64)]) {
         let mut cfg = test_config(self.dir.path());
@@ -171,6 +190,16 @@ impl Harness {
 }
 
 pub fn start(cfg: EngineConfig, quotas: &[(&str, i64)]) -> (EngineHandle, Arc<SqliteStore>, Arc<InMemoryResources>) {
+    start_wrapped(cfg, quotas, |r| r)
+}
+
+/// [`start`] with the engine given `wrap(manager)` as its resource backend
+/// (a test's wrapper around the in-memory manager).
+pub fn start_wrapped(
+    cfg: EngineConfig,
+    quotas: &[(&str, i64)],
+    wrap: impl FnOnce(Arc<InMemoryResources>) -> Arc<dyn ResourceBackend>,
+) -> (EngineHandle, Arc<SqliteStore>, Arc<InMemoryResources>) {
     let store = Arc::new(SqliteStore::open_in(&cfg.data_dir).unwrap());
     let builder = ResourceManagerBuilder::new();
     for (ns, q) in quotas {
@@ -184,7 +213,7 @@ pub fn start(cfg: EngineConfig, quotas: &[(&str, i64)]) -> (EngineHandle, Arc<Sq
         cfg,
         store.clone() as Arc<dyn Store>,
         Arc::new(Resolver(scripted())),
-        resources.clone() as Arc<dyn ResourceBackend>,
+        wrap(resources.clone()),
     )
     .unwrap();
     (engine, store, resources)

@@ -4,10 +4,13 @@
 //! once per test process (and cargo makes later runs no-ops), in a target
 //! directory of their own: `cargo test` holds the lock of the main one while
 //! tests run. [`postgres::PgServer`] is a throw-away PostgreSQL cluster
-//! (the store's and the daemon's tests; later ones may reuse it).
+//! (the store's and the daemon's tests; later ones may reuse it);
+//! [`redis::RedisServer`] a throw-away Redis server (the resource manager
+//! on Redis and the daemon's tests of it).
 
 pub mod compat;
 pub mod postgres;
+pub mod redis;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

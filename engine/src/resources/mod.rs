@@ -15,7 +15,14 @@
 //! Granted tokens are persisted by the engine with the round that took them
 //! and restored with [`ResourceBackend::restore`], so quotas survive restarts.
 //!
+//! Every backend (this one, `kozmo-resources-redis`) runs the `contract`
+//! in its tests (built for this crate's tests and with the `contract`
+//! feature), so their answers are the same.
+//!
 //! [`build`]: ResourceManagerBuilder::build
+
+#[cfg(any(test, feature = "contract"))]
+pub mod contract;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -70,7 +77,8 @@ pub struct TokenOwner {
 /// Called with an execution id waiting on a namespace when a slot frees.
 pub type ReleaseListener = Box<dyn Fn(&str) + Send + Sync>;
 
-/// A resource manager backend (in memory now; Redis could follow).
+/// A resource manager backend: [`InMemoryResources`], or the one on Redis
+/// (`kozmo-resources-redis`). Both keep the behaviour of `contract`.
 pub trait ResourceBackend: Send + Sync {
     /// The manager's id (first namespace segment).
     fn id(&self) -> &str;
@@ -86,6 +94,12 @@ pub trait ResourceBackend: Send + Sync {
     fn release(&self, namespace: &str, token: &str) -> Result<bool, String>;
     /// Tokens an execution holds: (namespace, token, attempt).
     fn held_by(&self, execution_id: &str) -> Vec<(String, String, u32)>;
+    /// [`ResourceBackend::held_by`], or why the backend cannot tell (a
+    /// remote backend's server is down): the engine then tries the
+    /// finishing step again rather than leave the tokens held for ever.
+    fn try_held_by(&self, execution_id: &str) -> Result<Vec<(String, String, u32)>, String> {
+        Ok(self.held_by(execution_id))
+    }
     /// Re-installs persisted grants (at start).
     fn restore(&self, tokens: &[TokenRow]);
     /// Called with the executions waiting on a namespace when a slot frees.
@@ -136,6 +150,15 @@ impl ResourceManagerBuilder {
             max_quota: DEFAULT_MAX_QUOTA,
             quotas: Mutex::new(BTreeMap::new()),
             built: OnceLock::new(),
+        }
+    }
+
+    /// A builder for another manager (its id is the first segment of
+    /// every namespace plugins register), e.g. the one on Redis.
+    pub fn with_id(id: &str) -> Self {
+        ResourceManagerBuilder {
+            id: id.to_string(),
+            ..Self::new()
         }
     }
 
@@ -541,27 +564,25 @@ impl ResourceManager for TaskResources {
 
 #[cfg(test)]
 mod tests {
-    use kozmo_interface::ResourceConstraint;
-
     use super::*;
 
-    fn owner(id: &str) -> TokenOwner {
-        TokenOwner {
-            execution_id: id.into(),
-            attempt: 0,
-        }
+    // Allocation, scopes, release, restore and wake-ups: the contract
+    // (`contract.rs`), which every backend runs.
+    #[test]
+    fn in_memory_keeps_the_contract() {
+        contract::run(IN_MEMORY_MANAGER_ID, &|quotas| {
+            Arc::new(InMemoryResources::new(IN_MEMORY_MANAGER_ID, quotas))
+        });
     }
 
-    fn manager(quota: i64) -> Arc<InMemoryResources> {
-        let b = ResourceManagerBuilder::new();
+    #[test]
+    fn with_id_names_the_manager_in_every_namespace() {
+        let b = ResourceManagerBuilder::with_id("other");
         b.registrar_for("plug")
-            .register_resource_quota(&ResourceNamespace::new("q"), quota)
+            .register_resource_quota(&ResourceNamespace::new("q"), 2)
             .unwrap();
-        b.build()
-    }
-
-    fn proxy(m: &Arc<InMemoryResources>, project: &str, exec: &str) -> TaskResources {
-        TaskResources::new(m.clone(), "plug", project, "dev", owner(exec))
+        assert_eq!(b.quotas()["other:plug:q"], 2);
+        assert_eq!(b.build().id(), "other");
     }
 
     #[test]
@@ -578,94 +599,5 @@ mod tests {
         assert_eq!(b.quotas()["inmemoryresourcemanager:plug:q"], 2);
         b.build();
         assert!(r.register_resource_quota(&ResourceNamespace::new("z"), 1).is_err());
-    }
-
-    #[test]
-    fn quota_is_strict_idempotent_and_release_frees() {
-        let m = manager(1);
-        let a = proxy(&m, "p", "a");
-        let b = proxy(&m, "p", "b");
-        let ns = ResourceNamespace::new("q");
-        let none = ResourceConstraintsSpec::default();
-        assert_eq!(a.allocate_resource(&ns, "t", &none).unwrap(), AllocationStatus::GRANTED);
-        assert_eq!(a.allocate_resource(&ns, "t", &none).unwrap(), AllocationStatus::GRANTED);
-        assert_eq!(a.take_ops().granted.len(), 1, "a re-grant is not a new token");
-        assert_eq!(
-            b.allocate_resource(&ns, "t", &none).unwrap(),
-            AllocationStatus::EXHAUSTED
-        );
-        a.release_resource(&ns, "t").unwrap();
-        assert_eq!(b.allocate_resource(&ns, "t", &none).unwrap(), AllocationStatus::GRANTED);
-        assert_eq!(m.held_by("b").len(), 1);
-        assert_eq!(m.in_use("inmemoryresourcemanager:plug:q"), 1);
-        assert_eq!(
-            m.held_by("b")[0].1,
-            "ex:p:dev:b-t",
-            "tokens are ex:<project>:<domain>:<name>-<token>"
-        );
-    }
-
-    #[test]
-    fn project_constraints_count_whole_segments() {
-        let m = manager(10);
-        let ns = ResourceNamespace::new("q");
-        let cap1 = ResourceConstraintsSpec {
-            project_scope: Some(ResourceConstraint { value: 1 }),
-            namespace_scope: None,
-        };
-        assert_eq!(
-            proxy(&m, "proj2", "x").allocate_resource(&ns, "t", &cap1).unwrap(),
-            AllocationStatus::GRANTED
-        );
-        // `proj` must not count `proj2`'s token.
-        assert_eq!(
-            proxy(&m, "proj", "y").allocate_resource(&ns, "t", &cap1).unwrap(),
-            AllocationStatus::GRANTED
-        );
-        assert_eq!(
-            proxy(&m, "proj", "z").allocate_resource(&ns, "t", &cap1).unwrap(),
-            AllocationStatus::EXHAUSTED
-        );
-    }
-
-    #[test]
-    fn zero_quota_or_constraint_can_never_be_granted() {
-        let m = manager(0);
-        let p = proxy(&m, "p", "a");
-        let e = p
-            .allocate_resource(&ResourceNamespace::new("q"), "t", &ResourceConstraintsSpec::default())
-            .unwrap_err();
-        assert_eq!(e.code, "ResourceNeverAvailable");
-        assert!(p.take_ops().never.unwrap().contains("quota of resource"));
-        let m = manager(5);
-        let p = proxy(&m, "p", "a");
-        let zero = ResourceConstraintsSpec {
-            project_scope: None,
-            namespace_scope: Some(ResourceConstraint { value: 0 }),
-        };
-        assert!(p.allocate_resource(&ResourceNamespace::new("q"), "t", &zero).is_err());
-        assert!(p.take_ops().never.unwrap().contains("constraint on [ex:p:dev]"));
-    }
-
-    #[test]
-    fn restore_reinstalls_grants_and_release_wakes_waiters() {
-        let m = manager(1);
-        m.restore(&[TokenRow {
-            namespace: "inmemoryresourcemanager:plug:q".into(),
-            token: "ex:p:dev:a-t".into(),
-            execution_id: "a".into(),
-            attempt: 0,
-        }]);
-        let woken = Arc::new(Mutex::new(Vec::new()));
-        let w = woken.clone();
-        m.set_release_listener(Box::new(move |id| w.lock().unwrap().push(id.to_string())));
-        let ns = ResourceNamespace::new("q");
-        let none = ResourceConstraintsSpec::default();
-        assert_eq!(
-            proxy(&m, "p", "b").allocate_resource(&ns, "t", &none).unwrap(),
-            AllocationStatus::EXHAUSTED
-        );
-        proxy(&m, "p", "a").release_resource(&ns, "t").unwrap();
-        assert_eq!(*woken.lock().unwrap(), vec!["b".to_string()]);
     }
 }
