@@ -1,5 +1,7 @@
 //! Reading tasks and inputs, writing outputs, and the data store.
 
+use std::path::{Path, PathBuf};
+
 use crate::literals::LiteralMap;
 use crate::task::TaskTemplate;
 use crate::{ExecutionError, Result};
@@ -27,6 +29,11 @@ pub trait OutputWriter {
     /// The prefix under which outputs are stored.
     fn output_prefix(&self) -> String;
     /// The prefix for raw data this attempt produces (unique per attempt).
+    /// When the host's data store is a local directory, this is an
+    /// absolute path (the Kozmo daemon passes one, whatever `--data-dir`
+    /// it was given); [`local_dir`] turns it, or a `file://` URL, into a
+    /// directory a plugin can write to, and says `None` for anything else
+    /// (`mem://` in tests, object stores).
     fn raw_output_prefix(&self) -> String;
     /// Where this attempt writes checkpoints.
     fn checkpoint_prefix(&self) -> String;
@@ -50,4 +57,46 @@ pub trait DataStore {
     fn head(&self, reference: &str) -> Result<Option<u64>>;
     /// Deletes an object (deleting a missing object is not an error).
     fn delete(&self, reference: &str) -> Result<()>;
+}
+
+/// The local directory a data-store reference (such as
+/// [`OutputWriter::raw_output_prefix`]) names, if it names one: an
+/// absolute path, or a `file://` URL (`file:///x` or `file://localhost/x`).
+/// Relative paths and other schemes (`mem://`, `s3://`, ...) are not local
+/// directories: `None`.
+///
+/// ```
+/// use std::path::PathBuf;
+/// use kozmo_interface::io::local_dir;
+///
+/// assert_eq!(local_dir("/data/raw/x-n0-0"), Some(PathBuf::from("/data/raw/x-n0-0")));
+/// assert_eq!(local_dir("file:///data/raw"), Some(PathBuf::from("/data/raw")));
+/// assert_eq!(local_dir("file://localhost/data/raw"), Some(PathBuf::from("/data/raw")));
+/// assert_eq!(local_dir("mem://raw"), None);
+/// assert_eq!(local_dir("data/raw"), None);
+/// ```
+pub fn local_dir(reference: &str) -> Option<PathBuf> {
+    let path = match reference.strip_prefix("file://") {
+        Some(rest) => rest.strip_prefix("localhost").unwrap_or(rest),
+        None => reference,
+    };
+    let path = Path::new(path);
+    path.is_absolute().then(|| path.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_absolute_paths_and_file_urls_are_local() {
+        assert_eq!(local_dir("/data/raw/x"), Some(PathBuf::from("/data/raw/x")));
+        assert_eq!(local_dir("file:///data/raw"), Some(PathBuf::from("/data/raw")));
+        assert_eq!(local_dir("file://localhost/data/raw"), Some(PathBuf::from("/data/raw")));
+        assert_eq!(local_dir("file://relative/raw"), None);
+        assert_eq!(local_dir("relative/raw"), None);
+        assert_eq!(local_dir("s3://bucket/raw"), None);
+        assert_eq!(local_dir("mem://raw"), None);
+        assert_eq!(local_dir(""), None);
+    }
 }

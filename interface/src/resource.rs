@@ -46,6 +46,37 @@ impl AllocationStatus {
     pub fn name(self) -> Option<&'static str> {
         Self::NAMES.get(self.0 as usize).copied()
     }
+
+    /// What a plugin does with this answer of
+    /// [`ResourceManager::allocate_resource`](crate::ResourceManager::allocate_resource):
+    /// `Ok(None)` when granted (go on with the work); the
+    /// `WaitingForResources` phase to report (with `reason`, version 0)
+    /// when the quota or a namespace cap is full (the host runs the round
+    /// again when a slot frees); a SYSTEM error naming the status for
+    /// anything else (the original fell through an empty case here and
+    /// reported "allocation status undefined" for a full namespace cap).
+    ///
+    /// ```
+    /// use kozmo_interface::{AllocationStatus, Phase};
+    ///
+    /// assert!(AllocationStatus::GRANTED.wait_for("waiting for a slot").unwrap().is_none());
+    /// let wait = AllocationStatus::NAMESPACE_QUOTA_EXCEEDED.wait_for("waiting for a slot").unwrap().unwrap();
+    /// assert_eq!(wait.phase(), Phase::WAITING_FOR_RESOURCES);
+    /// assert_eq!(wait.reason(), "waiting for a slot");
+    /// assert!(AllocationStatus::UNDEFINED.wait_for("waiting for a slot").is_err());
+    /// ```
+    pub fn wait_for(self, reason: &str) -> crate::Result<Option<crate::PhaseInfo>> {
+        match self {
+            AllocationStatus::GRANTED => Ok(None),
+            AllocationStatus::EXHAUSTED | AllocationStatus::NAMESPACE_QUOTA_EXCEEDED => Ok(Some(
+                crate::PhaseInfo::waiting_for_resources_info(std::time::SystemTime::now(), 0, reason, None),
+            )),
+            other => Err(crate::PluginError::system(
+                "AllocationUndefined",
+                format!("allocation status {other}: neither granted nor waiting"),
+            )),
+        }
+    }
 }
 
 impl fmt::Display for AllocationStatus {

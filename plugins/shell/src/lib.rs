@@ -282,17 +282,6 @@ impl ShellState {
     }
 }
 
-/// The local directory a raw output prefix names, if it names one: an
-/// absolute path, or a `file://` URL (`file:///x` or `file://localhost/x`).
-pub fn local_dir_of(prefix: &str) -> Option<PathBuf> {
-    let path = match prefix.strip_prefix("file://") {
-        Some(rest) => rest.strip_prefix("localhost").unwrap_or(rest),
-        None => prefix,
-    };
-    let path = Path::new(path);
-    path.is_absolute().then(|| path.to_path_buf())
-}
-
 /// FNV-1a (64 bits): a stable hash for directory names.
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
@@ -306,7 +295,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 /// when the prefix is local (it is per attempt), else
 /// `$TMPDIR/kozmo-shell/<generated name>-<hash of the attempt's id>`.
 pub fn work_dir_for(raw_output_prefix: &str, generated_name: &str, attempt_id: &str) -> PathBuf {
-    match local_dir_of(raw_output_prefix) {
+    match kozmo_interface::io::local_dir(raw_output_prefix) {
         Some(dir) => dir.join("shell"),
         None => {
             let name: String = generated_name

@@ -8,7 +8,7 @@ use kozmo_interface::testing::TestTaskContext;
 use kozmo_interface::{
     serde_json, ErrorKind, Literal, Phase, PhaseInfo, Plugin, PluginStateReaderExt, TaskExecutionContext,
 };
-use kozmo_plugin_shell::{local_dir_of, stdout_value, Shell, ShellState, STATE_VERSION};
+use kozmo_plugin_shell::{stdout_value, Shell, ShellState, STATE_VERSION};
 
 fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
@@ -444,20 +444,6 @@ fn a_non_local_raw_prefix_puts_the_files_in_the_temp_dir() {
         b"mem://raw/test-exec-n0-0\n"
     );
     let _ = std::fs::remove_dir_all(work_dir);
-}
-
-#[test]
-fn local_dirs_are_absolute_paths_and_file_urls() {
-    assert_eq!(local_dir_of("/data/raw/x"), Some(PathBuf::from("/data/raw/x")));
-    assert_eq!(local_dir_of("file:///data/raw"), Some(PathBuf::from("/data/raw")));
-    assert_eq!(
-        local_dir_of("file://localhost/data/raw"),
-        Some(PathBuf::from("/data/raw"))
-    );
-    assert_eq!(local_dir_of("relative/raw"), None);
-    assert_eq!(local_dir_of("s3://bucket/raw"), None);
-    assert_eq!(local_dir_of("mem://raw"), None);
-    assert_eq!(local_dir_of(""), None);
 }
 
 #[test]

@@ -49,9 +49,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kozmo_interface::serde_json::{self, json};
 use kozmo_interface::{
-    AllocationStatus, Counter, Literal, LiteralMap, PhaseInfo, Plugin, PluginEntry, PluginError, PluginLoader,
-    PluginStateReaderExt, PluginStateWriterExt, ResourceConstraintsSpec, ResourceNamespace, Result, SetupContext,
-    SignalAsync, TaskExecutionContext, TaskInfo, Transition,
+    Counter, Literal, LiteralMap, PhaseInfo, Plugin, PluginEntry, PluginError, PluginLoader, PluginStateReaderExt,
+    PluginStateWriterExt, ResourceConstraintsSpec, ResourceNamespace, Result, SetupContext, SignalAsync,
+    TaskExecutionContext, TaskInfo, Transition,
 };
 use serde::{Deserialize, Serialize};
 
@@ -223,31 +223,20 @@ impl SleepQuota {
         let status =
             ctx.resource_manager()
                 .allocate_resource(&namespace, &token, &ResourceConstraintsSpec::default())?;
-        if status == AllocationStatus::GRANTED {
-            let state = SleepState {
-                acquired_at_ms: now_ms(),
-                seconds,
-            };
-            ctx.plugin_state_writer().put(STATE_VERSION, &state)?;
-            log::info!("sleep-quota: {token} got a slot; sleeping {seconds}s");
-            Ok(PhaseInfo::queued(
-                SystemTime::now(),
-                0,
-                format!("slot acquired; sleeping {seconds}s"),
-            ))
-        } else if status == AllocationStatus::EXHAUSTED || status == AllocationStatus::NAMESPACE_QUOTA_EXCEEDED {
-            Ok(PhaseInfo::waiting_for_resources_info(
-                SystemTime::now(),
-                0,
-                WAITING_REASON,
-                None,
-            ))
-        } else {
-            Err(PluginError::system(
-                "AllocationUndefined",
-                format!("allocation status undefined [{status}] for token {token} in namespace {NAMESPACE}"),
-            ))
+        if let Some(waiting) = status.wait_for(WAITING_REASON)? {
+            return Ok(waiting);
         }
+        let state = SleepState {
+            acquired_at_ms: now_ms(),
+            seconds,
+        };
+        ctx.plugin_state_writer().put(STATE_VERSION, &state)?;
+        log::info!("sleep-quota: {token} got a slot; sleeping {seconds}s");
+        Ok(PhaseInfo::queued(
+            SystemTime::now(),
+            0,
+            format!("slot acquired; sleeping {seconds}s"),
+        ))
     }
 
     fn sleep(&self, ctx: &dyn TaskExecutionContext, state: &SleepState) -> Result<PhaseInfo> {
