@@ -43,3 +43,25 @@ fn client_options_are_listed_by_the_client_commands_only() {
         assert!(help.contains("--server") && help.contains("--token"), "{cmd}: {help}");
     }
 }
+
+#[test]
+fn completions_cover_the_commands_and_leave_out_the_internal_ones() {
+    for shell in ["bash", "zsh", "fish"] {
+        let (ok, script) = kozmo(&["completions", shell]);
+        assert!(ok, "{shell}: {script}");
+        for cmd in ["serve", "submit", "list", "abort", "prune", "plugins", "completions"] {
+            assert!(script.contains(cmd), "{shell}: no {cmd} in {script}");
+        }
+        // bash and zsh spell options `--wait`, fish `-l wait`.
+        assert!(
+            script.contains("--wait") || script.contains("-l wait"),
+            "{shell}: submit's options complete too"
+        );
+        assert!(
+            !script.contains("__plugin-host") && !script.contains("__probe-libraries"),
+            "{shell}"
+        );
+    }
+    let (ok, _) = kozmo(&["completions", "tcsh"]);
+    assert!(!ok, "an unknown shell is refused");
+}

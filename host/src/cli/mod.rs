@@ -101,6 +101,14 @@ pub enum Command {
         /// Library files.
         files: Vec<std::path::PathBuf>,
     },
+    /// Print a shell completion script to standard output, e.g.
+    /// `kozmo completions bash > /etc/bash_completion.d/kozmo` or
+    /// `kozmo completions zsh > "${fpath[1]}/_kozmo"`.
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Abort an execution (its plugin's abort and finalize run).
     Abort {
         /// Execution id, sent percent-encoded (write `-- ID` for an id that
@@ -140,6 +148,18 @@ impl Cli {
     }
 }
 
+/// The command line as completions offer it: without the internal
+/// commands (`__plugin-host`, `__probe-libraries`), which some shells'
+/// generators list although they are hidden from `--help`.
+fn for_completion() -> clap::Command {
+    use clap::CommandFactory;
+    let full = Cli::command();
+    let visible: Vec<clap::Command> = full.get_subcommands().filter(|c| !c.is_hide_set()).cloned().collect();
+    clap::Command::new("kozmo")
+        .args(full.get_arguments().cloned())
+        .subcommands(visible)
+}
+
 /// Sets up env_logger: `RUST_LOG` if set, else warn/info/debug/trace by `-v` count.
 pub fn init_logging(verbose: u8) {
     let default = match verbose {
@@ -174,6 +194,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             server,
         } => executions::abort(&id, &reason, output, server),
         Command::Prune(args) => prune::run(args),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut for_completion(), "kozmo", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::PluginHost(args) => Ok(crate::isolation::child::run(args)),
         Command::ProbeLibraries { files } => Ok(crate::loader::probe::child_main(&files)),
     }
