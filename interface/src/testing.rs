@@ -163,6 +163,45 @@ impl TestTaskContext {
         self
     }
 
+    /// Sets the raw output prefix (and the checkpoint prefix under it), e.g.
+    /// a temporary directory for a plugin that writes files: the host passes
+    /// an absolute path when its data store is local (see
+    /// [`crate::io::local_dir`]). The default is `mem://raw/<generated name>`,
+    /// which is not a local directory.
+    ///
+    /// ```
+    /// use kozmo_interface::io::local_dir;
+    /// use kozmo_interface::testing::TestTaskContext;
+    /// use kozmo_interface::OutputWriter;
+    ///
+    /// let dir = std::env::temp_dir().join("my-plugin-test");
+    /// let ctx = TestTaskContext::new().with_raw_output_prefix(dir.to_str().unwrap());
+    /// assert_eq!(local_dir(&ctx.raw_output_prefix()), Some(dir.clone()));
+    /// assert_eq!(ctx.checkpoint_prefix(), format!("{}/_checkpoints", dir.display()));
+    /// assert_eq!(local_dir(&TestTaskContext::new().raw_output_prefix()), None);
+    /// ```
+    pub fn with_raw_output_prefix(mut self, prefix: &str) -> Self {
+        self.paths[3] = prefix.to_string();
+        self.paths[4] = format!("{}/_checkpoints", prefix.trim_end_matches('/'));
+        self
+    }
+
+    /// Sets the generated name (`test-exec-n0-0` by default), e.g. a
+    /// different one per test run for a plugin that names remote resources
+    /// after it.
+    ///
+    /// ```
+    /// use kozmo_interface::testing::TestTaskContext;
+    /// use kozmo_interface::TaskExecutionContext;
+    ///
+    /// let ctx = TestTaskContext::new().with_generated_name("run-42-n0-0");
+    /// assert_eq!(ctx.task_execution_metadata().task_execution_id().generated_name(), "run-42-n0-0");
+    /// ```
+    pub fn with_generated_name(mut self, name: &str) -> Self {
+        self.metadata.task_execution_id.generated_name = name.to_string();
+        self
+    }
+
     /// Uses `manager` instead of the built-in resource manager.
     pub fn with_resource_manager(mut self, manager: Arc<dyn ResourceManager + Send + Sync>) -> Self {
         self.resource_manager = Some(manager);

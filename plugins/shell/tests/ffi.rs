@@ -32,17 +32,17 @@ fn run(plugin: &dyn Plugin, ctx: &TestTaskContext) -> PhaseInfo {
 }
 
 fn task(raw: &std::path::Path, args: &[&str]) -> TestTaskContext {
-    let mut ctx = TestTaskContext::new().with_template(TaskTemplate {
-        task_type: "shell".into(),
-        container: Some(Container {
-            command: vec!["sh".into(), "-c".into()],
-            args: args.iter().map(|s| s.to_string()).collect(),
-            ..Container::default()
-        }),
-        ..TaskTemplate::default()
-    });
-    ctx.paths[3] = raw.to_string_lossy().into_owned();
-    ctx
+    TestTaskContext::new()
+        .with_template(TaskTemplate {
+            task_type: "shell".into(),
+            container: Some(Container {
+                command: vec!["sh".into(), "-c".into()],
+                args: args.iter().map(|s| s.to_string()).collect(),
+                ..Container::default()
+            }),
+            ..TaskTemplate::default()
+        })
+        .with_raw_output_prefix(&raw.to_string_lossy())
 }
 
 #[test]

@@ -28,9 +28,9 @@ fn template(command: &[&str], args: &[&str], env: &[(&str, &str)]) -> TaskTempla
 
 /// A context whose raw output prefix is the (absolute) `raw` directory.
 fn ctx_in(raw: &Path, template: TaskTemplate) -> TestTaskContext {
-    let mut ctx = TestTaskContext::new().with_template(template);
-    ctx.paths[3] = raw.to_string_lossy().into_owned();
-    ctx
+    TestTaskContext::new()
+        .with_template(template)
+        .with_raw_output_prefix(&raw.to_string_lossy())
 }
 
 fn raw_dir() -> tempfile::TempDir {
