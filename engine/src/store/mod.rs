@@ -9,6 +9,7 @@
 //! a call returns only after its transaction is durable (SQLite
 //! `synchronous=FULL` by default).
 
+mod commit_cost;
 #[cfg(any(test, feature = "contract"))]
 pub mod contract;
 #[cfg(any(test, feature = "contract"))]
@@ -18,6 +19,7 @@ mod prune;
 
 use std::collections::BTreeMap;
 
+pub use commit_cost::CommitCost;
 pub use memory::MemoryStore;
 pub use prune::{PruneCandidate, PruneSelect, PrunedRows, StoreSpace, TERMINAL};
 

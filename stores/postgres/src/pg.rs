@@ -9,7 +9,6 @@
 //! an acknowledged submission or round survives a crash of the server.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use kozmo_interface::literals::LiteralMap;
@@ -25,7 +24,8 @@ use kozmo_engine::model::{
     TaskState, TokenRow,
 };
 use kozmo_engine::store::{
-    CrashVictim, InsertOutcome, PruneCandidate, PruneSelect, PrunedRows, Store, StoreError, StoreResult, WriteTxn,
+    CommitCost, CrashVictim, InsertOutcome, PruneCandidate, PruneSelect, PrunedRows, Store, StoreError, StoreResult,
+    WriteTxn,
 };
 
 /// Most pooled connections of one store (the committer's transaction,
@@ -127,32 +127,10 @@ pub struct PostgresStore {
     /// The connection holding the sole-daemon lock ([`PostgresStore::claim_sole_daemon`]).
     sole: std::sync::Mutex<Option<Client>>,
     config: postgres::Config,
-    pub(crate) sync_cost: SyncCost,
+    /// What a commit (the server's WAL flush and the round trip) costs lately.
+    pub(crate) sync_cost: CommitCost,
     /// The connection string with its password hidden.
     target: String,
-}
-
-/// A moving average of what committing a transaction costs (the server's
-/// WAL flush and the round trip).
-#[derive(Default)]
-pub(crate) struct SyncCost {
-    nanos: AtomicU64,
-}
-
-impl SyncCost {
-    /// Largest cost reported (a stalled server must not stall the engine more).
-    const CAP: Duration = Duration::from_millis(10);
-
-    pub(crate) fn observe(&self, d: Duration) {
-        let sample = d.min(Self::CAP).as_nanos() as u64;
-        let old = self.nanos.load(Ordering::Relaxed);
-        let new = if old == 0 { sample } else { (old * 7 + sample) / 8 };
-        self.nanos.store(new, Ordering::Relaxed);
-    }
-
-    fn get(&self) -> Duration {
-        Duration::from_nanos(self.nanos.load(Ordering::Relaxed))
-    }
 }
 
 /// A client error on one line with its causes (the library's `Display`
@@ -284,7 +262,7 @@ impl PostgresStore {
             pool,
             sole: std::sync::Mutex::new(None),
             config,
-            sync_cost: SyncCost::default(),
+            sync_cost: CommitCost::default(),
             target,
         })
     }

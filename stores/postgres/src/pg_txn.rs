@@ -17,15 +17,16 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
-use crate::pg::{err, json, opt_json, Conn, Pooled, SyncCost};
+use crate::pg::{err, json, opt_json, Conn, Pooled};
 use kozmo_engine::model::{EventRow, NewExecution, RoundCommit};
+use kozmo_engine::store::CommitCost;
 use kozmo_engine::store::{InsertOutcome, PrunedRows, StoreError, StoreResult, WriteTxn};
 use kozmo_interface::literals::LiteralMap;
 
 /// An open write transaction on a pooled connection.
 pub(crate) struct PgTxn<'a> {
     conn: Pooled,
-    sync_cost: &'a SyncCost,
+    sync_cost: &'a CommitCost,
     open: bool,
     /// A statement failed: PostgreSQL has aborted the transaction, and a
     /// `COMMIT` would answer `ROLLBACK` without an error.
@@ -39,7 +40,7 @@ pub(crate) const FLUSH_AT: usize = 256;
 
 impl<'a> PgTxn<'a> {
     /// `BEGIN` on `conn`.
-    pub(crate) fn begin(mut conn: Pooled, sync_cost: &'a SyncCost) -> StoreResult<Self> {
+    pub(crate) fn begin(mut conn: Pooled, sync_cost: &'a CommitCost) -> StoreResult<Self> {
         conn.client.batch_execute("BEGIN").map_err(err)?;
         Ok(PgTxn {
             conn,

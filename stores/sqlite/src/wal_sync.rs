@@ -31,15 +31,15 @@
 use std::fs::File;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
-use kozmo_engine::store::{StoreError, StoreResult};
+use kozmo_engine::store::{CommitCost, StoreError, StoreResult};
 
 /// The WAL file of one database, synced on demand.
 pub(crate) struct WalSync {
     wal: PathBuf,
-    cost: SyncCost,
+    cost: CommitCost,
     checkpoint_due: AtomicBool,
 }
 
@@ -50,7 +50,7 @@ impl WalSync {
         wal.push("-wal");
         WalSync {
             wal: PathBuf::from(wal),
-            cost: SyncCost::default(),
+            cost: CommitCost::default(),
             checkpoint_due: AtomicBool::new(false),
         }
     }
@@ -81,29 +81,7 @@ impl WalSync {
     }
 
     /// What a sync costs lately.
-    pub(crate) fn cost(&self) -> &SyncCost {
+    pub(crate) fn cost(&self) -> &CommitCost {
         &self.cost
-    }
-}
-
-/// A moving average of what committing (syncing) a transaction costs.
-#[derive(Default)]
-pub(crate) struct SyncCost {
-    nanos: AtomicU64,
-}
-
-impl SyncCost {
-    /// Largest cost reported (a stalled disk must not stall the engine more).
-    const CAP: Duration = Duration::from_millis(10);
-
-    pub(crate) fn observe(&self, d: Duration) {
-        let sample = d.min(Self::CAP).as_nanos() as u64;
-        let old = self.nanos.load(Ordering::Relaxed);
-        let new = if old == 0 { sample } else { (old * 7 + sample) / 8 };
-        self.nanos.store(new, Ordering::Relaxed);
-    }
-
-    pub(crate) fn get(&self) -> Duration {
-        Duration::from_nanos(self.nanos.load(Ordering::Relaxed))
     }
 }
