@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 
 pub use commit_cost::CommitCost;
 pub use memory::MemoryStore;
-pub use prune::{PruneCandidate, PruneSelect, PrunedRows, StoreSpace, TERMINAL};
+pub use prune::{CountSlot, PruneCandidate, PruneSelect, PrunedRows, StoreSpace, OWNED_TABLES, TERMINAL};
 
 use kozmo_interface::literals::LiteralMap;
 

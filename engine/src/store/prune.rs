@@ -94,5 +94,21 @@ pub struct StoreSpace {
     pub page_bytes: u64,
 }
 
+/// Where one table's count goes in [`PrunedRows`].
+pub type CountSlot = fn(&mut PrunedRows) -> &mut u64;
+
+/// The tables keyed by `execution_id` an execution owns (every store keeps
+/// them under these names), and where a prune's count of each goes in
+/// [`PrunedRows`].
+pub const OWNED_TABLES: [(&str, CountSlot); 7] = [
+    ("execution_specs", |r| &mut r.specs),
+    ("task_states", |r| &mut r.task_states),
+    ("events", |r| &mut r.events),
+    ("outputs", |r| &mut r.outputs),
+    ("error_documents", |r| &mut r.error_documents),
+    ("plugin_crashes", |r| &mut r.plugin_crashes),
+    ("resource_tokens", |r| &mut r.resource_tokens),
+];
+
 /// The terminal phases, in the order of their stored names.
 pub const TERMINAL: [ExecPhase; 3] = [ExecPhase::Succeeded, ExecPhase::Failed, ExecPhase::Aborted];

@@ -12,22 +12,7 @@ use postgres::types::ToSql;
 
 use crate::pg::{get, get_u32, Conn, PostgresStore, TERMINAL_SQL};
 use kozmo_engine::model::ExecPhase;
-use kozmo_engine::store::{PruneCandidate, PruneSelect, PrunedRows, StoreResult, TERMINAL};
-
-/// Where one table's count goes in [`PrunedRows`].
-type CountSlot = fn(&mut PrunedRows) -> &mut u64;
-
-/// The tables keyed by `execution_id` an execution owns, and where the
-/// count goes in [`PrunedRows`].
-const OWNED: [(&str, CountSlot); 7] = [
-    ("execution_specs", |r| &mut r.specs),
-    ("task_states", |r| &mut r.task_states),
-    ("events", |r| &mut r.events),
-    ("outputs", |r| &mut r.outputs),
-    ("error_documents", |r| &mut r.error_documents),
-    ("plugin_crashes", |r| &mut r.plugin_crashes),
-    ("resource_tokens", |r| &mut r.resource_tokens),
-];
+use kozmo_engine::store::{PruneCandidate, PruneSelect, PrunedRows, StoreResult, OWNED_TABLES, TERMINAL};
 
 impl PostgresStore {
     /// See `Store::prune_candidates`: the oldest beyond `keep_at_most`
@@ -166,7 +151,7 @@ fn delete_owned(c: &mut Conn, ids: &[String]) -> StoreResult<(Vec<String>, Prune
         .collect::<StoreResult<_>>()?;
     rows.executions = gone.len() as u64;
     if !gone.is_empty() {
-        for (table, slot) in OWNED {
+        for (table, slot) in OWNED_TABLES {
             let n = c.execute(&format!("DELETE FROM {table} WHERE execution_id = ANY($1)"), &[&gone])?;
             *slot(&mut rows) += n;
         }

@@ -11,7 +11,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::sqlite::{err, json, SqliteStore};
 use kozmo_engine::model::ExecPhase;
-use kozmo_engine::store::{PruneCandidate, PruneSelect, PrunedRows, StoreResult, StoreSpace, TERMINAL};
+use kozmo_engine::store::{PruneCandidate, PruneSelect, PrunedRows, StoreResult, StoreSpace, OWNED_TABLES, TERMINAL};
 use kozmo_engine::sync::lock;
 
 /// The terminal phases as SQL, spelled exactly as the condition of the
@@ -21,21 +21,6 @@ const TERMINAL_SQL: &str = "(phase = 'Succeeded' OR phase = 'Failed' OR phase = 
 
 /// [`TERMINAL_SQL`] on the table aliased `e`.
 const TERMINAL_SQL_E: &str = "(e.phase = 'Succeeded' OR e.phase = 'Failed' OR e.phase = 'Aborted')";
-
-/// Where one table's count goes in [`PrunedRows`].
-type CountSlot = fn(&mut PrunedRows) -> &mut u64;
-
-/// The tables keyed by `execution_id` an execution owns, and where the
-/// count goes in [`PrunedRows`].
-const OWNED: [(&str, CountSlot); 7] = [
-    ("execution_specs", |r| &mut r.specs),
-    ("task_states", |r| &mut r.task_states),
-    ("events", |r| &mut r.events),
-    ("outputs", |r| &mut r.outputs),
-    ("error_documents", |r| &mut r.error_documents),
-    ("plugin_crashes", |r| &mut r.plugin_crashes),
-    ("resource_tokens", |r| &mut r.resource_tokens),
-];
 
 impl SqliteStore {
     /// See [`Store::prune_candidates`]. Two range scans of the
@@ -219,7 +204,7 @@ fn delete_owned(c: &Connection, ids: &[String]) -> StoreResult<(Vec<String>, Pru
     rows.executions = gone.len() as u64;
     if !gone.is_empty() {
         let gone_json = json(&gone)?;
-        for (table, slot) in OWNED {
+        for (table, slot) in OWNED_TABLES {
             let n = c
                 .prepare_cached(&format!(
                     "DELETE FROM {table} WHERE execution_id IN (SELECT value FROM json_each(?1))"
