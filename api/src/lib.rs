@@ -103,6 +103,7 @@ pub fn router(service: Arc<dyn ExecutionService>, options: ApiOptions) -> Router
         .route("/v1/executions/{id}/outputs", get(handlers::outputs))
         .route("/v1/executions/{id}/abort", post(handlers::abort))
         .route("/v1/plugins", get(handlers::plugins))
+        .route("/v1/nodes", get(handlers::nodes))
         .route("/v1/openapi.json", get(handlers::openapi))
         .route("/v1/prune", post(prune::prune))
         .route("/healthz", get(handlers::health))

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::types::{Event, Execution, PluginBody, PruneReport};
+use super::types::{Event, Execution, NodeBody, PluginBody, PruneReport};
 
 /// Why a request failed; each maps to one HTTP status.
 #[derive(Debug, Clone, PartialEq)]
@@ -148,6 +148,10 @@ pub trait ExecutionService: Send + Sync + 'static {
     fn abort(&self, id: &str, reason: &str) -> Result<Execution, ServiceError>;
     /// The loaded plugins.
     fn plugins(&self) -> Vec<PluginBody>;
+    /// The daemons sharing the store. Default: none known.
+    fn nodes(&self) -> Result<Vec<NodeBody>, ServiceError> {
+        Ok(Vec::new())
+    }
     /// Prometheus text exposition of every metric.
     fn metrics_text(&self) -> String;
     /// Whether the daemon can serve, and if not why.

@@ -356,8 +356,28 @@ impl EngineHandle {
         }
         // A clean stop: calls still stuck are not crashes.
         c.calls.mark_clean();
+        // Other nodes may take this node's executions at once.
+        if let Some(cluster) = c.store.cluster() {
+            if let Err(e) = cluster.leave() {
+                log::warn!("node {}: giving its executions back failed: {e}", cluster.node_id());
+            }
+        }
         // Another engine may use the directory from now on.
         lock(&c.lock).take();
+    }
+
+    /// The daemons sharing the store, if it is shared
+    /// ([`crate::store::Store::cluster`]); `None` for a store of one daemon.
+    pub fn nodes(&self) -> Result<Option<Vec<crate::store::NodeRow>>, EngineError> {
+        match self.core.store.cluster() {
+            Some(c) => Ok(Some(c.nodes()?)),
+            None => Ok(None),
+        }
+    }
+
+    /// This node's id among the daemons sharing the store, if it is shared.
+    pub fn node_id(&self) -> Option<String> {
+        self.core.store.cluster().map(|c| c.node_id().to_string())
     }
 
     /// Wakes an execution now (as a plugin signal would).

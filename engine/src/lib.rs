@@ -30,6 +30,7 @@ mod active;
 mod batch;
 mod binding;
 mod call_slots;
+mod cluster;
 mod committer;
 mod config;
 mod context;
@@ -193,32 +194,8 @@ impl Engine {
         }
         let recovered = core.store.load_active()?;
         let n = recovered.len();
-        for mut rec in recovered {
-            let spec: ExecutionSpec = match serde_json::from_str(&rec.spec_json) {
-                Ok(s) => s,
-                Err(e) => {
-                    log::error!("execution {}: stored spec unreadable ({e}); skipped", rec.id);
-                    continue;
-                }
-            };
-            let plugin = match core.bound_plugin(rec.plugin_id.as_deref(), &spec.template.task_type) {
-                Ok(p) => p,
-                Err(missing) => {
-                    log::warn!(
-                        "execution {}: its plugin \"{missing}\" is not loaded; it waits for a start with the plugin",
-                        rec.id
-                    );
-                    lock(&core.unbound).insert(rec.id, missing);
-                    continue;
-                }
-            };
-            if let Some(c) = crashed.get(&rec.id) {
-                let pid = plugin.as_ref().map(|p| p.id().to_string());
-                crash_loop::recovering(&*core.store, &mut rec, pid.as_deref(), c, core.cfg.crash_loop_limit);
-            }
-            let split = SplitSpec::new(spec);
-            let shape = lock(&core.shapes).intern(&split.shared_json, split.spec, plugin);
-            core.sched.add(Active::new(shape, rec, split.inputs));
+        for rec in recovered {
+            core.adopt(rec, &crashed);
         }
         if n > 0 {
             log::info!("engine recovered {n} active executions");
@@ -233,6 +210,15 @@ impl Engine {
                 std::thread::Builder::new()
                     .name("kozmo-watchdog".into())
                     .spawn(move || c.watchdog())
+                    .map_err(|e| EngineError::Invalid(e.to_string()))?,
+            );
+        }
+        if core.store.cluster().is_some() {
+            let c = core.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("kozmo-node".into())
+                    .spawn(move || c.node_loop())
                     .map_err(|e| EngineError::Invalid(e.to_string()))?,
             );
         }
@@ -258,6 +244,38 @@ impl Engine {
 }
 
 impl Engine {
+    /// Starts tracking an execution read from the store (at start, or
+    /// claimed from another node): bound to its plugin, or left waiting
+    /// for a start that has it. `crashed` holds the crash-loop counts
+    /// after an unclean stop.
+    fn adopt(&self, mut rec: ExecutionRecord, crashed: &HashMap<String, crash_loop::Crashed>) {
+        let spec: ExecutionSpec = match serde_json::from_str(&rec.spec_json) {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("execution {}: stored spec unreadable ({e}); skipped", rec.id);
+                return;
+            }
+        };
+        let plugin = match self.bound_plugin(rec.plugin_id.as_deref(), &spec.template.task_type) {
+            Ok(p) => p,
+            Err(missing) => {
+                log::warn!(
+                    "execution {}: its plugin \"{missing}\" is not loaded; it waits for a start with the plugin",
+                    rec.id
+                );
+                lock(&self.unbound).insert(rec.id, missing);
+                return;
+            }
+        };
+        if let Some(c) = crashed.get(&rec.id) {
+            let pid = plugin.as_ref().map(|p| p.id().to_string());
+            crash_loop::recovering(&*self.store, &mut rec, pid.as_deref(), c, self.cfg.crash_loop_limit);
+        }
+        let split = SplitSpec::new(spec);
+        let shape = lock(&self.shapes).intern(&split.shared_json, split.spec, plugin);
+        self.sched.add(Active::new(shape, rec, split.inputs));
+    }
+
     /// Starts one more worker thread.
     fn spawn_worker(self: &Arc<Self>) -> std::io::Result<JoinHandle<()>> {
         let c = self.clone();
@@ -333,6 +351,10 @@ impl Engine {
     fn take_job(&self, mut a: Box<Active>) -> Option<Box<Active>> {
         if !self.sched.take(&a) {
             self.sched.done(a, Next::Now); // stopping: home without a step
+            return None;
+        }
+        if a.shared.lost.load(Ordering::Acquire) {
+            self.drop_lost(a);
             return None;
         }
         a.take_pending_abort();

@@ -9,6 +9,7 @@
 //! a call returns only after its transaction is durable (SQLite
 //! `synchronous=FULL` by default).
 
+mod cluster;
 mod commit_cost;
 #[cfg(any(test, feature = "contract"))]
 pub mod contract;
@@ -19,6 +20,7 @@ mod prune;
 
 use std::collections::BTreeMap;
 
+pub use cluster::{Beat, Cluster, NodeInfo, NodeRow};
 pub use commit_cost::CommitCost;
 pub use memory::MemoryStore;
 pub use prune::{CountSlot, PruneCandidate, PruneSelect, PrunedRows, StoreSpace, OWNED_TABLES, TERMINAL};
@@ -268,5 +270,10 @@ pub trait Store: Send + Sync {
     /// last updated (the oldest one retention kept). Default: unknown.
     fn oldest_terminal(&self) -> StoreResult<Option<i64>> {
         Ok(None)
+    }
+    /// The cluster side of a store several daemons share (leases,
+    /// claims, fencing); `None` (the default) for a store of one daemon.
+    fn cluster(&self) -> Option<&dyn Cluster> {
+        None
     }
 }

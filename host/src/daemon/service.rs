@@ -6,12 +6,14 @@ use serde_json::Value;
 
 use crate::loader::PluginInfo;
 use crate::metrics::Metrics;
-use kozmo_api::types::{Event, Execution, ExecutionErrorBody, HandlerErrorBody, PluginBody, PruneReport};
+use kozmo_api::types::{
+    Event, Execution, ExecutionErrorBody, HandlerErrorBody, NodeBody, NodePlugin, PluginBody, PruneReport,
+};
 use kozmo_api::{
     split_batch_item, BatchAccepted, ExecutionService, Health, ItemError, ServiceError, SubmitFuture, Submitted,
 };
 use kozmo_engine::model::{check_execution_id, rfc3339_ms, EventRecord, ExecPhase, ExecutionSpec, ExecutionView};
-use kozmo_engine::store::StoreErrorKind;
+use kozmo_engine::store::{NodeInfo, NodeRow, StoreErrorKind};
 use kozmo_engine::{EngineError, EngineHandle, SubmitOutcome};
 
 use super::prometheus::EngineCollector;
@@ -24,6 +26,9 @@ pub struct DaemonService {
     metrics: Metrics,
     /// Retention, once started (`POST /v1/prune`).
     pub(super) retention: std::sync::OnceLock<std::sync::Arc<kozmo_engine::retention::pruner::Retention>>,
+    /// This daemon as a node: its id, what it tells others, when it started
+    /// (`GET /v1/nodes` on a store of one daemon).
+    pub(super) node: std::sync::OnceLock<(String, NodeInfo, i64)>,
 }
 
 impl DaemonService {
@@ -35,7 +40,36 @@ impl DaemonService {
             plugins,
             metrics,
             retention: std::sync::OnceLock::new(),
+            node: std::sync::OnceLock::new(),
         }
+    }
+}
+
+fn node_body(row: NodeRow, this: Option<&str>) -> NodeBody {
+    #[derive(serde::Deserialize)]
+    struct P {
+        id: String,
+        #[serde(default)]
+        task_types: Vec<String>,
+    }
+    let plugins: Vec<P> = serde_json::from_str(&row.info.plugins_json).unwrap_or_default();
+    NodeBody {
+        this_node: this == Some(row.node_id.as_str()),
+        node_id: row.node_id,
+        alive: row.alive,
+        started_at: rfc3339_ms(row.started_at_ms),
+        last_heartbeat: rfc3339_ms(row.heartbeat_at_ms),
+        lease_until: rfc3339_ms(row.lease_until_ms),
+        executions: row.executions,
+        plugins: plugins
+            .into_iter()
+            .map(|p| NodePlugin {
+                id: p.id,
+                task_types: p.task_types,
+            })
+            .collect(),
+        version: row.info.version,
+        address: row.info.address,
     }
 }
 
@@ -259,6 +293,31 @@ impl ExecutionService for DaemonService {
                 abi: p.abi.to_string(),
             })
             .collect()
+    }
+
+    fn nodes(&self) -> Result<Vec<NodeBody>, ServiceError> {
+        if let Some(rows) = self.engine.nodes().map_err(service_error)? {
+            let me = self.engine.node_id();
+            return Ok(rows.into_iter().map(|r| node_body(r, me.as_deref())).collect());
+        }
+        // A store of one daemon: this one, always alive.
+        let Some((id, info, started)) = self.node.get() else {
+            return Ok(Vec::new());
+        };
+        let now = kozmo_engine::model::now_ms();
+        let active = self.engine.stats().active;
+        Ok(vec![node_body(
+            NodeRow {
+                node_id: id.clone(),
+                started_at_ms: *started,
+                heartbeat_at_ms: now,
+                lease_until_ms: now,
+                alive: true,
+                executions: active as u64,
+                info: info.clone(),
+            },
+            Some(id),
+        )])
     }
 
     fn metrics_text(&self) -> String {
