@@ -404,7 +404,14 @@ impl Store for PostgresStore {
         let mut tx = self.begin_write()?;
         let ids: Vec<&str> = victims.iter().map(|v| v.execution_id.as_str()).collect();
         let c = tx.conn();
-        c.execute("DELETE FROM plugin_crashes WHERE NOT (execution_id = ANY($1))", &[&ids])?;
+        // Several daemons: only this node's executions start over (the
+        // others' counts are their own nodes' business).
+        let me = self.cluster.get().map(|n| n.spec.node_id.as_str());
+        c.execute(
+            "DELETE FROM plugin_crashes WHERE NOT (execution_id = ANY($1)) AND ($2::text IS NULL OR \
+             execution_id IN (SELECT id FROM executions WHERE owner = $2))",
+            &[&ids, &me],
+        )?;
         let mut counts = Vec::with_capacity(victims.len());
         for v in victims {
             let row = c.query_opt(
