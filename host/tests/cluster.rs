@@ -29,7 +29,7 @@ const SLEEP_EVERY: usize = 50;
 const LEASE_SECS: &str = "2";
 
 fn body(i: usize) -> Value {
-    if i % SLEEP_EVERY == 0 {
+    if i.is_multiple_of(SLEEP_EVERY) {
         let mut b = read_json(&example("sleep-quota.json"));
         b["execution_id"] = json!(format!("s{i:04}"));
         b["inputs"]["seconds"] = json!(0.2);
