@@ -5,16 +5,51 @@
 //! nobody holds. Commits refused by the store's fencing check are dropped
 //! by the committer ([`Engine::drop_lost`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::store::NodeRow;
 use crate::sync::lock;
 use crate::{Active, Engine, Next};
 
 /// Executions claimed per query; a full batch is followed by another at once.
 const CLAIM_BATCH: usize = 256;
+
+/// The task types live other nodes serve, as of the last heartbeat.
+#[derive(Debug, Default)]
+pub(crate) struct ServedElsewhere {
+    types: HashSet<String>,
+    /// A live node has a default plugin (it takes every task type).
+    any: bool,
+}
+
+impl ServedElsewhere {
+    /// Whether a live other node serves `task_type`.
+    pub(crate) fn serves(&self, task_type: &str) -> bool {
+        self.any || self.types.contains(task_type)
+    }
+
+    /// From the nodes' rows (their `plugins_json`: `[{"task_types": […], "default": bool}]`).
+    fn of(nodes: &[NodeRow], me: &str) -> Self {
+        #[derive(serde::Deserialize)]
+        struct P {
+            #[serde(default)]
+            task_types: Vec<String>,
+            #[serde(default)]
+            default: bool,
+        }
+        let mut s = ServedElsewhere::default();
+        for n in nodes.iter().filter(|n| n.alive && n.node_id != me) {
+            for p in serde_json::from_str::<Vec<P>>(&n.info.plugins_json).unwrap_or_default() {
+                s.any |= p.default;
+                s.types.extend(p.task_types);
+            }
+        }
+        s
+    }
+}
 
 impl Engine {
     /// The node thread (only with a store several daemons share): a
@@ -33,6 +68,13 @@ impl Engine {
                     }
                 }
                 Err(e) => log::warn!("node {}: heartbeat failed (retrying): {e}", cluster.node_id()),
+            }
+            match cluster.nodes() {
+                Ok(nodes) => *lock(&self.served_elsewhere) = ServedElsewhere::of(&nodes, cluster.node_id()),
+                Err(e) => log::warn!(
+                    "node {}: reading the other nodes failed (retrying): {e}",
+                    cluster.node_id()
+                ),
             }
             while !self.sched.is_stopping() {
                 match cluster.claim(CLAIM_BATCH) {

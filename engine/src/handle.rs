@@ -53,7 +53,8 @@ struct Submission {
     /// One per item; the sent ones `Created` until the committer answers.
     results: Vec<Result<(SubmitOutcome, Option<ExecutionView>), EngineError>>,
     /// The sent items: index, parsed spec, plugin.
-    rest: Vec<(usize, SplitSpec, Arc<dyn Plugin>)>,
+    /// (No plugin: another node's task type, left for it to claim.)
+    rest: Vec<(usize, SplitSpec, Option<Arc<dyn Plugin>>)>,
     /// The committer's answer, if anything was sent.
     reply: Option<oneshot::Receiver<SubmitReply>>,
     views: bool,
@@ -95,10 +96,13 @@ impl Submission {
                 InsertOutcome::Exists { .. } => Err(EngineError::Conflict(format!(
                     "execution [{id}] exists with a different spec"
                 ))),
-                InsertOutcome::Created => {
-                    let view = c.activate(new, spec, Some(plugin), views);
-                    Ok((SubmitOutcome::Created(id), view))
-                }
+                InsertOutcome::Created => match plugin {
+                    Some(plugin) => {
+                        let view = c.activate(new, spec, Some(plugin), views);
+                        Ok((SubmitOutcome::Created(id), view))
+                    }
+                    None => Ok((SubmitOutcome::Created(id), None)),
+                },
             };
         }
         results

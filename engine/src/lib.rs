@@ -124,6 +124,9 @@ pub struct Engine {
     /// Executions whose bound plugin is not loaded: id -> plugin id. They
     /// wait (unscheduled) until a start that has the plugin.
     unbound: Mutex<HashMap<String, String>>,
+    /// Task types live other nodes serve (several daemons on one store):
+    /// a submission of one this node has no plugin for is accepted for them.
+    served_elsewhere: Mutex<cluster::ServedElsewhere>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     id_counter: AtomicU64,
     lock: Mutex<Option<lock::DataDirLock>>,
@@ -180,6 +183,7 @@ impl Engine {
             pool: workers::Pool::default(),
             calls,
             unbound: Mutex::new(HashMap::new()),
+            served_elsewhere: Mutex::new(Default::default()),
             threads: Mutex::new(Vec::new()),
             id_counter: AtomicU64::new(0),
             lock: Mutex::new(Some(dir_lock)),
@@ -496,7 +500,7 @@ impl Engine {
         id: Option<String>,
         spec: ExecutionSpec,
         now: i64,
-    ) -> Result<(NewExecution, SplitSpec, Arc<dyn Plugin>), EngineError> {
+    ) -> Result<(NewExecution, SplitSpec, Option<Arc<dyn Plugin>>), EngineError> {
         if spec.template.task_type.is_empty() {
             return Err(EngineError::Invalid("the task template has no type".into()));
         }
@@ -508,10 +512,17 @@ impl Engine {
             }
             None => self.new_id(),
         };
-        let plugin = self
-            .plugins
-            .resolve(&spec.template.task_type)
-            .map_err(|e| EngineError::NoPlugin(format!("task type [{}]: {e}", spec.template.task_type)))?;
+        // Another live node's task type: stored for it to claim.
+        let plugin = match self.plugins.resolve(&spec.template.task_type) {
+            Ok(p) => Some(p),
+            Err(_) if lock(&self.served_elsewhere).serves(&spec.template.task_type) => None,
+            Err(e) => {
+                return Err(EngineError::NoPlugin(format!(
+                    "task type [{}]: {e}",
+                    spec.template.task_type
+                )))
+            }
+        };
         let split = SplitSpec::new(spec);
         let new = NewExecution {
             id,
@@ -520,7 +531,7 @@ impl Engine {
             task_type: split.spec.template.task_type.clone(),
             created_at_ms: now,
             state: ExecState::new(now),
-            plugin_id: Some(plugin.id().to_string()),
+            plugin_id: plugin.as_ref().map(|p| p.id().to_string()),
         };
         Ok((new, split, plugin))
     }

@@ -284,3 +284,48 @@ fn three_nodes_finish_every_execution_once_through_a_kill_and_a_pause() {
     );
     drop(nodes.remove(1));
 }
+
+#[test]
+fn a_node_without_the_plugin_accepts_the_task_for_one_that_has_it() {
+    let pg = PgServer::start();
+    let store = pg.url("kozmo");
+    let roots = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let env = [("KOZMO_STORE", store.as_str())];
+    // No default plugin on either (echo would take every task type).
+    let scripted_only = Daemon::start_with_env(roots[0].path(), &["kozmo-fixture-scripted"], &["--node-id", "a"], &env);
+    let both = Daemon::start_with_env(
+        roots[1].path(),
+        &["kozmo-fixture-scripted", "kozmo-plugin-sleep-quota"],
+        &["--node-id", "b"],
+        &env,
+    );
+    // a learns b's task types at its next heartbeat.
+    let mut nap = read_json(&example("sleep-quota.json"));
+    nap["inputs"]["seconds"] = json!(0.1);
+    let start = Instant::now();
+    let id = loop {
+        nap["execution_id"] = json!("nap");
+        let (status, v) = scripted_only.client.post_any("/v1/executions", &nap).unwrap();
+        if status == 201 {
+            break v["id"].as_str().unwrap().to_string();
+        }
+        assert_eq!(status, 422, "{v}");
+        assert!(start.elapsed() < Duration::from_secs(10), "a never accepted it: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let v = scripted_only.wait_terminal(&id);
+    assert_eq!(v["phase"], "Succeeded", "{v}");
+    assert_eq!(
+        pg.psql(
+            "kozmo",
+            "SELECT string_agg(DISTINCT node_id, ',') FROM events WHERE execution_id = 'nap'"
+        ),
+        "b"
+    );
+    // A task type no node serves is still refused.
+    let mut bad = read_json(&example("echo.json"));
+    bad["type"] = json!("nobody-serves-this");
+    let (status, v) = scripted_only.client.post_any("/v1/executions", &bad).unwrap();
+    assert_eq!(status, 422, "{v}");
+    drop(both);
+}

@@ -106,7 +106,7 @@ fn node_info(config: &Config, plugins: &loader::LoadedPlugins) -> NodeInfo {
     let list: Vec<serde_json::Value> = plugins
         .infos()
         .iter()
-        .map(|p| serde_json::json!({ "id": p.id, "task_types": p.task_types }))
+        .map(|p| serde_json::json!({ "id": p.id, "task_types": p.task_types, "default": p.is_default }))
         .collect();
     NodeInfo {
         plugins_json: serde_json::Value::Array(list).to_string(),
