@@ -126,6 +126,8 @@ pub struct Engine {
     threads: Mutex<Vec<JoinHandle<()>>>,
     id_counter: AtomicU64,
     lock: Mutex<Option<lock::DataDirLock>>,
+    /// Called after each durable commit ([`EngineHandle::on_commit`]).
+    commit_listener: OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl Engine {
@@ -182,6 +184,7 @@ impl Engine {
             threads: Mutex::new(Vec::new()),
             id_counter: AtomicU64::new(0),
             lock: Mutex::new(Some(dir_lock)),
+            commit_listener: OnceLock::new(),
         });
         {
             let weak = Arc::downgrade(&core.sched);
@@ -383,6 +386,7 @@ impl Engine {
                 Ok(()) => {
                     self.stats.commits.fetch_add(1, Ordering::Relaxed);
                     self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                    self.notify_committed();
                     self.sched.done(a, next);
                     return;
                 }
@@ -398,6 +402,13 @@ impl Engine {
             e.body.render();
         }
         let _ = self.commit_tx.send(CommitMsg::Step(Box::new(commit), next, a));
+    }
+
+    /// Tells the commit listener, if any, that a commit is durable.
+    fn notify_committed(&self) {
+        if let Some(listener) = self.commit_listener.get() {
+            listener();
+        }
     }
 
     /// Resets an execution to what the store holds (after its step's commit

@@ -148,6 +148,8 @@ fn client_abort_runs_abort_then_finalize_and_ends_aborted_once() {
     let v = h.wait_terminal(&id);
     assert_eq!(v.phase, ExecPhase::Aborted);
     assert_eq!(v.error.as_ref().unwrap().message, "user asked");
+    // One abort code: the execution's error and its task event agree.
+    assert_eq!(v.error.as_ref().unwrap().code, kozmo_engine::model::ABORTED_CODE);
     assert_eq!(v.plugin_phase, "PhaseAborted");
     let kinds = h.call_kinds(&id);
     assert_eq!(
@@ -161,7 +163,10 @@ fn client_abort_runs_abort_then_finalize_and_ends_aborted_once() {
         .rfind(|e| e.event.kind == event_kind::TASK)
         .unwrap();
     assert_eq!(abort_event.event.phase, "PhaseAborted");
-    assert_eq!(abort_event.event.body["error"]["code"], "Task Aborted");
+    assert_eq!(
+        abort_event.event.body["error"]["code"],
+        kozmo_engine::model::ABORTED_CODE
+    );
     // Aborting a terminal execution changes nothing.
     assert_eq!(h.engine.abort(&id, "again").unwrap().phase, ExecPhase::Aborted);
     assert_eq!(h.count_kind(&id, event_kind::TERMINAL), 1);
