@@ -24,17 +24,25 @@ pub struct DaemonService {
     metrics: Metrics,
     /// Retention, once started (`POST /v1/prune`).
     pub(super) retention: std::sync::OnceLock<std::sync::Arc<kozmo_engine::retention::pruner::Retention>>,
+    /// Changes after each commit of the engine: wakes the watches.
+    commits: tokio::sync::watch::Receiver<u64>,
 }
 
 impl DaemonService {
     /// The service over `engine`; its statistics join `metrics`' registry.
     pub fn new(engine: EngineHandle, plugins: Vec<PluginInfo>, metrics: Metrics) -> Self {
         metrics.register_collector(Box::new(EngineCollector::new(engine.clone())));
+        let (tx, commits) = tokio::sync::watch::channel(0u64);
+        // On the committing thread: a counter bump, no allocation, no wait.
+        if !engine.on_commit(Box::new(move || tx.send_modify(|n| *n = n.wrapping_add(1)))) {
+            log::debug!("the engine has a commit listener already: watches poll");
+        }
         DaemonService {
             engine,
             plugins,
             metrics,
             retention: std::sync::OnceLock::new(),
+            commits,
         }
     }
 }
@@ -237,6 +245,19 @@ impl ExecutionService for DaemonService {
     fn events(&self, id: &str) -> Result<Vec<Event>, ServiceError> {
         let events = self.engine.events(id).map_err(service_error)?;
         Ok(events.into_iter().map(event).collect())
+    }
+
+    fn events_after(&self, id: Option<&str>, after_seq: i64, limit: usize) -> Result<Vec<Event>, ServiceError> {
+        let events = self.engine.events_after(id, after_seq, limit).map_err(service_error)?;
+        Ok(events.into_iter().map(event).collect())
+    }
+
+    fn last_event_seq(&self) -> Result<i64, ServiceError> {
+        self.engine.last_event_seq().map_err(service_error)
+    }
+
+    fn commits(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.commits.clone())
     }
 
     fn outputs(&self, id: &str) -> Result<Value, ServiceError> {
