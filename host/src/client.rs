@@ -229,6 +229,14 @@ pub struct SseStream {
     has_data: bool,
 }
 
+impl std::fmt::Debug for SseStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SseStream")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Iterator for SseStream {
     type Item = Result<SseItem, ClientError>;
 

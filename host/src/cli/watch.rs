@@ -57,10 +57,11 @@ pub struct Follow {
     pub timeout: Duration,
     /// Keep reconnecting this long while the daemon is away.
     pub retry_for: Duration,
-    /// Text lines or JSON lines.
+    /// `watch`: progress as text lines or JSON lines, on stdout.
+    /// `submit --wait`: the format of the outputs.
     pub format: Format,
-    /// `submit --wait`: progress on stderr, the outputs of a success on
-    /// stdout (in `format`). `watch`: everything on stdout.
+    /// `submit --wait`: progress as text on stderr, the outputs of a
+    /// success on stdout (in `format`).
     pub outputs_at_end: bool,
 }
 
@@ -176,13 +177,14 @@ pub fn follow(client: &Client, id: &str, f: &Follow) -> anyhow::Result<ExitCode>
 /// Prints one message; `Some(code)` once the execution ended.
 fn on_message(client: &Client, id: &str, m: &SseMessage, f: &Follow, at: f64) -> anyhow::Result<Option<ExitCode>> {
     let data: Value = serde_json::from_str(&m.data).unwrap_or(Value::String(m.data.clone()));
-    if let Format::Json = f.format {
+    let text = f.outputs_at_end || matches!(f.format, Format::Text);
+    if !text {
         let line = serde_json::json!({"message": m.event, "id": m.id, "data": data});
         progress(f, &line.to_string());
     }
     match m.event.as_str() {
         kozmo_api::watch_message::EXECUTION | kozmo_api::watch_message::END => {
-            if let Format::Text = f.format {
+            if text {
                 progress(f, &format!("{at:>7.2}s  {id}  {}", describe(&data)));
                 if let Some(e) = data.get("last_handler_error").filter(|e| !e.is_null()) {
                     progress(f, &format!("          handler error: {e}"));
@@ -193,7 +195,7 @@ fn on_message(client: &Client, id: &str, m: &SseMessage, f: &Follow, at: f64) ->
             }
         }
         kozmo_api::watch_message::EVENT => {
-            if let Format::Text = f.format {
+            if text {
                 progress(f, &format!("          {}", event_line(&data)));
             }
         }
