@@ -194,11 +194,7 @@ fn on_message(client: &Client, id: &str, m: &SseMessage, f: &Follow, at: f64) ->
                 return finish(client, id, &data, f).map(Some);
             }
         }
-        kozmo_api::watch_message::EVENT => {
-            if text {
-                progress(f, &format!("          {}", event_line(&data)));
-            }
-        }
+        kozmo_api::watch_message::EVENT if text => progress(f, &format!("          {}", event_line(&data))),
         kozmo_api::watch_message::GONE => {
             eprintln!("execution [{id}] was removed while watched (retention)");
             return Ok(Some(ExitCode::from(1)));
