@@ -139,6 +139,26 @@ fn permanent_failure_with_cleanup_calls_abort_then_finalize() {
 }
 
 #[test]
+fn the_commit_listener_hears_the_commits_and_events_after_reads_what_they_wrote() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let h = Harness::new();
+    let heard = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = heard.clone();
+    assert!(h.engine.on_commit(Box::new(move || {
+        counter.fetch_add(1, SeqCst);
+    })));
+    assert!(!h.engine.on_commit(Box::new(|| {})), "one listener only");
+    let id = h.submit("heard", rounds(json!([{"phase": "Success"}])));
+    h.wait_terminal(&id);
+    // The submission and the steps up to the terminal one were committed.
+    assert!(heard.load(SeqCst) >= 2, "{}", heard.load(SeqCst));
+    let all = h.engine.events_after(None, 0, 100).unwrap();
+    assert_eq!(all, h.engine.events(&id).unwrap());
+    assert_eq!(h.engine.last_event_seq().unwrap(), all.last().unwrap().seq);
+    assert_eq!(h.engine.events_after(Some(&id), all[0].seq, 100).unwrap(), all[1..]);
+}
+
+#[test]
 fn client_abort_runs_abort_then_finalize_and_ends_aborted_once() {
     let h = Harness::new();
     let id = h.submit("to-abort", rounds(json!([{"phase": "Running", "version": 1}])));
