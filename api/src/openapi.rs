@@ -21,6 +21,8 @@ use super::types;
         handlers::list,
         handlers::get_one,
         handlers::events,
+        super::watch::watch_one,
+        super::watch::watch_all,
         handlers::outputs,
         handlers::abort,
         handlers::plugins,
@@ -51,7 +53,9 @@ use super::types;
         types::BatchItemResult,
         types::BatchResponse,
         types::TaskBody,
-        types::PhaseName
+        types::PhaseName,
+        super::watch::WatchReady,
+        super::watch::WatchChange
     ))
 )]
 struct ApiDoc;
@@ -83,6 +87,8 @@ mod tests {
             "/v1/executions:batch",
             "/v1/executions/{id}",
             "/v1/executions/{id}/events",
+            "/v1/executions/{id}/watch",
+            "/v1/executions/watch",
             "/v1/executions/{id}/outputs",
             "/v1/executions/{id}/abort",
             "/v1/prune",
@@ -99,5 +105,7 @@ mod tests {
         let names = doc["components"]["schemas"]["PhaseName"]["enum"].as_array().unwrap();
         assert_eq!(names.len(), types::PHASES.len());
         assert_eq!(doc["components"]["schemas"]["TaskBody"]["additionalProperties"], false);
+        let stream = &doc["paths"]["/v1/executions/{id}/watch"]["get"]["responses"]["200"]["content"];
+        assert!(stream.get("text/event-stream").is_some(), "{stream}");
     }
 }

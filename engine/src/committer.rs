@@ -401,6 +401,7 @@ impl Engine {
     fn committed(&self, p: &mut Pending) {
         self.stats.commits.fetch_add(p.steps.len() as u64, Ordering::Relaxed);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        self.notify_committed();
         p.steps.clear();
         self.sched.done_all(p.jobs.drain(..));
     }

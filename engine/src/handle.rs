@@ -54,7 +54,7 @@ struct Submission {
     results: Vec<Result<(SubmitOutcome, Option<ExecutionView>), EngineError>>,
     /// The sent items: index, parsed spec, plugin.
     /// (No plugin: another node's task type, left for it to claim.)
-    rest: Vec<(usize, SplitSpec, Option<Arc<dyn Plugin>>)>,
+    rest: Vec<(usize, SplitSpec, Option<BoundPlugin>)>,
     /// The committer's answer, if anything was sent.
     reply: Option<oneshot::Receiver<SubmitReply>>,
     views: bool,
@@ -278,6 +278,31 @@ impl EngineHandle {
             return Err(EngineError::NotFound);
         }
         Ok(c.store.events(id)?)
+    }
+
+    /// The events with `seq` after `after_seq`, in order, at most `limit`:
+    /// of execution `id` (which must exist), or of every execution. Read
+    /// from the store, so they include what other writers of it committed.
+    pub fn events_after(
+        &self,
+        id: Option<&str>,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, EngineError> {
+        Ok(self.core.store.events_after(id, after_seq, limit)?)
+    }
+
+    /// The greatest event `seq` in the store (0: none).
+    pub fn last_event_seq(&self) -> Result<i64, EngineError> {
+        Ok(self.core.store.last_event_seq()?)
+    }
+
+    /// Sets the function called after each durable commit of this engine
+    /// (step results, submissions): a wake-up for watchers, who then read
+    /// the store. It runs on the committing thread, so it must be quick and
+    /// never block. Only the first call sets it; `false` if one was set.
+    pub fn on_commit(&self, listener: Box<dyn Fn() + Send + Sync>) -> bool {
+        self.core.commit_listener.set(listener).is_ok()
     }
 
     /// The outputs of the execution's current attempt.

@@ -94,6 +94,9 @@ use crate::secrets::HostSecrets;
 use crate::store::{InsertOutcome, Store};
 use crate::sync::lock;
 
+/// The plugin an execution is bound to.
+pub(crate) type BoundPlugin = Arc<dyn Plugin>;
+
 /// The engine's scheduler: executions travel through it as jobs.
 pub(crate) type ExecutionScheduler = Scheduler<Box<Active>>;
 
@@ -130,6 +133,8 @@ pub struct Engine {
     threads: Mutex<Vec<JoinHandle<()>>>,
     id_counter: AtomicU64,
     lock: Mutex<Option<lock::DataDirLock>>,
+    /// Called after each durable commit ([`EngineHandle::on_commit`]).
+    commit_listener: OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl Engine {
@@ -187,6 +192,7 @@ impl Engine {
             threads: Mutex::new(Vec::new()),
             id_counter: AtomicU64::new(0),
             lock: Mutex::new(Some(dir_lock)),
+            commit_listener: OnceLock::new(),
         });
         {
             let weak = Arc::downgrade(&core.sched);
@@ -409,6 +415,7 @@ impl Engine {
                 Ok(()) => {
                     self.stats.commits.fetch_add(1, Ordering::Relaxed);
                     self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                    self.notify_committed();
                     self.sched.done(a, next);
                     return;
                 }
@@ -424,6 +431,13 @@ impl Engine {
             e.body.render();
         }
         let _ = self.commit_tx.send(CommitMsg::Step(Box::new(commit), next, a));
+    }
+
+    /// Tells the commit listener, if any, that a commit is durable.
+    fn notify_committed(&self) {
+        if let Some(listener) = self.commit_listener.get() {
+            listener();
+        }
     }
 
     /// Resets an execution to what the store holds (after its step's commit
@@ -500,7 +514,7 @@ impl Engine {
         id: Option<String>,
         spec: ExecutionSpec,
         now: i64,
-    ) -> Result<(NewExecution, SplitSpec, Option<Arc<dyn Plugin>>), EngineError> {
+    ) -> Result<(NewExecution, SplitSpec, Option<BoundPlugin>), EngineError> {
         if spec.template.task_type.is_empty() {
             return Err(EngineError::Invalid("the task template has no type".into()));
         }

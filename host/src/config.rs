@@ -237,6 +237,7 @@ impl Config {
                 max_connections: self.http_max_connections,
                 header_timeout: Duration::from_secs_f64(self.http_header_timeout_secs),
             },
+            watch: kozmo_api::WatchOptions::default(),
         }
     }
 
