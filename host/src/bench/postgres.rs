@@ -44,7 +44,7 @@ pub struct PostgresPoint {
     /// Two nodes, half the submissions each: seconds.
     pub two_nodes_secs: f64,
     /// Rows per table the one-node run left.
-    pub rows: Vec<(&'static str, i64)>,
+    pub rows: TableRows,
 }
 
 impl PostgresPoint {
@@ -204,6 +204,9 @@ fn run_engine(url: &str, nodes: usize, n: usize, batch: usize, pb: &ProgressBar)
     Ok(secs)
 }
 
+/// Rows per table.
+type TableRows = Vec<(&'static str, i64)>;
+
 /// One table's rows of one batch: as `COPY` text, and as text columns.
 struct TableBatch {
     copy: Vec<u8>,
@@ -213,7 +216,7 @@ struct TableBatch {
 /// Reads back what the engine left and writes the same rows into copies of
 /// its tables, `batch` executions per transaction: with batched `INSERT`s,
 /// then with `COPY`. Seconds of each, and rows per table.
-fn raw_writes(url: &str, batch: usize) -> anyhow::Result<(f64, f64, Vec<(&'static str, i64)>)> {
+fn raw_writes(url: &str, batch: usize) -> anyhow::Result<(f64, f64, TableRows)> {
     use std::io::{Read, Write};
     let mut c = Client::connect(url, NoTls)?;
     let mut rows = Vec::new();
