@@ -110,6 +110,7 @@ mod export;
 pub mod ffi;
 pub mod host;
 pub mod io;
+pub mod kit;
 pub mod literals;
 pub mod metadata;
 pub mod metrics;
