@@ -52,9 +52,11 @@ enum AbortWhen {
 ///   ([`TestTaskContext::discard_round`]) and the round is tried again;
 ///   after 10 consecutive ones (`max_round_failures`) the run ends as
 ///   [`Outcome::RoundFailures`];
-/// * between rounds it waits [`Driver::delay`], or less when the plugin
-///   signals (`task_refresh_indicator`), as the daemon runs a signalled
-///   execution at once;
+/// * a round that changed something (a new phase or phase version, or a
+///   state put) is followed by the next one at once, as in the daemon;
+///   otherwise it waits [`Driver::delay`] (the daemon's resync), or less
+///   when the plugin signals (`task_refresh_indicator`), as the daemon runs
+///   a signalled execution at once;
 /// * a terminal phase ends the rounds and `finalize` runs;
 /// * an abort (asked with [`Driver::abort_after_rounds`],
 ///   [`Driver::abort_after`] or [`Driver::abort_when`]) runs `abort` then
@@ -201,11 +203,15 @@ impl Driver {
         let mut consecutive = 0;
         loop {
             let signals = ctx.signal_count();
+            let mut changed = false;
             match plugin.handle(ctx) {
                 Ok(t) => {
+                    let state_put = ctx.pending_state().is_some();
                     ctx.next_round();
                     consecutive = 0;
                     let info = t.into_info();
+                    let before = run.rounds.last().map(|p| (p.phase(), p.version()));
+                    changed = state_put || before != Some((info.phase(), info.version()));
                     run.rounds.push(info.clone());
                     if info.phase().is_terminal() {
                         run.outcome = Outcome::Terminal(info);
@@ -235,6 +241,9 @@ impl Driver {
             if start.elapsed() >= self.timeout {
                 let run = self.abort_and_finalize(plugin, ctx, run, start)?;
                 return Err(DriveError::Timeout(Box::new(run), self.timeout));
+            }
+            if changed {
+                continue;
             }
             let until = Instant::now() + self.delay;
             while Instant::now() < until && ctx.signal_count() == signals {

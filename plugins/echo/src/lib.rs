@@ -4,6 +4,7 @@
 //! the example plugin authors copy: one struct implementing
 //! [`Plugin`], one [`PluginEntry`], one `export_plugins!` call.
 
+use kozmo_interface::kit::TaskContextExt;
 use kozmo_interface::{PhaseInfo, Plugin, PluginEntry, PluginLoader, Result, TaskExecutionContext, Transition};
 
 /// Returns its inputs as its outputs, in one round.
@@ -18,7 +19,7 @@ impl Plugin for Echo {
         let inputs = ctx.input_reader().get()?;
         log::info!(
             "echo: {} returns {} input(s) as outputs",
-            ctx.task_execution_metadata().task_execution_id().generated_name(),
+            ctx.generated_name(),
             inputs.len()
         );
         ctx.output_writer().put_outputs(inputs)?;
@@ -48,7 +49,7 @@ kozmo_interface::export_plugins![entry()];
 
 #[cfg(test)]
 mod tests {
-    use kozmo_interface::testing::TestTaskContext;
+    use kozmo_interface::testing::{drive, TestTaskContext};
     use kozmo_interface::{Literal, Phase};
 
     use super::*;
@@ -61,5 +62,16 @@ mod tests {
         let t = Echo.handle(&ctx).unwrap();
         assert_eq!(t.info().phase(), Phase::SUCCESS);
         assert_eq!(ctx.outputs().unwrap(), ctx.inputs);
+    }
+
+    #[test]
+    fn driven_like_the_daemon_it_succeeds_in_one_round_and_says_so() {
+        let ctx = TestTaskContext::new()
+            .with_unique_generated_name()
+            .with_input("x", Literal::Integer(1));
+        let run = drive(&Echo, &ctx).unwrap();
+        assert_eq!(run.phases(), [Phase::SUCCESS]);
+        assert!(run.finalized);
+        assert!(run.logged("returns 1 input(s) as outputs"), "{}", run.log_text());
     }
 }
