@@ -100,7 +100,11 @@ pub struct Driver {
     timeout: Duration,
     max_round_failures: usize,
     abort: AbortWhen,
+    on_round: Option<RoundObserver>,
 }
+
+/// What [`Driver::on_round`] calls.
+type RoundObserver = Box<dyn Fn(usize, &std::result::Result<PhaseInfo, PluginError>)>;
 
 impl Default for Driver {
     fn default() -> Self {
@@ -126,7 +130,23 @@ impl Driver {
             timeout: Duration::from_secs(10),
             max_round_failures: 10,
             abort: AbortWhen::Never,
+            on_round: None,
         }
+    }
+
+    /// Calls `f` after every round with its number (from 1) and what
+    /// `handle` answered, e.g. to print the rounds as they happen.
+    ///
+    /// ```
+    /// # use kozmo_interface::testing::Driver;
+    /// let d = Driver::new().on_round(|n, answer| match answer {
+    ///     Ok(info) => println!("round {n}: {info}"),
+    ///     Err(e) => println!("round {n}: handler error: {e}"),
+    /// });
+    /// ```
+    pub fn on_round(mut self, f: impl Fn(usize, &std::result::Result<PhaseInfo, PluginError>) + 'static) -> Self {
+        self.on_round = Some(Box::new(f));
+        self
     }
 
     /// The wait between rounds (the daemon's resync interval; a signal
@@ -201,15 +221,20 @@ impl Driver {
             elapsed: Duration::ZERO,
         };
         let mut consecutive = 0;
+        let mut number = 0;
         loop {
             let signals = ctx.signal_count();
             let mut changed = false;
-            match plugin.handle(ctx) {
-                Ok(t) => {
+            let answer = plugin.handle(ctx).map(|t| t.into_info());
+            number += 1;
+            if let Some(f) = &self.on_round {
+                f(number, &answer);
+            }
+            match answer {
+                Ok(info) => {
                     let state_put = ctx.pending_state().is_some();
                     ctx.next_round();
                     consecutive = 0;
-                    let info = t.into_info();
                     let before = run.rounds.last().map(|p| (p.phase(), p.version()));
                     changed = state_put || before != Some((info.phase(), info.version()));
                     run.rounds.push(info.clone());

@@ -56,10 +56,19 @@ impl log::Log for CaptureLogger {
 
 static INSTALLED: OnceLock<bool> = OnceLock::new();
 
-/// Installs the capturing logger as the process's `log` logger, once.
-/// `false` if another logger (e.g. `env_logger`) was installed first: then
-/// nothing is captured.
-pub fn install() -> bool {
+/// Installs the capturing logger (used by [`capture_logs`] and
+/// [`Driver`](super::Driver)) as the process's `log` logger, once, at level
+/// `Trace`; `false` if another logger (e.g. `env_logger`) was installed
+/// first: then nothing is captured. [`capture_logs`] calls it; call it
+/// yourself before opening a plugin *library* with
+/// [`open_library`](crate::host::open_library), which hands the library
+/// the log level in force at that moment (none before a logger is set).
+///
+/// ```
+/// assert!(kozmo_interface::testing::install_log_capture());
+/// assert_eq!(log::max_level(), log::LevelFilter::Trace);
+/// ```
+pub fn install_log_capture() -> bool {
     *INSTALLED.get_or_init(|| {
         static LOGGER: CaptureLogger = CaptureLogger;
         let ok = log::set_logger(&LOGGER).is_ok();
@@ -86,7 +95,7 @@ pub fn install() -> bool {
 /// assert_eq!(logs[0].level, log::Level::Info);
 /// ```
 pub fn capture_logs<T>(f: impl FnOnce() -> T) -> (T, Vec<LogRecord>) {
-    install();
+    install_log_capture();
     let outer = CAPTURE.with(|c| c.borrow_mut().replace(Vec::new()));
     // Put the outer capture back even if `f` panics.
     struct Restore(Option<Option<Vec<LogRecord>>>);

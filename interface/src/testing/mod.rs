@@ -74,7 +74,7 @@ mod logs;
 mod resources;
 
 pub use driver::{drive, DriveError, Driver, Outcome, Run};
-pub use logs::{capture_logs, LogRecord};
+pub use logs::{capture_logs, install_log_capture, LogRecord};
 pub use resources::{Allocation, TestResources};
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -2,9 +2,10 @@
 //!
 //! It is Kozmo's default plugin (it takes task types nobody registered) and
 //! the example plugin authors copy: one struct implementing
-//! [`Plugin`], one [`PluginEntry`], one `export_plugins!` call.
+//! [`Plugin`], one [`PluginEntry`], one `export_plugins!` call. It uses only
+//! the API released in kozmo-interface 1.0.0 (the compatibility suite
+//! builds it against that release), so not the kit.
 
-use kozmo_interface::kit::TaskContextExt;
 use kozmo_interface::{PhaseInfo, Plugin, PluginEntry, PluginLoader, Result, TaskExecutionContext, Transition};
 
 /// Returns its inputs as its outputs, in one round.
@@ -19,7 +20,7 @@ impl Plugin for Echo {
         let inputs = ctx.input_reader().get()?;
         log::info!(
             "echo: {} returns {} input(s) as outputs",
-            ctx.generated_name(),
+            ctx.task_execution_metadata().task_execution_id().generated_name(),
             inputs.len()
         );
         ctx.output_writer().put_outputs(inputs)?;
