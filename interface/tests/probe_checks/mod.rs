@@ -18,7 +18,7 @@ fn entry<'a>(lib: &'a OpenedLibrary, id: &str) -> &'a PluginEntry {
 }
 
 fn probe_context() -> TestTaskContext {
-    let mut ctx = TestTaskContext::new()
+    let ctx = TestTaskContext::new()
         .with_input("n", Literal::Integer(3))
         .with_input("s", Literal::String("x".into()))
         .with_secret("task-secret", "t0ps3cret")
