@@ -419,3 +419,144 @@ impl fmt::Display for DriveError {
 }
 
 impl std::error::Error for DriveError {}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{PluginStateReader, PluginStateWriter, Result, TaskExecutionContext, Transition};
+
+    /// Fails `failures` rounds (after putting state), then succeeds; counts calls.
+    #[derive(Default)]
+    struct Flaky {
+        failures: usize,
+        handled: AtomicUsize,
+        aborted: AtomicUsize,
+        finalized: AtomicUsize,
+    }
+
+    impl Plugin for Flaky {
+        fn id(&self) -> &str {
+            "flaky"
+        }
+        fn handle(&self, ctx: &dyn TaskExecutionContext) -> Result<Transition> {
+            let n = self.handled.fetch_add(1, Ordering::SeqCst);
+            assert_eq!(
+                ctx.plugin_state_reader().get_bytes()?,
+                (0, None),
+                "a failed round's state put is dropped"
+            );
+            if n < self.failures {
+                ctx.plugin_state_writer().put_bytes(1, vec![n as u8])?;
+                log::warn!("round {n} fails");
+                return Err(PluginError::system("Flaky", format!("round {n}")));
+            }
+            Ok(Transition::ephemeral(PhaseInfo::success(None)))
+        }
+        fn abort(&self, _: &dyn TaskExecutionContext) -> Result<()> {
+            self.aborted.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        fn finalize(&self, _: &dyn TaskExecutionContext) -> Result<()> {
+            self.finalized.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn handler_errors_drop_the_rounds_state_and_ten_in_a_row_end_the_attempt() {
+        let flaky = Flaky {
+            failures: 3,
+            ..Flaky::default()
+        };
+        let ctx = TestTaskContext::new();
+        let run = Driver::new().delay(Duration::ZERO).run(&flaky, &ctx).unwrap();
+        assert_eq!(run.handler_errors.len(), 3);
+        assert_eq!(run.phases(), [Phase::SUCCESS]);
+        assert_eq!(run.logs.iter().filter(|l| l.level == log::Level::Warn).count(), 3);
+        assert_eq!(flaky.finalized.load(Ordering::SeqCst), 1);
+
+        let hopeless = Flaky {
+            failures: usize::MAX,
+            ..Flaky::default()
+        };
+        let run = Driver::new().delay(Duration::ZERO).run(&hopeless, &ctx).unwrap();
+        assert!(
+            matches!(&run.outcome, Outcome::RoundFailures(e) if e.code == "Flaky"),
+            "{run:?}"
+        );
+        assert_eq!(run.phase(), Phase::RETRYABLE_FAILURE);
+        assert_eq!(hopeless.handled.load(Ordering::SeqCst), 10);
+        assert_eq!(
+            (
+                hopeless.aborted.load(Ordering::SeqCst),
+                hopeless.finalized.load(Ordering::SeqCst)
+            ),
+            (0, 1)
+        );
+    }
+
+    /// Running forever; signals itself from a thread when asked.
+    struct Forever {
+        signal_after: Option<Duration>,
+        aborted: Arc<AtomicUsize>,
+    }
+
+    impl Plugin for Forever {
+        fn id(&self) -> &str {
+            "forever"
+        }
+        fn handle(&self, ctx: &dyn TaskExecutionContext) -> Result<Transition> {
+            if let Some(after) = self.signal_after {
+                let signal = ctx.task_refresh_indicator();
+                std::thread::spawn(move || {
+                    std::thread::sleep(after);
+                    signal.signal();
+                });
+            }
+            Ok(Transition::ephemeral(PhaseInfo::running(0, None)))
+        }
+        fn abort(&self, _: &dyn TaskExecutionContext) -> Result<()> {
+            self.aborted.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_timeout_aborts_and_finalizes_and_says_what_it_saw() {
+        let plugin = Forever {
+            signal_after: None,
+            aborted: Arc::default(),
+        };
+        let err = Driver::new()
+            .delay(Duration::from_millis(20))
+            .timeout(Duration::from_millis(100))
+            .run(&plugin, &TestTaskContext::new())
+            .unwrap_err();
+        assert!(matches!(err, DriveError::Timeout(..)), "{err}");
+        assert!(err.run().aborted && err.run().finalized);
+        assert_eq!(plugin.aborted.load(Ordering::SeqCst), 1);
+        let rounds = err.run().rounds.len();
+        assert!((2..=10).contains(&rounds), "a pause between unchanged rounds: {rounds}");
+        assert!(err.to_string().contains("no terminal phase within"), "{err}");
+    }
+
+    #[test]
+    fn a_signal_cuts_the_pause_short() {
+        let plugin = Forever {
+            signal_after: Some(Duration::from_millis(5)),
+            aborted: Arc::default(),
+        };
+        let started = Instant::now();
+        let run = Driver::new()
+            .delay(Duration::from_secs(60))
+            .abort_after_rounds(4)
+            .run(&plugin, &TestTaskContext::new())
+            .unwrap();
+        assert_eq!(run.rounds.len(), 4);
+        assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+        assert_eq!(run.outcome, Outcome::Aborted);
+    }
+}
