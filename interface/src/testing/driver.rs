@@ -426,7 +426,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::{PluginStateReader, PluginStateWriter, Result, TaskExecutionContext, Transition};
+    use crate::{Result, TaskExecutionContext, Transition};
 
     /// Fails `failures` rounds (after putting state), then succeeds; counts calls.
     #[derive(Default)]
