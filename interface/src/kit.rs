@@ -99,8 +99,49 @@ pub trait TaskContextExt {
     /// ```
     fn allocate(&self, namespace: &ResourceNamespace, reason: &str) -> Result<Option<PhaseInfo>>;
 
+    /// [`TaskContextExt::allocate`] within caps on the tokens the
+    /// execution's project (or project and domain) may hold in `namespace`;
+    /// a full cap answers the same `WaitingForResources` phase.
+    ///
+    /// ```
+    /// use kozmo_interface::kit::TaskContextExt;
+    /// use kozmo_interface::testing::{TestResources, TestTaskContext};
+    /// use kozmo_interface::{ResourceConstraint, ResourceConstraintsSpec, ResourceNamespace};
+    ///
+    /// let shared = TestResources::new();
+    /// let one_per_project = ResourceConstraintsSpec {
+    ///     project_scope: Some(ResourceConstraint { value: 1 }),
+    ///     namespace_scope: None,
+    /// };
+    /// let gpus = ResourceNamespace::new("gpus");
+    /// let a = TestTaskContext::new().with_unique_generated_name().with_resources(shared.clone());
+    /// let b = TestTaskContext::new().with_unique_generated_name().with_resources(shared.clone());
+    /// assert!(a.allocate_within(&gpus, &one_per_project, "cap").unwrap().is_none());
+    /// assert!(b.allocate_within(&gpus, &one_per_project, "cap").unwrap().is_some());
+    /// ```
+    fn allocate_within(
+        &self,
+        namespace: &ResourceNamespace,
+        constraints: &ResourceConstraintsSpec,
+        reason: &str,
+    ) -> Result<Option<PhaseInfo>>;
+
     /// Gives back this attempt's slot in `namespace` (releasing a slot not
     /// held is fine, so `finalize` may call it every time).
+    ///
+    /// ```
+    /// use kozmo_interface::kit::TaskContextExt;
+    /// use kozmo_interface::testing::TestTaskContext;
+    /// use kozmo_interface::ResourceNamespace;
+    ///
+    /// let ctx = TestTaskContext::new();
+    /// let slots = ResourceNamespace::new("slots");
+    /// ctx.allocate(&slots, "full").unwrap();
+    /// assert_eq!(ctx.granted("slots").len(), 1);
+    /// ctx.release(&slots).unwrap();
+    /// ctx.release(&slots).unwrap(); // again: fine
+    /// assert!(ctx.granted("slots").is_empty());
+    /// ```
     fn release(&self, namespace: &ResourceNamespace) -> Result<()>;
 }
 
@@ -117,11 +158,18 @@ impl<T: TaskExecutionContext + ?Sized> TaskContextExt for T {
     }
 
     fn allocate(&self, namespace: &ResourceNamespace, reason: &str) -> Result<Option<PhaseInfo>> {
-        let status = self.resource_manager().allocate_resource(
-            namespace,
-            &self.generated_name(),
-            &ResourceConstraintsSpec::default(),
-        )?;
+        self.allocate_within(namespace, &ResourceConstraintsSpec::default(), reason)
+    }
+
+    fn allocate_within(
+        &self,
+        namespace: &ResourceNamespace,
+        constraints: &ResourceConstraintsSpec,
+        reason: &str,
+    ) -> Result<Option<PhaseInfo>> {
+        let status = self
+            .resource_manager()
+            .allocate_resource(namespace, &self.generated_name(), constraints)?;
         status.wait_for(reason)
     }
 

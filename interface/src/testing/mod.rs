@@ -347,6 +347,14 @@ impl TestTaskContext {
     }
 
     /// Sets the input prefix (and the input path `<prefix>/inputs.json`).
+    ///
+    /// ```
+    /// use kozmo_interface::testing::TestTaskContext;
+    /// use kozmo_interface::InputReader;
+    ///
+    /// let ctx = TestTaskContext::new().with_input_prefix("/data/executions/e1");
+    /// assert_eq!(ctx.input_path(), "/data/executions/e1/inputs.json");
+    /// ```
     pub fn with_input_prefix(mut self, prefix: &str) -> Self {
         self.paths[0] = prefix.to_string();
         self.paths[1] = format!("{}/inputs.json", prefix.trim_end_matches('/'));
@@ -354,6 +362,14 @@ impl TestTaskContext {
     }
 
     /// Sets the output prefix.
+    ///
+    /// ```
+    /// use kozmo_interface::testing::TestTaskContext;
+    /// use kozmo_interface::OutputWriter;
+    ///
+    /// let ctx = TestTaskContext::new().with_output_prefix("/data/executions/e1/0");
+    /// assert_eq!(ctx.output_prefix(), "/data/executions/e1/0");
+    /// ```
     pub fn with_output_prefix(mut self, prefix: &str) -> Self {
         self.paths[2] = prefix.to_string();
         self
@@ -361,6 +377,16 @@ impl TestTaskContext {
 
     /// Sets the checkpoint prefix (set it after [`TestTaskContext::with_raw_output_prefix`],
     /// which puts it under the raw prefix).
+    ///
+    /// ```
+    /// use kozmo_interface::testing::TestTaskContext;
+    /// use kozmo_interface::OutputWriter;
+    ///
+    /// let ctx = TestTaskContext::new()
+    ///     .with_raw_output_prefix("/data/raw/a-n0-1")
+    ///     .with_checkpoint_prefix("/data/checkpoints/a-n0-1");
+    /// assert_eq!(ctx.checkpoint_prefix(), "/data/checkpoints/a-n0-1");
+    /// ```
     pub fn with_checkpoint_prefix(mut self, prefix: &str) -> Self {
         self.paths[4] = prefix.to_string();
         self
@@ -384,6 +410,14 @@ impl TestTaskContext {
     }
 
     /// Sets `max_dataset_size_bytes` (2 MiB by default).
+    ///
+    /// ```
+    /// use kozmo_interface::testing::TestTaskContext;
+    /// use kozmo_interface::TaskExecutionContext;
+    ///
+    /// let ctx = TestTaskContext::new().with_max_dataset_size_bytes(1024);
+    /// assert_eq!(ctx.max_dataset_size_bytes(), 1024);
+    /// ```
     pub fn with_max_dataset_size_bytes(mut self, bytes: i64) -> Self {
         self.max_dataset_size_bytes = bytes;
         self

@@ -92,7 +92,16 @@ impl TestResources {
         self
     }
 
-    /// Sets the quota of `namespace`.
+    /// Sets the quota of `namespace` (on a shared manager: every context
+    /// using it sees the new quota at its next allocation).
+    ///
+    /// ```
+    /// use kozmo_interface::testing::TestResources;
+    ///
+    /// let r = TestResources::new();
+    /// r.set_quota("slots", 3);
+    /// assert_eq!(r.quota("slots"), Some(3));
+    /// ```
     pub fn set_quota(&self, namespace: &str, quota: usize) {
         lock(&self.quotas).insert(namespace.to_string(), quota);
     }
@@ -117,6 +126,19 @@ impl TestResources {
     }
 
     /// Every allocation and release so far, in order.
+    ///
+    /// ```
+    /// use kozmo_interface::testing::{Allocation, TestResources};
+    /// use kozmo_interface::{AllocationStatus, ResourceConstraintsSpec, ResourceManager, ResourceNamespace};
+    ///
+    /// let r = TestResources::new().with_quota("slots", 0);
+    /// let ns = ResourceNamespace::new("slots");
+    /// r.allocate_resource(&ns, "t1", &ResourceConstraintsSpec::default()).unwrap();
+    /// assert_eq!(
+    ///     r.history(),
+    ///     [Allocation::Allocate { namespace: "slots".into(), token: "t1".into(), status: AllocationStatus::EXHAUSTED }]
+    /// );
+    /// ```
     pub fn history(&self) -> Vec<Allocation> {
         lock(&self.history).clone()
     }

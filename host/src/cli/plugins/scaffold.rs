@@ -98,7 +98,7 @@ pub fn files(name: &str, interface: &Path) -> Vec<(&'static str, String)> {
         ("src/lib.rs", fill(LIB_RS)),
         ("README.md", fill(README)),
         ("task.json", fill(TASK_JSON)),
-        (".gitignore", "/target\n/Cargo.lock\n".to_string()),
+        (".gitignore", "/target\n".to_string()),
     ]
 }
 
@@ -272,8 +272,9 @@ const LIB_RS: &str = r#"//! The `{{name}}` Kozmo plugin (task type `{{name}}`).
 
 use kozmo_interface::kit::{now_ms, TaskContextExt};
 use kozmo_interface::{
-    Literal, LiteralMap, PhaseInfo, Plugin, PluginEntry, PluginError, PluginLoader, PluginStateReaderExt,
-    PluginStateWriterExt, ResourceNamespace, Result, TaskExecutionContext, Transition,
+    Literal, LiteralMap, PhaseInfo, Plugin, PluginEntry, PluginError, PluginLoader,
+    PluginStateReaderExt, PluginStateWriterExt, ResourceNamespace, Result, TaskExecutionContext,
+    Transition,
 };
 use serde::{Deserialize, Serialize};
 
@@ -309,7 +310,12 @@ impl Plugin for {{Type}}Plugin {
             if let Some(waiting) = ctx.allocate(&slots, "waiting for a free {{name}} slot")? {
                 return Ok(Transition::ephemeral(waiting));
             }
-            ctx.plugin_state_writer().put(STATE_VERSION, &State { started_at_ms: now_ms() })?;
+            ctx.plugin_state_writer().put(
+                STATE_VERSION,
+                &State {
+                    started_at_ms: now_ms(),
+                },
+            )?;
             log::info!("{{name}}: {} got a slot", ctx.generated_name());
             return Ok(Transition::ephemeral(PhaseInfo::running(0, None)));
         };
@@ -320,19 +326,30 @@ impl Plugin for {{Type}}Plugin {
             Some(Literal::String(s)) => s.clone(),
             Some(other) => {
                 let message = format!("input name must be a string, got {}", other.to_json());
-                return Ok(Transition::ephemeral(PhaseInfo::failure("BadInput", message, None)));
+                return Ok(Transition::ephemeral(PhaseInfo::failure(
+                    "BadInput", message, None,
+                )));
             }
         };
         let greeting = format!("hello, {who}");
         if let Some(dir) = ctx.raw_output_dir() {
             std::fs::create_dir_all(&dir)
                 .and_then(|()| std::fs::write(dir.join("greeting.txt"), &greeting))
-                .map_err(|e| PluginError::system("WriteFailed", format!("cannot write in {}: {e}", dir.display())))?;
+                .map_err(|e| {
+                    PluginError::system(
+                        "WriteFailed",
+                        format!("cannot write in {}: {e}", dir.display()),
+                    )
+                })?;
         }
-        let outputs = LiteralMap::from([("greeting".to_string(), Literal::String(greeting.clone()))]);
+        let outputs =
+            LiteralMap::from([("greeting".to_string(), Literal::String(greeting.clone()))]);
         ctx.output_writer().put_outputs(outputs)?;
         let waited = now_ms().saturating_sub(state.started_at_ms);
-        log::info!("{{name}}: {} says {greeting:?} ({waited} ms after its slot)", ctx.generated_name());
+        log::info!(
+            "{{name}}: {} says {greeting:?} ({waited} ms after its slot)",
+            ctx.generated_name()
+        );
         Ok(Transition::ephemeral(PhaseInfo::success(None)))
     }
 
@@ -378,16 +395,24 @@ mod tests {
         let setup = TestSetupContext::new();
         let plugin = load_plugin(&setup, &entry()).unwrap();
         assert_eq!(setup.quotas(), [(NAMESPACE.to_string(), QUOTA)]);
-        let ctx = setup.task_context().with_input("name", Literal::String("kozmo".into()));
+        let ctx = setup
+            .task_context()
+            .with_input("name", Literal::String("kozmo".into()));
 
         let run = drive(&*plugin, &ctx).unwrap();
 
         assert_eq!(run.phases(), [Phase::RUNNING, Phase::SUCCESS]);
-        assert_eq!(ctx.outputs().unwrap()["greeting"], Literal::String("hello, kozmo".into()));
+        assert_eq!(
+            ctx.outputs().unwrap()["greeting"],
+            Literal::String("hello, kozmo".into())
+        );
         let file = ctx.raw_output_dir().unwrap().join("greeting.txt");
         assert_eq!(std::fs::read_to_string(file).unwrap(), "hello, kozmo");
         assert!(run.logged("says \"hello, kozmo\""), "{}", run.log_text());
-        assert!(setup.resources().held(NAMESPACE).is_empty(), "finalize released the slot");
+        assert!(
+            setup.resources().held(NAMESPACE).is_empty(),
+            "finalize released the slot"
+        );
     }
 
     #[test]
@@ -400,7 +425,10 @@ mod tests {
             ctx.next_round();
         }
         let late = setup.task_context();
-        assert_eq!(plugin.handle(&late).unwrap().info().phase(), Phase::WAITING_FOR_RESOURCES);
+        assert_eq!(
+            plugin.handle(&late).unwrap().info().phase(),
+            Phase::WAITING_FOR_RESOURCES
+        );
 
         plugin.finalize(&holders[0]).unwrap();
         let run = drive(&*plugin, &late).unwrap();
