@@ -213,7 +213,7 @@ function timeline(events) {
   return h('table.responsive', { id: 'timeline' },
     h('thead', {}, h('tr', {}, ['When', 'Event', 'Attempt', 'Phase', 'Version', 'Reason'].map(t => h('th', {}, t)))),
     h('tbody', {}, events.map(e => h('tr', { dataset: { kind: e.kind } },
-      cell('When', h('span', { title: `reported ${whenMs(e.reported_at_ms)}` }, whenMs(e.occurred_at_ms))),
+      h('td.when', { 'data-label': 'When' }, h('span', { title: `reported ${whenMs(e.reported_at_ms)}` }, whenMs(e.occurred_at_ms))),
       cell('Event', e.kind),
       cell('Attempt', e.attempt),
       cell('Phase', e.phase),
