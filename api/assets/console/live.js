@@ -14,8 +14,10 @@ export function onMode(f) { listeners.add(f); f(mode); }
 function setMode(m) { mode = m; for (const f of listeners) f(m); }
 
 // Follows `sseUrl` (or polls) and calls `refresh()` on each change, at most
-// every 200 ms. Returns a stop function.
-export function follow(sseUrl, refresh) {
+// every 500 ms. `onMessage(name, data)`, if given, sees each server event
+// first and returns true when it took it in without a refresh. Returns a
+// stop function.
+export function follow(sseUrl, refresh, onMessage) {
   const stop = new AbortController();
   let timer = null;
   let pending = false;
@@ -26,7 +28,7 @@ export function follow(sseUrl, refresh) {
     running = true;
     try { await refresh(); } catch (e) { console.warn('refresh failed', e); }
     running = false;
-    if (pending) { pending = false; setTimeout(kick, 200); }
+    if (pending) { pending = false; setTimeout(kick, 500); }
   };
   const poll = () => {
     setMode('polling every 1 s');
@@ -38,15 +40,22 @@ export function follow(sseUrl, refresh) {
     timer = setTimeout(tick, POLL_MS);
   };
   (async () => {
-    const ok = sseUrl && await stream(sseUrl, kick, stop.signal);
+    const message = (name, data) => {
+      let handled = false;
+      try { handled = !!(onMessage && onMessage(name, data)); } catch { handled = false; }
+      if (!handled) kick();
+    };
+    const ok = sseUrl && await stream(sseUrl, kick, message, stop.signal);
     if (!ok && !stop.signal.aborted) poll();
   })();
   return () => { stop.abort(); clearTimeout(timer); };
 }
 
 // Reads the SSE stream, reconnecting with Last-Event-ID; false when the
-// server has no such endpoint (then the caller polls).
-async function stream(url, changed, signal) {
+// server has no such endpoint (then the caller polls). A stream the server
+// ends after an `end` or `gone` message (the execution finished or was
+// removed) is not reopened.
+async function stream(url, changed, message, signal) {
   let lastId = null;
   for (let failures = 0; !signal.aborted && failures < 5;) {
     const h = headers({ Accept: 'text/event-stream' });
@@ -71,7 +80,9 @@ async function stream(url, changed, signal) {
     changed();
     const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
     let buf = '';
-    let data = false;
+    let data = null;
+    let name = 'message';
+    let last = '';
     try {
       for (;;) {
         const { value, done } = await reader.read();
@@ -82,19 +93,30 @@ async function stream(url, changed, signal) {
           const line = buf.slice(0, nl);
           buf = buf.slice(nl + (buf.startsWith('\r\n', nl) ? 2 : 1));
           if (line === '') {
-            if (data) changed();
-            data = false;
+            if (data !== null) {
+              let parsed = null;
+              try { parsed = JSON.parse(data); } catch { /* not JSON: still a change */ }
+              last = name;
+              message(name, parsed);
+            }
+            data = null;
+            name = 'message';
+          } else if (line.startsWith(':')) {
+            // a comment: keep-alive
           } else if (line.startsWith('id:')) {
             lastId = line.slice(3).trim();
+          } else if (line.startsWith('event:')) {
+            name = line.slice(6).trim();
           } else if (line.startsWith('data:')) {
-            data = true;
+            const d = line.slice(5).replace(/^ /, '');
+            data = data === null ? d : `${data}\n${d}`;
           }
         }
       }
     } catch {
       if (signal.aborted) return true;
     }
-    if (signal.aborted) return true;
+    if (signal.aborted || last === 'end' || last === 'gone') return true;
     setMode('reconnecting…');
     await sleep(500);
   }

@@ -166,8 +166,17 @@ export async function executionsPage(main, params) {
   }
   const refresh = async () => { await refreshKnown(); if (main.isConnected) draw(); };
   await refresh();
-  const sse = '/v1/executions/watch' + (state.phase ? `?phase=${enc(state.phase)}` : '');
-  return follow(sse, refresh);
+  // Server events of every execution (not filtered by phase: a row must
+  // also see its execution leave the phase). A `change` carries the
+  // execution's status: taken in as it is, drawn at most every 250 ms.
+  let drawTimer = null;
+  const onMessage = (name, data) => {
+    if (name !== 'change' || !data || !data.execution || !data.execution.id) return false;
+    known.set(data.execution.id, data.execution);
+    if (!drawTimer) drawTimer = setTimeout(() => { drawTimer = null; if (main.isConnected) draw(); }, 250);
+    return true;
+  };
+  return follow('/v1/executions/watch', refresh, onMessage);
 }
 
 // ---------------------------------------------------------------- one
