@@ -488,6 +488,7 @@ pub struct FileList {
 pub struct FileQuery {
     /// The file's path under the data store's root, as
     /// `GET /v1/executions/{id}/files` lists it.
+    #[param(min_length = 1, max_length = 1024)]
     pub path: String,
     /// First byte to return (default 0).
     #[param(minimum = 0)]

@@ -127,8 +127,7 @@ fn the_console_follows_executions_explains_waits_aborts_and_shows_stdout() {
     save_screenshot(&browser, "console-list.png");
 
     // Its page says why it waits: the namespace, 1 / 1 in use, first in line.
-    let link = browser.wait_for(&format!("tr[data-id=\"{waiter}\"] a"), WITHIN);
-    browser.click(&link);
+    browser.click_css(&format!("tr[data-id=\"{waiter}\"] a"), WITHIN);
     browser.wait_until(
         "the waiting nap's page explains the wait",
         "const r = document.querySelector('#wait-reason'); return r && r.dataset.kind === 'resources' ? r.innerText : null;",
@@ -172,8 +171,7 @@ fn the_console_follows_executions_explains_waits_aborts_and_shows_stdout() {
 
     // Stdout of the shell task, from the data store, through the page.
     browser.goto(&format!("{base}/#/executions/live-shell"));
-    let stdout = browser.wait_for("#files a[data-log=\"stdout\"]", WITHIN);
-    browser.click(&stdout);
+    browser.click_css("#files a[data-log=\"stdout\"]", WITHIN);
     let text = browser.wait_until(
         "stdout is shown",
         "const v = document.querySelector('#file-view'); return v && !v.hidden ? v.textContent : null;",
@@ -193,8 +191,7 @@ fn the_console_follows_executions_explains_waits_aborts_and_shows_stdout() {
     browser.goto(&format!("{base}/#/executions/failing-step"));
     browser.wait_for("#exec-error", WITHIN);
     assert!(browser.text_of("#exec-error").contains("NonZeroExit"));
-    let stderr = browser.wait_for("#files a[data-log=\"stderr\"]", WITHIN);
-    browser.click(&stderr);
+    browser.click_css("#files a[data-log=\"stderr\"]", WITHIN);
     let text = browser.wait_until(
         "stderr is shown",
         "const v = document.querySelector('#file-view'); return v && !v.hidden ? v.textContent : null;",

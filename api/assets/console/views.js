@@ -133,6 +133,7 @@ export async function executionsPage(main, params) {
       h('div.pager', {}, prev, next, info)));
 
   let types = '';
+  const rowCache = new Map();
   function draw() {
     const all = [...known.values()];
     const typeList = [...new Set(all.map(e => e.task_type))].sort();
@@ -149,15 +150,34 @@ export async function executionsPage(main, params) {
     const pages = Math.max(1, Math.ceil(rows.length / PAGE));
     if (state.page >= pages) state.page = pages - 1;
     const shown = rows.slice(state.page * PAGE, state.page * PAGE + PAGE);
-    body.replaceChildren(...shown.map(e => h('tr', { dataset: { id: e.id } },
-      cell('Id', h('a', { href: `#/executions/${enc(e.id)}` }, e.id)),
-      cell('Phase', badge(e.phase), e.waiting ? h('div.muted', {}, e.waiting)
-        : e.plugin_phase === 'PhaseWaitingForResources' && !TERMINAL.has(e.phase) ? h('div.muted', {}, 'waiting for a resource token') : null),
-      cell('Task type', e.task_type),
-      cell('Plugin phase', `${e.plugin_phase} v${e.plugin_phase_version}`),
-      cell('Attempt', e.attempt),
-      cell('Submitted', h('span', { title: when(e.created_at) }, ago(e.created_at))),
-      cell('Updated', h('span', { title: when(e.updated_at) }, ago(e.updated_at))))));
+    // A row is rebuilt only when its execution changed (a selection or a
+    // pointer on it survives the live updates); its times are refreshed.
+    const next = shown.map(e => {
+      const sig = JSON.stringify([e.phase, e.waiting, e.plugin_phase, e.plugin_phase_version, e.attempt, e.updated_at]);
+      const old = rowCache.get(e.id);
+      if (old && old.sig === sig) return old.tr;
+      const tr = h('tr', { dataset: { id: e.id } },
+        cell('Id', h('a', { href: `#/executions/${enc(e.id)}` }, e.id)),
+        cell('Phase', badge(e.phase), e.waiting ? h('div.muted', {}, e.waiting)
+          : e.plugin_phase === 'PhaseWaitingForResources' && !TERMINAL.has(e.phase) ? h('div.muted', {}, 'waiting for a resource token') : null),
+        cell('Task type', e.task_type),
+        cell('Plugin phase', `${e.plugin_phase} v${e.plugin_phase_version}`),
+        cell('Attempt', e.attempt),
+        cell('Submitted', h('span', { title: when(e.created_at), dataset: { ago: e.created_at } })),
+        cell('Updated', h('span', { title: when(e.updated_at), dataset: { ago: e.updated_at } })));
+      rowCache.set(e.id, { sig, tr });
+      return tr;
+    });
+    if (rowCache.size > 4 * PAGE) {
+      const keep = new Set(shown.map(e => e.id));
+      for (const id of [...rowCache.keys()]) if (!keep.has(id)) rowCache.delete(id);
+    }
+    const same = next.length === body.children.length && next.every((tr, i) => body.children[i] === tr);
+    if (!same) body.replaceChildren(...next);
+    for (const span of body.querySelectorAll('[data-ago]')) {
+      const text = ago(span.dataset.ago);
+      if (span.textContent !== text) span.textContent = text;
+    }
     if (!shown.length) body.replaceChildren(h('tr', {}, h('td', { colspan: 7, class: 'muted' }, known.size ? 'No execution matches these filters.' : 'No executions yet. Submit one: kozmo submit examples/shell-hello.json')));
     prev.disabled = state.page === 0;
     next.disabled = state.page >= pages - 1;
@@ -258,6 +278,9 @@ export async function executionPage(main, id) {
     h('div.card', {}, h('h2', {}, 'Logs and files'), files, viewerInfo, viewer, more));
 
   let stopped = false;
+  let lastEvents = '';
+  let lastWait = '';
+  let lastFiles = '';
   let shownFile = null;
   let fileOffset = 0;
 
@@ -314,7 +337,8 @@ export async function executionPage(main, id) {
         ['Attempt started', when(e.attempt_started_at)],
         ...(e.abort_requested ? [['Abort requested', e.abort_requested]] : [])]
         .map(([k, v]) => h('div', {}, h('span', {}, k), v))));
-    waitSlot.replaceChildren(...(w.kind === 'finished' ? [] : [waitCard(w)]));
+    const wSig = JSON.stringify(w);
+    if (wSig !== lastWait) { lastWait = wSig; waitSlot.replaceChildren(...(w.kind === 'finished' ? [] : [waitCard(w)])); }
     const errs = [];
     if (e.error) errs.push(h('p', { id: 'exec-error' }, h('strong', {}, e.error.code), ` (${e.error.kind}): `, h('span.reason', {}, e.error.message)));
     if (e.last_handler_error) {
@@ -323,16 +347,19 @@ export async function executionPage(main, id) {
     }
     errorSlot.replaceChildren(...(errs.length ? [h('div.card', {}, h('h2.error', {}, 'Error'), ...errs)] : []));
     outputsSlot.replaceChildren(...(out && out.outputs ? [h('div.card', {}, h('h2', {}, 'Outputs'), h('pre', { id: 'outputs' }, JSON.stringify(out.outputs, null, 2)))] : []));
-    events.replaceChildren(timeline(ev.items));
+    const evSig = JSON.stringify(ev.items.map(x => x.seq));
+    if (evSig !== lastEvents) { lastEvents = evSig; events.replaceChildren(timeline(ev.items)); }
     const logs = namedLogs(ev.items);
     const nameOf = path => { for (const [uri, name] of logs) if (uri.endsWith('/' + path)) return name; return null; };
-    files.replaceChildren(...(fl.items.length ? fl.items.map(f => {
+    const flSig = JSON.stringify([fl, evSig, shownFile]);
+    if (flSig !== lastFiles) files.replaceChildren(...(fl.items.length ? fl.items.map(f => {
       const name = nameOf(f.path);
       return h('li', {}, h('a', { href: '#', dataset: { path: f.path, log: name || '' }, class: f.path === shownFile ? 'sel' : null,
         onclick: ev2 => { ev2.preventDefault(); openFile(f.path).catch(alertError); } }, name ? `${name}` : f.path.split('/').pop()),
       ' ', h('span.muted', {}, `${f.path} · ${f.size} bytes`));
     }) : [h('li.muted', {}, 'No files in the data store for this execution.')]));
-    if (fl.truncated) files.append(h('li.muted', {}, 'More files exist than listed.'));
+    if (flSig !== lastFiles && fl.truncated) files.append(h('li.muted', {}, 'More files exist than listed.'));
+    lastFiles = flSig;
     if (shownFile && !viewer.hidden && fileOffset < FILE_CHUNK) await openFile(shownFile).catch(() => {});
     // A finished execution changes no more: one last look was enough.
     if (TERMINAL.has(e.phase)) { stopped = true; stopFollow(); }

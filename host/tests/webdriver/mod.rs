@@ -212,6 +212,23 @@ impl Browser {
         self.cmd("POST", &format!("/element/{element}/click"), None);
     }
 
+    /// Clicks the first element matching `css`, found again if the page
+    /// replaced it in between (live updates redraw parts of the page).
+    pub fn click_css(&self, css: &str, within: Duration) {
+        let s = self.session.as_deref().expect("a session");
+        let start = Instant::now();
+        loop {
+            let e = self.wait_for(css, within);
+            match self.raw("POST", &format!("/session/{s}/element/{e}/click"), None) {
+                Ok(_) => return,
+                Err(err) if err.contains("stale element") && start.elapsed() < within => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Err(err) => panic!("clicking {css}: {err}"),
+            }
+        }
+    }
+
     /// Types `text` into an element.
     pub fn type_into(&self, element: &str, text: &str) {
         self.cmd(
