@@ -48,7 +48,7 @@ export function follow(sseUrl, refresh, onMessage) {
     const ok = sseUrl && await stream(sseUrl, kick, message, stop.signal);
     if (!ok && !stop.signal.aborted) poll();
   })();
-  return () => { stop.abort(); clearTimeout(timer); };
+  return () => { stop.abort(); clearTimeout(timer); setMode(''); };
 }
 
 // Reads the SSE stream, reconnecting with Last-Event-ID; false when the

@@ -158,8 +158,8 @@ export async function executionsPage(main, params) {
       if (old && old.sig === sig) return old.tr;
       const tr = h('tr', { dataset: { id: e.id } },
         cell('Id', h('a', { href: `#/executions/${enc(e.id)}` }, e.id)),
-        cell('Phase', badge(e.phase), e.waiting ? h('div.muted', {}, e.waiting)
-          : e.plugin_phase === 'PhaseWaitingForResources' && !TERMINAL.has(e.phase) ? h('div.muted', {}, 'waiting for a resource token') : null),
+        cell('Phase', h('div.ph', {}, badge(e.phase), e.waiting ? h('div.muted', {}, e.waiting)
+          : e.plugin_phase === 'PhaseWaitingForResources' && !TERMINAL.has(e.phase) ? h('div.muted', {}, 'waiting for a resource token') : null)),
         cell('Task type', e.task_type),
         cell('Plugin phase', `${e.plugin_phase} v${e.plugin_phase_version}`),
         cell('Attempt', e.attempt),
