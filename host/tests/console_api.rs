@@ -176,3 +176,25 @@ fn quotas_and_waits_over_http_and_the_token_covers_the_api_not_the_page() {
     let plugins: Value = serde_json::from_str(&plugins).unwrap();
     assert_eq!(plugins[0]["isolated"], false, "{plugins}");
 }
+
+#[test]
+fn an_execution_whose_plugin_is_not_loaded_says_so() {
+    let root = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(root.path(), &["kozmo-plugin-shell", "kozmo-plugin-sleep-quota"], &[]);
+    d.submit(&json!({"type": "sleep-quota", "execution_id": "orphan", "inputs": {"seconds": 600}}));
+    d.wait_phase_where(
+        "orphan",
+        |v| v["plugin_phase"] == "PhaseRunning",
+        std::time::Duration::from_secs(30),
+    );
+    assert!(d.signal("TERM").success());
+    std::fs::remove_file(d.plugins.join("libkozmo_plugin_sleep_quota.so")).unwrap();
+    d.restart();
+    let base = d.client.base().to_string();
+    let (status, body, _) = get(&base, "/v1/executions/orphan/wait", None);
+    assert_eq!(status, 200, "{body}");
+    let w: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(w["kind"], "plugin_not_loaded", "{w}");
+    assert_eq!(w["waiting"], true, "{w}");
+    assert_eq!(w["reason"], "plugin \"sleep-quota\" is not loaded", "{w}");
+}
