@@ -4,7 +4,7 @@
 const KEY = 'kozmo.api-token';
 
 export class Unauthorized extends Error {
-  constructor() { super('the daemon wants its API token'); }
+  constructor() { super('the daemon wants its API token'); this.name = 'Unauthorized'; }
 }
 
 export class ApiError extends Error {

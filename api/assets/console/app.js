@@ -72,15 +72,25 @@ async function route() {
     }
   } catch (e) {
     if (e instanceof Unauthorized) {
-      if (token()) forgetToken();
+      const had = !!token();
+      forgetToken();
       main.replaceChildren(h('p.muted', {}, 'This daemon requires its API token.'));
-      askForToken(token() ? 'The token was refused.' : '');
+      askForToken(had ? 'The token was refused.' : '');
     } else {
       main.replaceChildren(h('div.card', {}, h('h2.error', {}, e instanceof ApiError && e.status === 404 ? 'Not found' : 'Error'),
         h('p', { id: 'page-error' }, e.message)));
     }
   }
 }
+
+window.addEventListener('kozmo-unauthorized', () => {
+  leave();
+  leave = () => {};
+  const had = !!token();
+  forgetToken();
+  main.replaceChildren(h('p.muted', {}, 'This daemon requires its API token.'));
+  askForToken(had ? 'The token was refused.' : '');
+});
 
 window.addEventListener('hashchange', route);
 route();

@@ -26,7 +26,13 @@ export function follow(sseUrl, refresh, onMessage) {
     if (stop.signal.aborted) return;
     if (running) { pending = true; return; }
     running = true;
-    try { await refresh(); } catch (e) { console.warn('refresh failed', e); }
+    try {
+      await refresh();
+    } catch (e) {
+      // The token was changed or withdrawn meanwhile: the page asks again.
+      if (e && e.name === 'Unauthorized') window.dispatchEvent(new Event('kozmo-unauthorized'));
+      else console.warn('refresh failed', e);
+    }
     running = false;
     if (pending) { pending = false; setTimeout(kick, 500); }
   };
