@@ -10,7 +10,6 @@
 mod daemon_harness;
 mod webdriver;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use daemon_harness::Daemon;
@@ -274,7 +273,23 @@ fn with_a_token_the_console_asks_for_it_and_keeps_it_out_of_urls() {
     browser.wait_for("#files a[data-log=\"stdout\"]", WITHIN);
     assert!(browser.find("#token-panel:not([hidden])").is_none());
 
+    // A token that stops working (changed on the daemon) is dropped and
+    // asked for again.
+    browser.exec("sessionStorage.setItem('kozmo.api-token', 'an-old-token');", json!([]));
+    browser.goto(&format!("{base}/#/plugins"));
+    let said = browser.wait_until(
+        "a refused stored token is asked for again",
+        "const e = document.querySelector('#token-error'); \
+         return document.querySelector('#token-panel:not([hidden])') && e && !e.hidden ? e.innerText : null;",
+        json!([]),
+        WITHIN,
+    );
+    assert_eq!(said, "The token was refused.");
+    assert_eq!(
+        browser.exec("return sessionStorage.getItem('kozmo.api-token');", json!([])),
+        Value::Null
+    );
+
     // The daemon's log never holds it either.
     assert!(!d.log_text().contains(TOKEN));
-    let _: PathBuf = root.path().to_path_buf();
 }
