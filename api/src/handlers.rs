@@ -12,7 +12,7 @@ use super::error::ApiError;
 use super::service::{split_batch_item, ExecutionService, Health, ServiceError};
 use super::types::{
     AbortRequest, BatchItemResult, BatchResponse, ErrorBody, EventList, Execution, ExecutionPage, HealthBody,
-    ListQuery, Outputs, PluginBody, TaskBody,
+    ListQuery, NodeBody, Outputs, PluginBody, TaskBody,
 };
 use super::AppState;
 
@@ -294,6 +294,14 @@ pub(crate) async fn abort(
     responses((status = 200, description = "the loaded plugins", body = Vec<PluginBody>)))]
 pub(crate) async fn plugins(State(state): State<AppState>) -> Json<Vec<PluginBody>> {
     Json(state.service.plugins())
+}
+
+/// The daemons sharing this daemon's store (only itself on SQLite).
+#[utoipa::path(get, path = "/v1/nodes", tag = "operations",
+    responses((status = 200, description = "every node, live or not", body = Vec<NodeBody>),
+        (status = 503, description = "the store cannot be read", body = ErrorBody)))]
+pub(crate) async fn nodes(State(state): State<AppState>) -> Result<Json<Vec<NodeBody>>, ApiError> {
+    Ok(Json(blocking(&state, |s| s.nodes()).await?))
 }
 
 /// Whether the daemon can serve.

@@ -17,6 +17,7 @@ mod prune;
 mod server;
 mod service;
 pub mod types;
+mod watch;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -35,6 +36,7 @@ pub use server::ConnectionLimits;
 pub use service::{
     split_batch_item, BatchAccepted, ExecutionService, Health, ItemError, ServiceError, SubmitFuture, Submitted,
 };
+pub use watch::{message as watch_message, WatchOptions, MIN_GAP as WATCH_MIN_GAP};
 
 /// API settings.
 #[derive(Debug, Clone)]
@@ -51,6 +53,8 @@ pub struct ApiOptions {
     pub body_timeout: Duration,
     /// Open connections and the header deadline.
     pub connections: ConnectionLimits,
+    /// The watch endpoints' limits.
+    pub watch: WatchOptions,
 }
 
 impl Default for ApiOptions {
@@ -65,6 +69,7 @@ impl Default for ApiOptions {
                 max_connections: 1000,
                 header_timeout: Duration::from_secs(10),
             },
+            watch: WatchOptions::default(),
         }
     }
 }
@@ -74,6 +79,10 @@ impl Default for ApiOptions {
 pub(crate) struct AppState {
     pub(crate) service: Arc<dyn ExecutionService>,
     pub(crate) options: Arc<ApiOptions>,
+    /// Open watches (at most `options.watch.max_watchers`).
+    pub(crate) watchers: Arc<tokio::sync::Semaphore>,
+    /// True once the server is shutting down: watches end.
+    pub(crate) closing: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Runs before any handler, so before any body is read: a request without
@@ -94,12 +103,27 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
 
 /// The router with every route.
 pub fn router(service: Arc<dyn ExecutionService>, options: ApiOptions) -> Router {
+    // No sender: this router's watches end with their clients only.
+    let (_, closed) = tokio::sync::watch::channel(false);
+    router_closing(service, options, closed)
+}
+
+/// The router, whose watches end once `closing` turns true.
+fn router_closing(
+    service: Arc<dyn ExecutionService>,
+    options: ApiOptions,
+    closing: tokio::sync::watch::Receiver<bool>,
+) -> Router {
     let state = AppState {
         service,
+        watchers: Arc::new(tokio::sync::Semaphore::new(options.watch.max_watchers)),
         options: Arc::new(options),
+        closing,
     };
     Router::new()
         .route("/v1/executions", post(handlers::submit).get(handlers::list))
+        .route("/v1/executions/watch", get(watch::watch_all))
+        .route("/v1/executions/{id}/watch", get(watch::watch_one))
         .route("/v1/executions:batch", post(handlers::submit_batch))
         .route("/v1/executions/{id}", get(handlers::get_one))
         .route("/v1/executions/{id}/events", get(handlers::events))
@@ -110,6 +134,7 @@ pub fn router(service: Arc<dyn ExecutionService>, options: ApiOptions) -> Router
         .route("/v1/executions/{id}/file", get(inspect::file))
         .route("/v1/quotas", get(inspect::quotas))
         .route("/v1/plugins", get(handlers::plugins))
+        .route("/v1/nodes", get(handlers::nodes))
         .route("/v1/openapi.json", get(handlers::openapi))
         .route("/v1/prune", post(prune::prune))
         .route("/healthz", get(handlers::health))
@@ -137,5 +162,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = options.connections;
-    server::serve_connections(listener, router(service, options), limits, shutdown).await
+    // Watches never end on their own: they end when shutdown starts, so
+    // the drain does not wait for them.
+    let (closing, closed) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = closing.send(true);
+    };
+    server::serve_connections(listener, router_closing(service, options, closed), limits, shutdown).await
 }

@@ -21,6 +21,8 @@ use super::types;
         handlers::list,
         handlers::get_one,
         handlers::events,
+        super::watch::watch_one,
+        super::watch::watch_all,
         handlers::outputs,
         handlers::abort,
         super::inspect::wait,
@@ -28,6 +30,7 @@ use super::types;
         super::inspect::file,
         super::inspect::quotas,
         handlers::plugins,
+        handlers::nodes,
         super::prune::prune,
         handlers::health,
         handlers::metrics,
@@ -52,13 +55,17 @@ use super::types;
         types::QuotaList,
         types::FileEntry,
         types::FileList,
+        types::NodeBody,
+        types::NodePlugin,
         types::HealthBody,
         types::ErrorBody,
         types::ItemErrorBody,
         types::BatchItemResult,
         types::BatchResponse,
         types::TaskBody,
-        types::PhaseName
+        types::PhaseName,
+        super::watch::WatchReady,
+        super::watch::WatchChange
     ))
 )]
 struct ApiDoc;
@@ -90,6 +97,8 @@ mod tests {
             "/v1/executions:batch",
             "/v1/executions/{id}",
             "/v1/executions/{id}/events",
+            "/v1/executions/{id}/watch",
+            "/v1/executions/watch",
             "/v1/executions/{id}/outputs",
             "/v1/executions/{id}/abort",
             "/v1/prune",
@@ -98,6 +107,7 @@ mod tests {
             "/v1/executions/{id}/file",
             "/v1/quotas",
             "/v1/plugins",
+            "/v1/nodes",
             "/healthz",
             "/metrics",
             "/v1/openapi.json",
@@ -109,5 +119,7 @@ mod tests {
         let names = doc["components"]["schemas"]["PhaseName"]["enum"].as_array().unwrap();
         assert_eq!(names.len(), types::PHASES.len());
         assert_eq!(doc["components"]["schemas"]["TaskBody"]["additionalProperties"], false);
+        let stream = &doc["paths"]["/v1/executions/{id}/watch"]["get"]["responses"]["200"]["content"];
+        assert!(stream.get("text/event-stream").is_some(), "{stream}");
     }
 }

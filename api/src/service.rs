@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::types::{Event, Execution, FileChunk, FileList, PluginBody, PruneReport, QuotaBody, WaitBody};
+use super::types::{Event, Execution, FileChunk, FileList, NodeBody, PluginBody, PruneReport, QuotaBody, WaitBody};
 
 /// Why a request failed; each maps to one HTTP status.
 #[derive(Debug, Clone, PartialEq)]
@@ -142,12 +142,47 @@ pub trait ExecutionService: Send + Sync + 'static {
     fn list(&self, phase: Option<&str>, limit: usize, after: Option<&str>) -> Result<Vec<Execution>, ServiceError>;
     /// An execution's events, in order.
     fn events(&self, id: &str) -> Result<Vec<Event>, ServiceError>;
+    /// The events with `seq` after `after_seq`, in order, at most `limit`:
+    /// of execution `id`, or of every execution (`None`). The watch
+    /// endpoints read them from the store, so a watch sees what any daemon
+    /// sharing it wrote. Default: [`Self::events`] filtered for one
+    /// execution; every execution's are unavailable.
+    fn events_after(&self, id: Option<&str>, after_seq: i64, limit: usize) -> Result<Vec<Event>, ServiceError> {
+        match id {
+            Some(id) => Ok(self
+                .events(id)?
+                .into_iter()
+                .filter(|e| e.seq > after_seq)
+                .take(limit)
+                .collect()),
+            None => Err(ServiceError::Unavailable(
+                "this service cannot watch every execution".into(),
+            )),
+        }
+    }
+    /// The greatest event `seq` stored (0: none): where a watch of every
+    /// execution starts. Default: unavailable.
+    fn last_event_seq(&self) -> Result<i64, ServiceError> {
+        Err(ServiceError::Unavailable(
+            "this service cannot watch every execution".into(),
+        ))
+    }
+    /// A wake-up for watchers: its value changes after each commit this
+    /// process made, so a watch reads the store at once instead of at its
+    /// next poll. Default: none (watches poll).
+    fn commits(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
     /// An execution's outputs (`null` until it succeeded).
     fn outputs(&self, id: &str) -> Result<Value, ServiceError>;
     /// Aborts an execution; returns its status.
     fn abort(&self, id: &str, reason: &str) -> Result<Execution, ServiceError>;
     /// The loaded plugins.
     fn plugins(&self) -> Vec<PluginBody>;
+    /// The daemons sharing the store. Default: none known.
+    fn nodes(&self) -> Result<Vec<NodeBody>, ServiceError> {
+        Ok(Vec::new())
+    }
     /// Prometheus text exposition of every metric.
     fn metrics_text(&self) -> String;
     /// Whether the daemon can serve, and if not why.
@@ -200,6 +235,10 @@ pub trait ExecutionService: Send + Sync + 'static {
     }
 }
 
+/// The execution id no execution may have: `/v1/executions/watch` is the
+/// watch of every execution, not an execution.
+pub const RESERVED_ID: &str = "watch";
+
 /// One item of a batch: its `execution_id` (taken out) and the rest of the
 /// task body; an item that is not an object or has a non-string id is an
 /// [`ItemError`] at its index.
@@ -213,6 +252,13 @@ pub fn split_batch_item((index, item): (usize, Value)) -> Result<(Option<String>
     };
     match spec.remove("execution_id") {
         None | Some(Value::Null) => Ok((None, Value::Object(spec))),
+        Some(Value::String(id)) if id == RESERVED_ID => Err(ItemError {
+            index,
+            path: Some("execution_id".into()),
+            detail: format!(
+                "the id `{RESERVED_ID}` is reserved: GET /v1/executions/{RESERVED_ID} is the watch of every execution"
+            ),
+        }),
         Some(Value::String(id)) => Ok((Some(id), Value::Object(spec))),
         Some(_) => Err(ItemError {
             index,

@@ -273,6 +273,41 @@ pub struct PluginBody {
     pub isolated: bool,
 }
 
+/// A daemon among those sharing a store (`GET /v1/nodes`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NodeBody {
+    /// The node id (`--node-id`).
+    pub node_id: String,
+    /// Whether this is the daemon that answered.
+    pub this_node: bool,
+    /// Whether its lease holds (it sent a heartbeat within `lease_secs`).
+    pub alive: bool,
+    /// When it started (RFC 3339).
+    pub started_at: String,
+    /// Its last heartbeat (RFC 3339).
+    pub last_heartbeat: String,
+    /// Until when its lease holds (RFC 3339).
+    pub lease_until: String,
+    /// The active executions it holds.
+    pub executions: u64,
+    /// The plugins it has loaded.
+    pub plugins: Vec<NodePlugin>,
+    /// Its version.
+    pub version: String,
+    /// The address it listens on, as it was configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+/// A plugin a node has loaded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NodePlugin {
+    /// Its id.
+    pub id: String,
+    /// The task types it registers.
+    pub task_types: Vec<String>,
+}
+
 /// `/healthz`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct HealthBody {

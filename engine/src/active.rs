@@ -34,6 +34,10 @@ pub(crate) struct ActiveShared {
     /// A client's abort request that came while the execution was out
     /// (queued, running or committing); the next step takes it.
     pub(crate) abort: Mutex<Option<String>>,
+    /// Another node holds the execution now (several daemons on one
+    /// store): it runs no further step here and is dropped when a worker
+    /// next takes it.
+    pub(crate) lost: AtomicBool,
 }
 
 impl scheduler::JobShared for ActiveShared {

@@ -316,6 +316,7 @@ impl Engine {
     /// results are retried alone; after five failures the executions are
     /// reloaded from the store and resynced later.
     fn flush(&self, p: &mut Pending) {
+        self.drop_fenced(p);
         for (ids, reply, _) in p.prunes.drain(..) {
             let _ = reply.send(self.store.delete_executions(&ids));
         }
@@ -341,6 +342,11 @@ impl Engine {
                         p.steps.len(),
                         p.news.len()
                     );
+                    if self.drop_fenced(p) {
+                        // Refused for steps of executions another node
+                        // holds now: the rest (and the submissions) again.
+                        continue;
+                    }
                     p.answer(Err(e));
                     if p.steps.is_empty() {
                         return;
@@ -362,10 +368,40 @@ impl Engine {
         self.committed(p);
     }
 
+    /// Takes out of `p` the steps of executions the store's fencing check
+    /// found held by another node, and drops those executions; true if
+    /// there were any.
+    fn drop_fenced(&self, p: &mut Pending) -> bool {
+        let Some(cluster) = self.store.cluster() else {
+            return false;
+        };
+        let fenced = cluster.take_fenced();
+        if fenced.is_empty() {
+            return false;
+        }
+        let fenced: std::collections::HashSet<&str> = fenced.iter().map(String::as_str).collect();
+        let steps = std::mem::take(&mut p.steps);
+        let jobs = std::mem::take(&mut p.jobs);
+        for (step, (a, next)) in steps.into_iter().zip(jobs) {
+            if fenced.contains(step.execution_id.as_str()) {
+                log::warn!(
+                    "execution {}: another node holds it now; its step is not committed here",
+                    step.execution_id
+                );
+                self.drop_lost(a);
+            } else {
+                p.steps.push(step);
+                p.jobs.push((a, next));
+            }
+        }
+        true
+    }
+
     /// The pending steps are durable: count them and send them home.
     fn committed(&self, p: &mut Pending) {
         self.stats.commits.fetch_add(p.steps.len() as u64, Ordering::Relaxed);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        self.notify_committed();
         p.steps.clear();
         self.sched.done_all(p.jobs.drain(..));
     }

@@ -37,6 +37,9 @@ pub struct EngineConfig {
     /// A plugin call running this long is reported: a warning and an event,
     /// and the execution's status says so (default 60 s).
     pub call_warn_after: Duration,
+    /// What this node tells the others at each heartbeat (a store several
+    /// daemons share; ignored otherwise).
+    pub node: crate::store::NodeInfo,
 }
 
 impl Default for EngineConfig {
@@ -58,6 +61,7 @@ impl Default for EngineConfig {
             max_workers: 64,
             crash_loop_limit: 2,
             call_warn_after: Duration::from_secs(60),
+            node: crate::store::NodeInfo::default(),
         }
     }
 }

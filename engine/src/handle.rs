@@ -53,7 +53,8 @@ struct Submission {
     /// One per item; the sent ones `Created` until the committer answers.
     results: Vec<Result<(SubmitOutcome, Option<ExecutionView>), EngineError>>,
     /// The sent items: index, parsed spec, plugin.
-    rest: Vec<(usize, SplitSpec, Arc<dyn Plugin>)>,
+    /// (No plugin: another node's task type, left for it to claim.)
+    rest: Vec<(usize, SplitSpec, Option<BoundPlugin>)>,
     /// The committer's answer, if anything was sent.
     reply: Option<oneshot::Receiver<SubmitReply>>,
     views: bool,
@@ -95,10 +96,13 @@ impl Submission {
                 InsertOutcome::Exists { .. } => Err(EngineError::Conflict(format!(
                     "execution [{id}] exists with a different spec"
                 ))),
-                InsertOutcome::Created => {
-                    let view = c.activate(new, spec, Some(plugin), views);
-                    Ok((SubmitOutcome::Created(id), view))
-                }
+                InsertOutcome::Created => match plugin {
+                    Some(plugin) => {
+                        let view = c.activate(new, spec, Some(plugin), views);
+                        Ok((SubmitOutcome::Created(id), view))
+                    }
+                    None => Ok((SubmitOutcome::Created(id), None)),
+                },
             };
         }
         results
@@ -276,6 +280,31 @@ impl EngineHandle {
         Ok(c.store.events(id)?)
     }
 
+    /// The events with `seq` after `after_seq`, in order, at most `limit`:
+    /// of execution `id` (which must exist), or of every execution. Read
+    /// from the store, so they include what other writers of it committed.
+    pub fn events_after(
+        &self,
+        id: Option<&str>,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, EngineError> {
+        Ok(self.core.store.events_after(id, after_seq, limit)?)
+    }
+
+    /// The greatest event `seq` in the store (0: none).
+    pub fn last_event_seq(&self) -> Result<i64, EngineError> {
+        Ok(self.core.store.last_event_seq()?)
+    }
+
+    /// Sets the function called after each durable commit of this engine
+    /// (step results, submissions): a wake-up for watchers, who then read
+    /// the store. It runs on the committing thread, so it must be quick and
+    /// never block. Only the first call sets it; `false` if one was set.
+    pub fn on_commit(&self, listener: Box<dyn Fn() + Send + Sync>) -> bool {
+        self.core.commit_listener.set(listener).is_ok()
+    }
+
     /// The outputs of the execution's current attempt.
     pub fn outputs(&self, id: &str) -> Result<Option<LiteralMap>, EngineError> {
         let c = &self.core;
@@ -356,8 +385,28 @@ impl EngineHandle {
         }
         // A clean stop: calls still stuck are not crashes.
         c.calls.mark_clean();
+        // Other nodes may take this node's executions at once.
+        if let Some(cluster) = c.store.cluster() {
+            if let Err(e) = cluster.leave() {
+                log::warn!("node {}: giving its executions back failed: {e}", cluster.node_id());
+            }
+        }
         // Another engine may use the directory from now on.
         lock(&c.lock).take();
+    }
+
+    /// The daemons sharing the store, if it is shared
+    /// ([`crate::store::Store::cluster`]); `None` for a store of one daemon.
+    pub fn nodes(&self) -> Result<Option<Vec<crate::store::NodeRow>>, EngineError> {
+        match self.core.store.cluster() {
+            Some(c) => Ok(Some(c.nodes()?)),
+            None => Ok(None),
+        }
+    }
+
+    /// This node's id among the daemons sharing the store, if it is shared.
+    pub fn node_id(&self) -> Option<String> {
+        self.core.store.cluster().map(|c| c.node_id().to_string())
     }
 
     /// Wakes an execution now (as a plugin signal would).

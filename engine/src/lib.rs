@@ -30,6 +30,7 @@ mod active;
 mod batch;
 mod binding;
 mod call_slots;
+mod cluster;
 mod committer;
 mod config;
 mod context;
@@ -94,6 +95,9 @@ use crate::secrets::HostSecrets;
 use crate::store::{InsertOutcome, Store};
 use crate::sync::lock;
 
+/// The plugin an execution is bound to.
+pub(crate) type BoundPlugin = Arc<dyn Plugin>;
+
 /// The engine's scheduler: executions travel through it as jobs.
 pub(crate) type ExecutionScheduler = Scheduler<Box<Active>>;
 
@@ -124,9 +128,14 @@ pub struct Engine {
     /// Executions whose bound plugin is not loaded: id -> plugin id. They
     /// wait (unscheduled) until a start that has the plugin.
     unbound: Mutex<HashMap<String, String>>,
+    /// Task types live other nodes serve (several daemons on one store):
+    /// a submission of one this node has no plugin for is accepted for them.
+    served_elsewhere: Mutex<cluster::ServedElsewhere>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     id_counter: AtomicU64,
     lock: Mutex<Option<lock::DataDirLock>>,
+    /// Called after each durable commit ([`EngineHandle::on_commit`]).
+    commit_listener: OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl Engine {
@@ -180,9 +189,11 @@ impl Engine {
             pool: workers::Pool::default(),
             calls,
             unbound: Mutex::new(HashMap::new()),
+            served_elsewhere: Mutex::new(Default::default()),
             threads: Mutex::new(Vec::new()),
             id_counter: AtomicU64::new(0),
             lock: Mutex::new(Some(dir_lock)),
+            commit_listener: OnceLock::new(),
         });
         {
             let weak = Arc::downgrade(&core.sched);
@@ -194,32 +205,8 @@ impl Engine {
         }
         let recovered = core.store.load_active()?;
         let n = recovered.len();
-        for mut rec in recovered {
-            let spec: ExecutionSpec = match serde_json::from_str(&rec.spec_json) {
-                Ok(s) => s,
-                Err(e) => {
-                    log::error!("execution {}: stored spec unreadable ({e}); skipped", rec.id);
-                    continue;
-                }
-            };
-            let plugin = match core.bound_plugin(rec.plugin_id.as_deref(), &spec.template.task_type) {
-                Ok(p) => p,
-                Err(missing) => {
-                    log::warn!(
-                        "execution {}: its plugin \"{missing}\" is not loaded; it waits for a start with the plugin",
-                        rec.id
-                    );
-                    lock(&core.unbound).insert(rec.id, missing);
-                    continue;
-                }
-            };
-            if let Some(c) = crashed.get(&rec.id) {
-                let pid = plugin.as_ref().map(|p| p.id().to_string());
-                crash_loop::recovering(&*core.store, &mut rec, pid.as_deref(), c, core.cfg.crash_loop_limit);
-            }
-            let split = SplitSpec::new(spec);
-            let shape = lock(&core.shapes).intern(&split.shared_json, split.spec, plugin);
-            core.sched.add(Active::new(shape, rec, split.inputs));
+        for rec in recovered {
+            core.adopt(rec, &crashed);
         }
         if n > 0 {
             log::info!("engine recovered {n} active executions");
@@ -234,6 +221,15 @@ impl Engine {
                 std::thread::Builder::new()
                     .name("kozmo-watchdog".into())
                     .spawn(move || c.watchdog())
+                    .map_err(|e| EngineError::Invalid(e.to_string()))?,
+            );
+        }
+        if core.store.cluster().is_some() {
+            let c = core.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("kozmo-node".into())
+                    .spawn(move || c.node_loop())
                     .map_err(|e| EngineError::Invalid(e.to_string()))?,
             );
         }
@@ -259,6 +255,38 @@ impl Engine {
 }
 
 impl Engine {
+    /// Starts tracking an execution read from the store (at start, or
+    /// claimed from another node): bound to its plugin, or left waiting
+    /// for a start that has it. `crashed` holds the crash-loop counts
+    /// after an unclean stop.
+    fn adopt(&self, mut rec: ExecutionRecord, crashed: &HashMap<String, crash_loop::Crashed>) {
+        let spec: ExecutionSpec = match serde_json::from_str(&rec.spec_json) {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("execution {}: stored spec unreadable ({e}); skipped", rec.id);
+                return;
+            }
+        };
+        let plugin = match self.bound_plugin(rec.plugin_id.as_deref(), &spec.template.task_type) {
+            Ok(p) => p,
+            Err(missing) => {
+                log::warn!(
+                    "execution {}: its plugin \"{missing}\" is not loaded; it waits for a start with the plugin",
+                    rec.id
+                );
+                lock(&self.unbound).insert(rec.id, missing);
+                return;
+            }
+        };
+        if let Some(c) = crashed.get(&rec.id) {
+            let pid = plugin.as_ref().map(|p| p.id().to_string());
+            crash_loop::recovering(&*self.store, &mut rec, pid.as_deref(), c, self.cfg.crash_loop_limit);
+        }
+        let split = SplitSpec::new(spec);
+        let shape = lock(&self.shapes).intern(&split.shared_json, split.spec, plugin);
+        self.sched.add(Active::new(shape, rec, split.inputs));
+    }
+
     /// Starts one more worker thread.
     fn spawn_worker(self: &Arc<Self>) -> std::io::Result<JoinHandle<()>> {
         let c = self.clone();
@@ -336,6 +364,10 @@ impl Engine {
             self.sched.done(a, Next::Now); // stopping: home without a step
             return None;
         }
+        if a.shared.lost.load(Ordering::Acquire) {
+            self.drop_lost(a);
+            return None;
+        }
         a.take_pending_abort();
         Some(a)
     }
@@ -384,6 +416,7 @@ impl Engine {
                 Ok(()) => {
                     self.stats.commits.fetch_add(1, Ordering::Relaxed);
                     self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                    self.notify_committed();
                     self.sched.done(a, next);
                     return;
                 }
@@ -399,6 +432,13 @@ impl Engine {
             e.body.render();
         }
         let _ = self.commit_tx.send(CommitMsg::Step(Box::new(commit), next, a));
+    }
+
+    /// Tells the commit listener, if any, that a commit is durable.
+    fn notify_committed(&self) {
+        if let Some(listener) = self.commit_listener.get() {
+            listener();
+        }
     }
 
     /// Resets an execution to what the store holds (after its step's commit
@@ -475,7 +515,7 @@ impl Engine {
         id: Option<String>,
         spec: ExecutionSpec,
         now: i64,
-    ) -> Result<(NewExecution, SplitSpec, Arc<dyn Plugin>), EngineError> {
+    ) -> Result<(NewExecution, SplitSpec, Option<BoundPlugin>), EngineError> {
         if spec.template.task_type.is_empty() {
             return Err(EngineError::Invalid("the task template has no type".into()));
         }
@@ -487,10 +527,17 @@ impl Engine {
             }
             None => self.new_id(),
         };
-        let plugin = self
-            .plugins
-            .resolve(&spec.template.task_type)
-            .map_err(|e| EngineError::NoPlugin(format!("task type [{}]: {e}", spec.template.task_type)))?;
+        // Another live node's task type: stored for it to claim.
+        let plugin = match self.plugins.resolve(&spec.template.task_type) {
+            Ok(p) => Some(p),
+            Err(_) if lock(&self.served_elsewhere).serves(&spec.template.task_type) => None,
+            Err(e) => {
+                return Err(EngineError::NoPlugin(format!(
+                    "task type [{}]: {e}",
+                    spec.template.task_type
+                )))
+            }
+        };
         let split = SplitSpec::new(spec);
         let new = NewExecution {
             id,
@@ -499,7 +546,7 @@ impl Engine {
             task_type: split.spec.template.task_type.clone(),
             created_at_ms: now,
             state: ExecState::new(now),
-            plugin_id: Some(plugin.id().to_string()),
+            plugin_id: plugin.as_ref().map(|p| p.id().to_string()),
         };
         Ok((new, split, plugin))
     }

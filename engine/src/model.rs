@@ -394,6 +394,11 @@ pub struct NewExecution {
     pub plugin_id: Option<String>,
 }
 
+/// The error code of every abort (a client's, or the plugin's own Aborted
+/// phase without an error of its own): in the execution's `error` and in
+/// its task event alike.
+pub const ABORTED_CODE: &str = "Aborted";
+
 /// Kinds of event rows.
 pub mod event_kind {
     /// A task (plugin phase) event.

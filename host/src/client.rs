@@ -39,7 +39,14 @@ pub struct Client {
     base: String,
     token: Option<String>,
     agent: ureq::Agent,
+    /// For watches: no overall deadline, but a read deadline longer than
+    /// the daemon's keep-alive interval (a silent connection is dead).
+    streaming: ureq::Agent,
 }
+
+/// A silent watch connection is given up after this long (the daemon
+/// sends a keep-alive comment every 15 s).
+const WATCH_READ_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// A failed request: the daemon's `{error, detail}` or a transport error.
 #[derive(Debug, thiserror::Error)]
@@ -81,10 +88,15 @@ impl Client {
             .timeout_connect(Duration::from_secs(5))
             .timeout(Duration::from_secs(60))
             .build();
+        let streaming = ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_secs(5))
+            .timeout_read(WATCH_READ_TIMEOUT)
+            .build();
         Client {
             base: base.trim_end_matches('/').to_string(),
             token,
             agent,
+            streaming,
         }
     }
 
@@ -94,7 +106,10 @@ impl Client {
     }
 
     fn request(&self, method: &str, path: &str) -> ureq::Request {
-        let req = self.agent.request(method, &format!("{}{path}", self.base));
+        self.authorized(self.agent.request(method, &format!("{}{path}", self.base)))
+    }
+
+    fn authorized(&self, req: ureq::Request) -> ureq::Request {
         match &self.token {
             Some(t) => req.set("Authorization", &format!("Bearer {t}")),
             None => req,
@@ -149,6 +164,127 @@ impl Client {
                 .set("Content-Type", "application/json")
                 .send_bytes(body),
         )
+    }
+}
+
+impl Client {
+    /// Opens a Server-Sent Events stream (`GET path`, a watch endpoint),
+    /// resuming after `last_event_id` if given; `None` when the daemon
+    /// answers 204 (nothing more to send: the client saw the end). The
+    /// stream is cut once `within` has passed (a deadline of the caller).
+    pub fn watch(
+        &self,
+        path: &str,
+        last_event_id: Option<&str>,
+        within: Duration,
+    ) -> Result<Option<SseStream>, ClientError> {
+        let mut req = self
+            .authorized(self.streaming.get(&format!("{}{path}", self.base)))
+            .set("Accept", "text/event-stream")
+            .timeout(within);
+        if let Some(id) = last_event_id {
+            req = req.set("Last-Event-ID", id);
+        }
+        match req.call() {
+            Ok(resp) if resp.status() == 204 => Ok(None),
+            Ok(resp) => Ok(Some(SseStream {
+                lines: std::io::BufReader::new(resp.into_reader()),
+                base: self.base.clone(),
+                message: SseMessage::default(),
+                has_data: false,
+            })),
+            Err(e) => self.finish(Err(e)).map(|_| None),
+        }
+    }
+}
+
+/// One Server-Sent Events message.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SseMessage {
+    /// Its `event:` name (`message` when it has none).
+    pub event: String,
+    /// Its `id:`, if it has one.
+    pub id: Option<String>,
+    /// Its `data:` lines, joined by newlines.
+    pub data: String,
+}
+
+/// What a watch stream yields: a message, or a sign of life (a comment).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SseItem {
+    /// A message.
+    Message(SseMessage),
+    /// A comment line (the daemon's keep-alive).
+    KeepAlive,
+}
+
+/// A Server-Sent Events stream ([`Client::watch`]): the messages as they
+/// come; `None` once the daemon ended it, a transport error when the
+/// connection broke.
+pub struct SseStream {
+    lines: std::io::BufReader<Box<dyn std::io::Read + Send + Sync + 'static>>,
+    base: String,
+    /// The message being read (a comment may come between its lines).
+    message: SseMessage,
+    has_data: bool,
+}
+
+impl std::fmt::Debug for SseStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SseStream")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Iterator for SseStream {
+    type Item = Result<SseItem, ClientError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        use std::io::BufRead;
+        loop {
+            let mut line = String::new();
+            match self.lines.read_line(&mut line) {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(e) => {
+                    return Some(Err(ClientError::Transport {
+                        base: self.base.clone(),
+                        cause: format!("the watch stream broke: {e}"),
+                    }))
+                }
+            }
+            let line = line.strip_suffix('\n').unwrap_or(&line);
+            let line = line.strip_suffix('\r').unwrap_or(line);
+            if line.is_empty() {
+                let mut message = std::mem::take(&mut self.message);
+                if std::mem::take(&mut self.has_data) {
+                    if message.event.is_empty() {
+                        message.event = "message".into();
+                    }
+                    return Some(Ok(SseItem::Message(message)));
+                }
+                continue;
+            }
+            if line.starts_with(':') {
+                return Some(Ok(SseItem::KeepAlive));
+            }
+            let (field, value) = line.split_once(':').unwrap_or((line, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            let message = &mut self.message;
+            match field {
+                "event" => message.event = value.to_string(),
+                "id" => message.id = Some(value.to_string()),
+                "data" => {
+                    if self.has_data {
+                        message.data.push('\n');
+                    }
+                    message.data.push_str(value);
+                    self.has_data = true;
+                }
+                _ => {}
+            }
+        }
     }
 }
 

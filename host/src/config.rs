@@ -34,6 +34,12 @@ pub struct Config {
     /// (`redis://:password@host:6379/0?prefix=kozmo:`). A secret like
     /// `store`: its `Debug` hides the password.
     pub resources: Option<StoreSetting>,
+    /// This daemon's node id among the daemons sharing a PostgreSQL store
+    /// (default: the host name and a hash of the data directory).
+    pub node_id: Option<String>,
+    /// Seconds a node's lease holds without a heartbeat (PostgreSQL store):
+    /// a node silent this long loses its executions to the others.
+    pub lease_secs: f64,
     /// The plugin directory.
     pub plugins_dir: PathBuf,
     /// HTTP listen address.
@@ -171,6 +177,8 @@ impl Default for Config {
             data_dir: PathBuf::from("kozmo-data"),
             store: None,
             resources: None,
+            node_id: None,
+            lease_secs: 10.0,
             plugins_dir: PathBuf::from("plugins"),
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             api_token: None,
@@ -229,6 +237,7 @@ impl Config {
                 max_connections: self.http_max_connections,
                 header_timeout: Duration::from_secs_f64(self.http_header_timeout_secs),
             },
+            watch: kozmo_api::WatchOptions::default(),
         }
     }
 
@@ -273,10 +282,50 @@ impl Config {
         }
     }
 
+    /// This daemon's node id: `node_id`, or the host name and a hash of
+    /// the data directory's absolute path (stable across restarts, distinct
+    /// for two daemons on one host).
+    pub fn node_id(&self) -> String {
+        if let Some(id) = &self.node_id {
+            return id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "kozmo".into());
+        let dir = std::path::absolute(&self.data_dir).unwrap_or_else(|_| self.data_dir.clone());
+        // FNV-1a: stable across builds and platforms (std's hasher is not).
+        let hash = dir
+            .as_os_str()
+            .as_encoded_bytes()
+            .iter()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+            });
+        format!("{host}-{:08x}", hash as u32)
+    }
+
     /// Refuses settings that cannot work, with what to do.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.store_choice()?;
         self.resources_choice()?;
+        if let Some(id) = &self.node_id {
+            let ok = !id.is_empty()
+                && id.len() <= 128
+                && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
+            if !ok {
+                anyhow::bail!(
+                    "node_id {id:?} is not a valid node id (--node-id, KOZMO_NODE_ID or node_id in kozmo.toml): use                      1 to 128 letters, digits, '.', '_', ':' or '-'"
+                );
+            }
+        }
+        if !(self.lease_secs >= 1.0 && self.lease_secs <= 3600.0) {
+            anyhow::bail!(
+                "lease_secs must be between 1 and 3600 seconds (--lease-secs, KOZMO_LEASE_SECS or lease_secs in                  kozmo.toml), got {}",
+                self.lease_secs
+            );
+        }
         if !self.listen.ip().is_loopback() && self.api_token.as_deref().is_none_or(str::is_empty) {
             anyhow::bail!(
                 "listen address {} is not loopback and no API token is set: set api_token (or KOZMO_API_TOKEN) \

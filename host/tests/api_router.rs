@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use kozmo_api::types::{Event, Execution, PluginBody};
 use kozmo_api::*;
-use kozmo_host::client::{Client, ClientError};
+use kozmo_host::client::{Client, ClientError, SseItem};
 
 #[derive(Default)]
 struct Fake {
@@ -272,6 +272,18 @@ fn a_token_is_required_when_configured() {
     assert_eq!((s, kind.as_str()), (401, "unauthorized"));
     let wrong = Client::new(c.base(), Some("nope".into()));
     assert_eq!(api_err(wrong.get("/healthz")).0, 401);
+    // The watches too, before any stream starts.
+    c.post("/v1/executions", &json!({"execution_id": "t", "type": "echo"}))
+        .unwrap();
+    let within = std::time::Duration::from_secs(10);
+    for path in ["/v1/executions/t/watch", "/v1/executions/watch"] {
+        let refused = anonymous.watch(path, None, within).unwrap_err();
+        assert!(
+            matches!(refused, ClientError::Api { status: 401, .. }),
+            "{path}: {refused:?}"
+        );
+    }
+    assert!(c.watch("/v1/executions/t/watch", None, within).unwrap().is_some());
 }
 
 #[test]
@@ -280,4 +292,74 @@ fn the_openapi_document_is_served() {
     let (status, doc) = c.get("/v1/openapi.json").unwrap();
     assert_eq!(status, 200);
     assert!(doc["paths"]["/v1/executions:batch"]["post"].is_object(), "{doc}");
+}
+
+#[test]
+fn watches_are_bounded_and_a_resumed_one_sends_only_what_changed() {
+    let c = start(ApiOptions {
+        watch: WatchOptions {
+            max_watchers: 1,
+            poll: std::time::Duration::from_millis(50),
+            ..WatchOptions::default()
+        },
+        ..Default::default()
+    });
+    c.post("/v1/executions", &json!({"execution_id": "w", "type": "echo"}))
+        .unwrap();
+    let within = std::time::Duration::from_secs(60);
+    let mut first = c.watch("/v1/executions/w/watch", None, within).unwrap().unwrap();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        if let SseItem::Message(m) = first.next().unwrap().unwrap() {
+            got.push(m);
+        }
+    }
+    assert_eq!(
+        got.iter().map(|m| m.event.as_str()).collect::<Vec<_>>(),
+        ["event", "execution"]
+    );
+    // The one slot is taken: a second watch is refused, not queued.
+    let refused = c.watch("/v1/executions/w/watch", None, within).unwrap_err();
+    assert!(matches!(refused, ClientError::Api { status: 503, .. }), "{refused:?}");
+    // A watch that left gives its slot back.
+    drop(first);
+    let last = got[1].id.clone().unwrap();
+    c.post("/v1/executions/w/abort", &json!({})).unwrap();
+    let start = std::time::Instant::now();
+    let mut resumed = loop {
+        match c.watch("/v1/executions/w/watch", Some(&last), within) {
+            Ok(stream) => break stream.unwrap(),
+            Err(ClientError::Api { status: 503, .. }) => {
+                assert!(start.elapsed() < within, "the slot never came back");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    // Resumed after the status: the event is not sent again, the end is.
+    let next = loop {
+        if let SseItem::Message(m) = resumed.next().unwrap().unwrap() {
+            break m;
+        }
+    };
+    assert_eq!(next.event, "end", "{next:?}");
+    assert!(next.data.contains("\"Aborted\""), "{next:?}");
+    assert!(resumed.next().is_none());
+    let end = next.id.unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        match c.watch("/v1/executions/w/watch", Some(&end), within) {
+            Ok(None) => break,
+            Err(ClientError::Api { status: 503, .. }) if start.elapsed() < within => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            other => panic!("after the end: 204, got {other:?}"),
+        }
+    }
+    // The Fake cannot list every execution's events: a 503, not a hang.
+    let (status, kind, _) = match c.watch("/v1/executions/watch", None, within) {
+        Err(ClientError::Api { status, kind, detail }) => (status, kind, detail),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((status, kind.as_str()), (503, "unavailable"));
 }

@@ -25,6 +25,13 @@ fn the_version_names_the_plugin_abi_and_interface_a_plugin_builds_against() {
         )),
         "{text}"
     );
+    // The daemon's own version, and the ABI's epoch spelled out.
+    assert!(
+        text.starts_with(&format!("kozmo {} (the daemon", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
+    let epoch = kozmo_interface::abi::ABI_VERSION.epoch;
+    assert!(text.contains(&format!("epoch {epoch}")), "{text}");
 }
 
 #[test]
@@ -37,7 +44,7 @@ fn client_options_are_listed_by_the_client_commands_only() {
             "{cmd:?} does not talk to a daemon: {help}"
         );
     }
-    for cmd in ["submit", "get", "list", "events", "outputs", "abort", "prune"] {
+    for cmd in ["submit", "get", "list", "events", "watch", "outputs", "abort", "prune"] {
         let (ok, help) = kozmo(&[cmd, "--help"]);
         assert!(ok, "{cmd}: {help}");
         assert!(help.contains("--server") && help.contains("--token"), "{cmd}: {help}");

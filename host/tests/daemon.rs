@@ -79,19 +79,25 @@ fn examples_through_the_cli_with_wait_exit_codes() {
     let out = d.cli(&["events", "hello-1"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("PhaseSuccess"), "{text}");
-    // Text like the other commands: a line per event, not JSON.
-    for line in text.lines() {
-        assert!(!line.starts_with('{'), "{text}");
-        assert!(line.starts_with("20") && line.contains("  attempt 0  "), "{line}");
+    // A table like the other commands print: a header, a row per event.
+    let mut lines = text.lines();
+    assert!(lines.next().unwrap().starts_with("SEQ  TIME"), "{text}");
+    for line in lines {
+        assert!(!line.trim_start().starts_with('{'), "{text}");
+        assert!(line.contains("  20") && line.contains("Z  "), "{line}");
     }
     assert!(
         text.lines()
             .any(|l| l.contains(" terminal ") && l.contains("Succeeded")),
         "{text}"
     );
+    // -o json: one JSON line per event.
     let out = d.cli(&["events", "hello-1", "-o", "json"]);
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(v["items"].as_array().is_some_and(|i| !i.is_empty()), "{v}");
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!lines.is_empty() && lines.iter().all(|e| e["execution_id"] == "hello-1"));
     let out = d.cli(&["get", "hello-1", "-o", "json"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["phase"], "Succeeded");

@@ -139,6 +139,26 @@ fn permanent_failure_with_cleanup_calls_abort_then_finalize() {
 }
 
 #[test]
+fn the_commit_listener_hears_the_commits_and_events_after_reads_what_they_wrote() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let h = Harness::new();
+    let heard = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = heard.clone();
+    assert!(h.engine.on_commit(Box::new(move || {
+        counter.fetch_add(1, SeqCst);
+    })));
+    assert!(!h.engine.on_commit(Box::new(|| {})), "one listener only");
+    let id = h.submit("heard", rounds(json!([{"phase": "Success"}])));
+    h.wait_terminal(&id);
+    // The submission and the steps up to the terminal one were committed.
+    assert!(heard.load(SeqCst) >= 2, "{}", heard.load(SeqCst));
+    let all = h.engine.events_after(None, 0, 100).unwrap();
+    assert_eq!(all, h.engine.events(&id).unwrap());
+    assert_eq!(h.engine.last_event_seq().unwrap(), all.last().unwrap().seq);
+    assert_eq!(h.engine.events_after(Some(&id), all[0].seq, 100).unwrap(), all[1..]);
+}
+
+#[test]
 fn client_abort_runs_abort_then_finalize_and_ends_aborted_once() {
     let h = Harness::new();
     let id = h.submit("to-abort", rounds(json!([{"phase": "Running", "version": 1}])));
@@ -148,6 +168,8 @@ fn client_abort_runs_abort_then_finalize_and_ends_aborted_once() {
     let v = h.wait_terminal(&id);
     assert_eq!(v.phase, ExecPhase::Aborted);
     assert_eq!(v.error.as_ref().unwrap().message, "user asked");
+    // One abort code: the execution's error and its task event agree.
+    assert_eq!(v.error.as_ref().unwrap().code, kozmo_engine::model::ABORTED_CODE);
     assert_eq!(v.plugin_phase, "PhaseAborted");
     let kinds = h.call_kinds(&id);
     assert_eq!(
@@ -161,7 +183,10 @@ fn client_abort_runs_abort_then_finalize_and_ends_aborted_once() {
         .rfind(|e| e.event.kind == event_kind::TASK)
         .unwrap();
     assert_eq!(abort_event.event.phase, "PhaseAborted");
-    assert_eq!(abort_event.event.body["error"]["code"], "Task Aborted");
+    assert_eq!(
+        abort_event.event.body["error"]["code"],
+        kozmo_engine::model::ABORTED_CODE
+    );
     // Aborting a terminal execution changes nothing.
     assert_eq!(h.engine.abort(&id, "again").unwrap().phase, ExecPhase::Aborted);
     assert_eq!(h.count_kind(&id, event_kind::TERMINAL), 1);

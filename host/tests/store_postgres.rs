@@ -164,7 +164,7 @@ fn a_daemon_on_postgres_finishes_every_acknowledged_execution_once_through_sigki
 }
 
 #[test]
-fn a_second_daemon_on_the_same_database_is_refused() {
+fn a_second_daemon_with_the_same_node_id_is_refused() {
     let pg = PgServer::start();
     let url = pg.url("kozmo");
     let root = tempfile::tempdir().unwrap();
@@ -172,12 +172,12 @@ fn a_second_daemon_on_the_same_database_is_refused() {
         &root.path().join("first"),
         &["kozmo-plugin-echo"],
         &[],
-        &[("KOZMO_STORE", &url)],
+        &[("KOZMO_STORE", &url), ("KOZMO_NODE_ID", "n1")],
     );
     let other = root.path().join("second");
     let plugins = plugin_dir(&other, &["kozmo-plugin-echo"]);
     let out = kozmo()
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--node-id", "n1", "--data-dir"])
         .arg(other.join("data"))
         .arg("--plugins-dir")
         .arg(&plugins)
@@ -186,7 +186,10 @@ fn a_second_daemon_on_the_same_database_is_refused() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("another kozmo daemon uses the database"), "{stderr}");
+    assert!(
+        stderr.contains("another kozmo daemon runs as node n1 on the database"),
+        "{stderr}"
+    );
     assert!(!stderr.contains(pg.password()), "{stderr}");
 }
 

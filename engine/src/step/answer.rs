@@ -169,7 +169,7 @@ pub(super) fn apply_phase(
             } else {
                 info.reason()
             };
-            ExecutionError::new("Aborted", reason, ErrorKind::User)
+            ExecutionError::new(crate::model::ABORTED_CODE, reason, ErrorKind::User)
         });
         state.abort(false, err.message.clone(), err);
         Next::Now

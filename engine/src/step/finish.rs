@@ -273,7 +273,11 @@ impl Engine {
                         }
                         let aborted = PhaseInfo::failed(
                             Phase::ABORTED,
-                            Some(ExecutionError::new("Task Aborted", f.reason.clone(), ErrorKind::User)),
+                            Some(ExecutionError::new(
+                                crate::model::ABORTED_CODE,
+                                f.reason.clone(),
+                                ErrorKind::User,
+                            )),
                             None,
                         );
                         events.push(task_event(&src, &aborted, TaskEventExtra::None));

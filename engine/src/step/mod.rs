@@ -52,7 +52,7 @@ fn abort_allowed(task: &TaskState) -> bool {
 /// the persisted `task` allows it.
 fn client_abort(id: &str, mut state: ExecState, task: &TaskState, reason: &str, now: i64) -> StepOutcome {
     state.updated_at_ms = now;
-    let error = ExecutionError::new("Aborted", reason.to_string(), ErrorKind::User);
+    let error = ExecutionError::new(crate::model::ABORTED_CODE, reason.to_string(), ErrorKind::User);
     state.abort(abort_allowed(task), reason.to_string(), error);
     let mut commit = RoundCommit::state_only(id, state);
     commit.set_clear_abort();

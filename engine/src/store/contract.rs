@@ -144,6 +144,19 @@ pub fn contract(s: &dyn Store) {
     );
     s.append_events("b", &[row(event_kind::SLOW_CALL)]).unwrap();
     assert_eq!(s.events("b").unwrap().last().unwrap().event.kind, event_kind::SLOW_CALL);
+    // What the watch API reads: the events after a seq, of one execution
+    // or of all, in seq order; the last seq.
+    let all = s.events_after(None, 0, 100).unwrap();
+    let ids: Vec<&str> = all.iter().map(|e| e.execution_id.as_str()).collect();
+    assert_eq!(ids, ["a", "a", "b"]);
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(all[..2], s.events("a").unwrap()[..]);
+    assert_eq!(s.last_event_seq().unwrap(), all[2].seq);
+    assert_eq!(s.events_after(None, all[0].seq, 100).unwrap(), all[1..]);
+    assert_eq!(s.events_after(None, 0, 1).unwrap(), all[..1]);
+    assert_eq!(s.events_after(Some("a"), all[0].seq, 100).unwrap(), all[1..2]);
+    assert!(s.events_after(Some("a"), all[2].seq, 100).unwrap().is_empty());
+    assert!(s.events_after(Some("zzz"), 0, 100).unwrap().is_empty());
     let victim = |id: &str| CrashVictim {
         execution_id: id.into(),
         call: "handle".into(),

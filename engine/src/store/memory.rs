@@ -348,6 +348,32 @@ impl Store for MemoryStore {
             .unwrap_or_default())
     }
 
+    fn events_after(&self, id: Option<&str>, after_seq: i64, limit: usize) -> StoreResult<Vec<EventRecord>> {
+        let g = self.lock();
+        // The log keeps no execution ids: walk back the chains that reach
+        // past `after_seq` (tests and benchmarks only; O(executions)).
+        let mut out: Vec<EventRecord> = Vec::new();
+        let rows: Box<dyn Iterator<Item = (&String, &Row)>> = match id {
+            Some(id) => Box::new(g.executions.get_key_value(id).into_iter()),
+            None => Box::new(g.executions.iter()),
+        };
+        for (id, row) in rows {
+            let mut at = row.last_event;
+            while at > after_seq {
+                let Some(e) = g.events.get(at) else { break };
+                out.push(e.record(id));
+                at = e.prev;
+            }
+        }
+        out.sort_by_key(|e| e.seq);
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    fn last_event_seq(&self) -> StoreResult<i64> {
+        Ok(self.lock().seq)
+    }
+
     fn outputs(&self, id: &str, attempt: u32) -> StoreResult<Option<LiteralMap>> {
         Ok(self
             .lock()

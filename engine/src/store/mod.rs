@@ -9,6 +9,7 @@
 //! a call returns only after its transaction is durable (SQLite
 //! `synchronous=FULL` by default).
 
+mod cluster;
 mod commit_cost;
 #[cfg(any(test, feature = "contract"))]
 pub mod contract;
@@ -19,6 +20,7 @@ mod prune;
 
 use std::collections::BTreeMap;
 
+pub use cluster::{Beat, Cluster, NodeInfo, NodeRow};
 pub use commit_cost::CommitCost;
 pub use memory::MemoryStore;
 pub use prune::{CountSlot, PruneCandidate, PruneSelect, PrunedRows, StoreSpace, OWNED_TABLES, TERMINAL};
@@ -223,6 +225,29 @@ pub trait Store: Send + Sync {
     fn request_abort(&self, id: &str, reason: &str) -> StoreResult<bool>;
     /// The events of an execution in order.
     fn events(&self, id: &str) -> StoreResult<Vec<EventRecord>>;
+    /// The events with `seq` greater than `after_seq`, in `seq` order, at
+    /// most `limit`: of execution `id`, or of every execution (`None`). What
+    /// the watch API reads, so a watcher sees what any writer of the store
+    /// committed. Default: `events(id)` filtered; every execution's only
+    /// from a store that implements it.
+    fn events_after(&self, id: Option<&str>, after_seq: i64, limit: usize) -> StoreResult<Vec<EventRecord>> {
+        match id {
+            Some(id) => Ok(self
+                .events(id)?
+                .into_iter()
+                .filter(|e| e.seq > after_seq)
+                .take(limit)
+                .collect()),
+            None => Err(StoreError(
+                "this store cannot list the events of every execution".into(),
+            )),
+        }
+    }
+    /// The greatest event `seq` stored (0: none); where a watch of every
+    /// execution starts. Default: unknown (an error).
+    fn last_event_seq(&self) -> StoreResult<i64> {
+        Err(StoreError("this store cannot tell its last event".into()))
+    }
     /// The outputs recorded for an attempt.
     fn outputs(&self, id: &str, attempt: u32) -> StoreResult<Option<LiteralMap>>;
     /// The error document recorded for an attempt.
@@ -268,5 +293,10 @@ pub trait Store: Send + Sync {
     /// last updated (the oldest one retention kept). Default: unknown.
     fn oldest_terminal(&self) -> StoreResult<Option<i64>> {
         Ok(None)
+    }
+    /// The cluster side of a store several daemons share (leases,
+    /// claims, fencing); `None` (the default) for a store of one daemon.
+    fn cluster(&self) -> Option<&dyn Cluster> {
+        None
     }
 }

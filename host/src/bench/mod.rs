@@ -24,6 +24,7 @@ pub mod engine;
 pub mod http;
 pub mod isolated;
 pub mod load;
+pub mod postgres;
 pub mod report;
 pub mod retention;
 pub mod sqlite_raw;

@@ -78,6 +78,15 @@ What each figure measures (goals from the benchmark issue):
       (goal <= 20 ms; the plugin signals when its command ends). Needs
       libkozmo_plugin_shell.so (`cargo build --release -p
       kozmo-plugin-shell`).
+  postgres  durable completions/s of the engine on the PostgreSQL store
+      (joined as a cluster node), --postgres-executions in batches of
+      --batch, against raw batched COPY of the same rows into copies of the
+      same tables on the same server, --batch executions per transaction
+      (goal engine/raw >= 0.5); then two nodes on one database, half the
+      submissions each, against one (report only). The server is
+      --postgres (or KOZMO_BENCH_POSTGRES), else a throw-away cluster from
+      the installed PostgreSQL (`pg_config --bindir`). Each run works in a
+      schema of its own, dropped at the end.
   signal  a native plugin whose own thread signals its execution 3 ms
       after each round, on SQLite with a 1 h resync: signal() -> start of
       the next handle, p50/p99 (goal p50 <= 1 ms).
@@ -93,9 +102,9 @@ pub struct BenchArgs {
     /// SVG plot of P2 rounds/s against executions in flight [default: docs/bench-throughput.svg; none with --only].
     #[arg(long)]
     pub plot: Option<PathBuf>,
-    /// Run only these parts, comma-separated: p2, p3, p4, p5, p6, latency, http, retention, shell, signal
-    /// [default: all].
-    #[arg(long, value_delimiter = ',', value_parser = ["p2", "p3", "p4", "p5", "p6", "latency", "http", "retention", "shell", "signal"])]
+    /// Run only these parts, comma-separated: p2, p3, p4, p5, p6, latency, http, retention, shell, signal,
+    /// postgres [default: all].
+    #[arg(long, value_delimiter = ',', value_parser = ["p2", "p3", "p4", "p5", "p6", "latency", "http", "retention", "shell", "signal", "postgres"])]
     pub only: Vec<String>,
     /// Smoke run: tiny sizes for every measurement (figures meaningless).
     #[arg(long)]
@@ -158,6 +167,13 @@ pub struct BenchArgs {
     /// shell and signal: one-at-a-time samples [default: 200 shell tasks, 1000 signals; quick: 5, 20].
     #[arg(long)]
     pub wakeup_samples: Option<usize>,
+    /// postgres: the database to measure on (postgres://user:password@host/db; the run creates and drops
+    /// schemas of its own) [default: a throw-away local cluster].
+    #[arg(long, env = "KOZMO_BENCH_POSTGRES", hide_env_values = true)]
+    pub postgres: Option<String>,
+    /// postgres: executions per run [default: 20000; quick: 500].
+    #[arg(long)]
+    pub postgres_executions: Option<usize>,
     /// Engine worker threads (0: number of cores).
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
@@ -275,7 +291,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         + u64::from(args.runs("http"))
         + u64::from(args.runs("retention"))
         + u64::from(args.runs("shell"))
-        + u64::from(args.runs("signal"));
+        + u64::from(args.runs("signal"))
+        + u64::from(args.runs("postgres"));
     let pb = ProgressBar::new(phases);
     pb.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {wide_msg}")
@@ -420,12 +437,30 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         pb.inc(1);
         signal
     });
+    let postgres = args.runs("postgres").then(|| {
+        let p = crate::bench::postgres::measure(
+            args.postgres.as_deref(),
+            args.postgres_executions.unwrap_or(if q { 500 } else { 20_000 }),
+            args.batch,
+            &pb,
+        )
+        .map_err(|e| format!("{e:#}"));
+        pb.inc(1);
+        p
+    });
+    let postgres_md = postgres.map(|p| match p {
+        Ok(p) => p.markdown(),
+        Err(e) => format!("not measured: {e}\n"),
+    });
     let wakeups_md = (shell.is_some() || signal.is_some()).then(|| wakeups::markdown(shell.as_ref(), signal.as_ref()));
     pb.finish_and_clear();
-    let separate = ["retention", "shell", "signal"];
+    let separate = ["retention", "shell", "signal", "postgres"];
     if !args.only.is_empty() && args.only.iter().all(|p| separate.contains(&p.as_str())) {
         if let Some(r) = &retention {
             print!("{}", r.markdown());
+        }
+        if let Some(p) = &postgres_md {
+            print!("{p}");
         }
         if let Some(w) = &wakeups_md {
             print!("{w}");
@@ -457,6 +492,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(w) = &wakeups_md {
         print!("\n{w}");
+    }
+    if let Some(p) = &postgres_md {
+        print!("\n{p}");
     }
 
     let (output, plot) = args.files();
@@ -502,6 +540,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             &format!("## Wake-ups: shell tasks and signals\n\n{w}\n{NOTES_MARKER}"),
             1,
         );
+    }
+    if let Some(p) = &postgres_md {
+        md = md.replacen(NOTES_MARKER, &format!("## PostgreSQL store\n\n{p}\n{NOTES_MARKER}"), 1);
     }
     std::fs::write(&output, md)?;
     eprintln!("kozmo bench: wrote {}", output.display());

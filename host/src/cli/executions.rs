@@ -3,7 +3,7 @@
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
@@ -61,13 +61,19 @@ pub struct SubmitArgs {
     /// and file is harmless; another file under the same id is refused (409).
     #[arg(long)]
     pub id: Option<String>,
-    /// Follow the execution, printing phase changes, until it ends; exit 0
-    /// on success, 1 on failure or abort.
+    /// Follow the execution (as `kozmo watch` does, progress on stderr)
+    /// until it ends, then print its outputs; exit 0 on success, 1 on
+    /// failure or abort, 3 when the wait gave up. Rides out a daemon
+    /// restart (see --retry-for).
     #[arg(long)]
     pub wait: bool,
     /// Give up waiting after this many seconds (exit 3).
     #[arg(long, default_value_t = 3600)]
     pub timeout: u64,
+    /// With --wait: while the daemon cannot be reached (a restart), keep
+    /// trying this many seconds before giving up (exit 3).
+    #[arg(long, default_value_t = 120, requires = "wait")]
+    pub retry_for: u64,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: Format,
@@ -91,7 +97,7 @@ fn read_task(file: &PathBuf) -> anyhow::Result<Value> {
     serde_json::from_str(&text).with_context(|| format!("task file {} is not valid JSON", file.display()))
 }
 
-fn show(v: &Value, format: Format) {
+pub(crate) fn show(v: &Value, format: Format) {
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),
         Format::Text => print_text(v),
@@ -137,10 +143,20 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    wait(&client, &id, &execution, Duration::from_secs(args.timeout), args.output)
+    super::watch::follow(
+        &client,
+        &id,
+        &super::watch::Follow {
+            timeout: Duration::from_secs(args.timeout),
+            retry_for: Duration::from_secs(args.retry_for),
+            format: args.output,
+            outputs_at_end: true,
+        },
+    )
 }
 
-fn describe(v: &Value) -> String {
+/// An execution's phase, plugin phase and version, attempt: `Running (PhaseRunning v1)`.
+pub(crate) fn describe(v: &Value) -> String {
     let mut s = v["phase"].as_str().unwrap_or("?").to_string();
     if let Some(p) = v["plugin_phase"].as_str() {
         s.push_str(&format!(" ({p} v{})", v["plugin_phase_version"].as_u64().unwrap_or(0)));
@@ -151,80 +167,6 @@ fn describe(v: &Value) -> String {
         }
     }
     s
-}
-
-/// Prints the execution's phase changes until it ends, starting with the
-/// state the submission answered (`submitted`), so a task that finishes
-/// before the first poll still shows where it started.
-fn wait(client: &Client, id: &str, submitted: &Value, timeout: Duration, format: Format) -> anyhow::Result<ExitCode> {
-    let start = Instant::now();
-    let mut last = String::new();
-    if submitted["phase"].as_str().is_some_and(|p| !is_terminal(p)) {
-        last = describe(submitted);
-        eprintln!("{:>7.2}s  {id}  {last}", 0.0);
-    }
-    let mut unreachable_since: Option<Instant> = None;
-    loop {
-        let v = match client.get(&execution_path(id, "")?) {
-            Ok((_, v)) => v,
-            // The daemon restarting (or briefly away) does not stop the
-            // execution: keep asking until it answers or the wait times out.
-            Err(e @ ClientError::Transport { .. }) => {
-                if start.elapsed() > timeout {
-                    eprintln!(
-                        "gave up waiting for {id} after {}s: {e} (the execution goes on if the daemon does)",
-                        timeout.as_secs()
-                    );
-                    return Ok(ExitCode::from(3));
-                }
-                if unreachable_since.is_none() {
-                    eprintln!(
-                        "{:>7.2}s  {id}  lost the daemon ({e}); the execution goes on, asking again",
-                        start.elapsed().as_secs_f64()
-                    );
-                    unreachable_since = Some(Instant::now());
-                }
-                std::thread::sleep(Duration::from_millis(500));
-                continue;
-            }
-            Err(e) => return Err(e).with_context(|| format!("execution [{id}]")),
-        };
-        if let Some(since) = unreachable_since.take() {
-            eprintln!(
-                "{:>7.2}s  {id}  the daemon answers again (away {:.1}s)",
-                start.elapsed().as_secs_f64(),
-                since.elapsed().as_secs_f64()
-            );
-        }
-        let now = describe(&v);
-        if now != last {
-            eprintln!("{:>7.2}s  {id}  {now}", start.elapsed().as_secs_f64());
-            if let Some(e) = v.get("last_handler_error").filter(|e| !e.is_null()) {
-                eprintln!("          handler error: {e}");
-            }
-            last = now;
-        }
-        let phase = v["phase"].as_str().unwrap_or_default().to_string();
-        if is_terminal(&phase) {
-            if phase == "Succeeded" {
-                let (_, out) = about(id, client.get(&execution_path(id, "/outputs")?))?;
-                show(&out["outputs"], format);
-                return Ok(ExitCode::SUCCESS);
-            }
-            if let Some(e) = v.get("error").filter(|e| !e.is_null()) {
-                eprintln!("{id} {phase}: {e}");
-            }
-            return Ok(ExitCode::from(1));
-        }
-        if start.elapsed() > timeout {
-            eprintln!(
-                "gave up waiting for {id} after {}s (it goes on running)",
-                timeout.as_secs()
-            );
-            return Ok(ExitCode::from(3));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Names the execution in an error of a request about it (the daemon's
@@ -265,47 +207,112 @@ pub fn list(phase: Option<String>, limit: usize, format: Format, server: ServerA
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs `kozmo events`.
+/// Runs `kozmo events`: a table (text), or one JSON line per event.
 pub fn events(id: &str, format: Format, server: ServerArgs) -> anyhow::Result<ExitCode> {
     let (_, page) = about(id, server.client().get(&execution_path(id, "/events")?))?;
+    let items = page["items"].as_array().cloned().unwrap_or_default();
     match format {
-        Format::Json => show(&page, Format::Json),
-        Format::Text => {
-            for e in page["items"].as_array().into_iter().flatten() {
-                println!("{}", event_line(e));
+        Format::Json => {
+            for e in &items {
+                println!("{e}");
             }
         }
+        Format::Text => print!("{}", events_table(&items)),
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// One event as a line of text: when, attempt, kind, phase and version,
-/// then what it says (the last reason, the error, the next attempt).
-fn event_line(e: &Value) -> String {
-    let ms = e["occurred_at_ms"].as_i64().unwrap_or_default();
-    let when = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-    let when = kozmo_interface::format_rfc3339_nanos(when);
+/// Events as a table: a header, then a row per event, columns as wide as
+/// their widest cell (the last, DETAIL, as it comes).
+fn events_table(items: &[Value]) -> String {
+    let header = ["SEQ", "TIME", "ATTEMPT", "KIND", "PHASE", "VERSION", "DETAIL"].map(String::from);
+    let rows: Vec<[String; 7]> = items
+        .iter()
+        .map(|e| {
+            [
+                e["seq"].as_i64().unwrap_or_default().to_string(),
+                event_time(e),
+                e["attempt"].as_u64().unwrap_or_default().to_string(),
+                e["kind"].as_str().unwrap_or("?").to_string(),
+                e["phase"].as_str().unwrap_or("?").to_string(),
+                e["version"].as_u64().unwrap_or_default().to_string(),
+                event_detail(e),
+            ]
+        })
+        .collect();
+    let mut widths = header.clone().map(|h| h.len());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            let right = matches!(i, 0 | 2 | 5);
+            match (i, right) {
+                (6, _) => line.push_str(cell),
+                (_, true) => line.push_str(&format!("{cell:>w$}  ", w = widths[i])),
+                (_, false) => line.push_str(&format!("{cell:<w$}  ", w = widths[i])),
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// When an event happened (RFC 3339, milliseconds).
+fn event_time(e: &Value) -> String {
+    kozmo_engine::model::rfc3339_ms(e["occurred_at_ms"].as_i64().unwrap_or_default())
+}
+
+/// What an event says beyond its phase: the first reason, the error, the
+/// next attempt.
+fn event_detail(e: &Value) -> String {
     let body = &e["body"];
-    let mut line = format!(
-        "{when}  attempt {}  {:<9} {} v{}",
-        e["attempt"].as_u64().unwrap_or_default(),
-        e["kind"].as_str().unwrap_or("?"),
-        e["phase"].as_str().unwrap_or("?"),
-        e["version"].as_u64().unwrap_or_default(),
-    );
+    let mut parts = Vec::new();
     if let Some(reason) = body["reasons"]
         .as_array()
         .and_then(|r| r.first())
         .and_then(|r| r["reason"].as_str().or(r.as_str()))
         .filter(|r| !r.is_empty())
     {
-        line.push_str(&format!("  {reason}"));
+        parts.push(reason.to_string());
     }
     if let (Some(code), Some(message)) = (body["error"]["code"].as_str(), body["error"]["message"].as_str()) {
-        line.push_str(&format!("  {code}: {message}"));
+        parts.push(format!("{code}: {message}"));
     }
     if let Some(next) = body["next_attempt"].as_u64() {
-        line.push_str(&format!("  (next attempt {next})"));
+        parts.push(format!("(next attempt {next})"));
+    }
+    // One line per event: a multi-line message (a command's stderr) is
+    // joined with " | ".
+    parts
+        .join("  ")
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+/// One event as a line of text: when, attempt, kind, phase and version,
+/// then what it says (the first reason, the error, the next attempt).
+pub(crate) fn event_line(e: &Value) -> String {
+    let mut line = format!(
+        "{}  attempt {}  {:<9} {} v{}",
+        event_time(e),
+        e["attempt"].as_u64().unwrap_or_default(),
+        e["kind"].as_str().unwrap_or("?"),
+        e["phase"].as_str().unwrap_or("?"),
+        e["version"].as_u64().unwrap_or_default(),
+    );
+    let detail = event_detail(e);
+    if !detail.is_empty() {
+        line.push_str("  ");
+        line.push_str(&detail);
     }
     line
 }

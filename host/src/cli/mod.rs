@@ -11,6 +11,7 @@ pub mod prune;
 pub mod retention;
 pub mod serve;
 pub mod submit_many;
+pub mod watch;
 
 /// Kozmo: a native plugin system for task execution.
 #[derive(Debug, Parser)]
@@ -64,7 +65,12 @@ pub enum Command {
         #[command(flatten)]
         server: executions::ServerArgs,
     },
-    /// Show an execution's events, in order.
+    /// Follow an execution as it runs: its phase changes and events as
+    /// they come, until it ends (exit 0 Succeeded, 1 Failed or Aborted, 3
+    /// gave up); rides out a daemon restart.
+    Watch(watch::WatchArgs),
+    /// Show an execution's events, in order: a table (`-o json`: one JSON
+    /// line per event).
     Events {
         /// Execution id, sent percent-encoded (write `-- ID` for an id that
         /// starts with `-`).
@@ -126,16 +132,19 @@ pub enum Command {
     },
 }
 
-/// `kozmo --version`: the binary's version, and the plugin ABI and
-/// `kozmo-interface` version a plugin is built against to load here.
+/// `kozmo --version`: the daemon's (this binary's) version, and what a
+/// plugin is built against to load here: the `kozmo-interface` version and
+/// the plugin ABI (epoch and minor).
 fn version_text() -> &'static str {
     static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     TEXT.get_or_init(|| {
+        let abi = kozmo_interface::abi::ABI_VERSION;
         format!(
-            "{} (plugin ABI {}, kozmo-interface {})",
+            "{} (the daemon; plugins build against kozmo-interface {}, plugin ABI {abi}: epoch {}, minor {})",
             env!("CARGO_PKG_VERSION"),
-            kozmo_interface::abi::ABI_VERSION,
-            kozmo_interface::host::interface_version()
+            kozmo_interface::host::interface_version(),
+            abi.epoch,
+            abi.minor
         )
     })
 }
@@ -186,6 +195,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             server,
         } => executions::list(phase, limit, output, server),
         Command::Events { id, output, server } => executions::events(&id, output, server),
+        Command::Watch(args) => watch::run(args),
         Command::Outputs { id, server } => executions::outputs(&id, server),
         Command::Abort {
             id,

@@ -29,6 +29,17 @@ pub struct ServeArgs {
     /// processes like --store.
     #[arg(long, env = "KOZMO_RESOURCES", hide_env_values = true)]
     pub resources: Option<String>,
+    /// This daemon's id among the daemons sharing a PostgreSQL store
+    /// (default: the host name and a hash of the data directory). Two
+    /// daemons with one id on one database: the second refuses to start.
+    #[arg(long, env = "KOZMO_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Seconds a node's lease holds without a heartbeat (PostgreSQL store;
+    /// default 10): a node silent this long (dead, paused, cut off) loses
+    /// its executions to the other nodes, which resume them from their last
+    /// committed step.
+    #[arg(long, env = "KOZMO_LEASE_SECS")]
+    pub lease_secs: Option<f64>,
     /// Plugin directory.
     #[arg(long, env = "KOZMO_PLUGINS_DIR")]
     pub plugins_dir: Option<PathBuf>,
@@ -176,7 +187,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     );
     set!(crash_loop_limit, call_warn_after_secs, shutdown_grace_secs);
     set!(http_header_timeout_secs, http_body_timeout_secs, http_max_connections);
-    set!(max_batch_items, max_batch_bytes);
+    set!(max_batch_items, max_batch_bytes, lease_secs);
+    if args.node_id.is_some() {
+        config.node_id = args.node_id;
+    }
     // Like the token, taken out of the environment and arguments at start.
     if let Some(store) = args.store.or_else(crate::startup_secrets::store) {
         config.store = Some(crate::config::StoreSetting(store));

@@ -21,10 +21,10 @@ use crate::metrics::Metrics;
 use kozmo_api as api;
 use kozmo_engine::resources::{InMemoryResources, ResourceBackend, ResourceManagerBuilder};
 use kozmo_engine::retention::pruner::Retention;
-use kozmo_engine::store::Store;
+use kozmo_engine::store::{NodeInfo, Store};
 use kozmo_engine::{Engine, EngineConfig, EngineHandle, LateEnqueueOwner};
 use kozmo_resources_redis::{RedisResources, REDIS_MANAGER_ID};
-use kozmo_store_postgres::PostgresStore;
+use kozmo_store_postgres::{NodeSpec, PostgresStore};
 use kozmo_store_sqlite::SqliteStore;
 
 /// Why the daemon did not start; exit code 2 (configuration, plugins) or 1.
@@ -69,23 +69,24 @@ fn quotas_with_overrides(builder: &ResourceManagerBuilder, config: &Config) -> s
 
 /// Opens the store the configuration names (the host only picks it: the
 /// SQL lives in the store crates).
-fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
+/// The opened store, and the PostgreSQL one again when it is that (it
+/// joins the cluster once the plugins it serves are known).
+type OpenedStore = (Arc<dyn Store>, Option<Arc<PostgresStore>>);
+
+fn open_store(config: &Config) -> Result<OpenedStore, StartError> {
     let choice = config.store_choice().map_err(StartError::config)?;
-    let opened: Result<Arc<dyn Store>, _> = match &choice {
-        StoreChoice::Sqlite(dir) => SqliteStore::open_in(dir).map(|s| Arc::new(s) as Arc<dyn Store>),
-        // One daemon per database until leases exist (issue 15, later parts).
-        StoreChoice::Postgres(url) => PostgresStore::open(url)
-            .and_then(|s| s.claim_sole_daemon().map(|()| s))
-            .map(|s| Arc::new(s) as Arc<dyn Store>),
+    let opened: Result<OpenedStore, _> = match &choice {
+        StoreChoice::Sqlite(dir) => SqliteStore::open_in(dir).map(|s| (Arc::new(s) as Arc<dyn Store>, None)),
+        StoreChoice::Postgres(url) => PostgresStore::open(url).map(|s| {
+            let s = Arc::new(s);
+            (s.clone() as Arc<dyn Store>, Some(s))
+        }),
     };
     let store = opened.map_err(|e| {
         StartError::config(match &choice {
             StoreChoice::Sqlite(dir) => format!("cannot open the store in {}: {e}", dir.display()),
             // One line; the store's error names the server with the
             // password hidden.
-            StoreChoice::Postgres(_) if e.0.starts_with("another kozmo daemon") => {
-                format!("cannot open the store: {}", e.0)
-            }
             StoreChoice::Postgres(_) if e.0.starts_with("invalid ") => format!(
                 "cannot open the store: {}; fix the URL in store (kozmo.toml, KOZMO_STORE or --store)",
                 e.0
@@ -99,6 +100,48 @@ fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
     })?;
     log::info!("store: {}", choice.describe());
     Ok(store)
+}
+
+/// What this node tells the others (several daemons on one store).
+fn node_info(config: &Config, plugins: &loader::LoadedPlugins) -> NodeInfo {
+    let list: Vec<serde_json::Value> = plugins
+        .infos()
+        .iter()
+        .map(|p| serde_json::json!({ "id": p.id, "task_types": p.task_types, "default": p.is_default }))
+        .collect();
+    NodeInfo {
+        plugins_json: serde_json::Value::Array(list).to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        address: Some(config.listen.to_string()),
+    }
+}
+
+/// Joins the daemons on the PostgreSQL database as this node, serving the
+/// task types of the loaded plugins (all, with a default plugin).
+fn join_cluster(
+    pg: &PostgresStore,
+    config: &Config,
+    plugins: &loader::LoadedPlugins,
+    node: &NodeInfo,
+) -> Result<(), StartError> {
+    let task_types = match plugins.default_plugin() {
+        Some(_) => None,
+        None => Some(plugins.routes().into_keys().collect()),
+    };
+    let spec = NodeSpec {
+        node_id: config.node_id(),
+        lease: Duration::from_secs_f64(config.lease_secs),
+        task_types,
+    };
+    let id = spec.node_id.clone();
+    pg.join_cluster(spec, node)
+        .map_err(|e| StartError::config(format!("cannot join the daemons on the store: {}", e.0)))?;
+    log::info!(
+        "node {id}: joined the daemons on {} (lease {}s)",
+        pg.target(),
+        config.lease_secs
+    );
+    Ok(())
 }
 
 /// Builds the resource manager the configuration names, with the quotas
@@ -130,7 +173,7 @@ pub fn start(config: Config) -> Result<Daemon, StartError> {
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))
         .map_err(StartError::config)?;
     let resources_choice = config.resources_choice().map_err(StartError::config)?;
-    let store = open_store(&config)?;
+    let (store, postgres) = open_store(&config)?;
 
     // The manager's id is the first segment of every namespace plugins
     // register, so it is chosen before they load.
@@ -167,6 +210,10 @@ pub fn start(config: Config) -> Result<Daemon, StartError> {
         log::info!("plugin {} ({}) handles {:?}", p.id, p.file.display(), p.task_types);
     }
     let resources = open_resources(&resources_choice, &builder, &config)?;
+    let node_info = node_info(&config, &plugins);
+    if let Some(pg) = &postgres {
+        join_cluster(pg, &config, &plugins, &node_info)?;
+    }
 
     let engine_config = EngineConfig {
         data_dir: config.data_dir.clone(),
@@ -178,6 +225,7 @@ pub fn start(config: Config) -> Result<Daemon, StartError> {
         crash_loop_limit: config.crash_loop_limit,
         call_warn_after: Duration::from_secs_f64(config.call_warn_after_secs),
         secrets: (*secrets).clone(),
+        node: node_info.clone(),
         ..EngineConfig::default()
     };
     let engine = Engine::start(engine_config, store, Arc::new(plugins), resources).map_err(|e| StartError {
@@ -188,6 +236,9 @@ pub fn start(config: Config) -> Result<Daemon, StartError> {
     let policy = config.retention.policy().map_err(StartError::config)?;
     let retention = Retention::start(engine.clone(), policy, Some(&metrics.sub("retention")));
     let service = Arc::new(DaemonService::new(engine.clone(), infos, metrics).with_isolation(&config.isolation()));
+    let _ = service
+        .node
+        .set((config.node_id(), node_info, kozmo_engine::model::now_ms()));
     service.set_retention(retention.clone());
     Ok(Daemon {
         engine,

@@ -7,14 +7,14 @@ use serde_json::Value;
 use crate::loader::PluginInfo;
 use crate::metrics::Metrics;
 use kozmo_api::types::{
-    Event, Execution, ExecutionErrorBody, FileChunk, FileList, HandlerErrorBody, PluginBody, PruneReport, QuotaBody,
-    WaitBody,
+    Event, Execution, ExecutionErrorBody, FileChunk, FileList, HandlerErrorBody, NodeBody, NodePlugin, PluginBody,
+    PruneReport, QuotaBody, WaitBody,
 };
 use kozmo_api::{
     split_batch_item, BatchAccepted, ExecutionService, Health, ItemError, ServiceError, SubmitFuture, Submitted,
 };
 use kozmo_engine::model::{check_execution_id, rfc3339_ms, EventRecord, ExecPhase, ExecutionSpec, ExecutionView};
-use kozmo_engine::store::StoreErrorKind;
+use kozmo_engine::store::{NodeInfo, NodeRow, StoreErrorKind};
 use kozmo_engine::{EngineError, EngineHandle, SubmitOutcome};
 
 use super::prometheus::EngineCollector;
@@ -29,18 +29,30 @@ pub struct DaemonService {
     pub(super) retention: std::sync::OnceLock<std::sync::Arc<kozmo_engine::retention::pruner::Retention>>,
     /// Ids of the plugins whose library runs in a child process.
     isolated: Vec<String>,
+    /// This daemon as a node: its id, what it tells others, when it started
+    /// (`GET /v1/nodes` on a store of one daemon).
+    pub(super) node: std::sync::OnceLock<(String, NodeInfo, i64)>,
+    /// Changes after each commit of the engine: wakes the watches.
+    commits: tokio::sync::watch::Receiver<u64>,
 }
 
 impl DaemonService {
     /// The service over `engine`; its statistics join `metrics`' registry.
     pub fn new(engine: EngineHandle, plugins: Vec<PluginInfo>, metrics: Metrics) -> Self {
         metrics.register_collector(Box::new(EngineCollector::new(engine.clone())));
+        let (tx, commits) = tokio::sync::watch::channel(0u64);
+        // On the committing thread: a counter bump, no allocation, no wait.
+        if !engine.on_commit(Box::new(move || tx.send_modify(|n| *n = n.wrapping_add(1)))) {
+            log::debug!("the engine has a commit listener already: watches poll");
+        }
         DaemonService {
             engine,
             plugins,
             metrics,
             retention: std::sync::OnceLock::new(),
             isolated: Vec::new(),
+            node: std::sync::OnceLock::new(),
+            commits,
         }
     }
 
@@ -54,6 +66,34 @@ impl DaemonService {
             .map(|p| p.id.clone())
             .collect();
         self
+    }
+}
+
+fn node_body(row: NodeRow, this: Option<&str>) -> NodeBody {
+    #[derive(serde::Deserialize)]
+    struct P {
+        id: String,
+        #[serde(default)]
+        task_types: Vec<String>,
+    }
+    let plugins: Vec<P> = serde_json::from_str(&row.info.plugins_json).unwrap_or_default();
+    NodeBody {
+        this_node: this == Some(row.node_id.as_str()),
+        node_id: row.node_id,
+        alive: row.alive,
+        started_at: rfc3339_ms(row.started_at_ms),
+        last_heartbeat: rfc3339_ms(row.heartbeat_at_ms),
+        lease_until: rfc3339_ms(row.lease_until_ms),
+        executions: row.executions,
+        plugins: plugins
+            .into_iter()
+            .map(|p| NodePlugin {
+                id: p.id,
+                task_types: p.task_types,
+            })
+            .collect(),
+        version: row.info.version,
+        address: row.info.address,
     }
 }
 
@@ -257,6 +297,19 @@ impl ExecutionService for DaemonService {
         Ok(events.into_iter().map(event).collect())
     }
 
+    fn events_after(&self, id: Option<&str>, after_seq: i64, limit: usize) -> Result<Vec<Event>, ServiceError> {
+        let events = self.engine.events_after(id, after_seq, limit).map_err(service_error)?;
+        Ok(events.into_iter().map(event).collect())
+    }
+
+    fn last_event_seq(&self) -> Result<i64, ServiceError> {
+        self.engine.last_event_seq().map_err(service_error)
+    }
+
+    fn commits(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.commits.clone())
+    }
+
     fn outputs(&self, id: &str) -> Result<Value, ServiceError> {
         self.engine.outputs(id).map(|o| json(&o)).map_err(service_error)
     }
@@ -278,6 +331,31 @@ impl ExecutionService for DaemonService {
                 isolated: self.isolated.contains(&p.id),
             })
             .collect()
+    }
+
+    fn nodes(&self) -> Result<Vec<NodeBody>, ServiceError> {
+        if let Some(rows) = self.engine.nodes().map_err(service_error)? {
+            let me = self.engine.node_id();
+            return Ok(rows.into_iter().map(|r| node_body(r, me.as_deref())).collect());
+        }
+        // A store of one daemon: this one, always alive.
+        let Some((id, info, started)) = self.node.get() else {
+            return Ok(Vec::new());
+        };
+        let now = kozmo_engine::model::now_ms();
+        let active = self.engine.stats().active;
+        Ok(vec![node_body(
+            NodeRow {
+                node_id: id.clone(),
+                started_at_ms: *started,
+                heartbeat_at_ms: now,
+                lease_until_ms: now,
+                alive: true,
+                executions: active as u64,
+                info: info.clone(),
+            },
+            Some(id),
+        )])
     }
 
     fn metrics_text(&self) -> String {

@@ -5,14 +5,18 @@
 //! retention's deletes. Selected with `store = "postgres://…"`; the
 //! daemon's default stays SQLite.
 
+mod cluster;
 mod migrations;
 mod pg;
 mod pg_prune;
 mod pg_txn;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_cluster;
 mod url;
 
+pub use cluster::{NodeSpec, NODE_LOCK_WAIT};
 pub use migrations::MIGRATIONS;
 pub use pg::{PostgresStore, POOL_SIZE};
 pub use url::redact;

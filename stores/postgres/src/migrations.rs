@@ -17,9 +17,10 @@ use kozmo_engine::store::{StoreError, StoreResult};
 pub const LOCK_KEY: i64 = 0x6b6f_7a6d_6f2e_6d69;
 
 /// Migration `i` brings the schema from version `i` to `i + 1`.
-pub const MIGRATIONS: &[(&str, &str)] = &[(
-    "initial schema (SQLite's 5 migrations in one; leases for several daemons, unused yet)",
-    r#"
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "initial schema (SQLite's 5 migrations in one; leases for several daemons, unused yet)",
+        r#"
 -- Ids compare byte by byte ("C"), as in SQLite, whatever the database's
 -- collation: listing order and `after` paging are the same on both.
 CREATE TABLE executions (
@@ -122,7 +123,36 @@ CREATE TABLE plugin_crashes (
     at           BIGINT NOT NULL
 );
 "#,
-)];
+    ),
+    (
+        "several daemons: nodes with leases, claims, fencing generations on events",
+        r#"
+-- The store's clock, in ms: leases are compared on one clock whatever
+-- the nodes' clocks say.
+CREATE FUNCTION kozmo_now_ms() RETURNS BIGINT LANGUAGE sql VOLATILE
+    AS $$ SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint $$;
+
+-- One row per node: its lease (renewed by its heartbeat) and what it says
+-- about itself (JSON: plugins, version, address).
+CREATE TABLE kozmo_nodes (
+    node_id      TEXT COLLATE "C" PRIMARY KEY,
+    started_at   BIGINT NOT NULL,
+    heartbeat_at BIGINT NOT NULL,
+    lease_until  BIGINT NOT NULL,
+    info         TEXT NOT NULL
+);
+
+-- Leases are per node (kozmo_nodes.lease_until): executions.lease_until
+-- stays unused. Claims and abort polls read active executions by owner.
+CREATE INDEX executions_active_by_owner ON executions (owner, id)
+    WHERE phase NOT IN ('Succeeded', 'Failed', 'Aborted');
+
+-- Which node wrote an event, under which fencing generation: the record
+-- that no node committed for an execution after losing it.
+ALTER TABLE events ADD COLUMN node_id TEXT, ADD COLUMN lease_generation BIGINT;
+"#,
+    ),
+];
 
 fn err(what: &str, e: postgres::Error) -> StoreError {
     StoreError(format!("{what}: {}", crate::pg::describe(&e)))

@@ -16,6 +16,7 @@ use kozmo_interface::Phase;
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Row, Statement};
 
+use crate::cluster::PgCluster;
 use crate::migrations;
 use crate::pg_txn::{insert_events, PgTxn};
 use crate::url::redact;
@@ -24,20 +25,13 @@ use kozmo_engine::model::{
     TaskState, TokenRow,
 };
 use kozmo_engine::store::{
-    CommitCost, CrashVictim, InsertOutcome, PruneCandidate, PruneSelect, PrunedRows, Store, StoreError, StoreResult,
-    WriteTxn,
+    Cluster, CommitCost, CrashVictim, InsertOutcome, PruneCandidate, PruneSelect, PrunedRows, Store, StoreError,
+    StoreResult, WriteTxn,
 };
 
 /// Most pooled connections of one store (the committer's transaction,
 /// API reads, workers' catalog and output reads).
 pub const POOL_SIZE: u32 = 16;
-
-/// The session advisory lock of the daemon using a database
-/// (`"kozmo.dm"` as an i64).
-pub const SOLE_DAEMON_KEY: i64 = 0x6b6f_7a6d_6f2e_646d;
-
-/// How long [`PostgresStore::claim_sole_daemon`] tries before it gives up.
-pub const SOLE_DAEMON_WAIT: Duration = Duration::from_secs(5);
 
 /// How long a caller waits for a pooled connection (or a new one).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -124,8 +118,9 @@ pub(crate) type Pooled = r2d2::PooledConnection<Manager>;
 /// The PostgreSQL store.
 pub struct PostgresStore {
     pool: r2d2::Pool<Manager>,
-    /// The connection holding the sole-daemon lock ([`PostgresStore::claim_sole_daemon`]).
-    sole: std::sync::Mutex<Option<Client>>,
+    /// This node, once it joined the daemons on the database
+    /// ([`PostgresStore::join_cluster`]).
+    cluster: std::sync::OnceLock<PgCluster>,
     config: postgres::Config,
     /// What a commit (the server's WAL flush and the round trip) costs lately.
     pub(crate) sync_cost: CommitCost,
@@ -260,53 +255,34 @@ impl PostgresStore {
         log::debug!("store: PostgreSQL at {target}, pool of {POOL_SIZE}");
         Ok(PostgresStore {
             pool,
-            sole: std::sync::Mutex::new(None),
+            cluster: std::sync::OnceLock::new(),
             config,
             sync_cost: CommitCost::default(),
             target,
         })
     }
 
-    /// Makes this the only daemon on the database until the store drops:
-    /// a session advisory lock ([`SOLE_DAEMON_KEY`]) on a connection of its
-    /// own. Several daemons on one database need leases (not built yet);
-    /// without them two would run the same executions. Errors if another
-    /// holds it. The lock goes with its connection: a server restart
-    /// releases it (a second daemon could then start).
-    pub fn claim_sole_daemon(&self) -> StoreResult<()> {
-        let mut held = kozmo_engine::sync::lock(&self.sole);
-        if held.is_some() {
-            return Ok(());
-        }
-        let mut c = self.config.connect(NoTls).map_err(|e| {
-            StoreError(format!(
-                "cannot connect to PostgreSQL at {}: {}",
-                self.target,
-                describe(&e)
-            ))
-        })?;
-        // A daemon killed a moment ago holds it until the server sees its
-        // connection close: try for a few seconds.
-        let deadline = std::time::Instant::now() + SOLE_DAEMON_WAIT;
-        let got = loop {
-            let got: bool = c
-                .query_one("SELECT pg_try_advisory_lock($1)", &[&SOLE_DAEMON_KEY])
-                .and_then(|r| r.try_get(0))
-                .map_err(err)?;
-            if got || std::time::Instant::now() >= deadline {
-                break got;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        if !got {
-            return Err(StoreError(format!(
-                "another kozmo daemon uses the database at {} (one daemon per database for now): stop it, or \
-                 give this one a database of its own",
-                self.target
-            )));
-        }
-        *held = Some(c);
-        Ok(())
+    /// The connection settings (for connections of its own).
+    pub(crate) fn config(&self) -> &postgres::Config {
+        &self.config
+    }
+
+    /// This node, if it joined the daemons on the database.
+    pub(crate) fn pg_cluster(&self) -> Option<&PgCluster> {
+        self.cluster.get()
+    }
+
+    /// Records this node (once).
+    pub(crate) fn set_cluster(&self, node: PgCluster) -> StoreResult<()> {
+        self.cluster
+            .set(node)
+            .map_err(|_| StoreError("this store joined the cluster already".into()))
+    }
+
+    /// The records of `ids` (any order).
+    pub(crate) fn records_of(&self, ids: &[String]) -> StoreResult<Vec<ExecutionRecord>> {
+        let sql = format!("SELECT {EXEC_COLUMNS} {EXEC_FROM} WHERE e.id = ANY($1)");
+        records(self.conn()?.query(&sql, &[&ids])?)
     }
 
     /// The connection string with its password hidden (for logs).
@@ -323,7 +299,7 @@ impl PostgresStore {
 
     /// Opens the write transaction of a group commit.
     pub(crate) fn begin_write(&self) -> StoreResult<PgTxn<'_>> {
-        PgTxn::begin(self.conn()?, &self.sync_cost)
+        PgTxn::begin(self.conn()?, &self.sync_cost, self.cluster.get())
     }
 
     /// The schema version (number of migrations applied).
@@ -381,6 +357,11 @@ impl Store for PostgresStore {
     }
 
     fn load_active(&self) -> StoreResult<Vec<ExecutionRecord>> {
+        if self.cluster.get().is_some() {
+            // A node starts with what it claims: its own from its last
+            // run, and what nobody holds.
+            return self.claim_up_to(None);
+        }
         let sql = format!("SELECT {EXEC_COLUMNS} {EXEC_FROM} WHERE NOT e.{TERMINAL_SQL}");
         records(self.conn()?.query(&sql, &[])?)
     }
@@ -416,14 +397,21 @@ impl Store for PostgresStore {
 
     fn append_events(&self, id: &str, events: &[EventRow]) -> StoreResult<()> {
         // One statement: atomic by itself.
-        insert_events(&mut *self.conn()?, id, events)
+        insert_events(&mut *self.conn()?, id, events, None)
     }
 
     fn count_crashes(&self, victims: &[CrashVictim], at_ms: i64) -> StoreResult<Vec<u32>> {
         let mut tx = self.begin_write()?;
         let ids: Vec<&str> = victims.iter().map(|v| v.execution_id.as_str()).collect();
         let c = tx.conn();
-        c.execute("DELETE FROM plugin_crashes WHERE NOT (execution_id = ANY($1))", &[&ids])?;
+        // Several daemons: only this node's executions start over (the
+        // others' counts are their own nodes' business).
+        let me = self.cluster.get().map(|n| n.spec.node_id.as_str());
+        c.execute(
+            "DELETE FROM plugin_crashes WHERE NOT (execution_id = ANY($1)) AND ($2::text IS NULL OR \
+             execution_id IN (SELECT id FROM executions WHERE owner = $2))",
+            &[&ids, &me],
+        )?;
         let mut counts = Vec::with_capacity(victims.len());
         for v in victims {
             let row = c.query_opt(
@@ -470,6 +458,48 @@ impl Store for PostgresStore {
                 })
             })
             .collect()
+    }
+
+    fn events_after(&self, id: Option<&str>, after_seq: i64, limit: usize) -> StoreResult<Vec<EventRecord>> {
+        const COLUMNS: &str =
+            "SELECT seq, execution_id, attempt, kind, phase, version, occurred_at, reported_at, body \
+                               FROM events";
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = match id {
+            Some(id) => self.conn()?.query(
+                &format!("{COLUMNS} WHERE execution_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"),
+                &[&id, &after_seq, &limit],
+            )?,
+            None => self.conn()?.query(
+                &format!("{COLUMNS} WHERE seq > $1 ORDER BY seq LIMIT $2"),
+                &[&after_seq, &limit],
+            )?,
+        };
+        rows.iter()
+            .map(|r| {
+                let body: String = get(r, 8)?;
+                Ok(EventRecord {
+                    seq: get(r, 0)?,
+                    execution_id: get(r, 1)?,
+                    event: NewEvent {
+                        attempt: get_u32(r, 2)?,
+                        kind: get(r, 3)?,
+                        phase: get(r, 4)?,
+                        version: get_u32(r, 5)?,
+                        occurred_at_ms: get(r, 6)?,
+                        reported_at_ms: get(r, 7)?,
+                        body: serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
+                    },
+                })
+            })
+            .collect()
+    }
+
+    fn last_event_seq(&self) -> StoreResult<i64> {
+        let rows = self
+            .conn()?
+            .query("SELECT COALESCE(MAX(seq), 0)::BIGINT FROM events", &[])?;
+        rows.first().map_or(Ok(0), |r| get(r, 0))
     }
 
     fn outputs(&self, id: &str, attempt: u32) -> StoreResult<Option<LiteralMap>> {
@@ -539,6 +569,10 @@ impl Store for PostgresStore {
 
     fn prune_catalog(&self, limit: usize) -> StoreResult<u64> {
         self.delete_orphan_catalog(limit)
+    }
+
+    fn cluster(&self) -> Option<&dyn Cluster> {
+        self.cluster.get().map(|_| self as &dyn Cluster)
     }
 
     fn oldest_terminal(&self) -> StoreResult<Option<i64>> {

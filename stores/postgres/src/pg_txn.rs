@@ -17,6 +17,7 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
+use crate::cluster::PgCluster;
 use crate::pg::{err, json, opt_json, Conn, Pooled};
 use kozmo_engine::model::{EventRow, NewExecution, RoundCommit};
 use kozmo_engine::store::CommitCost;
@@ -27,6 +28,11 @@ use kozmo_interface::literals::LiteralMap;
 pub(crate) struct PgTxn<'a> {
     conn: Pooled,
     sync_cost: &'a CommitCost,
+    /// This node, when several daemons share the database: inserts take
+    /// ownership, step commits are fenced ([`crate::cluster`]).
+    node: Option<&'a PgCluster>,
+    /// Executions this transaction ends (no longer held once committed).
+    ended: Vec<String>,
     open: bool,
     /// A statement failed: PostgreSQL has aborted the transaction, and a
     /// `COMMIT` would answer `ROLLBACK` without an error.
@@ -40,11 +46,13 @@ pub(crate) const FLUSH_AT: usize = 256;
 
 impl<'a> PgTxn<'a> {
     /// `BEGIN` on `conn`.
-    pub(crate) fn begin(mut conn: Pooled, sync_cost: &'a CommitCost) -> StoreResult<Self> {
+    pub(crate) fn begin(mut conn: Pooled, sync_cost: &'a CommitCost, node: Option<&'a PgCluster>) -> StoreResult<Self> {
         conn.client.batch_execute("BEGIN").map_err(err)?;
         Ok(PgTxn {
             conn,
             sync_cost,
+            node,
+            ended: Vec::new(),
             open: true,
             failed: false,
             batch: StepBatch::default(),
@@ -59,7 +67,7 @@ impl<'a> PgTxn<'a> {
     /// Commits (the WAL flush), recording what it cost.
     pub(crate) fn finish(mut self) -> StoreResult<()> {
         if !self.batch.is_empty() {
-            let r = self.batch.send(&mut self.conn);
+            let r = self.batch.send(&mut self.conn, self.node);
             self.failed |= r.is_err();
             r?;
         }
@@ -74,6 +82,9 @@ impl<'a> PgTxn<'a> {
             err(e)
         })?;
         self.sync_cost.observe(started.elapsed());
+        if let Some(node) = self.node {
+            node.ended(&self.ended);
+        }
         Ok(())
     }
 }
@@ -123,13 +134,13 @@ impl WriteTxn for PgTxn<'_> {
     }
 }
 
-impl PgTxn<'_> {
+impl<'a> PgTxn<'a> {
     /// Sends the step results waiting, if any.
     fn send_batch(&mut self) -> StoreResult<()> {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let r = self.batch.send(&mut self.conn);
+        let r = self.batch.send(&mut self.conn, self.node);
         self.failed |= r.is_err();
         r
     }
@@ -137,6 +148,9 @@ impl PgTxn<'_> {
     /// A step result: into the batch, or (rare writes, or its execution
     /// already waits) row by row after what waits.
     fn apply_one(&mut self, c: &RoundCommit) -> StoreResult<()> {
+        if c.state.phase.is_terminal() && self.node.is_some() {
+            self.ended.push(c.execution_id.clone());
+        }
         let rare = c.error_document.is_some()
             || !c.tokens_granted.is_empty()
             || !c.tokens_released.is_empty()
@@ -145,7 +159,8 @@ impl PgTxn<'_> {
             self.send_batch()?;
             return self.apply_rows(c);
         }
-        self.batch.add(c);
+        let generation = self.node.map(|n| n.generation(&c.execution_id).unwrap_or(-1));
+        self.batch.add(c, generation);
         if self.batch.len() >= FLUSH_AT {
             self.send_batch()?;
         }
@@ -164,15 +179,17 @@ impl PgTxn<'_> {
         let phase: Vec<&str> = news.iter().map(|n| n.state.phase.as_str()).collect();
         let plugin_id: Vec<Option<&str>> = news.iter().map(|n| n.plugin_id.as_deref()).collect();
         let spec: Vec<&str> = news.iter().map(|n| n.spec_json.as_str()).collect();
+        let owner: Vec<Option<&str>> = news.iter().map(|n| self.owner_of(n)).collect();
         let rows = self.conn.query(
             "WITH input AS (SELECT * FROM unnest($1::text[], $2::bool[], $3::text[], $4::bigint[], $5::text[], \
-             $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::text[], $11::text[]) WITH ORDINALITY \
-             AS u(id, client_id, task_type, created_at, phase, attempt, system_failures, updated_at, \
-             attempt_started_at, plugin_id, spec, n)), \
+             $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::text[], $11::text[], $12::text[]) \
+             WITH ORDINALITY AS u(id, client_id, task_type, created_at, phase, attempt, system_failures, \
+             updated_at, attempt_started_at, plugin_id, spec, owner, n)), \
              ins AS (INSERT INTO executions (id, client_id, task_type, created_at, phase, attempt, \
-             system_failures, updated_at, attempt_started_at, handler_errors, plugin_id) \
+             system_failures, updated_at, attempt_started_at, handler_errors, plugin_id, owner, lease_generation) \
              SELECT id, client_id, task_type, created_at, phase, attempt, system_failures, updated_at, \
-             attempt_started_at, 0, plugin_id FROM input ORDER BY n ON CONFLICT (id) DO NOTHING RETURNING id), \
+             attempt_started_at, 0, plugin_id, owner, CASE WHEN owner IS NULL THEN 0 ELSE 1 END \
+             FROM input ORDER BY n ON CONFLICT (id) DO NOTHING RETURNING id), \
              spec AS (INSERT INTO execution_specs (execution_id, spec) \
              SELECT input.id, input.spec FROM input JOIN ins ON ins.id = input.id) \
              SELECT id FROM ins",
@@ -188,6 +205,7 @@ impl PgTxn<'_> {
                 &col(&|n| n.state.attempt_started_at_ms),
                 &plugin_id,
                 &spec,
+                &owner,
             ],
         )?;
         let created: HashSet<String> = rows
@@ -195,6 +213,14 @@ impl PgTxn<'_> {
             .map(|r| r.try_get(0))
             .collect::<Result<_, _>>()
             .map_err(err)?;
+        if let Some(node) = self.node {
+            node.hold_new(
+                news.iter()
+                    .zip(&owner)
+                    .filter(|(n, o)| o.is_some() && created.contains(&n.id))
+                    .map(|(n, _)| n.id.clone()),
+            );
+        }
         let existing: Vec<&str> = id.iter().copied().filter(|i| !created.contains(*i)).collect();
         let mut specs = std::collections::HashMap::new();
         if !existing.is_empty() {
@@ -223,14 +249,16 @@ impl PgTxn<'_> {
 
     fn insert_one(&mut self, new: &NewExecution) -> StoreResult<InsertOutcome> {
         let s = &new.state;
+        let owner = self.owner_of(new);
         // One round trip: the row, its spec if the row is new, and whether
         // it was (data-modifying CTEs run whatever the query reads).
         let inserted = self
             .conn
             .query_opt(
                 "WITH ins AS (INSERT INTO executions (id, client_id, task_type, created_at, phase, attempt, \
-                 system_failures, updated_at, attempt_started_at, handler_errors, plugin_id) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10) ON CONFLICT (id) DO NOTHING RETURNING id), \
+                 system_failures, updated_at, attempt_started_at, handler_errors, plugin_id, owner, \
+                 lease_generation) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $12, \
+                 CASE WHEN $12::text IS NULL THEN 0 ELSE 1 END) ON CONFLICT (id) DO NOTHING RETURNING id), \
                  spec AS (INSERT INTO execution_specs (execution_id, spec) SELECT id, $11::text FROM ins) \
                  SELECT COUNT(*) FROM ins",
                 &[
@@ -245,6 +273,7 @@ impl PgTxn<'_> {
                     &s.attempt_started_at_ms,
                     &new.plugin_id,
                     &new.spec_json,
+                    &owner,
                 ],
             )?
             .map(|r| r.try_get::<_, i64>(0))
@@ -252,6 +281,9 @@ impl PgTxn<'_> {
             .map_err(err)?
             .unwrap_or(0);
         if inserted == 1 {
+            if let (Some(node), Some(_)) = (self.node, owner) {
+                node.hold_new([new.id.clone()]);
+            }
             return Ok(InsertOutcome::Created);
         }
         let row = self
@@ -267,11 +299,15 @@ impl PgTxn<'_> {
     fn apply_rows(&mut self, c: &RoundCommit) -> StoreResult<()> {
         let s = &c.state;
         let id = &c.execution_id;
+        let node = self.node;
+        let generation = node.map(|n| n.generation(id).unwrap_or(-1));
         let conn = &mut *self.conn;
-        conn.execute(
+        let updated = conn.execute(
             "UPDATE executions SET phase = $2, attempt = $3, system_failures = $4, updated_at = $5, \
              attempt_started_at = $6, error = $7, last_handler_error = $8, handler_errors = $9, finishing = $10, \
-             abort_requested = CASE WHEN $11 THEN NULL ELSE abort_requested END WHERE id = $1",
+             abort_requested = CASE WHEN $11 THEN NULL ELSE abort_requested END WHERE id = $1 \
+             AND ($12::text IS NULL OR (owner = $12 AND lease_generation = $13 AND EXISTS (SELECT 1 \
+             FROM kozmo_nodes n WHERE n.node_id = $12 AND n.lease_until > kozmo_now_ms())))",
             &[
                 id,
                 &s.phase.as_str(),
@@ -284,8 +320,15 @@ impl PgTxn<'_> {
                 &(s.handler_errors as i64),
                 &opt_json(&s.finishing)?,
                 &c.clear_abort,
+                &node.map(|n| n.spec.node_id.as_str()),
+                &generation,
             ],
         )?;
+        if let Some(node) = node {
+            if updated == 0 {
+                return Err(fenced(conn, node, std::slice::from_ref(id)));
+            }
+        }
         if let Some((attempt, t)) = &c.task {
             conn.execute(
                 "INSERT INTO task_states (execution_id, attempt, plugin_phase, plugin_phase_version, \
@@ -307,13 +350,52 @@ impl PgTxn<'_> {
                 ],
             )?;
         }
-        insert_events(conn, id, &c.events)?;
+        let writer = node.map(|n| (n.spec.node_id.as_str(), generation.unwrap_or(-1)));
+        insert_events(conn, id, &c.events, writer)?;
         apply_rare(conn, c)
+    }
+
+    /// Who owns a new execution: this node if it serves its task type.
+    fn owner_of(&self, new: &NewExecution) -> Option<&'a str> {
+        self.node
+            .filter(|n| n.serves(&new.task_type))
+            .map(|n| n.spec.node_id.as_str())
+    }
+}
+
+/// The error of a commit refused by the fencing check: the executions held
+/// by another node go to [`PgCluster::fence`] (the engine drops them);
+/// if none is, this node's lease ran out and the commit waits for the
+/// heartbeat to take it again.
+fn fenced(conn: &mut Conn, node: &PgCluster, ids: &[String]) -> StoreError {
+    match crate::cluster::not_held(conn, node, ids) {
+        Ok(lost) if !lost.is_empty() => {
+            let e = StoreError(format!(
+                "node {}: {} execution(s) are held by another node now ({}…); their steps are dropped",
+                node.spec.node_id,
+                lost.len(),
+                lost[0]
+            ));
+            node.fence(lost);
+            e
+        }
+        Ok(_) => StoreError(format!(
+            "node {}: its lease ran out; steps are committed again once its heartbeat renews it",
+            node.spec.node_id
+        )),
+        Err(e) => e,
     }
 }
 
 /// Appends `events` of execution `id`, in order, in one statement.
-pub(crate) fn insert_events(conn: &mut Conn, id: &str, events: &[EventRow]) -> StoreResult<()> {
+/// `writer`: the node and fencing generation writing them, if several
+/// daemons share the database.
+pub(crate) fn insert_events(
+    conn: &mut Conn,
+    id: &str,
+    events: &[EventRow],
+    writer: Option<(&str, i64)>,
+) -> StoreResult<()> {
     if events.is_empty() {
         return Ok(());
     }
@@ -336,10 +418,22 @@ pub(crate) fn insert_events(conn: &mut Conn, id: &str, events: &[EventRow]) -> S
     let body: Vec<&str> = body.iter().map(|b| b.as_ref()).collect();
     // WITH ORDINALITY + ORDER BY: `seq` follows the order given.
     conn.execute(
-        "INSERT INTO events (execution_id, attempt, kind, phase, version, occurred_at, reported_at, body) \
-         SELECT $1, a, k, p, v, o, r, b FROM unnest($2::bigint[], $3::text[], $4::text[], $5::bigint[], \
+        "INSERT INTO events (execution_id, attempt, kind, phase, version, occurred_at, reported_at, body, \
+         node_id, lease_generation) \
+         SELECT $1, a, k, p, v, o, r, b, $9, $10 FROM unnest($2::bigint[], $3::text[], $4::text[], $5::bigint[], \
          $6::bigint[], $7::bigint[], $8::text[]) WITH ORDINALITY AS x(a, k, p, v, o, r, b, n) ORDER BY n",
-        &[&id, &attempt, &kind, &phase, &version, &occurred, &reported, &body],
+        &[
+            &id,
+            &attempt,
+            &kind,
+            &phase,
+            &version,
+            &occurred,
+            &reported,
+            &body,
+            &writer.map(|w| w.0),
+            &writer.map(|w| w.1),
+        ],
     )
     .map_err(|x| {
         let kinds: Vec<String> = events.iter().map(|e| format!("{} {}", e.kind, e.phase)).collect();
@@ -412,6 +506,8 @@ struct StepBatch {
     handler_errors: Vec<i64>,
     finishing: Vec<Option<String>>,
     clear_abort: Vec<bool>,
+    /// The generation this node holds each under (fencing; -1 if not held).
+    generation: Vec<i64>,
     // task_states
     t_id: Vec<String>,
     t_attempt: Vec<i64>,
@@ -430,6 +526,7 @@ struct StepBatch {
     e_occurred: Vec<i64>,
     e_reported: Vec<i64>,
     e_body: Vec<String>,
+    e_generation: Vec<Option<i64>>,
     // outputs
     o_id: Vec<String>,
     o_attempt: Vec<i64>,
@@ -451,7 +548,9 @@ impl StepBatch {
         self.ids.contains(id)
     }
 
-    fn add(&mut self, c: &RoundCommit) {
+    /// Adds a step result; `generation`: this node's on the execution, if
+    /// several daemons share the database.
+    fn add(&mut self, c: &RoundCommit, generation: Option<i64>) {
         let s = &c.state;
         let id = &c.execution_id;
         let mut text = |v: StoreResult<Option<String>>| {
@@ -476,6 +575,7 @@ impl StepBatch {
         self.handler_errors.push(s.handler_errors as i64);
         self.finishing.push(finishing);
         self.clear_abort.push(c.clear_abort);
+        self.generation.push(generation.unwrap_or(-1));
         if let Some((attempt, t)) = &c.task {
             self.t_id.push(id.clone());
             self.t_attempt.push(*attempt as i64);
@@ -495,6 +595,7 @@ impl StepBatch {
             self.e_occurred.push(e.occurred_at_ms);
             self.e_reported.push(e.reported_at_ms);
             self.e_body.push(e.body.to_text().into_owned());
+            self.e_generation.push(generation);
         }
         if let Some((attempt, Some(o))) = outputs {
             self.o_id.push(id.clone());
@@ -505,21 +606,26 @@ impl StepBatch {
 
     /// Writes everything gathered (a statement per table that has rows)
     /// and empties the batch.
-    fn send(&mut self, conn: &mut Conn) -> StoreResult<()> {
+    /// With `node`, only the rows this node holds (fencing): a batch with
+    /// any other is refused.
+    fn send(&mut self, conn: &mut Conn, node: Option<&PgCluster>) -> StoreResult<()> {
         let b = std::mem::take(self);
         if let Some(e) = b.error_text {
             return Err(StoreError(e));
         }
-        conn.execute(
+        let me = node.map(|n| n.spec.node_id.as_str());
+        let updated = conn.execute(
             "UPDATE executions e SET phase = u.phase, attempt = u.attempt, system_failures = u.system_failures, \
              updated_at = u.updated_at, attempt_started_at = u.attempt_started_at, error = u.error, \
              last_handler_error = u.last_handler_error, handler_errors = u.handler_errors, \
              finishing = u.finishing, \
              abort_requested = CASE WHEN u.clear_abort THEN NULL ELSE e.abort_requested END \
              FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], \
-             $7::text[], $8::text[], $9::bigint[], $10::text[], $11::bool[]) \
+             $7::text[], $8::text[], $9::bigint[], $10::text[], $11::bool[], $12::bigint[]) \
              AS u(id, phase, attempt, system_failures, updated_at, attempt_started_at, error, \
-             last_handler_error, handler_errors, finishing, clear_abort) WHERE e.id = u.id",
+             last_handler_error, handler_errors, finishing, clear_abort, generation) WHERE e.id = u.id \
+             AND ($13::text IS NULL OR (e.owner = $13 AND e.lease_generation = u.generation AND EXISTS \
+             (SELECT 1 FROM kozmo_nodes n WHERE n.node_id = $13 AND n.lease_until > kozmo_now_ms())))",
             &[
                 &b.id,
                 &b.phase,
@@ -532,8 +638,15 @@ impl StepBatch {
                 &b.handler_errors,
                 &b.finishing,
                 &b.clear_abort,
+                &b.generation,
+                &me,
             ],
         )?;
+        if let Some(node) = node {
+            if updated < b.id.len() as u64 {
+                return Err(fenced(conn, node, &b.id));
+            }
+        }
         if !b.t_id.is_empty() {
             conn.execute(
                 "INSERT INTO task_states (execution_id, attempt, plugin_phase, plugin_phase_version, \
@@ -559,10 +672,11 @@ impl StepBatch {
         }
         if !b.e_id.is_empty() {
             conn.execute(
-                "INSERT INTO events (execution_id, attempt, kind, phase, version, occurred_at, reported_at, body) \
-                 SELECT i, a, k, p, v, o, r, b FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], \
-                 $5::bigint[], $6::bigint[], $7::bigint[], $8::text[]) WITH ORDINALITY \
-                 AS x(i, a, k, p, v, o, r, b, n) ORDER BY n",
+                "INSERT INTO events (execution_id, attempt, kind, phase, version, occurred_at, reported_at, body, \
+                 node_id, lease_generation) \
+                 SELECT i, a, k, p, v, o, r, b, $9, g FROM unnest($1::text[], $2::bigint[], $3::text[], \
+                 $4::text[], $5::bigint[], $6::bigint[], $7::bigint[], $8::text[], $10::bigint[]) WITH ORDINALITY \
+                 AS x(i, a, k, p, v, o, r, b, g, n) ORDER BY n",
                 &[
                     &b.e_id,
                     &b.e_attempt,
@@ -572,6 +686,8 @@ impl StepBatch {
                     &b.e_occurred,
                     &b.e_reported,
                     &b.e_body,
+                    &me,
+                    &b.e_generation,
                 ],
             )
             .map_err(|x| StoreError(format!("events of {} step results: {}", b.id.len(), x.0)))?;

@@ -386,29 +386,3 @@ fn inserting_many_reports_each_as_one_by_one_would() {
         m.list_executions(None, 10, None).unwrap()
     );
 }
-
-#[test]
-fn one_daemon_per_database_until_leases() {
-    let pg = PgServer::start();
-    let first = PostgresStore::open(&pg.url("kozmo")).unwrap();
-    first.claim_sole_daemon().unwrap();
-    first.claim_sole_daemon().unwrap();
-    let second = PostgresStore::open(&pg.url("kozmo")).unwrap();
-    let started = std::time::Instant::now();
-    let e = second.claim_sole_daemon().unwrap_err();
-    assert!(
-        e.0.contains("another kozmo daemon uses the database at postgres://kozmo:***@"),
-        "{e}"
-    );
-    assert!(
-        started.elapsed() >= crate::pg::SOLE_DAEMON_WAIT,
-        "it waited for a killed one to go"
-    );
-    // Reads and writes need no claim (a CLI, a test); the lock goes with
-    // the store.
-    second.insert_execution(&new("a", "{}")).unwrap();
-    drop(first);
-    second.claim_sole_daemon().unwrap();
-    let other = pg.createdb("other");
-    PostgresStore::open(&other).unwrap().claim_sole_daemon().unwrap();
-}

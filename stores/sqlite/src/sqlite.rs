@@ -417,6 +417,60 @@ impl Store for SqliteStore {
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(err)
     }
 
+    fn events_after(&self, id: Option<&str>, after_seq: i64, limit: usize) -> StoreResult<Vec<EventRecord>> {
+        const COLUMNS: &str =
+            "SELECT seq, execution_id, attempt, kind, phase, version, occurred_at, reported_at, body \
+                               FROM events";
+        let c = lock(&self.reader);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let (mut st, args) = match id {
+            Some(id) => (
+                c.prepare_cached(&format!(
+                    "{COLUMNS} WHERE execution_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+                ))
+                .map_err(err)?,
+                rusqlite::params_from_iter(vec![
+                    rusqlite::types::Value::Text(id.to_string()),
+                    rusqlite::types::Value::Integer(after_seq),
+                    rusqlite::types::Value::Integer(limit),
+                ]),
+            ),
+            None => (
+                c.prepare_cached(&format!("{COLUMNS} WHERE seq > ?1 ORDER BY seq LIMIT ?2"))
+                    .map_err(err)?,
+                rusqlite::params_from_iter(vec![
+                    rusqlite::types::Value::Integer(after_seq),
+                    rusqlite::types::Value::Integer(limit),
+                ]),
+            ),
+        };
+        let rows = st
+            .query_map(args, |r| {
+                let body: String = r.get(8)?;
+                Ok(EventRecord {
+                    seq: r.get(0)?,
+                    execution_id: r.get(1)?,
+                    event: NewEvent {
+                        attempt: r.get::<_, i64>(2)? as u32,
+                        kind: r.get(3)?,
+                        phase: r.get(4)?,
+                        version: r.get::<_, i64>(5)? as u32,
+                        occurred_at_ms: r.get(6)?,
+                        reported_at_ms: r.get(7)?,
+                        body: serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
+                    },
+                })
+            })
+            .map_err(err)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(err)
+    }
+
+    fn last_event_seq(&self) -> StoreResult<i64> {
+        let c = lock(&self.reader);
+        c.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
+            .map_err(err)
+    }
+
     fn outputs(&self, id: &str, attempt: u32) -> StoreResult<Option<LiteralMap>> {
         let c = lock(&self.reader);
         let s: Option<String> = c
