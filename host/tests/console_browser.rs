@@ -74,6 +74,13 @@ fn the_console_follows_executions_explains_waits_aborts_and_shows_stdout() {
     browser.wait_for("#executions tr[data-id=\"hello-console\"]", WITHIN);
     // A marker a reload would lose.
     browser.exec("window.kozmoNoReload = 42;", json!([]));
+    // The daemon has watch streams: the page follows them rather than poll.
+    browser.wait_until(
+        "the page follows the watch stream",
+        "const l = document.querySelector('#live'); return l && l.textContent === 'live (server events)';",
+        json!([]),
+        WITHIN,
+    );
 
     // A shell task submitted now appears, and turns Succeeded, live.
     d.submit(&shell("live-shell", "sleep 1.5; echo 'live and done'"));
@@ -255,6 +262,30 @@ fn with_a_token_the_console_asks_for_it_and_keeps_it_out_of_urls() {
     browser.click(&browser.wait_for("#token-submit", WITHIN));
     browser.wait_for("#executions tr[data-id=\"behind-a-token\"]", WITHIN);
     assert!(browser.find("#token-panel:not([hidden])").is_none());
+
+    // Without the watch streams (refused here in the page), the list polls
+    // and still follows a new execution to its end.
+    browser.exec(
+        "const real = window.fetch; \
+         window.fetch = (url, opts) => String(url).includes('/watch') \
+           ? Promise.resolve(new Response('{}', {status: 503, headers: {'content-type': 'application/json'}})) \
+           : real(url, opts); \
+         location.hash = '#/?type=shell';",
+        json!([]),
+    );
+    browser.wait_until(
+        "the list falls back to polling",
+        "const l = document.querySelector('#live'); return l && l.textContent === 'polling every 1 s';",
+        json!([]),
+        WITHIN,
+    );
+    d.submit(&shell("polled", "sleep 1; echo polled"));
+    browser.wait_until(
+        "a polled list sees the execution succeed",
+        &format!("const p = (() => {{ {ROW_PHASE} }})(); return p === 'Succeeded';"),
+        json!(["polled"]),
+        WITHIN,
+    );
 
     // Kept for the session only, in sessionStorage; never in the URL, the
     // page or localStorage.
