@@ -36,8 +36,13 @@ fn get(base: &str, path: &str, token: Option<&str>) -> (u16, String, Option<Stri
 #[test]
 fn files_are_served_from_the_executions_own_directories_only() {
     let root = tempfile::tempdir().unwrap();
-    let d = Daemon::start(root.path(), &["kozmo-plugin-shell"], &[]);
+    // The shell plugin isolated: its files are the same, and the plugins
+    // list says where it runs.
+    let d = Daemon::start(root.path(), &["kozmo-plugin-shell"], &["--isolate", "shell"]);
     let base = d.client.base().to_string();
+    let (_, plugins, _) = get(&base, "/v1/plugins", None);
+    let plugins: Value = serde_json::from_str(&plugins).unwrap();
+    assert_eq!(plugins[0]["isolated"], true, "{plugins}");
     let secret = root.path().join("outside.txt");
     std::fs::write(&secret, "not for the console").unwrap();
     // The task links its working directory to a file outside and prints a lot.
