@@ -134,6 +134,12 @@ export async function executionsPage(main, params) {
 
   let types = '';
   const rowCache = new Map();
+  function refreshAges() {
+    for (const span of body.querySelectorAll('[data-ago]')) {
+      const text = ago(span.dataset.ago);
+      if (span.textContent !== text) span.textContent = text;
+    }
+  }
   function draw() {
     const all = [...known.values()];
     const typeList = [...new Set(all.map(e => e.task_type))].sort();
@@ -174,10 +180,7 @@ export async function executionsPage(main, params) {
     }
     const same = next.length === body.children.length && next.every((tr, i) => body.children[i] === tr);
     if (!same) body.replaceChildren(...next);
-    for (const span of body.querySelectorAll('[data-ago]')) {
-      const text = ago(span.dataset.ago);
-      if (span.textContent !== text) span.textContent = text;
-    }
+    refreshAges();
     if (!shown.length) body.replaceChildren(h('tr', {}, h('td', { colspan: 7, class: 'muted' }, known.size ? 'No execution matches these filters.' : 'No executions yet. Submit one: kozmo submit examples/shell-hello.json')));
     prev.disabled = state.page === 0;
     next.disabled = state.page >= pages - 1;
@@ -196,7 +199,10 @@ export async function executionsPage(main, params) {
     if (!drawTimer) drawTimer = setTimeout(() => { drawTimer = null; if (main.isConnected) draw(); }, 250);
     return true;
   };
-  return follow('/v1/executions/watch', refresh, onMessage);
+  const stop = follow('/v1/executions/watch', refresh, onMessage);
+  // "5 s ago" keeps counting while no message comes.
+  const ages = setInterval(refreshAges, 5000);
+  return () => { stop(); clearInterval(ages); clearTimeout(drawTimer); };
 }
 
 // ---------------------------------------------------------------- one
