@@ -103,6 +103,12 @@ fn the_console_follows_executions_explains_waits_aborts_and_shows_stdout() {
         "the page was reloaded"
     );
 
+    let pager = browser.exec(
+        "return [document.querySelector('#page-prev').disabled, document.querySelector('#page-next').disabled];",
+        json!([]),
+    );
+    assert_eq!(pager, json!([true, true]), "one page: no paging");
+
     // Two naps with a quota of 1: one holds the token, the other waits.
     d.submit(&nap("nap-a", 60));
     d.submit(&nap("nap-b", 60));
@@ -285,6 +291,41 @@ fn with_a_token_the_console_asks_for_it_and_keeps_it_out_of_urls() {
         &format!("const p = (() => {{ {ROW_PHASE} }})(); return p === 'Succeeded';"),
         json!(["polled"]),
         WITHIN,
+    );
+
+    // Paging: 50 a page, newest first.
+    let batch: Vec<Value> = (0..55).map(|i| shell(&format!("many-{i:02}"), "true")).collect();
+    let (status, _) = d.client.post("/v1/executions:batch", &json!(batch)).unwrap();
+    assert_eq!(status, 200);
+    browser.exec("location.hash = '#/';", json!([]));
+    browser.wait_until(
+        "the list has two pages",
+        "const i = document.querySelector('.pager .muted'); return i && i.textContent.includes('page 1 of 2');",
+        json!([]),
+        WITHIN,
+    );
+    assert_eq!(
+        browser.exec(
+            "return document.querySelectorAll('#executions tbody tr').length;",
+            json!([])
+        ),
+        50
+    );
+    browser.click_css("#page-next", WITHIN);
+    browser.wait_until(
+        "the second page",
+        "const i = document.querySelector('.pager .muted'); return i && i.textContent.includes('page 2 of 2');",
+        json!([]),
+        WITHIN,
+    );
+    assert!(
+        browser.find("#executions tr[data-id=\"behind-a-token\"]").is_some(),
+        "the oldest is on page 2"
+    );
+    assert!(
+        browser.url().contains("page=1"),
+        "the page is in the URL: {}",
+        browser.url()
     );
 
     // Kept for the session only, in sessionStorage; never in the URL, the

@@ -158,7 +158,7 @@ export async function executionsPage(main, params) {
     const shown = rows.slice(state.page * PAGE, state.page * PAGE + PAGE);
     // A row is rebuilt only when its execution changed (a selection or a
     // pointer on it survives the live updates); its times are refreshed.
-    const next = shown.map(e => {
+    const trs = shown.map(e => {
       const sig = JSON.stringify([e.phase, e.waiting, e.plugin_phase, e.plugin_phase_version, e.attempt, e.updated_at]);
       const old = rowCache.get(e.id);
       if (old && old.sig === sig) return old.tr;
@@ -178,8 +178,8 @@ export async function executionsPage(main, params) {
       const keep = new Set(shown.map(e => e.id));
       for (const id of [...rowCache.keys()]) if (!keep.has(id)) rowCache.delete(id);
     }
-    const same = next.length === body.children.length && next.every((tr, i) => body.children[i] === tr);
-    if (!same) body.replaceChildren(...next);
+    const same = trs.length === body.children.length && trs.every((tr, i) => body.children[i] === tr);
+    if (!same) body.replaceChildren(...trs);
     refreshAges();
     if (!shown.length) body.replaceChildren(h('tr', {}, h('td', { colspan: 7, class: 'muted' }, known.size ? 'No execution matches these filters.' : 'No executions yet. Submit one: kozmo submit examples/shell-hello.json')));
     prev.disabled = state.page === 0;
