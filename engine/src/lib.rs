@@ -38,6 +38,7 @@ mod crash_loop;
 mod errors;
 mod events;
 mod handle;
+mod inspect;
 mod lock;
 mod oneshot;
 mod outputs;
