@@ -123,7 +123,7 @@ pub struct PostgresStore {
     cluster: std::sync::OnceLock<PgCluster>,
     config: postgres::Config,
     /// What a commit (the server's WAL flush and the round trip) costs lately.
-    pub(crate) sync_cost: CommitCost,
+    pub(crate) sync_cost: std::sync::Arc<CommitCost>,
     /// The connection string with its password hidden.
     target: String,
     /// This store's row in `kozmo_sync` when it has not joined a cluster
@@ -260,7 +260,7 @@ impl PostgresStore {
             pool,
             cluster: std::sync::OnceLock::new(),
             config,
-            sync_cost: CommitCost::default(),
+            sync_cost: std::sync::Arc::default(),
             target,
             writer: format!("store-{}", std::process::id()).into(),
         })
@@ -310,6 +310,7 @@ impl PostgresStore {
         let sync = WalSync {
             pool: self.pool.clone(),
             writer,
+            cost: self.sync_cost.clone(),
         };
         PgTxn::begin(self.conn()?, &self.sync_cost, self.cluster.get(), sync)
     }
