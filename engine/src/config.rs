@@ -5,8 +5,14 @@ use super::*;
 /// Engine settings.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Data directory: the data store lives in `<data_dir>/data`.
+    /// Data directory: the lock, the plugin call record, and (unless
+    /// `data_store` names another) the data store in `<data_dir>/data`.
     pub data_dir: PathBuf,
+    /// The data store's root directory, if not `<data_dir>/data`: a
+    /// directory several daemons share (a network file system mounted at
+    /// the same path on every node), so a node that takes an execution over
+    /// reads the files another wrote.
+    pub data_store: Option<PathBuf>,
     /// Worker threads running plugin calls (default: number of cores).
     pub workers: usize,
     /// First resync delay of an execution that reported no change.
@@ -46,6 +52,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             data_dir: PathBuf::from("kozmo-data"),
+            data_store: None,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             resync_interval: Duration::from_secs(1),
             // Plugins that do not signal (most poll a process or a service)

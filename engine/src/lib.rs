@@ -147,8 +147,9 @@ impl Engine {
         resources: Arc<dyn ResourceBackend>,
     ) -> Result<EngineHandle, EngineError> {
         let dir_lock = lock::DataDirLock::acquire(&cfg.data_dir).map_err(EngineError::Invalid)?;
-        let data = FsDataStore::new(cfg.data_dir.join("data"))
-            .map_err(|e| EngineError::Invalid(format!("data directory {}: {e}", cfg.data_dir.display())))?;
+        let data_root = cfg.data_store.clone().unwrap_or_else(|| cfg.data_dir.join("data"));
+        let data = FsDataStore::new(&data_root)
+            .map_err(|e| EngineError::Invalid(format!("data store {}: {e}", data_root.display())))?;
         let (work_tx, work_rx) = crossbeam_channel::unbounded::<Work<Box<Active>>>();
         let (commit_tx, commit_rx) = crossbeam_channel::unbounded::<CommitMsg>();
         let sched = Arc::new(Scheduler::new(

@@ -34,6 +34,10 @@ pub struct Config {
     /// (`redis://:password@host:6379/0?prefix=kozmo:`). A secret like
     /// `store`: its `Debug` hides the password.
     pub resources: Option<StoreSetting>,
+    /// The data store's directory (task files, logs, raw outputs) if not
+    /// `<data_dir>/data`: with several daemons, a directory they share (a
+    /// network file system mounted at the same path on every node).
+    pub data_store: Option<PathBuf>,
     /// This daemon's node id among the daemons sharing a PostgreSQL store
     /// (default: the host name and a hash of the data directory).
     pub node_id: Option<String>,
@@ -177,6 +181,7 @@ impl Default for Config {
             data_dir: PathBuf::from("kozmo-data"),
             store: None,
             resources: None,
+            data_store: None,
             node_id: None,
             lease_secs: 10.0,
             plugins_dir: PathBuf::from("plugins"),

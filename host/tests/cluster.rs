@@ -338,3 +338,41 @@ fn a_node_without_the_plugin_accepts_the_task_for_one_that_has_it() {
     assert_eq!(status, 422, "{v}");
     drop(both);
 }
+
+#[test]
+fn nodes_sharing_a_data_store_read_the_files_another_wrote() {
+    let pg = PgServer::start();
+    let store = pg.url("kozmo");
+    let roots = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let shared = tempfile::tempdir().unwrap();
+    let shared_dir = shared.path().to_str().unwrap();
+    let env = [("KOZMO_STORE", store.as_str())];
+    let a = Daemon::start_with_env(
+        roots[0].path(),
+        &["kozmo-plugin-shell"],
+        &["--node-id", "a", "--data-store", shared_dir],
+        &env,
+    );
+    let b = Daemon::start_with_env(
+        roots[1].path(),
+        &["kozmo-plugin-shell"],
+        &["--node-id", "b", "--data-store", shared_dir],
+        &env,
+    );
+    let mut task = read_json(&example("shell-hello.json"));
+    task["execution_id"] = json!("hello");
+    a.submit(&task);
+    assert_eq!(a.wait_terminal("hello")["phase"], "Succeeded");
+    // b reads the task's stdout, which a's shell plugin wrote.
+    let url = format!(
+        "{}/v1/executions/hello/file?path=raw/hello-n0-0/stdout",
+        b.client.base()
+    );
+    let text = ureq::get(&url).call().unwrap().into_string().unwrap();
+    assert!(text.starts_with("hello, world, from kozmo's shell plugin"), "{text}");
+    assert!(shared.path().join("raw/hello-n0-0/stdout").is_file());
+    assert!(
+        !roots[0].path().join("data/data/raw").exists(),
+        "nothing in a's own data dir"
+    );
+}

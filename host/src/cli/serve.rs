@@ -29,6 +29,12 @@ pub struct ServeArgs {
     /// processes like --store.
     #[arg(long, env = "KOZMO_RESOURCES", hide_env_values = true)]
     pub resources: Option<String>,
+    /// The data store's directory (task files, logs, raw outputs; default:
+    /// `data` in the data directory). Daemons sharing a PostgreSQL store can
+    /// share one (a network file system mounted at the same path on every
+    /// node): a node that takes an execution over reads what another wrote.
+    #[arg(long, env = "KOZMO_DATA_STORE")]
+    pub data_store: Option<PathBuf>,
     /// This daemon's id among the daemons sharing a PostgreSQL store
     /// (default: the host name and a hash of the data directory). Two
     /// daemons with one id on one database: the second refuses to start.
@@ -190,6 +196,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     set!(max_batch_items, max_batch_bytes, lease_secs);
     if args.node_id.is_some() {
         config.node_id = args.node_id;
+    }
+    if args.data_store.is_some() {
+        config.data_store = args.data_store;
     }
     // Like the token, taken out of the environment and arguments at start.
     if let Some(store) = args.store.or_else(crate::startup_secrets::store) {

@@ -217,6 +217,7 @@ pub fn start(config: Config) -> Result<Daemon, StartError> {
 
     let engine_config = EngineConfig {
         data_dir: config.data_dir.clone(),
+        data_store: config.data_store.clone(),
         workers: config.effective_workers(),
         resync_interval: Duration::from_secs_f64(config.resync_interval_secs),
         max_round_failures: config.max_round_failures,
