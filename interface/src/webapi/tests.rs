@@ -127,8 +127,10 @@ fn calls(s: &Arc<Mutex<Script>>) -> Vec<String> {
 
 #[test]
 fn async_create_poll_succeed_with_outputs() {
-    let mut script = Script::default();
-    script.gets = VecDeque::from([Ok("PENDING"), Ok("SUCCEEDED")]);
+    let script = Script {
+        gets: VecDeque::from([Ok("PENDING"), Ok("SUCCEEDED")]),
+        ..Script::default()
+    };
     let (p, s) = adapter(fast(), script);
     let ctx = TestTaskContext::new();
     let first = round(&p, &ctx);

@@ -196,7 +196,17 @@ impl Rest {
 
     /// Sends a prepared request; the answer's JSON (`null` for an empty
     /// body, a string for a body that is not JSON).
-    fn send(&self, cfg: &RestConfig, p: Prepared) -> std::result::Result<Value, ureq::Error> {
+    fn send(&self, cfg: &RestConfig, at: &str, p: Prepared) -> std::result::Result<Value, (Option<u16>, PluginError)> {
+        self.send_raw(cfg, p).map_err(|e| {
+            let code = match &*e {
+                ureq::Error::Status(c, _) => Some(*c),
+                _ => None,
+            };
+            (code, http_error(&format!("{at} request"), *e))
+        })
+    }
+
+    fn send_raw(&self, cfg: &RestConfig, p: Prepared) -> std::result::Result<Value, Box<ureq::Error>> {
         let timeout = cfg
             .raw
             .timeout_secs
@@ -207,10 +217,13 @@ impl Rest {
             req = req.set(k, v);
         }
         let resp = match p.body {
-            Some(b) => req.set("Content-Type", "application/json").send_string(&b)?,
-            None => req.call()?,
+            Some(b) => req
+                .set("Content-Type", "application/json")
+                .send_string(&b)
+                .map_err(Box::new)?,
+            None => req.call().map_err(Box::new)?,
         };
-        let text = resp.into_string()?;
+        let text = resp.into_string().map_err(|e| Box::new(ureq::Error::from(e)))?;
         if text.trim().is_empty() {
             return Ok(Value::Null);
         }
@@ -296,13 +309,7 @@ impl Rest {
         let prepared = self
             .prepare(ctx, cfg, at, spec, default_method, job)
             .map_err(|e| (None, e))?;
-        self.send(cfg, prepared).map_err(|e| {
-            let code = match &e {
-                ureq::Error::Status(c, _) => Some(*c),
-                _ => None,
-            };
-            (code, http_error(&format!("{at} request"), e))
-        })
+        self.send(cfg, at, prepared)
     }
 }
 
