@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use kozmo_interface::webapi::CANCELLING_REMOTE_JOB;
 use kozmo_interface::{ErrorKind, ExecutionError, LiteralMap, Phase, PhaseInfo, Plugin};
 
 use super::answer::{HandlerError, Limits};
@@ -103,8 +104,9 @@ struct Calls {
     released: Vec<(String, String)>,
     /// What failed: (message, panic).
     errors: Vec<(String, bool)>,
-    /// Abort failed with a retryable error: the plugin is still cancelling
-    /// something outside, so the step is tried again without a limit.
+    /// Abort failed with a retryable `CancellingRemoteJob` error: the plugin
+    /// is still cancelling something outside, so the step is tried again
+    /// without a limit.
     abort_retryable: bool,
 }
 
@@ -112,7 +114,7 @@ struct Calls {
 /// (docs/semantics.md#abort-and-finalize): counted on `f`, recorded on
 /// `state`, its `handler_error` event pushed on `events`. True to try again
 /// at the next resync (fewer than `limits.max_round_failures` tries failed
-/// in a row, or `keep_trying`: Abort failed with a retryable error), false
+/// in a row, or `keep_trying`: Abort is still cancelling a remote job), false
 /// to give up on the plugin and finish anyway.
 pub(super) fn failed_try(
     state: &mut ExecState,
@@ -266,7 +268,7 @@ impl Engine {
                 released.extend(buffered.tokens.released);
                 match r {
                     Err(e) => {
-                        abort_retryable = e.retryable && !e.is_panic();
+                        abort_retryable = e.retryable && e.code == CANCELLING_REMOTE_JOB;
                         errors.push((format!("failed to abort plugin [{}]: {e}", plugin.id()), e.is_panic()));
                     }
                     Ok(()) => {

@@ -346,7 +346,7 @@ fn a_failed_finishing_try_is_recorded_and_tried_again_until_the_limit() {
 }
 
 #[test]
-fn a_retryable_abort_error_is_tried_again_past_the_limit() {
+fn an_abort_still_cancelling_a_remote_job_is_tried_again_past_the_limit() {
     let mut state = running(0);
     state.abort(
         true,

@@ -10,7 +10,7 @@ use super::config::AsyncConfig;
 use super::limiter::RateLimiter;
 use super::state::{AsyncPhase, AsyncState, ASYNC_STATE_VERSION};
 use super::timer::WakeUps;
-use super::{AsyncPlugin, SyncPlugin, NOT_FOUND};
+use super::{AsyncPlugin, SyncPlugin, CANCELLING_REMOTE_JOB, NOT_FOUND};
 use crate::{
     AllocationStatus, ErrorKind, Phase, PhaseInfo, Plugin, PluginError, PluginProperties, PluginStateReaderExt,
     PluginStateWriterExt, Result, SetupContext, TaskExecutionContext, TaskInfo, Transition,
@@ -435,7 +435,7 @@ impl<P: AsyncPlugin> Plugin for AsyncAdapter<P> {
             return Ok(());
         };
         let cancelling = |what: String| {
-            PluginError::system("CancellingRemoteJob", format!("cancelling remote job: {what}")).retryable(true)
+            PluginError::system(CANCELLING_REMOTE_JOB, format!("cancelling remote job: {what}")).retryable(true)
         };
         let now = Instant::now();
         let previous = self

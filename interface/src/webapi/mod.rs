@@ -65,6 +65,20 @@ use crate::{PhaseInfo, PluginProperties, ResourceConstraintsSpec, ResourceNamesp
 /// ```
 pub const NOT_FOUND: &str = "NotFound";
 
+/// The error code of an `abort` that is still cancelling something outside
+/// (the adapter's, while `delete` fails). With `retryable` set, the engine
+/// tries such an abort again without its usual limit of failed tries
+/// (`docs/semantics.md#abort-and-finalize`), so a remote job cannot leak
+/// because one `delete` failed.
+///
+/// ```
+/// use kozmo_interface::webapi::CANCELLING_REMOTE_JOB;
+/// use kozmo_interface::PluginError;
+/// let e = PluginError::system(CANCELLING_REMOTE_JOB, "cancelling remote job: delete failed").retryable(true);
+/// assert_eq!(e.code, "CancellingRemoteJob");
+/// ```
+pub const CANCELLING_REMOTE_JOB: &str = "CancellingRemoteJob";
+
 /// What `create` returns: the remote resource's metadata (persisted), and
 /// the resource itself if the answer already holds it (a fast job that is
 /// finished at once then ends in the same round).
