@@ -276,3 +276,24 @@ fn a_bad_config_fails_permanently_saying_what_and_where() {
     );
     assert_eq!(svc.count("POST"), 0);
 }
+
+#[test]
+fn the_rest_plugin_isolated_polls_and_aborts_the_same_way() {
+    let svc = JobService::start();
+    let root = tempfile::tempdir().unwrap();
+    let mut env: Vec<(&str, &str)> = FAST.to_vec();
+    env.push(("KOZMO_PLUGIN_REST_POLL_INTERVAL_SECS", "0.6"));
+    let d = Daemon::start_with_env(root.path(), &PLUGINS, &["--isolate", "rest"], &env);
+    let ok = d.submit(&task(&svc, 1500, "succeeded"));
+    assert_eq!(d.wait_terminal(&ok)["phase"], "Succeeded");
+    assert!(outputs(&d, &ok).to_string().contains("42"));
+    let gets = svc.count("GET");
+    assert!((1..=4).contains(&gets), "{gets} polls: {:?}", svc.requests());
+    let long = d.submit(&task(&svc, 60_000, "succeeded"));
+    d.wait_phase_where(&long, |v| v["plugin_phase"] == "PhaseRunning", Duration::from_secs(30));
+    svc.fail_next("DELETE", 1, 503);
+    assert!(d.cli(&["abort", &long]).status.success());
+    assert_eq!(d.wait_terminal(&long)["phase"], "Aborted");
+    assert_eq!(svc.count("DELETE"), 2);
+    assert!(svc.jobs().iter().any(|j| j.cancelled));
+}

@@ -215,3 +215,61 @@ impl RestConfig {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kozmo_interface::serde_json::json;
+
+    fn base() -> Value {
+        json!({
+            "create": {"url": "http://127.0.0.1:1/jobs", "job_id": "$.id"},
+            "status": {"url": "http://127.0.0.1:1/jobs/{{ .JobId }}", "path": "$.status",
+                       "succeeded": ["DONE"], "failed": ["ERROR"]}
+        })
+    }
+
+    fn error(mutate: impl FnOnce(&mut Value)) -> String {
+        let mut v = base();
+        mutate(&mut v);
+        let e = RestConfig::from_custom(&v).unwrap_err();
+        assert_eq!(
+            (e.code.as_str(), e.kind, e.retryable),
+            ("BadRestConfig", kozmo_interface::ErrorKind::User, false)
+        );
+        e.message
+    }
+
+    #[test]
+    fn bad_configs_say_what_where_and_what_to_do() {
+        let m = error(|v| v["create"]["job_id"] = json!("$..["));
+        assert!(m.contains("custom.create.job_id") && m.contains("RFC 9535"), "{m}");
+        let m = error(|v| v["status"]["succeeded"] = json!([]));
+        assert!(
+            m.contains("custom.status.succeeded") && m.contains("list the status values"),
+            "{m}"
+        );
+        let m = error(|v| v["create"]["method"] = json!("PO ST"));
+        assert!(m.contains("custom.create.method") && m.contains("GET, POST"), "{m}");
+        let m = error(|v| v["status"]["url"] = json!("ftp://x"));
+        assert!(m.contains("custom.status.url"), "{m}");
+        let m = error(|v| v["cancle"] = json!({}));
+        assert!(m.contains("unknown field `cancle`") && m.contains("keys are"), "{m}");
+        let m = error(|v| v["outputs"] = json!({"x": "nope"}));
+        assert!(m.contains("custom.outputs.x"), "{m}");
+        let m = error(|v| v["timeout_secs"] = json!(-1));
+        assert!(m.contains("custom.timeout_secs"), "{m}");
+        let m = error(|v| *v = json!(null));
+        assert!(m.contains("no custom config"), "{m}");
+    }
+
+    #[test]
+    fn a_rendered_url_must_be_http() {
+        assert!(check_url("create", "http://a/b").is_ok());
+        let e = check_url("create", "/jobs").unwrap_err();
+        assert!(
+            e.message.contains("custom.create.url") && e.message.contains("\"/jobs\""),
+            "{e}"
+        );
+    }
+}
