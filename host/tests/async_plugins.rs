@@ -297,3 +297,42 @@ fn the_rest_plugin_isolated_polls_and_aborts_the_same_way() {
     assert_eq!(svc.count("DELETE"), 2);
     assert!(svc.jobs().iter().any(|j| j.cancelled));
 }
+
+#[test]
+fn a_secret_header_reaches_the_service_and_nothing_else() {
+    const SECRET: &str = "s3cr3t-jobs-token";
+    let svc = JobService::start();
+    svc.fail_next("GET", 2, 500);
+    let root = tempfile::tempdir().unwrap();
+    let d = daemon(root.path(), &[("KOZMO_SECRET_JOBS_TOKEN", SECRET)]);
+    let mut t = task(&svc, 500, "succeeded");
+    t["custom"]["headers"] = json!({ "Authorization": "Bearer {{ .Secrets.JOBS_TOKEN }}" });
+    let id = d.submit(&t);
+    let v = d.wait_terminal(&id);
+    assert_eq!(v["phase"], "Succeeded", "{v}");
+    let requests = svc.requests();
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.authorization.as_deref() == Some(&format!("Bearer {SECRET}"))),
+        "{requests:?}"
+    );
+    let seen = format!(
+        "{v}\n{}\n{}\n{}",
+        texts(&events(&d, &id)),
+        outputs(&d, &id),
+        d.log_text()
+    );
+    assert!(!seen.contains(SECRET), "the secret leaked:\n{seen}");
+    // A secret the daemon does not have: the error names the key, not a value.
+    let mut t = task(&svc, 0, "succeeded");
+    t["custom"]["headers"] = json!({ "X-Token": "{{ .Secrets.NOT_GIVEN }}" });
+    let id = d.submit(&t);
+    let v = d.wait_terminal(&id);
+    assert_eq!(v["phase"], "Failed", "{v}");
+    let err = v["error"].to_string();
+    assert!(
+        err.contains("custom.headers.X-Token") && err.contains("secret NOT_GIVEN"),
+        "{v}"
+    );
+}

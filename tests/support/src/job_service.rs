@@ -35,6 +35,8 @@ pub struct Request {
     pub path: String,
     /// The status answered.
     pub status: u16,
+    /// Its `Authorization` header, if any.
+    pub authorization: Option<String>,
 }
 
 /// A job as the service holds it.
@@ -208,6 +210,7 @@ fn serve(conn: TcpStream, shared: &Shared, stop: &AtomicBool, started: Instant) 
         };
         let (method, path) = (method.to_string(), path.to_string());
         let mut length = 0usize;
+        let mut authorization = None;
         loop {
             let mut h = String::new();
             if reader.read_line(&mut h).unwrap_or(0) == 0 {
@@ -220,6 +223,9 @@ fn serve(conn: TcpStream, shared: &Shared, stop: &AtomicBool, started: Instant) 
             if let Some((k, v)) = h.split_once(':') {
                 if k.eq_ignore_ascii_case("content-length") {
                     length = v.trim().parse().unwrap_or(0);
+                }
+                if k.eq_ignore_ascii_case("authorization") {
+                    authorization = Some(v.trim().to_string());
                 }
             }
         }
@@ -238,6 +244,7 @@ fn serve(conn: TcpStream, shared: &Shared, stop: &AtomicBool, started: Instant) 
             method,
             path,
             status,
+            authorization,
         });
         let text = answer.to_string();
         let reply = format!(
