@@ -94,9 +94,6 @@ fn report(st: &mut AsyncState, info: PhaseInfo) -> PhaseInfo {
     st.reported_version = version;
     st.reported_digest = d;
     st.reported_reason = info.reason().to_string();
-    if info.phase().is_terminal() {
-        st.phase = AsyncPhase::Done;
-    }
     info.with_version(version)
 }
 
@@ -306,6 +303,7 @@ impl<P: AsyncPlugin> AsyncAdapter<P> {
             Ok(c) => c,
             Err(e) if e.kind == ErrorKind::User && !e.retryable => {
                 let info = PhaseInfo::failure(e.code, e.message, None);
+                st.phase = AsyncPhase::Done;
                 return Ok(report(st, info));
             }
             Err(e) => return Err(e),
@@ -319,7 +317,12 @@ impl<P: AsyncPlugin> AsyncAdapter<P> {
         // committed, or the resource would be created again.
         let info = match &created.resource {
             Some(resource) => match self.plugin.status(ctx, &created.metadata, resource) {
-                Ok(info) => info,
+                Ok(info) => {
+                    if info.phase().is_terminal() {
+                        st.phase = AsyncPhase::Done;
+                    }
+                    info
+                }
                 Err(e) => self.sync_failed(st, e),
             },
             None => PhaseInfo::queued(SystemTime::now(), 0, "remote job created"),
@@ -385,6 +388,10 @@ impl<P: AsyncPlugin> AsyncAdapter<P> {
         {
             Ok(info) => {
                 st.sync_failures = 0;
+                if info.phase().is_terminal() {
+                    // The remote job is over: nothing to delete.
+                    st.phase = AsyncPhase::Done;
+                }
                 info
             }
             Err(e) => {
@@ -424,14 +431,19 @@ impl<P: AsyncPlugin> Plugin for AsyncAdapter<P> {
         Ok(Transition::ephemeral(info))
     }
 
-    /// Deletes the remote job, if one was created: the write slot, then
-    /// `delete`; a failure (or no slot yet) is a retryable error the engine
-    /// tries again, after a backoff, until `delete` succeeds or answers
-    /// [`NOT_FOUND`].
+    /// Deletes the remote job, if one was created and not seen finished:
+    /// the write slot, then `delete`; a retryable failure (or no slot yet)
+    /// is a [`CANCELLING_REMOTE_JOB`] error the engine tries again, after a
+    /// backoff, until `delete` succeeds or answers [`NOT_FOUND`]. A `delete`
+    /// error that is not retryable is returned as it is (the engine gives
+    /// up after its usual number of tries).
     fn abort(&self, ctx: &dyn TaskExecutionContext) -> Result<()> {
         let key = key(ctx);
         let (_, st) = ctx.plugin_state_reader().get::<AsyncState>()?;
-        let Some(metadata) = st.as_ref().map(|s| s.metadata::<P::Metadata>()).transpose()?.flatten() else {
+        let Some(st) = st.filter(|s| s.phase == AsyncPhase::Created) else {
+            return Ok(());
+        };
+        let Some(metadata) = st.metadata::<P::Metadata>()? else {
             return Ok(());
         };
         let cancelling = |what: String| {
@@ -461,6 +473,10 @@ impl<P: AsyncPlugin> Plugin for AsyncAdapter<P> {
             Ok(()) => {}
             Err(e) if e.code == NOT_FOUND => {
                 log::debug!("{}: {key}: remote job already gone: {e}", self.plugin.id());
+            }
+            Err(e) if !e.retryable => {
+                log::warn!("{}: {key}: delete refused: {e}", self.plugin.id());
+                return Err(e);
             }
             Err(e) => {
                 let n = previous.map_or(0, |p| p.0) + 1;

@@ -30,8 +30,9 @@
 //!   the adapter asks for a token (the attempt's generated name), reports
 //!   `WaitingForResources` with the reason while the quota is used up or the
 //!   namespace's quota is exceeded, and releases it in `finalize`.
-//! * **Reliable abort.** `abort` calls `delete` (under the write limit);
-//!   a failed `delete` is a retryable error, which the engine tries again
+//! * **Reliable abort.** `abort` calls `delete` (under the write limit)
+//!   unless the resource was seen finished; a retryable `delete` failure is
+//!   a [`CANCELLING_REMOTE_JOB`] error, which the engine tries again
 //!   without giving up, with a backoff ([`AsyncConfig::delete_backoff`]),
 //!   the execution showing `cancelling remote job …` meanwhile, until
 //!   `delete` succeeds or answers not found ([`NOT_FOUND`]).
@@ -233,8 +234,11 @@ pub trait AsyncPlugin: Send + Sync + 'static {
     fn get(&self, ctx: &dyn TaskExecutionContext, metadata: &Self::Metadata) -> Result<Self::Resource>;
 
     /// Deletes (cancels) the remote resource. Called at least once on
-    /// abort; must succeed, or fail with code [`NOT_FOUND`], when the
-    /// resource is gone already. Other errors are retried with a backoff.
+    /// abort while the resource is not seen finished; must succeed, or fail
+    /// with code [`NOT_FOUND`], when the resource is gone already. A
+    /// retryable error is retried with a backoff until it succeeds; one that
+    /// is not retryable (the service refuses for good) is a plain abort
+    /// error, tried only the engine's usual number of times.
     fn delete(&self, ctx: &dyn TaskExecutionContext, metadata: &Self::Metadata) -> Result<()>;
 
     /// The plugin phase of `resource`: pure (no network), so it can run in

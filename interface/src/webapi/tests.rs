@@ -68,7 +68,8 @@ impl AsyncPlugin for Fake {
         match s.deletes.pop_front().unwrap_or(Ok(())) {
             Ok(()) => Ok(()),
             Err("gone") => Err(PluginError::user(NOT_FOUND, "no such job")),
-            Err(e) => Err(PluginError::system("Unavailable", e)),
+            Err("refused") => Err(PluginError::user("Refused", "cannot cancel")),
+            Err(e) => Err(PluginError::system("Unavailable", e).retryable(true)),
         }
     }
     fn status(&self, ctx: &dyn TaskExecutionContext, _: &String, r: &String) -> Result<PhaseInfo> {
@@ -162,6 +163,8 @@ fn async_fast_job_finishes_in_the_create_round() {
     assert!(round(&p, &ctx).phase().is_success());
     assert_eq!(calls(&s), ["create test-exec-n0-0"]);
     assert_eq!(state(&ctx).phase, AsyncPhase::Done);
+    p.abort(&ctx).unwrap();
+    assert_eq!(calls(&s), ["create test-exec-n0-0"], "a finished job is not deleted");
 }
 
 #[test]
@@ -400,4 +403,44 @@ fn async_sync_plugin_do_is_called_under_the_write_limit() {
     let other = TestTaskContext::new().with_generated_name("other");
     assert_eq!(p.handle(&other).unwrap().info().reason(), WAITING_FOR_WRITE_SLOT);
     assert_eq!(*n.lock().unwrap(), 1);
+}
+
+#[test]
+fn async_abort_of_a_finished_job_deletes_nothing_and_a_refusal_is_plain() {
+    let script = Script {
+        gets: VecDeque::from([Ok("FAILED")]),
+        deletes: VecDeque::from([Err("refused")]),
+        ..Script::default()
+    };
+    let (p, s) = adapter(fast(), script);
+    let done = TestTaskContext::new();
+    round(&p, &done);
+    assert!(round(&p, &done).phase().is_failure());
+    p.abort(&done).unwrap();
+    assert!(!calls(&s).iter().any(|c| c.starts_with("delete")), "{:?}", calls(&s));
+    let running = TestTaskContext::new().with_generated_name("r-n0-0");
+    round(&p, &running);
+    let e = p.abort(&running).unwrap_err();
+    assert_eq!(
+        e.code, "Refused",
+        "not a cancelling error: the engine gives up at its limit"
+    );
+}
+
+#[test]
+fn async_sync_failures_over_the_budget_still_delete() {
+    let script = Script {
+        gets: VecDeque::from([Err("down")]),
+        ..Script::default()
+    };
+    let config = AsyncConfig {
+        max_sync_failures: 1,
+        ..fast()
+    };
+    let (p, s) = adapter(config, script);
+    let ctx = TestTaskContext::new();
+    round(&p, &ctx);
+    assert_eq!(round(&p, &ctx).err().unwrap().code, "SyncFailures");
+    p.abort(&ctx).unwrap();
+    assert!(calls(&s).iter().any(|c| c.starts_with("delete")), "{:?}", calls(&s));
 }

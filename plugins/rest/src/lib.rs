@@ -146,7 +146,10 @@ fn http_error(what: &str, e: ureq::Error) -> PluginError {
     match e {
         ureq::Error::Status(code, resp) => {
             let body: String = resp.into_string().unwrap_or_default().chars().take(200).collect();
-            PluginError::system("HttpStatus", format!("{what}: HTTP {code}: {body}")).retryable(true)
+            // A 4xx other than a timeout or "too many requests" will not
+            // change by trying again.
+            let retryable = !(400..500).contains(&code) || code == 408 || code == 429;
+            PluginError::system("HttpStatus", format!("{what}: HTTP {code}: {body}")).retryable(retryable)
         }
         ureq::Error::Transport(t) => PluginError::system("HttpTransport", format!("{what}: {t}")).retryable(true),
     }
