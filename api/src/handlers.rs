@@ -365,7 +365,7 @@ pub(crate) async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
-        "no such route; the API lives under /v1 (executions, plugins, openapi.json), plus /healthz and /metrics",
+        "no such route; the API lives under /v1 (executions, plugins, quotas, openapi.json), plus /healthz, /metrics and the web console at /",
     )
 }
 

@@ -1,13 +1,16 @@
 //! The Kozmo HTTP JSON API under `/v1` (axum on tokio), plus `/healthz`
 //! and `/metrics`. Handlers call an [`ExecutionService`] on blocking
 //! threads (a single submission: awaited, [`ExecutionService::submit_async`]); every request and response body is a type of [`types`], and
-//! `/v1/openapi.json` is generated from them.
+//! `/v1/openapi.json` is generated from them. The web console (static
+//! files, `console`) is served at `/`.
 //!
 //! This crate knows nothing of the engine: the daemon implements
 //! [`ExecutionService`] over it and converts between its views and these.
 
+mod console;
 mod error;
 mod handlers;
+mod inspect;
 mod json_errors;
 mod openapi;
 mod prune;
@@ -126,6 +129,10 @@ fn router_closing(
         .route("/v1/executions/{id}/events", get(handlers::events))
         .route("/v1/executions/{id}/outputs", get(handlers::outputs))
         .route("/v1/executions/{id}/abort", post(handlers::abort))
+        .route("/v1/executions/{id}/wait", get(inspect::wait))
+        .route("/v1/executions/{id}/files", get(inspect::files))
+        .route("/v1/executions/{id}/file", get(inspect::file))
+        .route("/v1/quotas", get(inspect::quotas))
         .route("/v1/plugins", get(handlers::plugins))
         .route("/v1/nodes", get(handlers::nodes))
         .route("/v1/openapi.json", get(handlers::openapi))
@@ -136,6 +143,8 @@ fn router_closing(
         .layer(axum::middleware::from_fn_with_state(state.clone(), require_token))
         .layer(axum::middleware::from_fn(json_errors::every_error_in_json))
         .layer(axum::extract::DefaultBodyLimit::disable())
+        // The console's static files: no token (the page asks for it).
+        .merge(console::routes())
         .with_state(state)
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::types::{Event, Execution, NodeBody, PluginBody, PruneReport};
+use super::types::{Event, Execution, FileChunk, FileList, NodeBody, PluginBody, PruneReport, QuotaBody, WaitBody};
 
 /// Why a request failed; each maps to one HTTP status.
 #[derive(Debug, Clone, PartialEq)]
@@ -192,6 +192,46 @@ pub trait ExecutionService: Send + Sync + 'static {
     /// with `dry_run` what it would remove.
     fn prune(&self, _older_than: Option<&str>, _dry_run: bool) -> Result<PruneReport, ServiceError> {
         Err(ServiceError::Unavailable("this service does not prune".into()))
+    }
+    /// Why an execution is not progressing right now. Default: what its
+    /// status says ([`Execution::waiting`]).
+    fn wait_info(&self, id: &str) -> Result<WaitBody, ServiceError> {
+        let e = self.get(id)?;
+        let finished = matches!(e.phase.as_str(), "Succeeded" | "Failed" | "Aborted");
+        let kind = match (&e.waiting, finished) {
+            (_, true) => "finished",
+            (Some(_), _) => "plugin_call",
+            (None, _) if e.phase == "Queued" => "queued",
+            (None, _) => "running",
+        };
+        Ok(WaitBody {
+            id: e.id,
+            phase: e.phase,
+            waiting: !matches!(kind, "finished" | "running"),
+            kind: kind.into(),
+            reason: e.waiting,
+            resources: Vec::new(),
+        })
+    }
+    /// Every resource namespace, its quota, holders and waiters. Default:
+    /// none.
+    fn quotas(&self) -> Vec<QuotaBody> {
+        Vec::new()
+    }
+    /// The files an execution's plugin wrote in the data store (under the
+    /// execution's own directories only). Default: none.
+    fn files(&self, id: &str) -> Result<FileList, ServiceError> {
+        self.get(id)?;
+        Ok(FileList {
+            items: Vec::new(),
+            truncated: false,
+        })
+    }
+    /// At most `limit` bytes from `offset` of one of [`Self::files`]
+    /// (`path` as listed there); anything else is `NotFound`.
+    fn read_file(&self, id: &str, path: &str, _offset: u64, _limit: usize) -> Result<FileChunk, ServiceError> {
+        self.get(id)?;
+        Err(ServiceError::NotFound(format!("execution {id} has no file {path:?}")))
     }
 }
 

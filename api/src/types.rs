@@ -267,6 +267,10 @@ pub struct PluginBody {
     pub interface_version: String,
     /// The ABI version (epoch.minor) it was built for.
     pub abi: String,
+    /// Whether it runs in a child process of its own (`--isolate`): when
+    /// isolation names it or another plugin of its library.
+    #[serde(default)]
+    pub isolated: bool,
 }
 
 /// A daemon among those sharing a store (`GET /v1/nodes`).
@@ -420,4 +424,122 @@ pub struct TaskBody {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub container: Value,
+}
+
+/// Why an execution is not progressing right now
+/// (`GET /v1/executions/{id}/wait`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WaitBody {
+    /// The execution.
+    pub id: String,
+    /// Its phase.
+    #[schema(value_type = PhaseName)]
+    pub phase: String,
+    /// Whether it waits for something (not running rounds, not finished).
+    pub waiting: bool,
+    /// What it waits for: `resources`, `plugin_not_loaded`, `plugin_call`,
+    /// `abort_pending`, `queued`; `running` and `finished` when it does
+    /// not wait.
+    pub kind: String,
+    /// Why, in one line (the plugin's reason for a resource wait).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The resource namespaces it waits for a token of.
+    pub resources: Vec<ResourceWait>,
+}
+
+/// One namespace an execution waits for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ResourceWait {
+    /// Fully qualified namespace (`<manager>:<plugin>:<name>`).
+    pub namespace: String,
+    /// Tokens it can grant at once.
+    pub quota: i64,
+    /// Tokens granted now.
+    pub in_use: u64,
+    /// Executions waiting for it.
+    pub waiting: u64,
+    /// The execution's place among them, from 1, in order of submission
+    /// (a freed token goes to the first waiter whose round asks again);
+    /// `null` when the resource manager cannot list its waiters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<u64>,
+    /// Executions holding its tokens (at most 100; empty when unknown).
+    pub holders: Vec<String>,
+}
+
+/// A resource namespace (`GET /v1/quotas`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct QuotaBody {
+    /// Fully qualified namespace (`<manager>:<plugin>:<name>`).
+    pub namespace: String,
+    /// Tokens it can grant at once.
+    pub quota: i64,
+    /// Tokens granted now.
+    pub in_use: u64,
+    /// Executions waiting for a token.
+    pub waiting: u64,
+    /// Executions holding a token (at most 100).
+    pub holders: Vec<String>,
+    /// Executions waiting, in order of submission (at most 100).
+    pub waiters: Vec<String>,
+    /// Whether the resource manager lists holders and waiters (the
+    /// in-memory one does; Redis: counts only).
+    pub members_known: bool,
+}
+
+/// Every resource namespace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct QuotaList {
+    /// Sorted by namespace.
+    pub items: Vec<QuotaBody>,
+}
+
+/// A file an execution's plugin wrote in the data store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FileEntry {
+    /// Its path under the data store's root (`raw/<generated name>/stdout`):
+    /// the `path` of `GET /v1/executions/{id}/file`.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification (unix ms).
+    pub modified_ms: i64,
+}
+
+/// The files of an execution (`GET /v1/executions/{id}/files`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FileList {
+    /// Sorted by path.
+    pub items: Vec<FileEntry>,
+    /// Whether more files exist than listed.
+    pub truncated: bool,
+}
+
+/// `GET /v1/executions/{id}/file` parameters.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct FileQuery {
+    /// The file's path under the data store's root, as
+    /// `GET /v1/executions/{id}/files` lists it.
+    #[param(min_length = 1, max_length = 1024)]
+    pub path: String,
+    /// First byte to return (default 0).
+    #[param(minimum = 0)]
+    pub offset: Option<u64>,
+    /// Most bytes to return, 1 to 1048576 (default 1048576).
+    #[param(minimum = 1, maximum = 1048576)]
+    pub limit: Option<u32>,
+}
+
+/// A part of a file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileChunk {
+    /// The bytes from `offset`.
+    pub data: Vec<u8>,
+    /// Where they start.
+    pub offset: u64,
+    /// The file's size.
+    pub size: u64,
 }

@@ -475,6 +475,42 @@ pub(crate) async fn watch_all(
     Ok(sse(&state, rx))
 }
 
+/// How long the watch of every execution waits for a missing `seq` before
+/// going past it.
+const GAP_WAIT: Duration = Duration::from_secs(2);
+
+/// A `seq` missing below ones already readable. Event sequence numbers are
+/// taken when a transaction inserts, not when it commits: with several
+/// writers (daemons sharing a PostgreSQL store, or a commit outside the
+/// group commit) a later number can become readable first. The watch of
+/// every execution sends nothing past a missing number until it appears or
+/// [`GAP_WAIT`] passed (a rolled-back transaction's numbers never appear;
+/// pruning leaves holes too), so a late commit is not skipped.
+#[derive(Default)]
+struct Gap {
+    seen: Option<(i64, std::time::Instant)>,
+}
+
+impl Gap {
+    /// Whether the watch may go past the missing `missing` now.
+    fn passable(&mut self, missing: i64) -> bool {
+        match self.seen {
+            Some((m, since)) if m == missing => {
+                if since.elapsed() >= GAP_WAIT {
+                    self.seen = None;
+                    true
+                } else {
+                    false
+                }
+            }
+            _ => {
+                self.seen = Some((missing, std::time::Instant::now()));
+                false
+            }
+        }
+    }
+}
+
 async fn follow_all(
     service: Arc<dyn ExecutionService>,
     mut seq: i64,
@@ -483,6 +519,7 @@ async fn follow_all(
     mut waker: Waker,
     _slot: OwnedSemaphorePermit,
 ) {
+    let mut gap = Gap::default();
     loop {
         let after = seq;
         let read = call(&service, move |s| {
@@ -504,8 +541,13 @@ async fn follow_all(
         .await;
         let full = match read {
             Ok((events, statuses)) => {
-                let full = events.len() == BATCH;
+                let mut full = events.len() == BATCH;
                 for event in events {
+                    if event.seq > seq + 1 && !gap.passable(seq + 1) {
+                        // Held back until the gap fills or is old enough.
+                        full = false;
+                        break;
+                    }
                     seq = event.seq;
                     let execution = statuses.get(&event.execution_id).cloned().flatten();
                     if phase.is_some_and(|p| !matches!(&execution, Some(x) if x.phase == p)) {
@@ -536,6 +578,16 @@ async fn follow_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_seq_holds_the_watch_back_until_it_is_old() {
+        let mut gap = Gap::default();
+        assert!(!gap.passable(5), "first seen: wait");
+        assert!(!gap.passable(5), "still young");
+        gap.seen = Some((5, std::time::Instant::now() - GAP_WAIT));
+        assert!(gap.passable(5), "old enough: go past it");
+        assert!(!gap.passable(9), "another gap starts its own wait");
+    }
 
     #[test]
     fn cursors_read_back_what_they_wrote() {

@@ -22,6 +22,10 @@ pub(crate) struct Active {
     pub(crate) gname: Option<(u32, Arc<str>)>,
     /// Consecutive steps that changed nothing (resync backoff).
     pub(crate) no_change: u32,
+    /// An attempt this engine knows has no outputs and no error document
+    /// stored (it submitted the execution and has committed neither since):
+    /// a successful round of it validates without reading the store.
+    pub(crate) stored_nothing: Option<u32>,
 }
 
 /// The part of an [`Active`] reachable while its step runs.
@@ -71,7 +75,14 @@ impl Active {
             shared: Arc::default(),
             gname: None,
             no_change: 0,
+            stored_nothing: None,
         })
+    }
+
+    /// Whether nothing is stored as outputs or error document of `attempt`
+    /// (`false`: unknown, read the store).
+    pub(crate) fn stored_nothing_for(&self, attempt: u32) -> bool {
+        self.stored_nothing == Some(attempt)
     }
 
     /// The inputs' canonical JSON.

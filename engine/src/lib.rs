@@ -38,6 +38,7 @@ mod crash_loop;
 mod errors;
 mod events;
 mod handle;
+mod inspect;
 mod lock;
 mod oneshot;
 mod outputs;
@@ -390,6 +391,9 @@ impl Engine {
     fn after_step(&self, mut a: Box<Active>, out: step::StepOutcome) {
         a.record.state = out.commit.state.clone();
         a.record.task = out.task;
+        if out.commit.outputs.is_some() || out.commit.error_document.is_some() {
+            a.stored_nothing = None;
+        }
         if out.commit.clear_abort {
             a.record.abort_requested = None;
         }
@@ -572,7 +576,11 @@ impl Engine {
         };
         let shown = view.then(|| self.view_with(&rec, plugin.as_ref(), spec.spec.node_id()));
         let shape = lock(&self.shapes).intern(&spec.shared_json, spec.spec, plugin);
-        self.sched.add(Active::new(shape, rec, spec.inputs));
+        let attempt = rec.state.attempt;
+        let mut a = Active::new(shape, rec, spec.inputs);
+        // Just submitted: nothing of its first attempt is stored.
+        a.stored_nothing = Some(attempt);
+        self.sched.add(a);
         shown
     }
 }

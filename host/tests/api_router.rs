@@ -124,6 +124,7 @@ impl ExecutionService for Fake {
             file: "/x/libecho.so".into(),
             interface_version: "1.0.0".into(),
             abi: "1.0".into(),
+            isolated: false,
         }]
     }
     fn metrics_text(&self) -> String {

@@ -243,6 +243,15 @@ fn three_nodes_finish_every_execution_once_through_a_kill_and_a_pause() {
     assert_eq!(alive, [("n0".into(), true), ("n1".into(), false), ("n2".into(), true)]);
     assert_eq!(list[0]["this_node"], true);
     assert!(list[0]["plugins"].to_string().contains("sleep-quota"), "{list}");
+    let out = nodes[0].cli(&["nodes"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let rows: Vec<Vec<&str>> = text.lines().skip(1).map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(
+        rows.iter().map(|r| (r[0], r[1])).collect::<Vec<_>>(),
+        [("n0*", "yes"), ("n1", "no"), ("n2", "yes")],
+        "{text}"
+    );
 
     let fenced: usize = nodes
         .iter()

@@ -88,7 +88,7 @@ const NEXT_MINOR: &[Append] = &[
 ",
     },
     Append {
-        file: "src/testing.rs",
+        file: "src/testing/mod.rs",
         marker: "test-task-context",
         code: "    fn simulated_host_service(&self, text: &str) -> crate::Result<String> {
         Ok(format!(\"host 1.1 answered {text}\"))

@@ -61,6 +61,8 @@ fn run(lib: OpenedLibrary) -> Result<Traces> {
     let plugin: Arc<dyn Plugin> = Arc::from(kozmo_interface::load_plugin(&setup, &entry)?);
     assert_eq!(plugin.properties().generated_name_max_length, Some(12));
     let ctx = TestTaskContext::new()
+        // The same prefix in both runs (the default is a directory per context).
+        .with_raw_output_prefix("mem://raw/test-exec-n0-0")
         .with_secret("task-secret", "t0p")
         .with_input("x", Literal::Integer(5))
         .with_state(1, kozmo_interface::state::encode(&(7u32, "prior".to_string()))?);

@@ -28,12 +28,27 @@ pub trait InputReader {
 pub trait OutputWriter {
     /// The prefix under which outputs are stored.
     fn output_prefix(&self) -> String;
-    /// The prefix for raw data this attempt produces (unique per attempt).
-    /// When the host's data store is a local directory, this is an
-    /// absolute path (the Kozmo daemon passes one, whatever `--data-dir`
-    /// it was given); [`local_dir`] turns it, or a `file://` URL, into a
-    /// directory a plugin can write to, and says `None` for anything else
-    /// (`mem://` in tests, object stores).
+    /// The prefix for raw data this attempt produces (unique per attempt,
+    /// the same in every round of it).
+    ///
+    /// Its forms:
+    ///
+    /// * **an absolute path** — what the Kozmo daemon passes, always: its
+    ///   data store is the local directory `<data dir>/data`, and the prefix
+    ///   is `<data dir>/data/raw/<generated name>` made absolute when the
+    ///   daemon starts, even with a relative `--data-dir data` (the data
+    ///   store root is resolved against the daemon's current directory
+    ///   once), so it names the same directory whatever the plugin's own
+    ///   current directory is;
+    /// * **an absolute `file://` URL** (`file:///x` or `file://localhost/x`)
+    ///   — the same thing spelled as a URL, as other hosts and
+    ///   [`TestTaskContext`](crate::testing::TestTaskContext) pass it;
+    /// * anything else (`s3://...`, `mem://...`) — not a local directory.
+    ///
+    /// A relative path is never passed. Use [`local_dir`] (or
+    /// [`TaskContextExt::raw_output_dir`](crate::kit::TaskContextExt::raw_output_dir))
+    /// to get the directory to write to, which answers `None` for the last
+    /// form; never `Path::new(prefix)`. The directory may not exist yet.
     fn raw_output_prefix(&self) -> String;
     /// Where this attempt writes checkpoints.
     fn checkpoint_prefix(&self) -> String;

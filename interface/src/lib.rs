@@ -12,14 +12,16 @@
 //!
 //! ## A complete plugin
 //!
-//! `Cargo.toml`:
+//! `kozmo plugins new NAME` writes a crate to start from (it builds, tests
+//! and loads as it is). By hand, `Cargo.toml` (this crate is not on
+//! crates.io: depend on a checkout's `interface/` by path):
 //!
 //! ```toml
 //! [lib]
-//! crate-type = ["cdylib"]
+//! crate-type = ["cdylib", "rlib"]   # the library the daemon loads; rlib for `cargo test`
 //!
 //! [dependencies]
-//! kozmo-interface = "1"
+//! kozmo-interface = { path = "/path/to/kozmo/interface" }
 //! log = "0.4"
 //! ```
 //!
@@ -86,9 +88,15 @@
 //!   [`ResourceNamespace`], [`PluginProperties`], [`PluginError`].
 //! * Host services a plugin receives: [`TaskExecutionContext`] (13
 //!   accessors) and [`SetupContext`] with the traits they return.
+//! * [`kit`] (what every plugin otherwise writes itself: the generated
+//!   name, the raw output directory, quota allocation answering the phase
+//!   to report, `now_ms`), [`io::local_dir`] (the raw output prefix's
+//!   forms: see [`OutputWriter::raw_output_prefix`]).
 //! * [`encoding`] (generated names), [`template`] (argument rendering),
 //!   [`literals`] (input/output values), [`state`] (typed plugin state),
-//!   [`testing`] (in-memory host services to unit-test a plugin).
+//!   [`testing`] (in-memory host services to unit-test a plugin, shared
+//!   quotas wired to the loader's, [`testing::drive`] to run rounds as the
+//!   daemon does, captured logs).
 //! * [`abi`] (the ABI version) and [`host`] (for hosts: open a plugin
 //!   library). The frozen per-epoch FFI layer underneath is not part of
 //!   this API and not documented here: authors never need it.
@@ -110,6 +118,7 @@ mod export;
 pub mod ffi;
 pub mod host;
 pub mod io;
+pub mod kit;
 pub mod literals;
 pub mod metadata;
 pub mod metrics;

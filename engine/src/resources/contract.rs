@@ -15,7 +15,9 @@ use kozmo_interface::{
     AllocationStatus, ResourceConstraint, ResourceConstraintsSpec, ResourceManager, ResourceNamespace,
 };
 
-use super::{Allocation, NamespaceUsage, ResourceBackend, ScopeConstraint, TaskResources, TokenOwner};
+use super::{
+    Allocation, NamespaceMembers, NamespaceUsage, ResourceBackend, ScopeConstraint, TaskResources, TokenOwner,
+};
 use crate::model::TokenRow;
 
 /// Makes a fresh, empty backend whose id is the one given to [`run`], with
@@ -277,6 +279,16 @@ pub fn usage_reports_quota_in_use_and_waiting(id: &str, make: Factory<'_>) {
     }
     m.allocate(&q2, "ex:p:dev:a-t", &[], &owner("a")).unwrap();
     assert_eq!(m.usage(), vec![usage(&q1, 1, 1, 2), usage(&q2, 3, 1, 0)]);
+    // Who: the holders and the waiters by execution, sorted.
+    let members = |ns: &str, holders: &[&str], waiters: &[&str]| NamespaceMembers {
+        namespace: ns.to_string(),
+        holders: holders.iter().map(|h| h.to_string()).collect(),
+        waiters: waiters.iter().map(|w| w.to_string()).collect(),
+    };
+    assert_eq!(
+        m.members(),
+        vec![members(&q1, &["a"], &["b", "c"]), members(&q2, &["a"], &[])]
+    );
     // A waiter granted later is no longer waiting.
     assert!(m.release(&q1, "ex:p:dev:a-t").unwrap());
     assert_eq!(m.usage(), vec![usage(&q1, 1, 0, 0), usage(&q2, 3, 1, 0)]);

@@ -111,6 +111,23 @@ pub trait ResourceBackend: Send + Sync {
     fn usage(&self) -> Vec<NamespaceUsage> {
         Vec::new()
     }
+    /// Who holds and who waits for tokens, per namespace (what an operator
+    /// inspects: the console's quotas page, why an execution waits).
+    /// Default: a backend that cannot tell (none listed).
+    fn members(&self) -> Vec<NamespaceMembers> {
+        Vec::new()
+    }
+}
+
+/// Who holds and who waits in one resource namespace at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NamespaceMembers {
+    /// Fully qualified namespace.
+    pub namespace: String,
+    /// Executions holding a token, sorted.
+    pub holders: Vec<String>,
+    /// Executions told the namespace was full and not granted since, sorted.
+    pub waiters: Vec<String>,
 }
 
 /// One resource namespace at one moment.
@@ -438,6 +455,37 @@ impl ResourceBackend for InMemoryResources {
     fn in_use(&self, namespace: &str) -> usize {
         self.lock().pools.get(namespace).map_or(0, |p| p.members.len())
     }
+
+    fn members(&self) -> Vec<NamespaceMembers> {
+        let g = self.lock();
+        let mut all: Vec<NamespaceMembers> = g
+            .pools
+            .keys()
+            .map(|ns| {
+                let mut holders: Vec<String> = g
+                    .owners
+                    .iter()
+                    .filter(|((n, _), _)| n == ns)
+                    .map(|(_, o)| o.execution_id.clone())
+                    .collect();
+                holders.sort();
+                holders.dedup();
+                let mut waiters: Vec<String> = g
+                    .waiters
+                    .get(ns)
+                    .map(|w| w.iter().cloned().collect())
+                    .unwrap_or_default();
+                waiters.sort();
+                NamespaceMembers {
+                    namespace: ns.clone(),
+                    holders,
+                    waiters,
+                }
+            })
+            .collect();
+        all.sort_by(|a, b| a.namespace.cmp(&b.namespace));
+        all
+    }
 }
 
 /// Token operations one round performed (committed with the round).
@@ -573,6 +621,44 @@ mod tests {
         contract::run(IN_MEMORY_MANAGER_ID, &|quotas| {
             Arc::new(InMemoryResources::new(IN_MEMORY_MANAGER_ID, quotas))
         });
+    }
+
+    #[test]
+    fn members_lists_holders_and_waiters_per_namespace() {
+        let rm = InMemoryResources::new(
+            "m",
+            BTreeMap::from([("m:p:q".to_string(), 1), ("m:p:r".to_string(), 2)]),
+        );
+        let owner = |id: &str| TokenOwner {
+            execution_id: id.into(),
+            attempt: 0,
+        };
+        assert_eq!(
+            rm.allocate("m:p:q", "t1", &[], &owner("a")).unwrap(),
+            Allocation::Granted { new: true }
+        );
+        assert_eq!(
+            rm.allocate("m:p:q", "t3", &[], &owner("c")).unwrap(),
+            Allocation::Exhausted
+        );
+        assert_eq!(
+            rm.allocate("m:p:q", "t2", &[], &owner("b")).unwrap(),
+            Allocation::Exhausted
+        );
+        let m = rm.members();
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].namespace, "m:p:q");
+        assert_eq!(m[0].holders, ["a"]);
+        assert_eq!(m[0].waiters, ["b", "c"]);
+        assert_eq!(
+            m[1],
+            NamespaceMembers {
+                namespace: "m:p:r".into(),
+                ..NamespaceMembers::default()
+            }
+        );
+        rm.release("m:p:q", "t1").unwrap();
+        assert!(rm.members()[0].holders.is_empty() && rm.members()[0].waiters.is_empty());
     }
 
     #[test]

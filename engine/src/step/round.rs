@@ -172,8 +172,18 @@ impl Engine {
         let post_process = cap_versions(&mut info, ts, observed, &limits, plugin.id());
         if post_process && info.phase() == Phase::SUCCESS {
             let id = &a.record.id;
-            let stored_outputs = || self.store.outputs(id, attempt).ok().flatten();
-            let stored_error = || self.store.error_document(id, attempt).ok().flatten();
+            // Nothing to read when this engine knows nothing was stored.
+            let nothing = a.stored_nothing_for(attempt);
+            let stored_outputs = || {
+                (!nothing)
+                    .then(|| self.store.outputs(id, attempt).ok().flatten())
+                    .flatten()
+            };
+            let stored_error = || {
+                (!nothing)
+                    .then(|| self.store.error_document(id, attempt).ok().flatten())
+                    .flatten()
+            };
             let outputs = buffered.outputs.clone().or_else(stored_outputs);
             let error_doc = buffered.error_document.clone().or_else(stored_error);
             if let Some((err, recoverable)) = validate_outputs(&a.spec.template, outputs.as_ref(), error_doc.as_ref()) {

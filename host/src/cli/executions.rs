@@ -183,6 +183,39 @@ pub fn get(id: &str, format: Format, server: ServerArgs) -> anyhow::Result<ExitC
 }
 
 /// Runs `kozmo list`.
+/// `kozmo nodes`: the daemons sharing the store.
+pub fn nodes(format: Format, server: ServerArgs) -> anyhow::Result<ExitCode> {
+    let (_, list) = server.client().get("/v1/nodes")?;
+    match format {
+        Format::Json => show(&list, Format::Json),
+        Format::Text => {
+            println!(
+                "{:<24} {:<6} {:>10} {:<26} {:<22} PLUGINS",
+                "NODE", "ALIVE", "EXECUTIONS", "LAST HEARTBEAT", "ADDRESS"
+            );
+            for n in list.as_array().into_iter().flatten() {
+                let plugins: Vec<&str> = n["plugins"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| p["id"].as_str())
+                    .collect();
+                let mark = if n["this_node"] == true { "*" } else { "" };
+                println!(
+                    "{:<24} {:<6} {:>10} {:<26} {:<22} {}",
+                    format!("{}{mark}", n["node_id"].as_str().unwrap_or("")),
+                    if n["alive"] == true { "yes" } else { "no" },
+                    n["executions"].as_u64().unwrap_or(0),
+                    n["last_heartbeat"].as_str().unwrap_or(""),
+                    n["address"].as_str().unwrap_or(""),
+                    plugins.join(",")
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn list(phase: Option<String>, limit: usize, format: Format, server: ServerArgs) -> anyhow::Result<ExitCode> {
     let mut path = format!("/v1/executions?limit={limit}");
     if let Some(p) = phase {

@@ -92,6 +92,17 @@ pub enum Command {
         #[command(flatten)]
         server: executions::ServerArgs,
     },
+    /// List the daemons sharing the store (only the one asked, on SQLite):
+    /// whether each is alive, its active executions, last heartbeat,
+    /// plugins.
+    Nodes {
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t)]
+        output: executions::Format,
+        /// Where the daemon is.
+        #[command(flatten)]
+        server: executions::ServerArgs,
+    },
     /// Remove terminal executions past retention now (the daemon's
     /// `retention` settings, or `--older-than`), with every row and data
     /// store file they own; report what was removed.
@@ -196,6 +207,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => executions::list(phase, limit, output, server),
         Command::Events { id, output, server } => executions::events(&id, output, server),
         Command::Watch(args) => watch::run(args),
+        Command::Nodes { output, server } => executions::nodes(output, server),
         Command::Outputs { id, server } => executions::outputs(&id, server),
         Command::Abort {
             id,

@@ -1,5 +1,8 @@
-//! `kozmo plugins list|check`: what a plugin directory holds, and whether
-//! given libraries would load (for plugin authors' CI).
+//! `kozmo plugins list|check|new`: what a plugin directory holds, whether
+//! given libraries would load (for plugin authors' CI), and a new plugin
+//! crate to start from (`scaffold`).
+
+pub mod scaffold;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,6 +30,37 @@ pub enum PluginsCommand {
     /// Prints the entries of valid libraries (`ok: ...`) and exits 0; prints
     /// one line per problem (`error[KIND]: ...`) and exits 1 otherwise.
     Check(CheckArgs),
+    /// Write a new plugin crate that builds, tests and loads as it is: a
+    /// small plugin on the author's kit (a quota slot, state, an output, a
+    /// file in its raw output directory), unit tests driving it like the
+    /// daemon, a README (build, test, `kozmo plugins check`, where to put the
+    /// library) and a task file to submit.
+    ///
+    /// NAME is the plugin id and task type; the crate is
+    /// `kozmo-plugin-NAME`. It depends on `kozmo-interface` by path (it is
+    /// not on crates.io): on `--interface`, by default the `interface/`
+    /// directory of the Kozmo checkout this `kozmo` was built from; without
+    /// one, the command says so and asks for `--interface`.
+    ///
+    /// Exit 0 when written; 2 for an invalid NAME, an existing directory
+    /// (never written into) or no interface source.
+    New(NewArgs),
+}
+
+/// `kozmo plugins new`
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// The plugin's name: 1 to 50 lower-case ASCII letters, digits and
+    /// dashes, starting with a letter (e.g. `demo`, `batch-job2`).
+    pub name: String,
+    /// The crate's directory, created (default: ./NAME); it must not exist.
+    #[arg(long, value_name = "PATH")]
+    pub dir: Option<PathBuf>,
+    /// The `interface/` directory of a Kozmo checkout (the `kozmo-interface`
+    /// crate) the plugin depends on by path (default: the one this binary
+    /// was built from, if it is still there).
+    #[arg(long, value_name = "PATH")]
+    pub interface: Option<PathBuf>,
 }
 
 /// Options shared by `list` and `check`.
@@ -87,6 +121,7 @@ fn parse_pair(s: &str) -> Result<(String, String), String> {
 /// Runs a `plugins` subcommand.
 pub fn run(cmd: PluginsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        PluginsCommand::New(args) => Ok(new(args)),
         PluginsCommand::List(args) => {
             let mut daemon_config = match crate::daemon::load_config(args.config.as_deref()) {
                 Ok(c) => c,
@@ -226,4 +261,46 @@ pub fn table(plugins: &[PluginInfo], isolation: &IsolationConfig) -> String {
         out.push('\n');
     }
     out
+}
+
+/// `kozmo plugins new`: the crate, then what to do with it.
+fn new(args: NewArgs) -> ExitCode {
+    if let Err(e) = scaffold::check_name(&args.name) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let Some(interface) = args.interface.or_else(scaffold::default_interface) else {
+        eprintln!(
+            "error: cannot find the kozmo-interface source: this kozmo was built from {} and its interface/ \
+             directory is gone; pass --interface PATH with the interface/ directory of a Kozmo checkout \
+             (kozmo-interface is not on crates.io)",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        return ExitCode::from(2);
+    };
+    let dir = args.dir.unwrap_or_else(|| PathBuf::from(&args.name));
+    match scaffold::write(&args.name, &dir, &interface) {
+        Ok(files) => {
+            for f in &files {
+                println!("created {}", f.display());
+            }
+            let lib = format!(
+                "{}kozmo_plugin_{}{}",
+                std::env::consts::DLL_PREFIX,
+                args.name.replace('-', "_"),
+                std::env::consts::DLL_SUFFIX
+            );
+            println!(
+                "\nnext:\n  cd {dir}\n  cargo test\n  cargo build\n  kozmo plugins check target/debug/{lib}\n  \
+                 install -m 644 target/debug/{lib} <the daemon's plugins dir>/   (then restart it)\n  \
+                 kozmo submit task.json --wait",
+                dir = dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
 }

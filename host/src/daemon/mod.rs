@@ -2,6 +2,7 @@
 //! the engine and the HTTP API together, and shuts them down in order.
 
 mod fd_limit;
+mod inspect;
 mod prometheus;
 mod prune;
 mod service;
@@ -234,7 +235,7 @@ pub fn start(config: Config) -> Result<Daemon, StartError> {
     enqueue.bind(&engine);
     let policy = config.retention.policy().map_err(StartError::config)?;
     let retention = Retention::start(engine.clone(), policy, Some(&metrics.sub("retention")));
-    let service = Arc::new(DaemonService::new(engine.clone(), infos, metrics));
+    let service = Arc::new(DaemonService::new(engine.clone(), infos, metrics).with_isolation(&config.isolation()));
     let _ = service
         .node
         .set((config.node_id(), node_info, kozmo_engine::model::now_ms()));

@@ -7,7 +7,8 @@ use serde_json::Value;
 use crate::loader::PluginInfo;
 use crate::metrics::Metrics;
 use kozmo_api::types::{
-    Event, Execution, ExecutionErrorBody, HandlerErrorBody, NodeBody, NodePlugin, PluginBody, PruneReport,
+    Event, Execution, ExecutionErrorBody, FileChunk, FileList, HandlerErrorBody, NodeBody, NodePlugin, PluginBody,
+    PruneReport, QuotaBody, WaitBody,
 };
 use kozmo_api::{
     split_batch_item, BatchAccepted, ExecutionService, Health, ItemError, ServiceError, SubmitFuture, Submitted,
@@ -21,11 +22,13 @@ pub use kozmo_engine::spec_parse::{parse_spec, SpecError};
 
 /// The daemon's service: the engine, the loaded plugins, the metrics.
 pub struct DaemonService {
-    engine: EngineHandle,
+    pub(super) engine: EngineHandle,
     plugins: Vec<PluginInfo>,
     metrics: Metrics,
     /// Retention, once started (`POST /v1/prune`).
     pub(super) retention: std::sync::OnceLock<std::sync::Arc<kozmo_engine::retention::pruner::Retention>>,
+    /// Ids of the plugins whose library runs in a child process.
+    isolated: Vec<String>,
     /// This daemon as a node: its id, what it tells others, when it started
     /// (`GET /v1/nodes` on a store of one daemon).
     pub(super) node: std::sync::OnceLock<(String, NodeInfo, i64)>,
@@ -47,9 +50,22 @@ impl DaemonService {
             plugins,
             metrics,
             retention: std::sync::OnceLock::new(),
+            isolated: Vec::new(),
             node: std::sync::OnceLock::new(),
             commits,
         }
+    }
+
+    /// Marks the plugins `isolation` runs in a child process (a library is
+    /// isolated whole: when it names any plugin of the file).
+    pub fn with_isolation(mut self, isolation: &crate::isolation::IsolationConfig) -> Self {
+        let ps = &self.plugins;
+        self.isolated = ps
+            .iter()
+            .filter(|p| isolation.covers_all() || ps.iter().any(|q| q.file == p.file && isolation.covers(&q.id)))
+            .map(|p| p.id.clone())
+            .collect();
+        self
     }
 }
 
@@ -81,7 +97,7 @@ fn node_body(row: NodeRow, this: Option<&str>) -> NodeBody {
     }
 }
 
-fn service_error(e: EngineError) -> ServiceError {
+pub(super) fn service_error(e: EngineError) -> ServiceError {
     match e {
         EngineError::NotFound => ServiceError::NotFound("no such execution".into()),
         EngineError::Conflict(m) => ServiceError::Conflict(m),
@@ -312,6 +328,7 @@ impl ExecutionService for DaemonService {
                 file: p.file.display().to_string(),
                 interface_version: p.interface_version.clone(),
                 abi: p.abi.to_string(),
+                isolated: self.isolated.contains(&p.id),
             })
             .collect()
     }
@@ -363,6 +380,22 @@ impl ExecutionService for DaemonService {
 
     fn prune(&self, older_than: Option<&str>, dry_run: bool) -> Result<PruneReport, ServiceError> {
         self.prune_now(older_than, dry_run)
+    }
+
+    fn wait_info(&self, id: &str) -> Result<WaitBody, ServiceError> {
+        self.wait_info_now(id)
+    }
+
+    fn quotas(&self) -> Vec<QuotaBody> {
+        self.quotas_now()
+    }
+
+    fn files(&self, id: &str) -> Result<FileList, ServiceError> {
+        self.files_now(id)
+    }
+
+    fn read_file(&self, id: &str, path: &str, offset: u64, limit: usize) -> Result<FileChunk, ServiceError> {
+        self.read_file_now(id, path, offset, limit)
     }
 }
 

@@ -18,7 +18,7 @@ fn entry<'a>(lib: &'a OpenedLibrary, id: &str) -> &'a PluginEntry {
 }
 
 fn probe_context() -> TestTaskContext {
-    let mut ctx = TestTaskContext::new()
+    let ctx = TestTaskContext::new()
         .with_input("n", Literal::Integer(3))
         .with_input("s", Literal::String("x".into()))
         .with_secret("task-secret", "t0ps3cret")
@@ -28,9 +28,12 @@ fn probe_context() -> TestTaskContext {
             custom: kozmo_interface::serde_json::json!({"mode": "probe"}),
             ..Default::default()
         });
+    // Every path distinct from the defaults, so each visibly crosses.
+    let mut ctx = ctx
+        .with_raw_output_prefix("mem://raw/test-exec-n0-0")
+        .with_previous_checkpoint_prefix("mem://raw/prev/_checkpoints")
+        .with_max_dataset_size_bytes(12345);
     ctx.template.id.name = "probe-task".into();
-    ctx.max_dataset_size_bytes = 12345;
-    ctx.paths[5] = "mem://raw/prev/_checkpoints".into();
     let m = &mut ctx.metadata;
     m.owner_id.namespace = "proj-dev".into();
     m.owner_id.name = "exec-1".into();

@@ -2,7 +2,9 @@
 //!
 //! It is Kozmo's default plugin (it takes task types nobody registered) and
 //! the example plugin authors copy: one struct implementing
-//! [`Plugin`], one [`PluginEntry`], one `export_plugins!` call.
+//! [`Plugin`], one [`PluginEntry`], one `export_plugins!` call. It uses only
+//! the API released in kozmo-interface 1.0.0 (the compatibility suite
+//! builds it against that release), so not the kit.
 
 use kozmo_interface::{PhaseInfo, Plugin, PluginEntry, PluginLoader, Result, TaskExecutionContext, Transition};
 
@@ -48,7 +50,7 @@ kozmo_interface::export_plugins![entry()];
 
 #[cfg(test)]
 mod tests {
-    use kozmo_interface::testing::TestTaskContext;
+    use kozmo_interface::testing::{drive, TestTaskContext};
     use kozmo_interface::{Literal, Phase};
 
     use super::*;
@@ -61,5 +63,16 @@ mod tests {
         let t = Echo.handle(&ctx).unwrap();
         assert_eq!(t.info().phase(), Phase::SUCCESS);
         assert_eq!(ctx.outputs().unwrap(), ctx.inputs);
+    }
+
+    #[test]
+    fn driven_like_the_daemon_it_succeeds_in_one_round_and_says_so() {
+        let ctx = TestTaskContext::new()
+            .with_unique_generated_name()
+            .with_input("x", Literal::Integer(1));
+        let run = drive(&Echo, &ctx).unwrap();
+        assert_eq!(run.phases(), [Phase::SUCCESS]);
+        assert!(run.finalized);
+        assert!(run.logged("returns 1 input(s) as outputs"), "{}", run.log_text());
     }
 }

@@ -155,8 +155,9 @@ use std::fs;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
+use kozmo_interface::kit::{now_ms, TaskContextExt};
 use kozmo_interface::serde_json::{self, json};
 use kozmo_interface::task::TaskTemplate;
 use kozmo_interface::template::{render, Parameters};
@@ -319,13 +320,6 @@ pub fn work_dir_for(raw_output_prefix: &str, generated_name: &str, attempt_id: &
 /// Joins a data-store reference and a name with one `/`.
 fn join_ref(prefix: &str, name: &str) -> String {
     format!("{}/{name}", prefix.trim_end_matches('/'))
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 fn log_links(stdout: String, stderr: String) -> Vec<TaskLog> {
@@ -763,8 +757,11 @@ impl Shell {
             custom_info: json!({ "pid": state.pid, "work_dir": state.work_dir, "exit_code": code, "elapsed_ms": elapsed_ms }),
             ..TaskInfo::default()
         };
-        let generated_name = ctx.task_execution_metadata().task_execution_id().generated_name();
-        log::info!("shell: {generated_name} pid {} exited with status {code}", state.pid);
+        log::info!(
+            "shell: {} pid {} exited with status {code}",
+            ctx.generated_name(),
+            state.pid
+        );
         if code == 0 {
             let mut limit = MAX_STDOUT_OUTPUT;
             let max_doc = ctx.max_dataset_size_bytes();

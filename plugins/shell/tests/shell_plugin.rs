@@ -407,6 +407,25 @@ fn missing_command_and_bad_config_fail_permanently() {
 }
 
 #[test]
+fn the_default_test_prefix_is_a_local_directory_and_the_command_runs_there() {
+    // As in the daemon, whose prefix is an absolute path.
+    let ctx = TestTaskContext::new().with_template(template(&["sh", "-c", "pwd"], &[], &[]));
+    let run = kozmo_interface::testing::drive(&Shell::default(), &ctx).unwrap();
+    assert_eq!(run.phase(), Phase::SUCCESS, "{run:?}");
+    let raw = kozmo_interface::io::local_dir(&ctx.output_writer().raw_output_prefix()).expect("a local prefix");
+    let state = state_of(&ctx);
+    assert_eq!(PathBuf::from(&state.work_dir), raw.join("shell"));
+    assert!(run.logged("exited with status 0"), "{}", run.log_text());
+    let Literal::String(pwd) = &ctx.outputs().unwrap()["stdout"] else {
+        panic!("stdout is a string")
+    };
+    assert_eq!(
+        PathBuf::from(pwd).canonicalize().unwrap(),
+        raw.join("shell").canonicalize().unwrap()
+    );
+}
+
+#[test]
 fn abort_and_finalize_before_any_round_do_nothing() {
     let ctx = TestTaskContext::new();
     Shell::default().abort(&ctx).unwrap();
@@ -418,8 +437,10 @@ fn abort_and_finalize_before_any_round_do_nothing() {
 
 #[test]
 fn a_non_local_raw_prefix_puts_the_files_in_the_temp_dir() {
-    // TestTaskContext's raw output prefix is `mem://raw/...`.
-    let ctx = TestTaskContext::new().with_template(template(&["echo"], &["{{ .RawOutputDataPrefix }}"], &[]));
+    // A data store that is not a local directory (an object store, say).
+    let ctx = TestTaskContext::new()
+        .with_raw_output_prefix("mem://raw/test-exec-n0-0")
+        .with_template(template(&["echo"], &["{{ .RawOutputDataPrefix }}"], &[]));
     let end = run_to_end(&Shell::default(), &ctx);
     assert_eq!(end.phase(), Phase::SUCCESS, "{end}");
     let state = state_of(&ctx);

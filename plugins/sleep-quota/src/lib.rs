@@ -45,13 +45,14 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
+use kozmo_interface::kit::{now_ms, TaskContextExt};
 use kozmo_interface::serde_json::{self, json};
 use kozmo_interface::{
     Counter, Literal, LiteralMap, PhaseInfo, Plugin, PluginEntry, PluginError, PluginLoader, PluginStateReaderExt,
-    PluginStateWriterExt, ResourceConstraintsSpec, ResourceNamespace, Result, SetupContext, SignalAsync,
-    TaskExecutionContext, TaskInfo, Transition,
+    PluginStateWriterExt, ResourceNamespace, Result, SetupContext, SignalAsync, TaskExecutionContext, TaskInfo,
+    Transition,
 };
 use serde::{Deserialize, Serialize};
 
@@ -80,13 +81,6 @@ pub struct SleepState {
     pub acquired_at_ms: u64,
     /// How long to sleep, in seconds.
     pub seconds: f64,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// How long the task asks to sleep: input `seconds`, else `custom.seconds`,
@@ -204,13 +198,6 @@ impl SleepQuota {
         self.quota
     }
 
-    fn token(ctx: &dyn TaskExecutionContext) -> String {
-        ctx.task_execution_metadata()
-            .task_execution_id()
-            .generated_name()
-            .to_string()
-    }
-
     fn acquire(&self, ctx: &dyn TaskExecutionContext) -> Result<PhaseInfo> {
         let template = ctx.task_reader().read()?;
         let inputs = ctx.input_reader().get()?;
@@ -218,14 +205,12 @@ impl SleepQuota {
             Ok(s) => s,
             Err(message) => return Ok(PhaseInfo::failure("BadInput", message, None)),
         };
-        let token = Self::token(ctx);
-        let namespace = ResourceNamespace::new(NAMESPACE);
-        let status =
-            ctx.resource_manager()
-                .allocate_resource(&namespace, &token, &ResourceConstraintsSpec::default())?;
-        if let Some(waiting) = status.wait_for(WAITING_REASON)? {
+        // The token is the attempt's generated name; a full quota answers
+        // the WaitingForResources phase to report.
+        if let Some(waiting) = ctx.allocate(&ResourceNamespace::new(NAMESPACE), WAITING_REASON)? {
             return Ok(waiting);
         }
+        let token = ctx.generated_name();
         let state = SleepState {
             acquired_at_ms: now_ms(),
             seconds,
@@ -247,7 +232,7 @@ impl SleepQuota {
                 .unwrap_or(Duration::MAX)
                 .saturating_add(Duration::from_millis(1));
             self.alarms
-                .set(Self::token(ctx), remaining, ctx.task_refresh_indicator());
+                .set(ctx.generated_name(), remaining, ctx.task_refresh_indicator());
             let info = TaskInfo {
                 custom_info: json!({ "seconds": state.seconds, "remaining_seconds": state.seconds - elapsed }),
                 ..TaskInfo::default()
@@ -257,7 +242,7 @@ impl SleepQuota {
         let outputs = LiteralMap::from([("slept_seconds".to_string(), Literal::Float(elapsed))]);
         ctx.output_writer().put_outputs(outputs)?;
         self.completed.inc();
-        log::info!("sleep-quota: {} slept {elapsed}s", Self::token(ctx));
+        log::info!("sleep-quota: {} slept {elapsed}s", ctx.generated_name());
         let info = TaskInfo {
             custom_info: json!({ "seconds": state.seconds, "slept_seconds": elapsed }),
             ..TaskInfo::default()
@@ -286,8 +271,7 @@ impl Plugin for SleepQuota {
     }
 
     fn finalize(&self, ctx: &dyn TaskExecutionContext) -> Result<()> {
-        ctx.resource_manager()
-            .release_resource(&ResourceNamespace::new(NAMESPACE), &Self::token(ctx))
+        ctx.release(&ResourceNamespace::new(NAMESPACE))
     }
 }
 

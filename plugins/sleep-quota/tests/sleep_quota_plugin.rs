@@ -1,12 +1,12 @@
 //! The sleep-quota plugin driven through the in-memory test contexts.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kozmo_interface::literals::LiteralDuration;
 use kozmo_interface::task::{TaskFile, TaskTemplate};
-use kozmo_interface::testing::{TestSetupContext, TestTaskContext};
+use kozmo_interface::testing::{drive, Driver, Outcome, TestSetupContext, TestTaskContext};
 use kozmo_interface::{
     load_plugin, serde_json, AllocationStatus, ErrorKind, Literal, Phase, PhaseInfo, Plugin, PluginStateReaderExt,
     ResourceConstraintsSpec, ResourceManager, ResourceNamespace, Result, TaskExecutionContext,
@@ -20,66 +20,21 @@ fn load(setup: &TestSetupContext) -> Box<dyn Plugin> {
 }
 
 fn task(name: &str, seconds: Literal) -> TestTaskContext {
-    let mut ctx = TestTaskContext::new()
-        .with_template(TaskTemplate {
-            task_type: "sleep-quota".into(),
-            ..TaskTemplate::default()
-        })
-        .with_input("seconds", seconds);
-    ctx.metadata.task_execution_id.generated_name = name.into();
-    ctx
+    configure(TestTaskContext::new().with_generated_name(name), seconds)
+}
+
+fn configure(ctx: TestTaskContext, seconds: Literal) -> TestTaskContext {
+    ctx.with_template(TaskTemplate {
+        task_type: "sleep-quota".into(),
+        ..TaskTemplate::default()
+    })
+    .with_input("seconds", seconds)
 }
 
 fn round(plugin: &dyn Plugin, ctx: &TestTaskContext) -> PhaseInfo {
     let info = plugin.handle(ctx).unwrap().into_info();
     ctx.next_round();
     info
-}
-
-/// Slots shared by several tasks (each `TestTaskContext` has its own).
-struct SharedSlots {
-    quota: usize,
-    held: Mutex<BTreeSet<String>>,
-}
-
-impl SharedSlots {
-    fn new(quota: usize) -> Self {
-        SharedSlots {
-            quota,
-            held: Mutex::new(BTreeSet::new()),
-        }
-    }
-    fn held(&self) -> BTreeSet<String> {
-        self.held.lock().unwrap().clone()
-    }
-}
-
-impl ResourceManager for SharedSlots {
-    fn id(&self) -> String {
-        "sharedslots".into()
-    }
-    fn allocate_resource(
-        &self,
-        ns: &ResourceNamespace,
-        token: &str,
-        _: &ResourceConstraintsSpec,
-    ) -> Result<AllocationStatus> {
-        assert_eq!(ns.as_str(), NAMESPACE);
-        let mut held = self.held.lock().unwrap();
-        if held.contains(token) {
-            return Ok(AllocationStatus::GRANTED);
-        }
-        if held.len() >= self.quota {
-            return Ok(AllocationStatus::EXHAUSTED);
-        }
-        held.insert(token.to_string());
-        Ok(AllocationStatus::GRANTED)
-    }
-    fn release_resource(&self, ns: &ResourceNamespace, token: &str) -> Result<()> {
-        assert_eq!(ns.as_str(), NAMESPACE);
-        self.held.lock().unwrap().remove(token);
-        Ok(())
-    }
 }
 
 /// Answers every allocation with one status.
@@ -210,10 +165,14 @@ fn a_sleeping_task_signals_once_when_its_time_is_up() {
 
 #[test]
 fn with_quota_one_the_second_task_waits_until_the_first_is_finalized() {
-    let plugin = load(&TestSetupContext::new());
-    let slots = Arc::new(SharedSlots::new(1));
-    let a = task("task-a", Literal::Integer(0)).with_resource_manager(slots.clone());
-    let b = task("task-b", Literal::Integer(0)).with_resource_manager(slots.clone());
+    // The quota the loader registers (from the secret) is the one both
+    // task contexts of this setup compete for.
+    let setup = TestSetupContext::new().with_secret("SLEEP_QUOTA", "1");
+    let plugin = load(&setup);
+    let slots = setup.resources();
+    assert_eq!(slots.quota(NAMESPACE), Some(1));
+    let a = configure(setup.task_context().with_generated_name("task-a"), Literal::Integer(0));
+    let b = configure(setup.task_context().with_generated_name("task-b"), Literal::Integer(0));
 
     assert_eq!(round(&*plugin, &a).phase(), Phase::QUEUED);
     for _ in 0..3 {
@@ -226,20 +185,65 @@ fn with_quota_one_the_second_task_waits_until_the_first_is_finalized() {
             "no state while waiting"
         );
     }
-    assert_eq!(slots.held(), BTreeSet::from(["task-a".to_string()]));
+    assert_eq!(slots.held(NAMESPACE), BTreeSet::from(["task-a".to_string()]));
 
     // A finishes, but holds its slot until finalize.
     assert_eq!(round(&*plugin, &a).phase(), Phase::SUCCESS);
     assert_eq!(round(&*plugin, &b).phase(), Phase::WAITING_FOR_RESOURCES);
     plugin.finalize(&a).unwrap();
-    assert!(slots.held().is_empty());
+    assert!(slots.held(NAMESPACE).is_empty());
 
     assert_eq!(round(&*plugin, &b).phase(), Phase::QUEUED);
-    assert_eq!(slots.held(), BTreeSet::from(["task-b".to_string()]));
+    assert_eq!(slots.held(NAMESPACE), BTreeSet::from(["task-b".to_string()]));
     assert_eq!(round(&*plugin, &b).phase(), Phase::SUCCESS);
     plugin.abort(&b).unwrap();
     plugin.finalize(&b).unwrap();
-    assert!(slots.held().is_empty());
+    assert!(slots.held(NAMESPACE).is_empty());
+}
+
+#[test]
+fn driven_like_the_daemon_a_sleep_ends_at_its_alarm_not_at_the_resync() {
+    let setup = TestSetupContext::new();
+    let plugin = load(&setup);
+    let ctx = configure(setup.task_context(), Literal::Float(0.3));
+    // A resync of 10 s: only the plugin's alarm signal can end the run in time.
+    let run = Driver::new()
+        .delay(Duration::from_secs(10))
+        .timeout(Duration::from_secs(20))
+        .run(&*plugin, &ctx)
+        .unwrap();
+    let phases = run.phases();
+    assert_eq!(phases.first(), Some(&Phase::QUEUED), "{run:?}");
+    assert_eq!(phases.last(), Some(&Phase::SUCCESS), "{run:?}");
+    assert!(
+        phases[1..phases.len() - 1].iter().all(|p| *p == Phase::RUNNING),
+        "{run:?}"
+    );
+    assert!(run.elapsed < Duration::from_secs(5), "{:?}", run.elapsed);
+    assert!(run.finalized && !run.aborted);
+    assert!(run.logged("got a slot"), "{}", run.log_text());
+    assert!(
+        setup.resources().held(NAMESPACE).is_empty(),
+        "finalize released the slot"
+    );
+}
+
+#[test]
+fn an_aborted_sleep_releases_its_slot_for_the_next_task() {
+    let setup = TestSetupContext::new().with_secret("SLEEP_QUOTA", "1");
+    let plugin = load(&setup);
+    let long = configure(setup.task_context(), Literal::Integer(3600));
+    let next = configure(setup.task_context(), Literal::Integer(0));
+    let run = Driver::new()
+        .delay(Duration::from_millis(1))
+        .abort_when(|info| info.phase() == Phase::RUNNING)
+        .run(&*plugin, &long)
+        .unwrap();
+    assert_eq!(run.outcome, Outcome::Aborted);
+    assert!(run.aborted && run.finalized);
+    let run = drive(&*plugin, &next).unwrap();
+    assert_eq!(run.phase(), Phase::SUCCESS, "{run:?}");
+    assert!(!run.phases().contains(&Phase::WAITING_FOR_RESOURCES), "{run:?}");
 }
 
 #[test]

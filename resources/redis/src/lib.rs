@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use kozmo_engine::model::TokenRow;
 use kozmo_engine::resources::{
-    Allocation, NamespaceUsage, ReleaseListener, ResourceBackend, ScopeConstraint, TokenOwner,
+    Allocation, NamespaceMembers, NamespaceUsage, ReleaseListener, ResourceBackend, ScopeConstraint, TokenOwner,
 };
 use redis::{Connection, Script};
 
@@ -544,6 +544,45 @@ impl ResourceBackend for RedisResources {
                 log::error!("resources: Redis at {}: {e}", self.target);
                 0
             })
+    }
+
+    fn members(&self) -> Vec<NamespaceMembers> {
+        let got = self.read(|c| {
+            let quotas: BTreeMap<String, i64> = redis::cmd("HGETALL").arg(self.key("quotas")).query(c)?;
+            let mut pipe = redis::pipe();
+            for ns in quotas.keys() {
+                pipe.cmd("HVALS").arg(self.key(&format!("tokens:{ns}")));
+                pipe.cmd("SMEMBERS").arg(self.key(&format!("waiters:{ns}")));
+            }
+            let lists: Vec<Vec<String>> = if quotas.is_empty() { Vec::new() } else { pipe.query(c)? };
+            Ok(quotas
+                .into_keys()
+                .zip(lists.chunks(2))
+                .map(|(namespace, l)| {
+                    // A holder's value is `<attempt>:<execution id>`.
+                    let mut holders: Vec<String> = l[0]
+                        .iter()
+                        .map(|v| v.split_once(':').map_or(v.as_str(), |(_, id)| id).to_string())
+                        .collect();
+                    holders.sort();
+                    holders.dedup();
+                    let mut waiters = l[1].clone();
+                    waiters.sort();
+                    NamespaceMembers {
+                        namespace,
+                        holders,
+                        waiters,
+                    }
+                })
+                .collect::<Vec<_>>())
+        });
+        got.unwrap_or_else(|e| {
+            log::error!(
+                "resources: cannot read who holds and waits from Redis at {}: {e}",
+                self.target
+            );
+            Vec::new()
+        })
     }
 
     fn usage(&self) -> Vec<NamespaceUsage> {

@@ -152,6 +152,18 @@ CREATE INDEX executions_active_by_owner ON executions (owner, id)
 ALTER TABLE events ADD COLUMN node_id TEXT, ADD COLUMN lease_generation BIGINT;
 "#,
     ),
+    (
+        "the group commit's sync off the committer: one row per writer a synchronous commit updates",
+        r#"
+-- A group commit commits with synchronous_commit off; then one synchronous
+-- update of the writer's row here flushes the WAL up to it (the WAL is
+-- flushed in order), on the engine's syncer thread.
+CREATE TABLE kozmo_sync (
+    writer TEXT COLLATE "C" PRIMARY KEY,
+    syncs  BIGINT NOT NULL
+);
+"#,
+    ),
 ];
 
 fn err(what: &str, e: postgres::Error) -> StoreError {

@@ -18,7 +18,7 @@ use postgres::{Client, NoTls, Row, Statement};
 
 use crate::cluster::PgCluster;
 use crate::migrations;
-use crate::pg_txn::{insert_events, PgTxn};
+use crate::pg_txn::{insert_events, PgTxn, WalSync};
 use crate::url::redact;
 use kozmo_engine::model::{
     ErrorDocument, EventRecord, EventRow, ExecPhase, ExecState, ExecutionRecord, NewEvent, NewExecution, RoundCommit,
@@ -126,6 +126,9 @@ pub struct PostgresStore {
     pub(crate) sync_cost: CommitCost,
     /// The connection string with its password hidden.
     target: String,
+    /// This store's row in `kozmo_sync` when it has not joined a cluster
+    /// (the node id otherwise).
+    writer: std::sync::Arc<str>,
 }
 
 /// A client error on one line with its causes (the library's `Display`
@@ -259,6 +262,7 @@ impl PostgresStore {
             config,
             sync_cost: CommitCost::default(),
             target,
+            writer: format!("store-{}", std::process::id()).into(),
         })
     }
 
@@ -299,7 +303,15 @@ impl PostgresStore {
 
     /// Opens the write transaction of a group commit.
     pub(crate) fn begin_write(&self) -> StoreResult<PgTxn<'_>> {
-        PgTxn::begin(self.conn()?, &self.sync_cost, self.cluster.get())
+        let writer: std::sync::Arc<str> = match self.cluster.get() {
+            Some(n) => n.spec.node_id.as_str().into(),
+            None => self.writer.clone(),
+        };
+        let sync = WalSync {
+            pool: self.pool.clone(),
+            writer,
+        };
+        PgTxn::begin(self.conn()?, &self.sync_cost, self.cluster.get(), sync)
     }
 
     /// The schema version (number of migrations applied).

@@ -21,7 +21,7 @@ use crate::cluster::PgCluster;
 use crate::pg::{err, json, opt_json, Conn, Pooled};
 use kozmo_engine::model::{EventRow, NewExecution, RoundCommit};
 use kozmo_engine::store::CommitCost;
-use kozmo_engine::store::{InsertOutcome, PrunedRows, StoreError, StoreResult, WriteTxn};
+use kozmo_engine::store::{InsertOutcome, PendingSync, PrunedRows, StoreError, StoreResult, WriteTxn};
 use kozmo_interface::literals::LiteralMap;
 
 /// An open write transaction on a pooled connection.
@@ -33,6 +33,8 @@ pub(crate) struct PgTxn<'a> {
     node: Option<&'a PgCluster>,
     /// Executions this transaction ends (no longer held once committed).
     ended: Vec<String>,
+    /// How a commit made without waiting for the flush is made durable.
+    sync: WalSync,
     open: bool,
     /// A statement failed: PostgreSQL has aborted the transaction, and a
     /// `COMMIT` would answer `ROLLBACK` without an error.
@@ -46,13 +48,19 @@ pub(crate) const FLUSH_AT: usize = 256;
 
 impl<'a> PgTxn<'a> {
     /// `BEGIN` on `conn`.
-    pub(crate) fn begin(mut conn: Pooled, sync_cost: &'a CommitCost, node: Option<&'a PgCluster>) -> StoreResult<Self> {
+    pub(crate) fn begin(
+        mut conn: Pooled,
+        sync_cost: &'a CommitCost,
+        node: Option<&'a PgCluster>,
+        sync: WalSync,
+    ) -> StoreResult<Self> {
         conn.client.batch_execute("BEGIN").map_err(err)?;
         Ok(PgTxn {
             conn,
             sync_cost,
             node,
             ended: Vec::new(),
+            sync,
             open: true,
             failed: false,
             batch: StepBatch::default(),
@@ -62,6 +70,18 @@ impl<'a> PgTxn<'a> {
     /// The connection, for statements of its own.
     pub(crate) fn conn(&mut self) -> &mut Conn {
         &mut self.conn
+    }
+
+    /// Commits without waiting for the WAL flush (`synchronous_commit`
+    /// off for this transaction): visible at once, durable once
+    /// [`sync_wal`] ran after it.
+    pub(crate) fn finish_unsynced(mut self) -> StoreResult<()> {
+        if !self.failed {
+            let r = self.conn.client.batch_execute("SET LOCAL synchronous_commit TO OFF");
+            self.failed |= r.is_err();
+            r.map_err(err)?;
+        }
+        self.finish()
     }
 
     /// Commits (the WAL flush), recording what it cost.
@@ -126,6 +146,16 @@ impl WriteTxn for PgTxn<'_> {
 
     fn commit(self: Box<Self>) -> StoreResult<()> {
         self.finish()
+    }
+
+    /// The group commit's sync leaves the committer: `COMMIT` with
+    /// `synchronous_commit` off returns before the WAL flush, and the
+    /// returned sync (run on the engine's syncer thread) commits one small
+    /// synchronous update, whose flush covers every commit before it.
+    fn commit_unsynced(self: Box<Self>) -> StoreResult<Option<PendingSync>> {
+        let sync = self.sync.clone();
+        self.finish_unsynced()?;
+        Ok(Some(Box::new(move || sync.run())))
     }
 
     fn delete_terminal(&mut self, ids: &[String]) -> StoreResult<(Vec<String>, PrunedRows)> {
@@ -384,6 +414,33 @@ fn fenced(conn: &mut Conn, node: &PgCluster, ids: &[String]) -> StoreError {
             node.spec.node_id
         )),
         Err(e) => e,
+    }
+}
+
+/// Makes the commits before it durable: one synchronous `UPSERT` of this
+/// writer's row in `kozmo_sync` on a pooled connection (PostgreSQL
+/// flushes the WAL in order, so the flush of its commit record covers
+/// every commit made before it, synchronous or not).
+#[derive(Clone)]
+pub(crate) struct WalSync {
+    pub(crate) pool: r2d2::Pool<crate::pg::Manager>,
+    /// This writer's row (the node id, or the store's own).
+    pub(crate) writer: std::sync::Arc<str>,
+}
+
+impl WalSync {
+    /// Runs the sync (may be run again after a failure).
+    pub(crate) fn run(&self) -> StoreResult<()> {
+        let mut c = self
+            .pool
+            .get()
+            .map_err(|e| StoreError(format!("no connection to sync the WAL: {e}")))?;
+        c.execute(
+            "INSERT INTO kozmo_sync (writer, syncs) VALUES ($1, 1) \
+             ON CONFLICT (writer) DO UPDATE SET syncs = kozmo_sync.syncs + 1",
+            &[&&*self.writer],
+        )?;
+        Ok(())
     }
 }
 

@@ -1,10 +1,18 @@
 //! In-memory host services for testing plugins without a daemon.
 //!
-//! [`TestTaskContext`] implements [`TaskExecutionContext`] and records what
-//! a plugin does (outputs, errors, state, events, data-store writes,
-//! allocations); [`TestSetupContext`] does the same for loaders. Plugin
-//! authors use them in unit tests; Kozmo's own tests use them across the
-//! FFI boundary too.
+//! * [`TestTaskContext`] implements [`TaskExecutionContext`] and records
+//!   what a plugin does (outputs, errors, state, events, data-store writes,
+//!   allocations); configure it with named `with_*` setters.
+//! * [`TestSetupContext`] does the same for loaders; the quotas a loader
+//!   registers land in its [`TestResources`], which the task contexts it
+//!   makes ([`TestSetupContext::task_context`]) allocate against, shared.
+//! * [`drive`] / [`Driver`] run a plugin's rounds the way the daemon does
+//!   (a delay between rounds, at once after a signal, `finalize` after a
+//!   terminal phase, `abort` + `finalize` on request or timeout) and
+//!   capture its logs ([`capture_logs`]).
+//!
+//! Plugin authors use them in unit tests; Kozmo's own tests use them across
+//! the FFI boundary too.
 //!
 //! ```
 //! use kozmo_interface::testing::TestTaskContext;
@@ -15,8 +23,62 @@
 //! ctx.output_writer().put_outputs(inputs).unwrap();
 //! assert_eq!(ctx.outputs().unwrap()["x"], Literal::Integer(1));
 //! ```
+//!
+//! A whole plugin, its loader's quota shared by two tasks:
+//!
+//! ```
+//! use kozmo_interface::kit::TaskContextExt;
+//! use kozmo_interface::testing::{Driver, Outcome, TestSetupContext};
+//! use kozmo_interface::{
+//!     load_plugin, Phase, PhaseInfo, Plugin, PluginEntry, PluginLoader, ResourceNamespace, Result,
+//!     TaskExecutionContext, Transition,
+//! };
+//!
+//! struct OneAtATime;
+//! impl Plugin for OneAtATime {
+//!     fn id(&self) -> &str { "one" }
+//!     fn handle(&self, ctx: &dyn TaskExecutionContext) -> Result<Transition> {
+//!         if let Some(wait) = ctx.allocate(&ResourceNamespace::new("slot"), "busy")? {
+//!             return Ok(Transition::ephemeral(wait));
+//!         }
+//!         Ok(Transition::ephemeral(PhaseInfo::running(0, None)))
+//!     }
+//!     fn finalize(&self, ctx: &dyn TaskExecutionContext) -> Result<()> {
+//!         ctx.release(&ResourceNamespace::new("slot"))
+//!     }
+//! }
+//! let entry = PluginEntry {
+//!     id: "one".into(),
+//!     registered_task_types: vec!["one".into()],
+//!     load_plugin: PluginLoader::new(|setup| {
+//!         setup.resource_registrar().register_resource_quota(&ResourceNamespace::new("slot"), 1)?;
+//!         Ok(Box::new(OneAtATime))
+//!     }),
+//!     is_default: false,
+//! };
+//!
+//! let setup = TestSetupContext::new();
+//! let plugin = load_plugin(&setup, &entry).unwrap();
+//! let (a, b) = (setup.task_context(), setup.task_context());
+//! assert_eq!(plugin.handle(&a).unwrap().info().phase(), Phase::RUNNING); // a holds the slot
+//! assert_eq!(plugin.handle(&b).unwrap().info().phase(), Phase::WAITING_FOR_RESOURCES);
+//! // The daemon aborts `a`: abort, then finalize, which releases the slot.
+//! let run = Driver::new().abort_after_rounds(1).run(&*plugin, &a).unwrap();
+//! assert_eq!(run.outcome, Outcome::Aborted);
+//! assert!(setup.resources().held("slot").is_empty());
+//! assert_eq!(plugin.handle(&b).unwrap().info().phase(), Phase::RUNNING);
+//! ```
+
+mod driver;
+mod logs;
+mod resources;
+
+pub use driver::{drive, DriveError, Driver, Outcome, Run};
+pub use logs::{capture_logs, install_log_capture, LogRecord};
+pub use resources::{Allocation, TestResources};
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -29,12 +91,12 @@ use crate::metadata::{MetadataRecord, NamespacedName, TaskExecutionMetadata};
 use crate::metrics::{Counter, Gauge, Histogram, MetricSink, MetricsScope, PrefixedScope};
 use crate::resource_manager::{ResourceManager, ResourceRegistrar};
 use crate::state::{PluginStateReader, PluginStateWriter};
-use crate::task::TaskTemplate;
+use crate::task::{TaskFile, TaskTemplate};
 use crate::{
     AllocationStatus, ExecutionError, PhaseInfo, PluginError, ResourceConstraintsSpec, ResourceNamespace, Result,
 };
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -68,11 +130,14 @@ pub struct TestTaskContext {
     pub metadata: MetadataRecord,
     /// Secrets by key.
     pub secrets: BTreeMap<String, String>,
-    /// `(input_prefix, input_path, output_prefix, raw_output_prefix, checkpoint_prefix, previous_checkpoint_prefix)`.
+    /// `(input_prefix, input_path, output_prefix, raw_output_prefix, checkpoint_prefix, previous_checkpoint_prefix)`;
+    /// prefer the named setters ([`TestTaskContext::with_raw_output_prefix`], ...).
     pub paths: [String; 6],
     /// Value of `max_dataset_size_bytes`.
     pub max_dataset_size_bytes: i64,
-    /// Quota per namespace for the resource manager (unregistered = unlimited).
+    /// Quota per namespace overriding the shared [`TestResources`]' for this
+    /// context only (empty by default; prefer [`TestTaskContext::with_quota`],
+    /// which sets the shared quota).
     pub quotas: BTreeMap<String, usize>,
     /// A resource manager replacing the built-in one (e.g. one shared by
     /// several contexts, to test tasks competing for a quota).
@@ -84,8 +149,35 @@ pub struct TestTaskContext {
     events: Mutex<Vec<PhaseInfo>>,
     blobs: Mutex<BTreeMap<String, Vec<u8>>>,
     catalog: Mutex<Vec<(CatalogKey, LiteralMap)>>,
-    granted: Mutex<BTreeMap<String, BTreeSet<String>>>,
+    resources: Arc<TestResources>,
+    /// The directory under which the default raw output prefix lies
+    /// (removed when the context is dropped).
+    scratch: PathBuf,
     signals: Arc<SignalCounter>,
+}
+
+static CONTEXTS: AtomicU64 = AtomicU64::new(0);
+
+/// A generated name no other context of this process has: `t<time><n>-n0-0`.
+fn unique_generated_name() -> String {
+    let n = CONTEXTS.fetch_add(1, Ordering::Relaxed);
+    let ms = crate::kit::now_ms();
+    format!("t{ms:x}{n:x}-n0-0")
+}
+
+/// The raw output prefix a context uses by default: `file://<scratch>/raw/<name>`.
+fn default_raw(scratch: &std::path::Path, name: &str) -> String {
+    format!("file://{}/raw/{name}", scratch.display())
+}
+
+impl Drop for TestTaskContext {
+    fn drop(&mut self) {
+        // Only the context's own scratch directory, and only if a plugin
+        // created it.
+        if self.scratch.exists() {
+            let _ = std::fs::remove_dir_all(&self.scratch);
+        }
+    }
 }
 
 impl Default for TestTaskContext {
@@ -95,7 +187,26 @@ impl Default for TestTaskContext {
 }
 
 impl TestTaskContext {
-    /// An empty context with generated name `test-exec-n0-0`.
+    /// An empty context with generated name `test-exec-n0-0`. Its raw
+    /// output prefix is a local directory, as the daemon's is:
+    /// `file://<temp dir>/kozmo-test-<pid>-<n>/raw/<generated name>`, unique
+    /// to this context, not created (plugins create what they use), and
+    /// removed with everything in it when the context is dropped. Every
+    /// other path is `mem://...` (the data store is in memory).
+    ///
+    /// ```
+    /// use kozmo_interface::kit::TaskContextExt;
+    /// use kozmo_interface::testing::TestTaskContext;
+    /// use kozmo_interface::OutputWriter;
+    ///
+    /// let ctx = TestTaskContext::new();
+    /// assert!(ctx.raw_output_prefix().starts_with("file:///"));
+    /// assert!(ctx.raw_output_prefix().ends_with("/raw/test-exec-n0-0"));
+    /// let dir = ctx.raw_output_dir().unwrap();
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// drop(ctx);
+    /// assert!(!dir.exists(), "removed with the context");
+    /// ```
     pub fn new() -> Self {
         let mut metadata = MetadataRecord {
             namespace: "test-namespace".into(),
@@ -104,6 +215,12 @@ impl TestTaskContext {
         };
         metadata.task_execution_id.generated_name = "test-exec-n0-0".into();
         metadata.task_execution_id.unique_node_id = "n0".into();
+        let scratch = std::env::temp_dir().join(format!(
+            "kozmo-test-{}-{}",
+            std::process::id(),
+            CONTEXTS.fetch_add(1, Ordering::Relaxed)
+        ));
+        let raw = default_raw(&scratch, "test-exec-n0-0");
         TestTaskContext {
             template: TaskTemplate::default(),
             template_path: Some("mem://task.json".into()),
@@ -114,8 +231,8 @@ impl TestTaskContext {
                 "mem://inputs".into(),
                 "mem://inputs/inputs.json".into(),
                 "mem://outputs".into(),
-                "mem://raw/test-exec-n0-0".into(),
-                "mem://raw/test-exec-n0-0/_checkpoints".into(),
+                raw.clone(),
+                format!("{raw}/_checkpoints"),
                 String::new(),
             ],
             max_dataset_size_bytes: 2 * 1024 * 1024,
@@ -128,7 +245,8 @@ impl TestTaskContext {
             events: Mutex::new(Vec::new()),
             blobs: Mutex::new(BTreeMap::new()),
             catalog: Mutex::new(Vec::new()),
-            granted: Mutex::new(BTreeMap::new()),
+            resources: TestResources::new(),
+            scratch,
             signals: Arc::new(SignalCounter::default()),
         }
     }
@@ -157,17 +275,191 @@ impl TestTaskContext {
         self
     }
 
-    /// Sets a quota for a namespace.
-    pub fn with_quota(mut self, namespace: &str, quota: usize) -> Self {
-        self.quotas.insert(namespace.to_string(), quota);
+    /// Sets all inputs at once (replacing any).
+    ///
+    /// ```
+    /// use kozmo_interface::testing::TestTaskContext;
+    /// use kozmo_interface::{Literal, LiteralMap};
+    ///
+    /// let inputs = LiteralMap::from([("n".to_string(), Literal::Integer(3))]);
+    /// let ctx = TestTaskContext::new().with_inputs(inputs.clone());
+    /// assert_eq!(ctx.inputs, inputs);
+    /// ```
+    pub fn with_inputs(mut self, inputs: LiteralMap) -> Self {
+        self.inputs = inputs;
         self
     }
 
+    /// Sets the template and the inputs of a task file (what `kozmo submit`
+    /// sends), e.g. one of the daemon's examples.
+    ///
+    /// ```
+    /// use kozmo_interface::serde_json;
+    /// use kozmo_interface::task::TaskFile;
+    /// use kozmo_interface::testing::TestTaskContext;
+    ///
+    /// let file: TaskFile = serde_json::from_str(r#"{"type": "echo", "inputs": {"x": 1}}"#).unwrap();
+    /// let ctx = TestTaskContext::new().with_task_file(file);
+    /// assert_eq!(ctx.template.task_type, "echo");
+    /// assert_eq!(ctx.inputs.len(), 1);
+    /// ```
+    pub fn with_task_file(mut self, file: TaskFile) -> Self {
+        self.template = file.template;
+        self.inputs = file.inputs;
+        self
+    }
+
+    /// Sets the quota of a namespace in this context's [`TestResources`]
+    /// (shared with every context given the same resources).
+    ///
+    /// ```
+    /// use kozmo_interface::testing::TestTaskContext;
+    ///
+    /// let ctx = TestTaskContext::new().with_quota("slots", 1);
+    /// assert_eq!(ctx.resources().quota("slots"), Some(1));
+    /// ```
+    pub fn with_quota(self, namespace: &str, quota: usize) -> Self {
+        self.resources.set_quota(namespace, quota);
+        self
+    }
+
+    /// Allocates against `resources` (shared quotas: several contexts given
+    /// the same `Arc` compete for the same slots, as tasks do in the
+    /// daemon). [`TestSetupContext::task_context`] does this with the
+    /// quotas the loader registered.
+    ///
+    /// ```
+    /// use kozmo_interface::testing::{TestResources, TestTaskContext};
+    ///
+    /// let shared = TestResources::new().with_quota("slots", 1);
+    /// let a = TestTaskContext::new().with_resources(shared.clone());
+    /// let b = TestTaskContext::new().with_resources(shared.clone());
+    /// assert!(std::sync::Arc::ptr_eq(&a.resources(), &b.resources()));
+    /// ```
+    pub fn with_resources(mut self, resources: Arc<TestResources>) -> Self {
+        self.resources = resources;
+        self
+    }
+
+    /// The resources this context allocates against.
+    pub fn resources(&self) -> Arc<TestResources> {
+        self.resources.clone()
+    }
+
+    /// Sets the input prefix (and the input path `<prefix>/inputs.json`).
+    ///
+    /// ```
+    /// use kozmo_interface::testing::TestTaskContext;
+    /// use kozmo_interface::InputReader;
+    ///
+    /// let ctx = TestTaskContext::new().with_input_prefix("/data/executions/e1");
+    /// assert_eq!(ctx.input_path(), "/data/executions/e1/inputs.json");
+    /// ```
+    pub fn with_input_prefix(mut self, prefix: &str) -> Self {
+        self.paths[0] = prefix.to_string();
+        self.paths[1] = format!("{}/inputs.json", prefix.trim_end_matches('/'));
+        self
+    }
+
+    /// Sets the output prefix.
+    ///
+    /// ```
+    /// use kozmo_interface::testing::TestTaskContext;
+    /// use kozmo_interface::OutputWriter;
+    ///
+    /// let ctx = TestTaskContext::new().with_output_prefix("/data/executions/e1/0");
+    /// assert_eq!(ctx.output_prefix(), "/data/executions/e1/0");
+    /// ```
+    pub fn with_output_prefix(mut self, prefix: &str) -> Self {
+        self.paths[2] = prefix.to_string();
+        self
+    }
+
+    /// Sets the checkpoint prefix (set it after [`TestTaskContext::with_raw_output_prefix`],
+    /// which puts it under the raw prefix).
+    ///
+    /// ```
+    /// use kozmo_interface::testing::TestTaskContext;
+    /// use kozmo_interface::OutputWriter;
+    ///
+    /// let ctx = TestTaskContext::new()
+    ///     .with_raw_output_prefix("/data/raw/a-n0-1")
+    ///     .with_checkpoint_prefix("/data/checkpoints/a-n0-1");
+    /// assert_eq!(ctx.checkpoint_prefix(), "/data/checkpoints/a-n0-1");
+    /// ```
+    pub fn with_checkpoint_prefix(mut self, prefix: &str) -> Self {
+        self.paths[4] = prefix.to_string();
+        self
+    }
+
+    /// Sets the previous attempt's checkpoint prefix (empty by default, as
+    /// for a first attempt).
+    ///
+    /// ```
+    /// use kozmo_interface::testing::TestTaskContext;
+    /// use kozmo_interface::OutputWriter;
+    ///
+    /// let ctx = TestTaskContext::new()
+    ///     .with_retry_attempt(1)
+    ///     .with_previous_checkpoint_prefix("/data/raw/a-n0-0/_checkpoints");
+    /// assert_eq!(ctx.previous_checkpoint_prefix(), "/data/raw/a-n0-0/_checkpoints");
+    /// ```
+    pub fn with_previous_checkpoint_prefix(mut self, prefix: &str) -> Self {
+        self.paths[5] = prefix.to_string();
+        self
+    }
+
+    /// Sets `max_dataset_size_bytes` (2 MiB by default).
+    ///
+    /// ```
+    /// use kozmo_interface::testing::TestTaskContext;
+    /// use kozmo_interface::TaskExecutionContext;
+    ///
+    /// let ctx = TestTaskContext::new().with_max_dataset_size_bytes(1024);
+    /// assert_eq!(ctx.max_dataset_size_bytes(), 1024);
+    /// ```
+    pub fn with_max_dataset_size_bytes(mut self, bytes: i64) -> Self {
+        self.max_dataset_size_bytes = bytes;
+        self
+    }
+
+    /// Sets the retry attempt (0 for the first attempt).
+    ///
+    /// ```
+    /// use kozmo_interface::testing::TestTaskContext;
+    /// use kozmo_interface::TaskExecutionContext;
+    ///
+    /// let ctx = TestTaskContext::new().with_retry_attempt(2);
+    /// assert_eq!(ctx.task_execution_metadata().task_execution_id().id().retry_attempt, 2);
+    /// ```
+    pub fn with_retry_attempt(mut self, attempt: u32) -> Self {
+        self.metadata.task_execution_id.id.retry_attempt = attempt;
+        self
+    }
+
+    /// Gives the context a generated name no other context of this process
+    /// has (`t<hex time><hex n>-n0-0`), e.g. for each run of a plugin that
+    /// names remote jobs or files after it, or for tasks competing for a
+    /// quota (the generated name is the usual token).
+    ///
+    /// ```
+    /// use kozmo_interface::kit::TaskContextExt;
+    /// use kozmo_interface::testing::TestTaskContext;
+    ///
+    /// let a = TestTaskContext::new().with_unique_generated_name();
+    /// let b = TestTaskContext::new().with_unique_generated_name();
+    /// assert_ne!(a.generated_name(), b.generated_name());
+    /// ```
+    pub fn with_unique_generated_name(self) -> Self {
+        self.with_generated_name(&unique_generated_name())
+    }
+
     /// Sets the raw output prefix (and the checkpoint prefix under it), e.g.
-    /// a temporary directory for a plugin that writes files: the host passes
-    /// an absolute path when its data store is local (see
-    /// [`crate::io::local_dir`]). The default is `mem://raw/<generated name>`,
-    /// which is not a local directory.
+    /// a temporary directory for a plugin that writes files, or an
+    /// `s3://...` one to test a plugin's answer to a data store that is not
+    /// local. The daemon passes an absolute path (see
+    /// [`OutputWriter::raw_output_prefix`] and [`crate::io::local_dir`]).
+    /// The default is a `file://` URL of a directory of the context's own.
     ///
     /// ```
     /// use kozmo_interface::io::local_dir;
@@ -178,7 +470,7 @@ impl TestTaskContext {
     /// let ctx = TestTaskContext::new().with_raw_output_prefix(dir.to_str().unwrap());
     /// assert_eq!(local_dir(&ctx.raw_output_prefix()), Some(dir.clone()));
     /// assert_eq!(ctx.checkpoint_prefix(), format!("{}/_checkpoints", dir.display()));
-    /// assert_eq!(local_dir(&TestTaskContext::new().raw_output_prefix()), None);
+    /// assert!(local_dir(&TestTaskContext::new().raw_output_prefix()).is_some());
     /// ```
     pub fn with_raw_output_prefix(mut self, prefix: &str) -> Self {
         self.paths[3] = prefix.to_string();
@@ -188,7 +480,8 @@ impl TestTaskContext {
 
     /// Sets the generated name (`test-exec-n0-0` by default), e.g. a
     /// different one per test run for a plugin that names remote resources
-    /// after it.
+    /// after it ([`TestTaskContext::with_unique_generated_name`] makes one
+    /// up). A default raw output prefix follows the name.
     ///
     /// ```
     /// use kozmo_interface::testing::TestTaskContext;
@@ -198,6 +491,12 @@ impl TestTaskContext {
     /// assert_eq!(ctx.task_execution_metadata().task_execution_id().generated_name(), "run-42-n0-0");
     /// ```
     pub fn with_generated_name(mut self, name: &str) -> Self {
+        let old = default_raw(&self.scratch, &self.metadata.task_execution_id.generated_name);
+        if self.paths[3] == old {
+            let raw = default_raw(&self.scratch, name);
+            self.paths[4] = format!("{raw}/_checkpoints");
+            self.paths[3] = raw;
+        }
         self.metadata.task_execution_id.generated_name = name.to_string();
         self
     }
@@ -213,6 +512,22 @@ impl TestTaskContext {
         if let Some(s) = lock(&self.pending_state).take() {
             *lock(&self.state) = s;
         }
+    }
+
+    /// Ends a round that failed (a handler error): as the daemon does, the
+    /// state put (or reset) in it is dropped.
+    ///
+    /// ```
+    /// use kozmo_interface::testing::TestTaskContext;
+    /// use kozmo_interface::{PluginStateReader, PluginStateWriter, TaskExecutionContext};
+    ///
+    /// let ctx = TestTaskContext::new();
+    /// ctx.plugin_state_writer().put_bytes(1, vec![1]).unwrap();
+    /// ctx.discard_round();
+    /// assert_eq!(ctx.plugin_state_reader().get_bytes().unwrap(), (0, None));
+    /// ```
+    pub fn discard_round(&self) {
+        lock(&self.pending_state).take();
     }
 
     /// Outputs the plugin recorded.
@@ -245,9 +560,10 @@ impl TestTaskContext {
         lock(&self.catalog).clone()
     }
 
-    /// Tokens granted in a namespace.
+    /// Tokens holding a slot of a namespace now (of every context sharing
+    /// this context's [`TestResources`]).
     pub fn granted(&self, namespace: &str) -> BTreeSet<String> {
-        lock(&self.granted).get(namespace).cloned().unwrap_or_default()
+        self.resources.held(namespace)
     }
 
     /// Refresh signals received.
@@ -310,26 +626,13 @@ impl ResourceManager for TestTaskContext {
         &self,
         namespace: &ResourceNamespace,
         token: &str,
-        _constraints: &ResourceConstraintsSpec,
+        constraints: &ResourceConstraintsSpec,
     ) -> Result<AllocationStatus> {
-        let mut granted = lock(&self.granted);
-        let set = granted.entry(namespace.0.clone()).or_default();
-        if set.contains(token) {
-            return Ok(AllocationStatus::GRANTED);
-        }
-        match self.quotas.get(&namespace.0) {
-            Some(&q) if set.len() >= q => Ok(AllocationStatus::EXHAUSTED),
-            _ => {
-                set.insert(token.to_string());
-                Ok(AllocationStatus::GRANTED)
-            }
-        }
+        let quota = self.quotas.get(&namespace.0).copied();
+        Ok(self.resources.allocate_with(namespace, token, constraints, quota))
     }
     fn release_resource(&self, namespace: &ResourceNamespace, token: &str) -> Result<()> {
-        if let Some(set) = lock(&self.granted).get_mut(&namespace.0) {
-            set.remove(token);
-        }
-        Ok(())
+        self.resources.release_resource(namespace, token)
     }
 }
 
@@ -494,6 +797,7 @@ pub struct TestSetupContext {
     /// Owner kind reported.
     pub owner_kind: String,
     quotas: Mutex<Vec<(String, i64)>>,
+    resources: Arc<TestResources>,
     metrics: Mutex<BTreeMap<String, Arc<RecordedMetric>>>,
     enqueued: Arc<EnqueueRecorder>,
 }
@@ -516,6 +820,44 @@ impl TestSetupContext {
     /// Quotas registered, in order.
     pub fn quotas(&self) -> Vec<(String, i64)> {
         lock(&self.quotas).clone()
+    }
+
+    /// The resource manager the registered quotas went to, shared by the
+    /// task contexts [`TestSetupContext::task_context`] makes.
+    pub fn resources(&self) -> Arc<TestResources> {
+        self.resources.clone()
+    }
+
+    /// Registers quotas into `resources` instead of a manager of its own
+    /// (e.g. to load two plugins against one manager).
+    pub fn with_resources(mut self, resources: Arc<TestResources>) -> Self {
+        self.resources = resources;
+        self
+    }
+
+    /// A task context wired to this setup: it allocates against the quotas
+    /// the loader registered ([`TestSetupContext::resources`], shared with
+    /// every other context made here), has the setup's secrets, and a
+    /// generated name of its own (so each is a distinct quota token).
+    ///
+    /// ```
+    /// use kozmo_interface::kit::TaskContextExt;
+    /// use kozmo_interface::testing::TestSetupContext;
+    /// use kozmo_interface::{ResourceNamespace, ResourceRegistrar, SetupContext};
+    ///
+    /// let setup = TestSetupContext::new();
+    /// let slots = ResourceNamespace::new("slots");
+    /// setup.resource_registrar().register_resource_quota(&slots, 1).unwrap();
+    /// let (a, b) = (setup.task_context(), setup.task_context());
+    /// assert!(a.allocate(&slots, "full").unwrap().is_none());
+    /// assert!(b.allocate(&slots, "full").unwrap().is_some(), "b waits for a's slot");
+    /// ```
+    pub fn task_context(&self) -> TestTaskContext {
+        let mut ctx = TestTaskContext::new()
+            .with_resources(self.resources.clone())
+            .with_unique_generated_name();
+        ctx.secrets = self.secrets.clone();
+        ctx
     }
 
     /// A registered metric by full name.
@@ -565,7 +907,7 @@ impl SecretManager for TestSetupContext {
 impl ResourceRegistrar for TestSetupContext {
     fn register_resource_quota(&self, namespace: &ResourceNamespace, quota: i64) -> Result<()> {
         lock(&self.quotas).push((namespace.0.clone(), quota));
-        Ok(())
+        self.resources.register_resource_quota(namespace, quota)
     }
 }
 
