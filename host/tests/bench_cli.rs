@@ -9,7 +9,12 @@ use kozmo_host::bench::report::{NOTES_MARKER, ROW_NAMES};
 
 #[test]
 fn quick_bench_writes_every_row_and_keeps_notes() {
-    let libs = kozmo_testkit::build_plugins(&["kozmo-plugin-echo", "kozmo-plugin-shell", "kozmo-fixture-noop"]);
+    let libs = kozmo_testkit::build_plugins(&[
+        "kozmo-plugin-echo",
+        "kozmo-plugin-shell",
+        "kozmo-plugin-rest",
+        "kozmo-fixture-noop",
+    ]);
     let tmp = tempfile::tempdir().unwrap();
     let plugins = tmp.path().join("plugins");
     std::fs::create_dir(&plugins).unwrap();
@@ -76,6 +81,13 @@ fn quick_bench_writes_every_row_and_keeps_notes() {
             .unwrap_or_else(|| panic!("no [{p4}] row:\n{md}"));
         assert!(!line.contains("not measured"), "P4 ran with the noop fixture: {line}");
     }
+    // The async part ran: rest executions polling the local job service.
+    assert!(md.contains("## Asynchronous plugins (rest)"), "{md}");
+    let qps = md
+        .lines()
+        .find(|l| l.starts_with("| read QPS, 200 executions polling every 1 s, limit 50/s | "))
+        .unwrap_or_else(|| panic!("no async read QPS row:\n{md}"));
+    assert!(!qps.contains("not measured"), "{qps}");
     // The wake-up parts ran: shell tasks through a real daemon, signals.
     assert!(md.contains("## Wake-ups: shell tasks and signals"), "{md}");
     for row in [

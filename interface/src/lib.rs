@@ -134,6 +134,7 @@ mod task_info;
 pub mod template;
 pub mod testing;
 mod transition;
+pub mod webapi;
 
 pub use context::{
     Catalog, CatalogKey, EnqueueOwner, EventsRecorder, SecretManager, SetupContext, SignalAsync, TaskExecutionContext,

@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use kozmo_interface::webapi::CANCELLING_REMOTE_JOB;
 use kozmo_interface::{ErrorKind, ExecutionError, LiteralMap, Phase, PhaseInfo, Plugin};
 
 use super::answer::{HandlerError, Limits};
@@ -103,13 +104,18 @@ struct Calls {
     released: Vec<(String, String)>,
     /// What failed: (message, panic).
     errors: Vec<(String, bool)>,
+    /// Abort failed with a retryable `CancellingRemoteJob` error: the plugin
+    /// is still cancelling something outside, so the step is tried again
+    /// without a limit.
+    abort_retryable: bool,
 }
 
 /// A failed try of the finishing step at `now`
 /// (docs/semantics.md#abort-and-finalize): counted on `f`, recorded on
 /// `state`, its `handler_error` event pushed on `events`. True to try again
 /// at the next resync (fewer than `limits.max_round_failures` tries failed
-/// in a row), false to give up on the plugin and finish anyway.
+/// in a row, or `keep_trying`: Abort is still cancelling a remote job), false
+/// to give up on the plugin and finish anyway.
 pub(super) fn failed_try(
     state: &mut ExecState,
     f: &mut Finishing,
@@ -117,6 +123,7 @@ pub(super) fn failed_try(
     events: &mut Vec<EventRow>,
     now: i64,
     limits: &Limits,
+    keep_trying: bool,
 ) -> bool {
     f.failures += 1;
     state.last_handler_error = Some(Box::new(HandlerErrorRecord {
@@ -132,7 +139,7 @@ pub(super) fn failed_try(
         error.panic,
         f.failures,
     ));
-    f.failures < limits.max_round_failures
+    keep_trying || f.failures < limits.max_round_failures
 }
 
 impl Engine {
@@ -151,6 +158,7 @@ impl Engine {
             mut granted,
             mut released,
             mut errors,
+            abort_retryable,
         } = self.finish_calls(a, &f);
         // What the execution still holds, read after the plugin's calls; a
         // backend that cannot tell fails this try like a plugin error.
@@ -170,7 +178,15 @@ impl Engine {
             let message = errors.into_iter().map(|e| e.0).collect::<Vec<_>>().join("; ");
             log::warn!("execution {id} attempt {attempt}: {message}");
             let error = HandlerError { message, panic };
-            if failed_try(&mut state, &mut f, &error, &mut events, now, &self.limits(a)) {
+            if failed_try(
+                &mut state,
+                &mut f,
+                &error,
+                &mut events,
+                now,
+                &self.limits(a),
+                abort_retryable,
+            ) {
                 state.finishing = Some(f);
                 self.stats.observe_latency(started.elapsed());
                 let mut commit = RoundCommit::state_only(id, state);
@@ -225,6 +241,7 @@ impl Engine {
         let mut granted: Vec<TokenRow> = Vec::new();
         let mut released: Vec<(String, String)> = Vec::new();
         let mut errors: Vec<(String, bool)> = Vec::new();
+        let mut abort_retryable = false;
         let mut plugin_id = a.record.plugin_id.clone().unwrap_or_else(|| "?".into());
 
         let plugin = match &a.spec.plugin {
@@ -250,7 +267,10 @@ impl Engine {
                 granted.extend(buffered.tokens.granted);
                 released.extend(buffered.tokens.released);
                 match r {
-                    Err(e) => errors.push((format!("failed to abort plugin [{}]: {e}", plugin.id()), e.is_panic())),
+                    Err(e) => {
+                        abort_retryable = e.retryable && e.code == CANCELLING_REMOTE_JOB;
+                        errors.push((format!("failed to abort plugin [{}]: {e}", plugin.id()), e.is_panic()));
+                    }
                     Ok(()) => {
                         let pid = Self::plugin_id(a, plugin);
                         let src = event_source(a, &pid, attempt, &gname, now, now);
@@ -302,6 +322,7 @@ impl Engine {
             granted,
             released,
             errors,
+            abort_retryable,
         }
     }
 

@@ -329,12 +329,12 @@ fn a_failed_finishing_try_is_recorded_and_tried_again_until_the_limit() {
         panic: false,
     };
     let mut events = Vec::new();
-    assert!(failed_try(&mut state, &mut f, &error, &mut events, NOW, &LIMITS));
+    assert!(failed_try(&mut state, &mut f, &error, &mut events, NOW, &LIMITS, false));
     assert_eq!(f.failures, 1);
     let record = state.last_handler_error.as_deref().expect("recorded");
     assert_eq!((record.message.as_str(), record.at_ms), (error.message.as_str(), NOW));
     assert!(
-        !failed_try(&mut state, &mut f, &error, &mut events, NOW, &LIMITS),
+        !failed_try(&mut state, &mut f, &error, &mut events, NOW, &LIMITS, false),
         "gives up at the limit"
     );
     assert_eq!(f.failures, 2);
@@ -343,4 +343,36 @@ fn a_failed_finishing_try_is_recorded_and_tried_again_until_the_limit() {
         [event_kind::HANDLER_ERROR; 2]
     );
     assert_eq!(state.phase, ExecPhase::Failing, "the phase is left to the caller");
+}
+
+#[test]
+fn an_abort_still_cancelling_a_remote_job_is_tried_again_past_the_limit() {
+    let mut state = running(0);
+    state.abort(
+        true,
+        "stop".into(),
+        ExecutionError::new("Aborted", "stop", ErrorKind::User),
+    );
+    let mut f = *state.finishing.clone().expect("finishing work");
+    let error = HandlerError {
+        message: "failed to abort plugin [p]: cancelling remote job: delete failed (try 1)".into(),
+        panic: false,
+    };
+    let mut events = Vec::new();
+    for _ in 0..3 * LIMITS.max_round_failures {
+        assert!(failed_try(&mut state, &mut f, &error, &mut events, NOW, &LIMITS, true));
+    }
+    assert_eq!(
+        f.failures,
+        3 * LIMITS.max_round_failures,
+        "every try is counted and shown"
+    );
+    assert_eq!(
+        state.last_handler_error.as_deref().map(|r| r.message.as_str()),
+        Some(error.message.as_str())
+    );
+    assert!(
+        !failed_try(&mut state, &mut f, &error, &mut events, NOW, &LIMITS, false),
+        "any other error still gives up at the limit"
+    );
 }

@@ -17,9 +17,12 @@
 //! * [`wakeups`]: the `shell` part (shell tasks through the real daemon
 //!   against `xargs`, and one task's submit → Succeeded) and the `signal`
 //!   part (a plugin's `signal()` to its next round);
+//! * [`async_api`]: the `async` part (10,000 `rest` tasks on a local job
+//!   service through the real daemon: read QPS against its limit, daemon CPU);
 //! * [`report`]: machine facts, the P1 figures `cargo bench` left behind,
 //!   the results table (terminal and Markdown) and the throughput plot.
 
+pub mod async_api;
 pub mod engine;
 pub mod http;
 pub mod isolated;

@@ -103,8 +103,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub plot: Option<PathBuf>,
     /// Run only these parts, comma-separated: p2, p3, p4, p5, p6, latency, http, retention, shell, signal,
-    /// postgres [default: all].
-    #[arg(long, value_delimiter = ',', value_parser = ["p2", "p3", "p4", "p5", "p6", "latency", "http", "retention", "shell", "signal", "postgres"])]
+    /// postgres, async [default: all].
+    #[arg(long, value_delimiter = ',', value_parser = ["p2", "p3", "p4", "p5", "p6", "latency", "http", "retention", "shell", "signal", "postgres", "async"])]
     pub only: Vec<String>,
     /// Smoke run: tiny sizes for every measurement (figures meaningless).
     #[arg(long)]
@@ -174,6 +174,15 @@ pub struct BenchArgs {
     /// postgres: executions per run [default: 20000; quick: 500].
     #[arg(long)]
     pub postgres_executions: Option<usize>,
+    /// async: rest tasks polling a local job service [default: 10000; quick: 200].
+    #[arg(long)]
+    pub async_executions: Option<usize>,
+    /// async: the rest plugin's read limit, polls a second [default: 500; quick: 50].
+    #[arg(long)]
+    pub async_read_qps: Option<f64>,
+    /// async: the measuring window, seconds [default: 30; quick: 5].
+    #[arg(long)]
+    pub async_seconds: Option<f64>,
     /// Engine worker threads (0: number of cores).
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
@@ -292,7 +301,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         + u64::from(args.runs("retention"))
         + u64::from(args.runs("shell"))
         + u64::from(args.runs("signal"))
-        + u64::from(args.runs("postgres"));
+        + u64::from(args.runs("postgres"))
+        + u64::from(args.runs("async"));
     let pb = ProgressBar::new(phases);
     pb.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {wide_msg}")
@@ -448,13 +458,35 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         pb.inc(1);
         p
     });
+    let async_md = args.runs("async").then(|| {
+        let r = match plugins_dir.as_deref().and_then(crate::bench::async_api::rest_library) {
+            None => Err(format!(
+                "no {} in the plugin directory (`cargo build --release -p kozmo-plugin-rest`, or pass --plugins-dir)",
+                crate::bench::async_api::REST_LIBRARY
+            )),
+            Some(lib) => crate::bench::async_api::measure(
+                &lib,
+                args.async_executions.unwrap_or(if q { 200 } else { 10_000 }),
+                args.async_read_qps.unwrap_or(if q { 50.0 } else { 500.0 }),
+                args.async_seconds.unwrap_or(if q { 5.0 } else { 30.0 }),
+                workers,
+                &pb,
+            )
+            .map_err(|e| format!("{e:#}")),
+        };
+        pb.inc(1);
+        match r {
+            Ok(p) => p.markdown(),
+            Err(e) => format!("not measured: {e}\n"),
+        }
+    });
     let postgres_md = postgres.map(|p| match p {
         Ok(p) => p.markdown(),
         Err(e) => format!("not measured: {e}\n"),
     });
     let wakeups_md = (shell.is_some() || signal.is_some()).then(|| wakeups::markdown(shell.as_ref(), signal.as_ref()));
     pb.finish_and_clear();
-    let separate = ["retention", "shell", "signal", "postgres"];
+    let separate = ["retention", "shell", "signal", "postgres", "async"];
     if !args.only.is_empty() && args.only.iter().all(|p| separate.contains(&p.as_str())) {
         if let Some(r) = &retention {
             print!("{}", r.markdown());
@@ -464,6 +496,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
         if let Some(w) = &wakeups_md {
             print!("{w}");
+        }
+        if let Some(a) = &async_md {
+            print!("{a}");
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -495,6 +530,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(p) = &postgres_md {
         print!("\n{p}");
+    }
+    if let Some(a) = &async_md {
+        print!("\n{a}");
     }
 
     let (output, plot) = args.files();
@@ -543,6 +581,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(p) = &postgres_md {
         md = md.replacen(NOTES_MARKER, &format!("## PostgreSQL store\n\n{p}\n{NOTES_MARKER}"), 1);
+    }
+    if let Some(a) = &async_md {
+        md = md.replacen(
+            NOTES_MARKER,
+            &format!("## Asynchronous plugins (rest)\n\n{a}\n{NOTES_MARKER}"),
+            1,
+        );
     }
     std::fs::write(&output, md)?;
     eprintln!("kozmo bench: wrote {}", output.display());

@@ -9,6 +9,7 @@
 //! on Redis and the daemon's tests of it).
 
 pub mod compat;
+pub mod job_service;
 pub mod postgres;
 pub mod redis;
 
