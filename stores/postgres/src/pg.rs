@@ -4,9 +4,12 @@
 //! Writes of the engine go through one transaction at a time from the
 //! committer ([`crate::pg_txn::PgTxn`], the group commit); reads and the
 //! few writes outside steps (abort requests, catalog entries) take any
-//! pooled connection. Durability is the server's: with PostgreSQL's default
-//! `synchronous_commit = on` a `COMMIT` returns once its WAL is flushed, so
-//! an acknowledged submission or round survives a crash of the server.
+//! pooled connection. Durability is the server's: the group commit's
+//! `COMMIT` runs with `synchronous_commit` off, and the engine's syncer
+//! then commits a synchronous update (`crate::pg_txn::WalSync`) whose
+//! WAL flush covers it, before anything of the transaction is answered or
+//! acted on; so an acknowledged submission or round survives a crash of the
+//! server (as long as the server's `fsync` is on).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
