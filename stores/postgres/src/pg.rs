@@ -223,6 +223,27 @@ fn exec_from_row(r: &Row) -> StoreResult<ExecutionRecord> {
     })
 }
 
+/// The columns [`event_from_row`] reads.
+const EVENT_COLUMNS: &str =
+    "SELECT seq, execution_id, attempt, kind, phase, version, occurred_at, reported_at, body FROM events";
+
+fn event_from_row(r: &Row) -> StoreResult<EventRecord> {
+    let body: String = get(r, 8)?;
+    Ok(EventRecord {
+        seq: get(r, 0)?,
+        execution_id: get(r, 1)?,
+        event: NewEvent {
+            attempt: get_u32(r, 2)?,
+            kind: get(r, 3)?,
+            phase: get(r, 4)?,
+            version: get_u32(r, 5)?,
+            occurred_at_ms: get(r, 6)?,
+            reported_at_ms: get(r, 7)?,
+            body: serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
+        },
+    })
+}
+
 fn records(rows: Vec<Row>) -> StoreResult<Vec<ExecutionRecord>> {
     rows.iter().map(exec_from_row).collect()
 }
@@ -451,64 +472,25 @@ impl Store for PostgresStore {
     }
 
     fn events(&self, id: &str) -> StoreResult<Vec<EventRecord>> {
-        let rows = self.conn()?.query(
-            "SELECT seq, execution_id, attempt, kind, phase, version, occurred_at, reported_at, body \
-             FROM events WHERE execution_id = $1 ORDER BY seq",
-            &[&id],
-        )?;
-        rows.iter()
-            .map(|r| {
-                let body: String = get(r, 8)?;
-                Ok(EventRecord {
-                    seq: get(r, 0)?,
-                    execution_id: get(r, 1)?,
-                    event: NewEvent {
-                        attempt: get_u32(r, 2)?,
-                        kind: get(r, 3)?,
-                        phase: get(r, 4)?,
-                        version: get_u32(r, 5)?,
-                        occurred_at_ms: get(r, 6)?,
-                        reported_at_ms: get(r, 7)?,
-                        body: serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
-                    },
-                })
-            })
-            .collect()
+        let rows = self
+            .conn()?
+            .query(&format!("{EVENT_COLUMNS} WHERE execution_id = $1 ORDER BY seq"), &[&id])?;
+        rows.iter().map(event_from_row).collect()
     }
 
     fn events_after(&self, id: Option<&str>, after_seq: i64, limit: usize) -> StoreResult<Vec<EventRecord>> {
-        const COLUMNS: &str =
-            "SELECT seq, execution_id, attempt, kind, phase, version, occurred_at, reported_at, body \
-                               FROM events";
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = match id {
             Some(id) => self.conn()?.query(
-                &format!("{COLUMNS} WHERE execution_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"),
+                &format!("{EVENT_COLUMNS} WHERE execution_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"),
                 &[&id, &after_seq, &limit],
             )?,
             None => self.conn()?.query(
-                &format!("{COLUMNS} WHERE seq > $1 ORDER BY seq LIMIT $2"),
+                &format!("{EVENT_COLUMNS} WHERE seq > $1 ORDER BY seq LIMIT $2"),
                 &[&after_seq, &limit],
             )?,
         };
-        rows.iter()
-            .map(|r| {
-                let body: String = get(r, 8)?;
-                Ok(EventRecord {
-                    seq: get(r, 0)?,
-                    execution_id: get(r, 1)?,
-                    event: NewEvent {
-                        attempt: get_u32(r, 2)?,
-                        kind: get(r, 3)?,
-                        phase: get(r, 4)?,
-                        version: get_u32(r, 5)?,
-                        occurred_at_ms: get(r, 6)?,
-                        reported_at_ms: get(r, 7)?,
-                        body: serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
-                    },
-                })
-            })
-            .collect()
+        rows.iter().map(event_from_row).collect()
     }
 
     fn last_event_seq(&self) -> StoreResult<i64> {

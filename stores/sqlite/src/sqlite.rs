@@ -391,42 +391,19 @@ impl Store for SqliteStore {
     fn events(&self, id: &str) -> StoreResult<Vec<EventRecord>> {
         let c = lock(&self.reader);
         let mut st = c
-            .prepare_cached(
-                "SELECT seq, execution_id, attempt, kind, phase, version, occurred_at, reported_at, body \
-                 FROM events WHERE execution_id = ?1 ORDER BY seq",
-            )
+            .prepare_cached(&format!("{EVENT_COLUMNS} WHERE execution_id = ?1 ORDER BY seq"))
             .map_err(err)?;
-        let rows = st
-            .query_map([id], |r| {
-                let body: String = r.get(8)?;
-                Ok(EventRecord {
-                    seq: r.get(0)?,
-                    execution_id: r.get(1)?,
-                    event: NewEvent {
-                        attempt: r.get::<_, i64>(2)? as u32,
-                        kind: r.get(3)?,
-                        phase: r.get(4)?,
-                        version: r.get::<_, i64>(5)? as u32,
-                        occurred_at_ms: r.get(6)?,
-                        reported_at_ms: r.get(7)?,
-                        body: serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
-                    },
-                })
-            })
-            .map_err(err)?;
+        let rows = st.query_map([id], event_from_row).map_err(err)?;
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(err)
     }
 
     fn events_after(&self, id: Option<&str>, after_seq: i64, limit: usize) -> StoreResult<Vec<EventRecord>> {
-        const COLUMNS: &str =
-            "SELECT seq, execution_id, attempt, kind, phase, version, occurred_at, reported_at, body \
-                               FROM events";
         let c = lock(&self.reader);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let (mut st, args) = match id {
             Some(id) => (
                 c.prepare_cached(&format!(
-                    "{COLUMNS} WHERE execution_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+                    "{EVENT_COLUMNS} WHERE execution_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
                 ))
                 .map_err(err)?,
                 rusqlite::params_from_iter(vec![
@@ -436,7 +413,7 @@ impl Store for SqliteStore {
                 ]),
             ),
             None => (
-                c.prepare_cached(&format!("{COLUMNS} WHERE seq > ?1 ORDER BY seq LIMIT ?2"))
+                c.prepare_cached(&format!("{EVENT_COLUMNS} WHERE seq > ?1 ORDER BY seq LIMIT ?2"))
                     .map_err(err)?,
                 rusqlite::params_from_iter(vec![
                     rusqlite::types::Value::Integer(after_seq),
@@ -444,24 +421,7 @@ impl Store for SqliteStore {
                 ]),
             ),
         };
-        let rows = st
-            .query_map(args, |r| {
-                let body: String = r.get(8)?;
-                Ok(EventRecord {
-                    seq: r.get(0)?,
-                    execution_id: r.get(1)?,
-                    event: NewEvent {
-                        attempt: r.get::<_, i64>(2)? as u32,
-                        kind: r.get(3)?,
-                        phase: r.get(4)?,
-                        version: r.get::<_, i64>(5)? as u32,
-                        occurred_at_ms: r.get(6)?,
-                        reported_at_ms: r.get(7)?,
-                        body: serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
-                    },
-                })
-            })
-            .map_err(err)?;
+        let rows = st.query_map(args, event_from_row).map_err(err)?;
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(err)
     }
 
@@ -574,4 +534,25 @@ impl Store for SqliteStore {
         }
         Ok(m)
     }
+}
+
+/// The columns [`event_from_row`] reads.
+const EVENT_COLUMNS: &str =
+    "SELECT seq, execution_id, attempt, kind, phase, version, occurred_at, reported_at, body FROM events";
+
+fn event_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRecord> {
+    let body: String = r.get(8)?;
+    Ok(EventRecord {
+        seq: r.get(0)?,
+        execution_id: r.get(1)?,
+        event: NewEvent {
+            attempt: r.get::<_, i64>(2)? as u32,
+            kind: r.get(3)?,
+            phase: r.get(4)?,
+            version: r.get::<_, i64>(5)? as u32,
+            occurred_at_ms: r.get(6)?,
+            reported_at_ms: r.get(7)?,
+            body: serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
+        },
+    })
 }
