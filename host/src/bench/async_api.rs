@@ -11,9 +11,8 @@
 //! * the daemon's CPU (user + system time of its process / window, in
 //!   cores), goal below one core.
 
-use std::io::{BufRead, BufReader};
+use crate::bench::daemon::BenchDaemon;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use indicatif::ProgressBar;
@@ -96,70 +95,22 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     Ok((utime + stime) / tick.max(1.0))
 }
 
-struct Daemon {
-    child: Child,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on the pid of a child this process has not reaped.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(library: &Path, read_qps: f64, workers: usize) -> anyhow::Result<Daemon> {
-    let dir = tempfile::Builder::new().prefix("kozmo-bench-async-").tempdir()?;
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir(&plugins)?;
-    std::fs::copy(library, plugins.join(REST_LIBRARY))?;
-    let log = std::fs::File::create(dir.path().join("daemon.log"))?;
+fn start(library: &Path, read_qps: f64, workers: usize) -> anyhow::Result<BenchDaemon> {
     let burst = ((read_qps / 10.0).ceil() as u32).max(1);
-    let mut child = Command::new(std::env::current_exe()?)
-        .arg("serve")
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .arg("--plugins-dir")
-        .arg(&plugins)
-        .args(["--listen", "127.0.0.1:0", "--workers", &workers.to_string()])
-        .env_remove("KOZMO_API_TOKEN")
-        .env_remove("KOZMO_RESYNC_INTERVAL_SECS")
-        .env("RUST_LOG", "warn")
-        .env("KOZMO_PLUGIN_REST_READ_QPS", read_qps.to_string())
-        .env("KOZMO_PLUGIN_REST_READ_BURST", burst.to_string())
-        .env("KOZMO_PLUGIN_REST_WRITE_QPS", "2000")
-        .env("KOZMO_PLUGIN_REST_WRITE_BURST", "200")
-        .env("KOZMO_PLUGIN_REST_POLL_INTERVAL_SECS", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()?;
-    let stdout = child.stdout.take().expect("piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(base) = line.strip_prefix("kozmo: listening on ") {
-                let _ = tx.send(base.trim().to_string());
-            }
-        }
-    });
-    let Ok(base) = rx.recv_timeout(Duration::from_secs(30)) else {
-        let _ = child.kill();
-        let _ = child.wait();
-        let log = std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default();
-        anyhow::bail!("the daemon did not start listening within 30 s; its log:\n{log}");
-    };
-    Ok(Daemon { child, base, _dir: dir })
+    BenchDaemon::start(
+        "kozmo-bench-async-",
+        library,
+        REST_LIBRARY,
+        workers,
+        &[
+            ("RUST_LOG", "warn".into()),
+            ("KOZMO_PLUGIN_REST_READ_QPS", read_qps.to_string()),
+            ("KOZMO_PLUGIN_REST_READ_BURST", burst.to_string()),
+            ("KOZMO_PLUGIN_REST_WRITE_QPS", "2000".into()),
+            ("KOZMO_PLUGIN_REST_WRITE_BURST", "200".into()),
+            ("KOZMO_PLUGIN_REST_POLL_INTERVAL_SECS", "1".into()),
+        ],
+    )
 }
 
 /// A rest task of a job that outlives the run.

@@ -23,6 +23,7 @@
 //!   the results table (terminal and Markdown) and the throughput plot.
 
 pub mod async_api;
+pub mod daemon;
 pub mod engine;
 pub mod http;
 pub mod isolated;

@@ -13,9 +13,9 @@
 //!   p50/p99 (goal p50 ≤ 1 ms). The resync is an hour: only the signal can
 //!   start the round.
 
-use std::io::{BufRead, BufReader};
+use crate::bench::daemon::BenchDaemon;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -127,60 +127,22 @@ pub fn shell_library(dir: &Path) -> Option<PathBuf> {
     Some(dir.join(SHELL_LIBRARY)).filter(|p| p.is_file())
 }
 
-/// `kozmo serve` (this binary) on a temporary data dir with only `library`
-/// in its plugin directory and the default configuration; stopped (by its
-/// pid) when dropped.
+/// The daemon of the shell part, with an HTTP agent of its own.
 struct Daemon {
-    child: Child,
+    /// Kept for its process (stopped when dropped).
+    _process: BenchDaemon,
     base: String,
     agent: ureq::Agent,
-    _dir: tempfile::TempDir,
 }
 
 impl Daemon {
     fn start(library: &Path, workers: usize) -> anyhow::Result<Daemon> {
-        let dir = tempfile::Builder::new().prefix("kozmo-bench-shell-").tempdir()?;
-        let plugins = dir.path().join("plugins");
-        std::fs::create_dir(&plugins)?;
-        std::fs::copy(library, plugins.join(SHELL_LIBRARY))?;
-        let log = std::fs::File::create(dir.path().join("daemon.log"))?;
-        let mut child = Command::new(std::env::current_exe()?)
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .arg("--plugins-dir")
-            .arg(&plugins)
-            .args(["--listen", "127.0.0.1:0", "--workers", &workers.to_string()])
-            .env_remove("KOZMO_API_TOKEN")
-            .env_remove("KOZMO_RESYNC_INTERVAL_SECS")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()?;
-        let stdout = child.stdout.take().expect("piped");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(base) = line.strip_prefix("kozmo: listening on ") {
-                    let _ = tx.send(base.trim().to_string());
-                }
-            }
-        });
-        let base = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(base) => base,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let log = std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default();
-                anyhow::bail!("the daemon did not start listening within 30 s; its log:\n{log}");
-            }
-        };
+        let daemon = BenchDaemon::start("kozmo-bench-shell-", library, SHELL_LIBRARY, workers, &[])?;
         let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(60)).build();
         Ok(Daemon {
-            child,
-            base,
+            base: daemon.base.clone(),
+            _process: daemon,
             agent,
-            _dir: dir,
         })
     }
 
@@ -204,23 +166,6 @@ impl Daemon {
                 _ => std::thread::sleep(poll),
             }
         }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // SIGTERM: the daemon stops its children and exits; then reap it.
-        // SAFETY: kill(2) on the pid of a child this process has not reaped.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
