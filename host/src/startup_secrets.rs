@@ -327,24 +327,14 @@ pub fn read_token_file(path: &std::path::Path) -> Result<String, String> {
 /// Prefix of the variables that carry plugin settings.
 pub const PLUGIN_SETTING_PREFIX: &str = "KOZMO_PLUGIN_";
 
-/// `[plugins.settings.<id>] key = "value"` as `KOZMO_PLUGIN_<ID>_<KEY>` variables.
+/// `[plugins.settings.<id>] key = "value"` as `KOZMO_PLUGIN_<ID>_<KEY>` variables (the names
+/// plugins read, `kozmo_interface::webapi::setting_var`).
 pub fn plugin_setting_vars(settings: &BTreeMap<String, BTreeMap<String, String>>) -> Vec<(String, String)> {
-    let up = |s: &str| -> String {
-        s.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_uppercase()
-                } else {
-                    '_'
-                }
-            })
-            .collect()
-    };
     settings
         .iter()
         .flat_map(|(id, kv)| {
             kv.iter()
-                .map(move |(k, v)| (format!("{PLUGIN_SETTING_PREFIX}{}_{}", up(id), up(k)), v.clone()))
+                .map(move |(k, v)| (kozmo_interface::webapi::setting_var(id, k), v.clone()))
         })
         .collect()
 }
