@@ -301,10 +301,9 @@ impl Cluster for PostgresStore {
             "SELECT id, abort_requested FROM executions WHERE owner = $1 AND abort_requested IS NOT NULL \
              AND NOT {TERMINAL_SQL}"
         );
-        let held = lock(&node.held).clone();
         for r in conn.query(&sql, &[me])? {
             let id: String = get(&r, 0)?;
-            if held.get(&id).is_some_and(|g| *g != LOST) {
+            if node.generation(&id).is_some() {
                 beat.aborts.push((id, get(&r, 1)?));
             }
         }
@@ -329,17 +328,13 @@ impl Cluster for PostgresStore {
 
     fn leave(&self) -> StoreResult<()> {
         let node = self.node()?;
-        let ids: Vec<String> = lock(&node.held)
+        // Only what this node still holds under its generation.
+        let (ids, gens): (Vec<String>, Vec<i64>) = lock(&node.held)
             .iter()
             .filter(|(_, g)| **g != LOST)
-            .map(|(id, _)| id.clone())
-            .collect();
+            .map(|(id, g)| (id.clone(), *g))
+            .unzip();
         let mut conn = self.conn()?;
-        // Only what this node still holds under its generation.
-        let gens: Vec<i64> = {
-            let held = lock(&node.held);
-            ids.iter().map(|id| held.get(id).copied().unwrap_or(LOST)).collect()
-        };
         conn.execute(
             "UPDATE executions e SET owner = NULL FROM unnest($1::text[], $2::bigint[]) AS h(id, gen) \
              WHERE e.id = h.id AND e.owner = $3 AND e.lease_generation = h.gen",
