@@ -41,7 +41,8 @@ pub(super) async fn read_json(state: &AppState, body: Body) -> Result<Option<Val
 }
 
 /// Reads a JSON body of at most `limit` bytes within the body deadline;
-/// `None` for an empty body.
+/// `None` for an empty body (zero bytes: a body of only whitespace is not
+/// JSON and is refused like any other malformed body).
 async fn read_json_within(state: &AppState, body: Body, limit: usize) -> Result<Option<Value>, ApiError> {
     let wait = state.options.body_timeout;
     let bytes = match tokio::time::timeout(wait, to_bytes(body, limit)).await {
@@ -58,7 +59,7 @@ async fn read_json_within(state: &AppState, body: Body, limit: usize) -> Result<
             ));
         }
     };
-    if bytes.iter().all(u8::is_ascii_whitespace) {
+    if bytes.is_empty() {
         return Ok(None);
     }
     serde_json::from_slice(&bytes)

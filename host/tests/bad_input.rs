@@ -135,6 +135,9 @@ fn every_error_answer_is_json_with_the_status_it_says() {
         ("GET", "/v1/executions?limit=0".into(), b"", 400, "bad_request"),
         ("GET", "/v1/executions?limt=5".into(), b"", 400, "bad_request"),
         ("POST", "/v1/executions".into(), b"[]", 400, "bad_request"),
+        // An optional body may be empty, but a blank one is not JSON.
+        ("POST", "/v1/prune".into(), b" ", 400, "bad_request"),
+        ("POST", format!("/v1/executions/{id}/abort"), b"\n", 400, "bad_request"),
     ];
     for (method, path, body, want, kind) in cases {
         let (status, headers, answer) = exchange(&a, method, &path, body);
