@@ -1,7 +1,7 @@
 //! Retention in SQLite: selecting terminal executions past the limits (on
-//! the reader connection, never blocking a commit), deleting a batch of
+//! the reader connection, never blocking a commit), deleting a slice of
 //! them with every owned row — inside the engine's group commit
-//! ([`delete_terminal_in`] through `WriteTxn::delete_terminal`, so a batch
+//! ([`delete_terminal_in`] through `WriteTxn::delete_terminal`, so a slice
 //! costs no sync of its own), or in a transaction of its own — and giving
 //! free pages back with `incremental_vacuum`.
 
@@ -170,51 +170,42 @@ impl SqliteStore {
 }
 
 /// Deletes those of `ids` that are terminal, with their owned rows, on
-/// `c` (inside the caller's transaction).
+/// `c` (inside the caller's transaction). The owned rows go first and the
+/// executions rows last, each table in one statement (atomic by itself):
+/// if a statement fails, the executions whose rows are left are still
+/// terminal and still selected (the selection does not need their spec),
+/// so the next pass finishes them; no savepoint is needed, which spares
+/// the sub-journal copy of every page the deletes touch.
 pub(super) fn delete_terminal_in(c: &Connection, ids: &[String]) -> StoreResult<(Vec<String>, PrunedRows)> {
-    // All of it or none of it, whatever the transaction around it does next.
-    c.execute_batch("SAVEPOINT prune").map_err(err)?;
-    match delete_owned(c, ids) {
-        Ok(done) => {
-            c.execute_batch("RELEASE prune").map_err(err)?;
-            Ok(done)
-        }
-        Err(e) => {
-            if let Err(r) = c.execute_batch("ROLLBACK TO prune; RELEASE prune") {
-                log::error!("undoing a failed prune batch: {r}");
-            }
-            Err(e)
-        }
-    }
-}
-
-fn delete_owned(c: &Connection, ids: &[String]) -> StoreResult<(Vec<String>, PrunedRows)> {
     let mut rows = PrunedRows::default();
-    // Still terminal, checked by the delete itself: an active execution is
-    // never deleted, whatever the caller selected.
+    // Still terminal: an active execution is never deleted, whatever the
+    // caller selected (and a terminal one is never written again).
     let gone: Vec<String> = {
         let mut st = c
             .prepare_cached(&format!(
-                "DELETE FROM executions WHERE id IN (SELECT value FROM json_each(?1)) AND {TERMINAL_SQL} RETURNING id"
+                "SELECT id FROM executions WHERE id IN (SELECT value FROM json_each(?1)) AND {TERMINAL_SQL}"
             ))
             .map_err(err)?;
         let r = st.query_map([json(&ids)?], |r| r.get(0)).map_err(err)?;
         r.collect::<rusqlite::Result<Vec<_>>>().map_err(err)?
     };
-    rows.executions = gone.len() as u64;
-    if !gone.is_empty() {
-        let gone_json = json(&gone)?;
-        for (table, slot) in OWNED_TABLES {
-            let n = c
-                .prepare_cached(&format!(
-                    "DELETE FROM {table} WHERE execution_id IN (SELECT value FROM json_each(?1))"
-                ))
-                .map_err(err)?
-                .execute([&gone_json])
-                .map_err(err)?;
-            *slot(&mut rows) += n as u64;
-        }
+    if gone.is_empty() {
+        return Ok((gone, rows));
     }
+    let gone_json = json(&gone)?;
+    let delete = |table: &str, key: &str| -> StoreResult<u64> {
+        c.prepare_cached(&format!(
+            "DELETE FROM {table} WHERE {key} IN (SELECT value FROM json_each(?1))"
+        ))
+        .map_err(err)?
+        .execute([&gone_json])
+        .map(|n| n as u64)
+        .map_err(err)
+    };
+    for (table, slot) in OWNED_TABLES {
+        *slot(&mut rows) += delete(table, "execution_id")?;
+    }
+    rows.executions = delete("executions", "id")?;
     Ok((gone, rows))
 }
 
@@ -223,9 +214,9 @@ fn delete_owned(c: &Connection, ids: &[String]) -> StoreResult<(Vec<String>, Pru
 fn query(c: &Connection, filter: &str, params: impl rusqlite::Params, limit: &str) -> StoreResult<Vec<PruneCandidate>> {
     let mut st = c
         .prepare_cached(&format!(
-            "SELECT e.id, s.spec, e.task_type, e.plugin_id, e.attempt, e.phase, e.updated_at \
+            "SELECT e.id, COALESCE(s.spec, '{{}}'), e.task_type, e.plugin_id, e.attempt, e.phase, e.updated_at \
              FROM executions e INDEXED BY executions_terminal_by_age \
-             JOIN execution_specs s ON s.execution_id = e.id \
+             LEFT JOIN execution_specs s ON s.execution_id = e.id \
              WHERE {filter} ORDER BY e.updated_at, e.id LIMIT {limit}"
         ))
         .map_err(err)?;

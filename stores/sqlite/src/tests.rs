@@ -271,3 +271,42 @@ fn a_version_4_database_moves_to_incremental_auto_vacuum() {
     let mode: i64 = c.query_row("PRAGMA auto_vacuum", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, 2, "a new database too");
 }
+
+/// A delete interrupted between tables (its statements are not wrapped in
+/// a savepoint) leaves the execution row, deleted last: the execution is
+/// still selected, spec or not, and the next delete removes the rest.
+#[test]
+fn an_execution_left_half_deleted_is_selected_again_and_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open_in(dir.path()).unwrap();
+    for (i, id) in ["half", "whole"].iter().enumerate() {
+        s.insert_execution(&contract_prune::new(id, i as i64)).unwrap();
+        contract_prune::finish(&s, id, ExecPhase::Succeeded, 10 + i as i64);
+    }
+    let c = rusqlite::Connection::open(dir.path().join("kozmo.db")).unwrap();
+    // What a delete that failed after its first tables leaves.
+    c.execute("DELETE FROM execution_specs WHERE execution_id = 'half'", [])
+        .unwrap();
+    c.execute("DELETE FROM task_states WHERE execution_id = 'half'", [])
+        .unwrap();
+    let sel = PruneSelect {
+        keep_at_most: Some(0),
+        limit: 10,
+        ..Default::default()
+    };
+    let cands = s.prune_candidates(&sel).unwrap();
+    let ids: Vec<&str> = cands.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["half", "whole"]);
+    assert_eq!(cands[0].spec_json, "{}", "no spec left: an empty one");
+    let ids: Vec<String> = cands.into_iter().map(|c| c.id).collect();
+    let (gone, rows) = s.delete_executions(&ids).unwrap();
+    assert_eq!(gone, ids);
+    assert_eq!(
+        (rows.executions, rows.specs, rows.task_states, rows.events),
+        (2, 1, 1, 6)
+    );
+    for t in ["execution_specs", "task_states", "events", "outputs"] {
+        assert_eq!(count(&c, t, "half"), 0, "{t}");
+    }
+    assert!(s.prune_candidates(&sel).unwrap().is_empty());
+}
