@@ -6,11 +6,19 @@
 //! ([`WriteTxn::commit_unsynced`]) has it run on a second thread, the
 //! syncer, while the committer fills the next transaction: the answers of
 //! a transaction wait for its sync, the statements of the next do not.
+//!
+//! Retention's deletes come in slices and wait in a queue of their own:
+//! the transactions delete about as many executions as they finish
+//! (`PRUNE_SHARE_PERCENT` of them), so pruning keeps pace with the load and
+//! spreads over every commit of a busy writer instead of lengthening a few
+//! commits by a whole batch; a transaction with nothing else in it deletes
+//! up to `IDLE_PRUNE_IDS`.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 
 use crate::oneshot;
 
@@ -32,8 +40,8 @@ pub(crate) enum CommitMsg {
     Step(Box<RoundCommit>, Next, Box<Active>),
     /// New executions; the answer goes back on the sender once durable.
     Submit(Vec<NewExecution>, oneshot::Sender<SubmitReply>),
-    /// Retention: delete these terminal executions in the next
-    /// transaction (no sync of their own); the answer once durable.
+    /// Retention: delete these terminal executions (one slice) in a
+    /// coming transaction (no sync of their own); the answer once durable.
     Prune(Vec<String>, Sender<PruneReply>),
     /// Commit what is pending and stop.
     Stop,
@@ -52,6 +60,25 @@ struct Sealed {
 /// Longest pause between two tries of a failed sync.
 const SYNC_RETRY_MAX: Duration = Duration::from_secs(1);
 
+/// Executions a transaction deletes, in percent of those it finishes, when
+/// retention's slices wait: more than 100 so a pass catches up with what
+/// finished while it slept; not much more, since a delete costs the writer
+/// about half of what creating and running the execution did (measured
+/// with `kozmo bench --only retention`) and the commits carrying them
+/// are that much longer.
+const PRUNE_SHARE_PERCENT: usize = 125;
+
+/// Most executions owed to retention carried from one transaction to the
+/// next (a few slices): what a burst of small transactions saved up.
+const MAX_PRUNE_CREDIT: usize = 64;
+
+/// Executions a transaction with nothing else in it deletes at most (a
+/// step arriving meanwhile waits for at most this much deleting).
+const IDLE_PRUNE_IDS: usize = 64;
+
+/// A retention slice waiting for a transaction.
+type PruneSlice = (Vec<String>, Sender<PruneReply>);
+
 /// Writes gathered for one transaction.
 #[derive(Default)]
 struct Pending {
@@ -60,13 +87,65 @@ struct Pending {
     news: Vec<NewExecution>,
     /// One per submitter: how many of `news` are theirs, in order.
     submitters: Vec<(usize, oneshot::Sender<SubmitReply>)>,
-    /// Retention's deletes, and what applying each did (in this transaction).
+    /// Retention's deletes in this transaction, and what applying each did.
     prunes: Vec<(Vec<String>, Sender<PruneReply>, Option<PruneReply>)>,
+    /// Retention's slices not yet in a transaction, oldest first (they stay
+    /// when the transaction is sealed).
+    waiting_prunes: VecDeque<PruneSlice>,
+    /// Executions owed to retention by the transactions so far (kept when
+    /// the transaction is sealed).
+    prune_credit: usize,
 }
 
 impl Pending {
     fn len(&self) -> usize {
         self.steps.len() + self.news.len() + self.prunes.len()
+    }
+
+    /// Moves waiting retention slices into this transaction: whole slices
+    /// for `PRUNE_SHARE_PERCENT` of the executions it finishes, counted in
+    /// a credit that carries over (a transaction finishing 5 adds 6, a
+    /// slice of 16 goes once 16 are owed, so small transactions do not
+    /// delete more than large ones), or `IDLE_PRUNE_IDS` when it has no
+    /// other write.
+    fn take_prunes(&mut self) {
+        if self.waiting_prunes.is_empty() {
+            self.prune_credit = 0;
+            return;
+        }
+        if self.news.is_empty() && self.steps.is_empty() {
+            self.prune_credit = self.prune_credit.max(IDLE_PRUNE_IDS);
+        } else {
+            let finished = self.steps.iter().filter(|c| c.state.phase.is_terminal()).count();
+            let owed = finished * PRUNE_SHARE_PERCENT / 100;
+            self.prune_credit = (self.prune_credit + owed).min(owed.max(MAX_PRUNE_CREDIT));
+        }
+        while let Some((ids, _)) = self.waiting_prunes.front() {
+            if ids.len() > self.prune_credit {
+                break;
+            }
+            self.prune_credit -= ids.len();
+            let Some((ids, reply)) = self.waiting_prunes.pop_front() else {
+                break;
+            };
+            self.prunes.push((ids, reply, None));
+        }
+    }
+
+    /// Moves every waiting slice in (for [`Engine::flush`], which deletes
+    /// each in a transaction of its own).
+    fn take_all_prunes(&mut self) {
+        let waiting = std::mem::take(&mut self.waiting_prunes);
+        self.prunes
+            .extend(waiting.into_iter().map(|(ids, reply)| (ids, reply, None)));
+    }
+
+    /// The transaction's writes, to seal; the waiting slices stay.
+    fn seal(&mut self) -> Pending {
+        let mut sealed = std::mem::take(self);
+        self.waiting_prunes = std::mem::take(&mut sealed.waiting_prunes);
+        self.prune_credit = sealed.prune_credit;
+        sealed
     }
 
     /// Adds a message; true if it was `Stop`.
@@ -83,7 +162,7 @@ impl Pending {
                 false
             }
             CommitMsg::Prune(ids, reply) => {
-                self.prunes.push((ids, reply, None));
+                self.waiting_prunes.push_back((ids, reply));
                 false
             }
             CommitMsg::Stop => true,
@@ -105,8 +184,9 @@ impl Pending {
             txn.apply(c)?;
         }
         done.1 = self.steps.len();
-        // A failed delete is undone by itself (a savepoint) and answered
-        // as failed; it never fails the steps and submissions around it.
+        // A failed delete is answered as failed (its executions stay
+        // terminal and are selected again); it never fails the steps and
+        // submissions around it.
         for (ids, _, result) in self.prunes.iter_mut().filter(|p| p.2.is_none()) {
             *result = Some(txn.delete_terminal(ids));
         }
@@ -122,6 +202,14 @@ impl Pending {
                 (Ok(()), None) => Ok((Vec::new(), PrunedRows::default())),
                 (Err(e), _) => Err(e.clone()),
             });
+        }
+    }
+
+    /// Answers the slices still waiting that nothing was deleted (at a
+    /// stop: the next pass selects them again).
+    fn release_waiting_prunes(&mut self) {
+        for (_, reply) in self.waiting_prunes.drain(..) {
+            let _ = reply.send(Ok((Vec::new(), PrunedRows::default())));
         }
     }
 
@@ -172,9 +260,16 @@ impl Engine {
     fn commit_loop(&self, rx: &Receiver<CommitMsg>, syncer: Option<&Sender<Sealed>>) {
         let mut pending = Pending::default();
         loop {
-            let mut stop = match rx.recv() {
+            // Waiting retention slices are work of their own: no blocking.
+            let first = if pending.waiting_prunes.is_empty() {
+                rx.recv().map_err(|_| TryRecvError::Disconnected)
+            } else {
+                rx.try_recv()
+            };
+            let mut stop = match first {
                 Ok(msg) => pending.add(msg),
-                Err(_) => true,
+                Err(TryRecvError::Empty) => false,
+                Err(TryRecvError::Disconnected) => true,
             };
             while pending.len() < self.cfg.max_batch {
                 match rx.try_recv() {
@@ -184,10 +279,11 @@ impl Engine {
             }
             match self.store.begin() {
                 Ok(Some(txn)) => stop |= self.stream(txn, rx, &mut pending, syncer),
-                Ok(None) => {}
+                Ok(None) => pending.take_all_prunes(),
                 Err(e) => {
                     self.store_health.failed(&e);
-                    log::error!("cannot open a store transaction: {e}")
+                    log::error!("cannot open a store transaction: {e}");
+                    pending.take_all_prunes();
                 }
             }
             // A store without transactions of its own, or a failed one.
@@ -195,6 +291,7 @@ impl Engine {
                 self.flush(&mut pending);
             }
             if stop {
+                pending.release_waiting_prunes();
                 return;
             }
         }
@@ -217,7 +314,7 @@ impl Engine {
         let mut stop = false;
         let mut outcomes = Vec::with_capacity(p.news.len());
         let mut done = (0, 0);
-        let applied = loop {
+        let gathered = loop {
             if let Err(e) = p.apply_rest(txn.as_mut(), &mut done, &mut outcomes) {
                 break Err(e);
             }
@@ -230,6 +327,11 @@ impl Engine {
                 Err(RecvTimeoutError::Disconnected) => stop = true,
             }
         };
+        // Retention's share, sized by what the transaction holds now.
+        let applied = gathered.and_then(|()| {
+            p.take_prunes();
+            p.apply_rest(txn.as_mut(), &mut done, &mut outcomes)
+        });
         let started = Instant::now();
         let committed = applied.and_then(|()| txn.commit_unsynced());
         match committed {
@@ -243,7 +345,7 @@ impl Engine {
             Ok(Some(sync)) => {
                 let sealed = Sealed {
                     sync,
-                    pending: std::mem::take(p),
+                    pending: p.seal(),
                     outcomes,
                     started,
                 };
@@ -404,5 +506,83 @@ impl Engine {
         self.notify_committed();
         p.steps.clear();
         self.sched.done_all(p.jobs.drain(..));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ExecPhase, ExecState};
+
+    /// Pending with `running` steps that leave their execution running and
+    /// `finished` that end it, and `slices` retention slices of 16 waiting.
+    fn pending(running: usize, finished: usize, slices: usize) -> Pending {
+        let mut p = Pending::default();
+        for i in 0..running + finished {
+            let mut state = ExecState::new(0);
+            state.phase = if i < finished {
+                ExecPhase::Succeeded
+            } else {
+                ExecPhase::Running
+            };
+            p.steps.push(RoundCommit::state_only(&format!("e{i}"), state));
+        }
+        for s in 0..slices {
+            let (tx, _) = crossbeam_channel::bounded(1);
+            p.waiting_prunes
+                .push_back(((0..16).map(|i| format!("old{s}-{i}")).collect(), tx));
+        }
+        p
+    }
+
+    fn taken(p: &Pending) -> usize {
+        p.prunes.iter().map(|x| x.0.len()).sum()
+    }
+
+    #[test]
+    fn a_transaction_deletes_about_as_many_executions_as_it_finishes() {
+        // 160 finished: 125 % is 200, so 12 whole slices (192), 8 owed.
+        let mut p = pending(500, 160, 100);
+        p.take_prunes();
+        assert_eq!((taken(&p), p.prune_credit), (192, 8));
+        assert_eq!(p.waiting_prunes.len(), 88);
+        // Nothing finished: nothing owed.
+        let mut p = pending(500, 0, 100);
+        p.take_prunes();
+        assert_eq!(taken(&p), 0);
+        // Nothing else in the transaction: the idle share.
+        let mut p = pending(0, 0, 100);
+        p.take_prunes();
+        assert_eq!(taken(&p), IDLE_PRUNE_IDS);
+        // Fewer waiting than owed: all of them, and nothing carried.
+        let mut p = pending(0, 160, 3);
+        p.take_prunes();
+        assert_eq!((taken(&p), p.waiting_prunes.len()), (48, 0));
+        p.take_prunes();
+        assert_eq!(p.prune_credit, 0);
+    }
+
+    #[test]
+    fn small_transactions_save_up_for_a_slice() {
+        let mut p = pending(0, 0, 10);
+        let mut deleted = Vec::new();
+        for _ in 0..6 {
+            // Each finishes 5: 6 owed.
+            p.steps = pending(2, 5, 0).steps;
+            p.take_prunes();
+            deleted.push(taken(&p.seal()));
+        }
+        assert_eq!(deleted, [0, 0, 16, 0, 0, 16], "36 owed over 6 transactions");
+        assert_eq!(p.prune_credit, 4);
+    }
+
+    #[test]
+    fn sealing_a_transaction_keeps_the_slices_still_waiting() {
+        let mut p = pending(10, 13, 5);
+        p.take_prunes();
+        let sealed = p.seal();
+        assert_eq!((sealed.steps.len(), taken(&sealed)), (23, 16));
+        assert!(sealed.waiting_prunes.is_empty());
+        assert_eq!((p.steps.len(), p.prunes.len(), p.waiting_prunes.len()), (0, 0, 4));
     }
 }

@@ -73,7 +73,7 @@ pub use context::{generated_name, AttemptPaths, MAX_DATASET_SIZE_BYTES};
 pub use errors::{EngineError, SubmitOutcome};
 pub use events::{EventBody, InfoBody, TaskEventBody, TaskEventExtra};
 pub use handle::{EngineHandle, LateEnqueueOwner, SubmitFuture};
-pub use prune::PruneBatch;
+pub use prune::{PruneBatch, PruneInFlight};
 pub use resolver::{BatchHandler, BatchOutcome, PluginResolver};
 pub use retries::{decide_retryable, RetryDecision};
 pub use scheduler::{Job, JobShared, Next, Scheduler, Work};

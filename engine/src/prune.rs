@@ -2,8 +2,9 @@
 //! store, and removing one batch of terminal executions — their blobs
 //! first, then their rows — so a crash between the two leaves rows the next
 //! pass selects again (never blobs nobody can find). The rows are deleted
-//! by the committer, inside its next group commit: the engine's single
-//! writer stays single, and a batch costs no sync of its own.
+//! by the committer, in slices spread over its coming group commits: the
+//! engine's single writer stays single, and a slice costs no sync of its
+//! own.
 //!
 //! Active executions are never touched: the store selects and deletes only
 //! rows whose phase is terminal, in the same statement that deletes them,
@@ -16,6 +17,21 @@ use super::context::{execution_dir, generated_name};
 use super::{EngineError, EngineHandle};
 use crate::model::ExecutionSpec;
 use crate::store::{PruneCandidate, PruneSelect, PrunedRows};
+
+/// Executions per slice: the unit the committer fits into its group
+/// commits (each is one set of deletes: nine statements).
+const PRUNE_SLICE: usize = 16;
+
+/// A batch whose blobs are gone and whose rows the committer is deleting
+/// ([`EngineHandle::prune_send`]).
+pub struct PruneInFlight {
+    batch: PruneBatch,
+    /// The executions asked for.
+    pub ids: Vec<String>,
+    slices: Vec<(Vec<String>, crossbeam_channel::Receiver<super::committer::PruneReply>)>,
+    /// A store whose steps commit inline deleted them at once.
+    inline: Option<(Vec<String>, PrunedRows)>,
+}
 
 /// One batch removed (or, in a dry run, what would be).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -76,6 +92,78 @@ impl EngineHandle {
     /// measures their blobs. Executions that stopped being terminal are
     /// left alone (they cannot: terminal is final; checked anyway).
     pub fn prune(&self, candidates: &[PruneCandidate], dry_run: bool) -> Result<PruneBatch, EngineError> {
+        if dry_run {
+            let mut out = self.blobs_of(candidates, true);
+            out.ids = candidates.iter().map(|c| c.id.clone()).collect();
+            return Ok(out);
+        }
+        let sent = self.prune_send(candidates)?;
+        self.prune_wait(sent)
+    }
+
+    /// Starts removing `candidates`: their blobs now, their rows handed to
+    /// the committer in slices; [`EngineHandle::prune_wait`] waits until
+    /// they are durably gone. A pass keeps the next batch in flight while
+    /// it selects another, so the committer always has slices to take.
+    pub fn prune_send(&self, candidates: &[PruneCandidate]) -> Result<PruneInFlight, EngineError> {
+        let batch = self.blobs_of(candidates, false);
+        let ids: Vec<String> = candidates.iter().map(|c| c.id.clone()).collect();
+        let core = &self.core;
+        let mut slices = Vec::new();
+        if core.inline_commits {
+            let done = core.store.delete_executions(&ids)?;
+            return Ok(PruneInFlight {
+                batch,
+                ids,
+                slices,
+                inline: Some(done),
+            });
+        }
+        for slice in ids.chunks(PRUNE_SLICE) {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            core.commit_tx
+                .send(super::committer::CommitMsg::Prune(slice.to_vec(), tx))
+                .map_err(|_| EngineError::ShuttingDown)?;
+            slices.push((slice.to_vec(), rx));
+        }
+        Ok(PruneInFlight {
+            batch,
+            ids,
+            slices,
+            inline: None,
+        })
+    }
+
+    /// Waits until the rows of a batch [`EngineHandle::prune_send`] started
+    /// are durably deleted: the executions removed and the rows per table.
+    pub fn prune_wait(&self, sent: PruneInFlight) -> Result<PruneBatch, EngineError> {
+        let PruneInFlight {
+            mut batch,
+            slices,
+            inline,
+            ..
+        } = sent;
+        let (mut gone, mut rows) = inline.unwrap_or_default();
+        for (slice, rx) in slices {
+            let (g, r) = match rx.recv().map_err(|_| EngineError::ShuttingDown)? {
+                Ok(done) => done,
+                Err(e) => {
+                    // The group commit could not take it (a transaction that
+                    // does not delete, or a failed delete): its own transaction.
+                    log::debug!("retention: deleting in a transaction of its own ({e})");
+                    self.core.store.delete_executions(&slice)?
+                }
+            };
+            gone.extend(g);
+            rows.add(&r);
+        }
+        batch.ids = gone;
+        batch.rows = rows;
+        Ok(batch)
+    }
+
+    /// Measures (and unless `dry_run`, removes) the blobs of `candidates`.
+    fn blobs_of(&self, candidates: &[PruneCandidate], dry_run: bool) -> PruneBatch {
         let mut out = PruneBatch::default();
         for c in candidates {
             for d in self.blob_dirs(c) {
@@ -92,40 +180,7 @@ impl EngineHandle {
             let t = c.updated_at_ms;
             out.updated_range_ms = Some(out.updated_range_ms.map_or((t, t), |(a, b)| (a.min(t), b.max(t))));
         }
-        if dry_run {
-            out.ids = candidates.iter().map(|c| c.id.clone()).collect();
-            return Ok(out);
-        }
-        let ids: Vec<String> = candidates.iter().map(|c| c.id.clone()).collect();
-        let (gone, rows) = self.delete(ids)?;
-        out.ids = gone;
-        out.rows = rows;
-        Ok(out)
-    }
-
-    /// Deletes the rows of `ids` (those still terminal): through the
-    /// committer, inside its next group commit (no sync of its own; the
-    /// writer is never held by anyone else), or directly on a store whose
-    /// steps commit inline.
-    fn delete(&self, ids: Vec<String>) -> Result<(Vec<String>, PrunedRows), EngineError> {
-        let core = &self.core;
-        if core.inline_commits {
-            return Ok(core.store.delete_executions(&ids)?);
-        }
-        let ids_copy = ids.clone();
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        core.commit_tx
-            .send(super::committer::CommitMsg::Prune(ids, tx))
-            .map_err(|_| EngineError::ShuttingDown)?;
-        match rx.recv().map_err(|_| EngineError::ShuttingDown)? {
-            Ok(done) => Ok(done),
-            Err(e) => {
-                // The group commit could not take it (a transaction that
-                // does not delete, or a failed delete): its own transaction.
-                log::debug!("retention: deleting in a transaction of its own ({e})");
-                Ok(core.store.delete_executions(&ids_copy)?)
-            }
-        }
+        out
     }
 
     /// Removes catalog entries no stored execution can have written (at

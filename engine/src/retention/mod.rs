@@ -54,7 +54,8 @@ impl Default for RetentionConfig {
     }
 }
 
-/// Executions per prune batch by default (deleted inside one group commit).
+/// Executions a pass selects at a time by default (the committer spreads
+/// their deletes over its group commits, a slice at a time).
 /// Measured with `kozmo bench --only retention` (200k executions at the
 /// full rate the store takes, `max_executions = 20k`): with 100 the pruner
 /// fell behind and the file grew with the load; with 600 or 1000 it levels

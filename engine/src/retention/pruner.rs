@@ -1,12 +1,13 @@
 //! The pruner: one pass removes every terminal execution past retention,
 //! one batch at a time; each batch's rows are deleted by the engine's
-//! committer inside its next group commit (`EngineHandle::prune`), so the
-//! engine keeps a single writer and a batch costs no sync of its own. Then
+//! committer in slices spread over its group commits (`EngineHandle::prune`),
+//! so the engine keeps a single writer and a batch costs no sync of its own. Then
 //! catalog entries no stored execution can have written, then free pages go
 //! back to the file system (`incremental_vacuum`, in small steps with a
 //! pause as long as each). A background thread runs a pass every `interval`;
 //! `POST /v1/prune` runs one on demand (one pass at a time).
 
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -19,7 +20,10 @@ use super::Policy;
 use crate::model::now_ms;
 use crate::store::PrunedRows;
 use crate::sync::lock;
-use crate::EngineHandle;
+use crate::{EngineHandle, PruneInFlight};
+
+/// Batches a pass keeps in flight (selected and sent, not yet durable).
+const IN_FLIGHT: usize = 2;
 
 /// Pages given back per `incremental_vacuum` step (4 MiB of 4 KiB pages).
 const RECLAIM_PAGES: u32 = 1024;
@@ -205,22 +209,42 @@ impl Retention {
             report.batches = 0;
         } else {
             let free_before = self.engine.store_space().map_err(e)?.free_bytes;
-            while !self.stopping.load(Ordering::SeqCst) {
-                let sel = self.policy.select(now_ms(), older_than);
-                let cands = self.engine.prune_candidates(&sel).map_err(e)?;
-                if cands.is_empty() {
-                    break;
+            // Two batches in flight: while the committer deletes one, the
+            // next is selected and sent, so it never runs out of slices.
+            let mut in_flight: VecDeque<PruneInFlight> = VecDeque::new();
+            let mut flying: HashSet<String> = HashSet::new();
+            // False once a batch removed nothing (its executions are gone
+            // some other way): what is in flight is waited for, no more.
+            let mut selecting = true;
+            loop {
+                let mut cands = Vec::new();
+                if selecting && !self.stopping.load(Ordering::SeqCst) {
+                    let mut sel = self.policy.select(now_ms(), older_than);
+                    // The batches in flight are still stored: select past them.
+                    sel.limit += flying.len();
+                    cands = self.engine.prune_candidates(&sel).map_err(e)?;
+                    cands.retain(|c| !flying.contains(&c.id));
                 }
-                let b = self.engine.prune(&cands, false).map_err(e)?;
-                if b.ids.is_empty() {
-                    break;
+                if !cands.is_empty() {
+                    let sent = self.engine.prune_send(&cands).map_err(e)?;
+                    flying.extend(sent.ids.iter().cloned());
+                    in_flight.push_back(sent);
+                    if in_flight.len() < IN_FLIGHT {
+                        continue;
+                    }
                 }
+                let Some(oldest) = in_flight.pop_front() else { break };
+                for id in &oldest.ids {
+                    flying.remove(id);
+                }
+                let b = self.engine.prune_wait(oldest).map_err(e)?;
+                selecting &= !b.ids.is_empty();
                 report.add_batch(&b);
                 if let Some(m) = &self.metrics {
                     m.executions.inc_by(b.ids.len() as u64);
                     m.bytes.inc_by(b.blob_bytes);
                 }
-                // The batch rode in a group commit; a breath before the next.
+                // The batch rode in group commits; a breath before the next.
                 std::thread::sleep(Duration::from_millis(1));
             }
             loop {
