@@ -81,6 +81,17 @@ fn quick_bench_writes_every_row_and_keeps_notes() {
             .unwrap_or_else(|| panic!("no [{p4}] row:\n{md}"));
         assert!(!line.contains("not measured"), "P4 ran with the noop fixture: {line}");
     }
+    // The retention part ran both loads, each without and with retention.
+    assert!(md.contains("## Retention"), "{md}");
+    for load in ["### At the full rate", "### Paced at 50 % of that rate"] {
+        let at = md.find(load).unwrap_or_else(|| panic!("no [{load}]:\n{md}"));
+        let step = md[at..]
+            .lines()
+            .find(|l| l.starts_with("| step commit (a step's result → its execution's next call) | "))
+            .unwrap_or_else(|| panic!("no step commit row after [{load}]:\n{md}"));
+        assert_eq!(step.matches(" ms |").count(), 3, "three latencies: {step}");
+        assert!(md[at..].contains("step commit p99 during pruning / without: "), "{md}");
+    }
     // The async part ran: rest executions polling the local job service.
     assert!(md.contains("## Asynchronous plugins (rest)"), "{md}");
     let qps = md

@@ -1,18 +1,19 @@
 //! The retention benchmark: a sustained load of short executions on SQLite
 //! (`synchronous=FULL`, native no-op plugin: one Success round and a
 //! Finalize step each) with `max_executions` retention, reporting the
-//! database's size over time and the group commit latency with and without
+//! database's size over time and the step commit latency with and without
 //! pruning.
 //!
-//! Phase A (no pruning): `keep` executions fill the store, then `2 × keep` more
-//! run while every group commit is timed (the baseline). Phase B: the
-//! pruner runs a pass every `interval` (`max_executions = keep`), the load
-//! goes on to `total`; commits are timed and tagged by whether a prune pass
-//! was running. Phase A times the commits of `2 × keep` executions (~140
-//! commits), so its p99 is not just its slowest commit. (Commits in phase B
-//! between passes are not a baseline: under this load a pass finds more to
-//! remove as soon as the last one ends, so there are none.) A commit's time is from asking the store for its
-//! transaction (waiting for the writer included) to durable.
+//! Each load runs twice on a fresh store: without retention (the
+//! baseline), then with the pruner running a pass every `interval`
+//! (`max_executions = keep`) from the moment `keep` executions were
+//! submitted. Latencies are taken from then on in both runs, the second
+//! run's tagged by whether a pass was running. Two latencies: a step's (its
+//! result → its execution's next call: the durable commit in between and a
+//! worker's pickup, what an execution waits) and a store transaction's
+//! (asking the store for it → durable). Two loads: the full rate the store
+//! takes (the writer never idle), then half the rate the full baseline
+//! finished executions at.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -22,12 +23,14 @@ use std::time::{Duration, Instant};
 
 use indicatif::ProgressBar;
 use kozmo_interface::literals::LiteralMap;
+use kozmo_interface::{Plugin, Result as PResult, TaskExecutionContext, Transition};
 
 use super::engine::{bench_spec, BenchPlugin};
 use super::quantile;
 use crate::isolation::plugin::OnlyPlugin;
 use kozmo_engine::model::{
-    ErrorDocument, EventRecord, EventRow, ExecPhase, ExecutionRecord, NewExecution, RoundCommit, TokenRow,
+    ErrorDocument, EventRecord, EventRow, ExecPhase, ExecutionRecord, ExecutionSpec, NewExecution, RoundCommit,
+    TokenRow,
 };
 use kozmo_engine::resources::{ResourceBackend, ResourceManagerBuilder};
 use kozmo_engine::retention::pruner::Retention;
@@ -40,9 +43,25 @@ use kozmo_engine::sync::lock;
 use kozmo_engine::{Engine, EngineConfig};
 use kozmo_store_sqlite::{Durability, SqliteStore};
 
+/// How fast executions arrive.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Load {
+    /// As fast as the store takes them (at most 2,048 active at once): the
+    /// writer is never idle.
+    Full,
+    /// At this many executions per second, evenly (a load with headroom).
+    Paced(f64),
+}
+
 /// What the retention run measured.
 #[derive(Debug, Clone)]
 pub struct RetentionPoint {
+    /// How the executions arrived.
+    pub load: Load,
+    /// Whether the pruner ran.
+    pub pruned_run: bool,
+    /// Executions finished per second once `keep` were submitted.
+    pub rate: f64,
     /// Executions run.
     pub total: usize,
     /// Terminal executions kept (`max_executions`).
@@ -51,14 +70,12 @@ pub struct RetentionPoint {
     pub batch: usize,
     /// (executions submitted, seconds since start, `kozmo.db` bytes, WAL bytes).
     pub sizes: Vec<(usize, f64, u64, u64)>,
-    /// Commit latency p50/p99 (ms) without pruning (phase A).
-    pub baseline_ms: (f64, f64),
-    /// Commits timed in phase A.
-    pub baseline_commits: usize,
-    /// Commit latency p50/p99 (ms) while a prune pass ran.
-    pub pruning_ms: (f64, f64),
-    /// Commits timed during prune passes.
-    pub pruning_commits: usize,
+    /// Step commit latency (a step's result → the execution's next call,
+    /// its durable commit in between), outside and during prune passes.
+    pub steps: Latencies,
+    /// Store transaction latency (asking for the writer → durable),
+    /// outside and during prune passes.
+    pub commits: Latencies,
     /// Executions pruned.
     pub pruned: u64,
     /// Executions left in the store at the end.
@@ -67,74 +84,93 @@ pub struct RetentionPoint {
     pub seconds: f64,
 }
 
-impl RetentionPoint {
-    /// p99 during pruning / p99 without (goal ≤ 1.5).
-    pub fn ratio(&self) -> f64 {
-        self.pruning_ms.1 / self.baseline_ms.1
-    }
+/// Count, p50 and p99 (ms) of latencies outside and during prune passes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Latencies {
+    /// While no pass ran (the whole run without retention).
+    pub without: (usize, f64, f64),
+    /// While a prune pass ran.
+    pub during: (usize, f64, f64),
+}
 
-    /// The figures as Markdown (a table of sizes, the latencies).
-    pub fn markdown(&self) -> String {
-        use std::fmt::Write;
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "Retention: {} executions, `max_executions = {}`, batches of {}; {:.1} s; {} pruned, {} left.\n",
-            self.total, self.keep, self.batch, self.seconds, self.pruned, self.left
-        );
-        let _ = writeln!(s, "| executions submitted | seconds | kozmo.db | WAL file |");
-        let _ = writeln!(s, "|---:|---:|---:|---:|");
-        for (n, t, db, wal) in &self.sizes {
-            let _ = writeln!(
-                s,
-                "| {n} | {t:.1} | {:.1} MB | {:.1} MB |",
-                *db as f64 / 1e6,
-                *wal as f64 / 1e6
-            );
+/// Latencies of one kind, by whether a prune pass was running.
+#[derive(Default)]
+struct Samples {
+    without: Mutex<Vec<f64>>,
+    during: Mutex<Vec<f64>>,
+}
+
+impl Samples {
+    fn latencies(&self) -> Latencies {
+        let summary = |v: &Mutex<Vec<f64>>| {
+            let mut v = std::mem::take(&mut *lock(v));
+            v.sort_by(f64::total_cmp);
+            (v.len(), quantile(&v, 0.5), quantile(&v, 0.99))
+        };
+        Latencies {
+            without: summary(&self.without),
+            during: summary(&self.during),
         }
-        let _ = writeln!(
-            s,
-            "\n| group commit (ask for the writer → durable) | commits | p50 | p99 |\n|---|---:|---:|---:|"
-        );
-        let _ = writeln!(
-            s,
-            "| without pruning (phase A) | {} | {:.2} ms | {:.2} ms |",
-            self.baseline_commits, self.baseline_ms.0, self.baseline_ms.1
-        );
-
-        let _ = writeln!(
-            s,
-            "| during prune passes | {} | {:.2} ms | {:.2} ms |",
-            self.pruning_commits, self.pruning_ms.0, self.pruning_ms.1
-        );
-        let _ = writeln!(
-            s,
-            "\np99 during pruning / without: {:.2}× (goal ≤ 1.5×: {})",
-            self.ratio(),
-            if self.ratio() <= 1.5 { "met" } else { "not met" }
-        );
-        s
     }
 }
 
-/// Commit times, tagged by whether a prune pass was running.
+/// Commit and step times, tagged by whether a prune pass was running.
 #[derive(Default)]
 struct Timings {
     pruning: AtomicBool,
     recording: AtomicBool,
-    without: Mutex<Vec<f64>>,
     /// When each commit waiting for its sync started, oldest first.
     unsynced: Mutex<Vec<Instant>>,
-    during: Mutex<Vec<f64>>,
+    commits: Samples,
+    steps: Samples,
 }
 
 impl Timings {
-    fn record(&self, ms: f64) {
-        if self.pruning.load(Ordering::Relaxed) {
-            lock(&self.during).push(ms);
-        } else if self.recording.load(Ordering::Relaxed) {
-            lock(&self.without).push(ms);
+    fn record(&self, which: &Samples, ms: f64) {
+        if !self.recording.load(Ordering::Relaxed) {
+            return;
         }
+        if self.pruning.load(Ordering::Relaxed) {
+            lock(&which.during).push(ms);
+        } else {
+            lock(&which.without).push(ms);
+        }
+    }
+
+    fn commit(&self, started: Instant) {
+        self.record(&self.commits, started.elapsed().as_secs_f64() * 1000.0);
+    }
+}
+
+/// The bench plugin, timing each execution from its Success round's
+/// result to its Finalize call: the engine calls Finalize once that result
+/// is durable, so the gap is the step's commit (and a worker's pickup).
+struct TimedPlugin {
+    inner: Arc<BenchPlugin>,
+    timings: Arc<Timings>,
+    returned: Mutex<std::collections::HashMap<String, Instant>>,
+}
+
+impl Plugin for TimedPlugin {
+    fn id(&self) -> &str {
+        self.inner.id()
+    }
+    fn handle(&self, ctx: &dyn TaskExecutionContext) -> PResult<Transition> {
+        let t = self.inner.handle(ctx);
+        let name = ctx.task_execution_metadata().task_execution_id().generated_name();
+        lock(&self.returned).insert(name.to_string(), Instant::now());
+        t
+    }
+    fn abort(&self, ctx: &dyn TaskExecutionContext) -> PResult<()> {
+        self.inner.abort(ctx)
+    }
+    fn finalize(&self, ctx: &dyn TaskExecutionContext) -> PResult<()> {
+        let name = ctx.task_execution_metadata().task_execution_id().generated_name();
+        if let Some(t) = lock(&self.returned).remove(name) {
+            self.timings
+                .record(&self.timings.steps, t.elapsed().as_secs_f64() * 1000.0);
+        }
+        self.inner.finalize(ctx)
     }
 }
 
@@ -163,7 +199,7 @@ impl WriteTxn for TimedTxn<'_> {
     fn commit(self: Box<Self>) -> StoreResult<()> {
         let (started, timings) = (self.started, self.timings);
         let r = self.inner.commit();
-        timings.record(started.elapsed().as_secs_f64() * 1000.0);
+        timings.commit(started);
         r
     }
     /// Timed to the end of the sync the engine runs later (durable). The
@@ -173,7 +209,7 @@ impl WriteTxn for TimedTxn<'_> {
         let (started, timings) = (self.started, self.timings.clone());
         match self.inner.commit_unsynced()? {
             None => {
-                timings.record(started.elapsed().as_secs_f64() * 1000.0);
+                timings.commit(started);
                 Ok(None)
             }
             Some(mut sync) => {
@@ -183,7 +219,7 @@ impl WriteTxn for TimedTxn<'_> {
                     sync()?;
                     let done: Vec<Instant> = lock(&timings.unsynced).drain(..covered).collect();
                     for t in done {
-                        timings.record(t.elapsed().as_secs_f64() * 1000.0);
+                        timings.commit(t);
                     }
                     Ok(())
                 })))
@@ -288,20 +324,22 @@ fn db_bytes(dir: &Path) -> (u64, u64) {
     (len("kozmo.db"), len("kozmo.db-wal"))
 }
 
-fn p50_p99(mut v: Vec<f64>) -> (f64, f64) {
-    v.sort_by(f64::total_cmp);
-    (quantile(&v, 0.5), quantile(&v, 0.99))
-}
+/// Threads submitting the chunks the load paces.
+const SUBMITTERS: usize = 4;
 
-/// Runs the retention benchmark: `total` executions, `keep` kept, the
-/// pruner every `interval` deleting `batch` per transaction; at most
-/// `in_flight` executions active at once (a sustained load, not a queue).
+/// One run: `total` executions arriving as `load` says on a fresh store;
+/// with `prune`, `keep` kept, the pruner every `interval` selecting `batch`
+/// per round from the moment `keep` were submitted; at most 2,048
+/// executions active at once (a sustained load, not a queue).
+#[allow(clippy::too_many_arguments)]
 pub fn measure(
     total: usize,
     keep: usize,
     batch: usize,
     interval: Duration,
     workers: usize,
+    load: Load,
+    prune: bool,
     pb: &ProgressBar,
 ) -> anyhow::Result<RetentionPoint> {
     let dir = tempfile::Builder::new().prefix("kozmo-bench-retention-").tempdir()?;
@@ -319,7 +357,12 @@ pub fn measure(
         cfg.workers = workers;
     }
     let resources = ResourceManagerBuilder::new().build() as Arc<dyn ResourceBackend>;
-    let engine = Engine::start(cfg, store.clone(), Arc::new(OnlyPlugin(plugin.clone())), resources)
+    let timed = Arc::new(TimedPlugin {
+        inner: plugin.clone(),
+        timings: timings.clone(),
+        returned: Mutex::new(Default::default()),
+    });
+    let engine = Engine::start(cfg, store.clone(), Arc::new(OnlyPlugin(timed)), resources)
         .map_err(|e| anyhow::anyhow!("engine: {e}"))?;
     let policy = RetentionConfig {
         keep: "forever".into(),
@@ -334,7 +377,12 @@ pub fn measure(
 
     let started = Instant::now();
     let in_flight = 4 * 512;
-    let chunk = 512;
+    // Paced: chunks of about 2 ms of arrivals.
+    let chunk = match load {
+        Load::Full => 512,
+        Load::Paced(rate) => ((rate / 500.0) as usize).clamp(8, 512),
+    };
+    let mut measured_from: Option<(Instant, u64)> = None;
     let spec = bench_spec();
     let sample = |n: usize, t: f64| {
         let (db, wal) = db_bytes(dir.path());
@@ -345,14 +393,34 @@ pub fn measure(
     let mut next_sample = sample_every;
     let stop = Arc::new(AtomicBool::new(false));
     let mut pruner: Option<std::thread::JoinHandle<u64>> = None;
+    // Paced: a submission answers once durable, so the pacing thread hands
+    // chunks to submitters instead of waiting itself (the arrivals stay on
+    // schedule whatever a commit takes).
+    let (chunks, queued) = crossbeam_channel::bounded::<Vec<(Option<String>, ExecutionSpec)>>(SUBMITTERS * 2);
+    let submit_error = Arc::new(Mutex::new(None::<String>));
+    let submitters: Vec<_> = (0..SUBMITTERS)
+        .map(|_| {
+            let (engine, queued, error) = (engine.clone(), queued.clone(), submit_error.clone());
+            std::thread::spawn(move || {
+                for items in queued {
+                    for r in engine.submit_batch(items) {
+                        if let Err(e) = r {
+                            lock(&error).get_or_insert(e.to_string());
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
     let mut submitted = 0;
     while submitted < total {
-        if submitted >= keep && !timings.recording.load(Ordering::Relaxed) && pruner.is_none() {
+        if submitted >= keep && measured_from.is_none() {
+            // The store holds `keep`: from here on, latencies count and
+            // (with `prune`) the pruner runs.
             timings.recording.store(true, Ordering::SeqCst);
+            measured_from = Some((Instant::now(), plugin.finalized()));
         }
-        if submitted >= 3 * keep.min(total / 4) && pruner.is_none() {
-            // Phase B: the baseline is taken; the pruner starts.
-            timings.recording.store(false, Ordering::SeqCst);
+        if prune && measured_from.is_some() && pruner.is_none() {
             let (r, stop, t) = (retention.clone(), stop.clone(), timings.clone());
             pruner = Some(std::thread::spawn(move || {
                 let mut pruned = 0;
@@ -374,12 +442,21 @@ pub fn measure(
         while submitted as u64 - plugin.finalized() > in_flight as u64 {
             std::thread::sleep(Duration::from_millis(1));
         }
+        if let Load::Paced(rate) = load {
+            let due = started + Duration::from_secs_f64(submitted as f64 / rate);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
         let n = chunk.min(total - submitted);
         let items = (0..n)
             .map(|i| (Some(format!("r{:08}", submitted + i)), spec.clone()))
             .collect();
-        for r in engine.submit_batch(items) {
-            r.map_err(|e| anyhow::anyhow!("submit: {e}"))?;
+        if load == Load::Full {
+            // The in-flight bound paces it: submit here, as the load did.
+            for r in engine.submit_batch(items) {
+                r.map_err(|e| anyhow::anyhow!("submit: {e}"))?;
+            }
+        } else if chunks.send(items).is_err() {
+            break;
         }
         submitted += n;
         if submitted >= next_sample || submitted == total {
@@ -388,24 +465,36 @@ pub fn measure(
             pb.set_message(format!("retention: {submitted}/{total} submitted"));
         }
     }
+    drop(chunks);
+    for s in submitters {
+        let _ = s.join();
+    }
+    if let Some(e) = lock(&submit_error).take() {
+        anyhow::bail!("submit: {e}");
+    }
     while (plugin.finalized() as usize) < total {
         std::thread::sleep(Duration::from_millis(10));
     }
+    timings.recording.store(false, Ordering::SeqCst);
+    let rate = measured_from.map_or(0.0, |(t, done)| {
+        (plugin.finalized() - done) as f64 / t.elapsed().as_secs_f64().max(1e-9)
+    });
     stop.store(true, Ordering::SeqCst);
     let mut pruned = pruner.map(|h| h.join().unwrap_or(0)).unwrap_or(0);
     // The background pruner's next passes after the load: what the store
     // settles at (the first removes what is left past the limit and keeps
     // the pages it freed, the next finds nothing to remove and gives them
     // back).
-    timings.pruning.store(true, Ordering::SeqCst);
     for _ in 0..3 {
+        if !prune {
+            break;
+        }
         let rep = retention.background_pass().map_err(anyhow::Error::msg)?;
         pruned += rep.executions;
         if rep.executions == 0 && rep.db_bytes_reclaimed == 0 {
             break;
         }
     }
-    timings.pruning.store(false, Ordering::SeqCst);
     // Let the background checkpoints fold the WAL in before the last sample.
     std::thread::sleep(Duration::from_millis(300));
     sizes.push(sample(total, started.elapsed().as_secs_f64()));
@@ -413,19 +502,152 @@ pub fn measure(
     let seconds = started.elapsed().as_secs_f64();
     retention.stop();
     engine.shutdown(Duration::from_secs(10));
-    let without = std::mem::take(&mut *lock(&timings.without));
-    let during = std::mem::take(&mut *lock(&timings.during));
     Ok(RetentionPoint {
+        load,
+        pruned_run: prune,
+        rate,
         total,
         keep,
         batch,
         sizes,
-        baseline_commits: without.len(),
-        baseline_ms: p50_p99(without),
-        pruning_commits: during.len(),
-        pruning_ms: p50_p99(during),
+        steps: timings.steps.latencies(),
+        commits: timings.commits.latencies(),
         pruned,
         left,
         seconds,
     })
+}
+
+/// Share of the full rate (the baseline run's) at which the paced load
+/// submits.
+pub const PACED_SHARE: f64 = 0.5;
+
+/// One load, run without and with retention.
+pub struct LoadPair {
+    /// Without retention.
+    pub base: RetentionPoint,
+    /// With retention.
+    pub pruned: RetentionPoint,
+}
+
+impl LoadPair {
+    fn measure(
+        total: usize,
+        keep: usize,
+        batch: usize,
+        interval: Duration,
+        workers: usize,
+        load: Load,
+        pb: &ProgressBar,
+    ) -> anyhow::Result<LoadPair> {
+        let base = measure(total, keep, batch, interval, workers, load, false, pb)?;
+        let pruned = measure(total, keep, batch, interval, workers, load, true, pb)?;
+        Ok(LoadPair { base, pruned })
+    }
+
+    /// Step commit p99 during prune passes / p99 without retention (goal
+    /// ≤ 1.5).
+    pub fn ratio(&self) -> f64 {
+        self.pruned.steps.during.2 / self.base.steps.without.2
+    }
+
+    /// The figures as Markdown (sizes over time, latencies).
+    pub fn markdown(&self) -> String {
+        use std::fmt::Write;
+        let (b, p) = (&self.base, &self.pruned);
+        let mut s = String::new();
+        let load = match p.load {
+            Load::Full => "at the full rate the store takes".to_string(),
+            Load::Paced(rate) => format!("paced at {rate:.0}/s"),
+        };
+        let _ = writeln!(
+            s,
+            "{} executions {load}; with retention: `max_executions = {}`, batches of {}, {} pruned, {} left; \
+             {:.0} / {:.0} executions/s finished without / with retention; {:.1} / {:.1} s.\n",
+            p.total, p.keep, p.batch, p.pruned, p.left, b.rate, p.rate, b.seconds, p.seconds
+        );
+        let _ = writeln!(
+            s,
+            "| executions submitted | kozmo.db without retention | with retention | its WAL |\n|---:|---:|---:|---:|"
+        );
+        let mb = |x: u64| x as f64 / 1e6;
+        for (i, (n, _, db, wal)) in p.sizes.iter().enumerate() {
+            let without = b.sizes.get(i).map_or("".to_string(), |x| format!("{:.1} MB", mb(x.2)));
+            let after = if i + 1 == p.sizes.len() {
+                " (after the last passes)"
+            } else {
+                ""
+            };
+            let _ = writeln!(s, "| {n}{after} | {without} | {:.1} MB | {:.1} MB |", mb(*db), mb(*wal));
+        }
+        let cell = |x: (usize, f64, f64)| format!("{} / {:.2} / {:.2} ms", x.0, x.1, x.2);
+        let _ = writeln!(
+            s,
+            "\n| latency (n / p50 / p99) | without retention | with retention: during passes | between passes | p99 during / without |\n|---|---|---|---|---:|"
+        );
+        for (what, lb, lp) in [
+            (
+                "step commit (a step's result → its execution's next call)",
+                &b.steps,
+                &p.steps,
+            ),
+            (
+                "store transaction (ask for the writer → durable)",
+                &b.commits,
+                &p.commits,
+            ),
+        ] {
+            let _ = writeln!(
+                s,
+                "| {what} | {} | {} | {} | {:.2}× |",
+                cell(lb.without),
+                cell(lp.during),
+                cell(lp.without),
+                lp.during.2 / lb.without.2
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\nstep commit p99 during pruning / without: {:.2}× (goal ≤ 1.5×: {})",
+            self.ratio(),
+            if self.ratio() <= 1.5 { "met" } else { "not met" }
+        );
+        s
+    }
+}
+
+/// Both loads: the full rate, then [`PACED_SHARE`] of the rate the full
+/// baseline finished executions at.
+pub struct RetentionRun {
+    /// Executions as fast as the store takes them.
+    pub full: LoadPair,
+    /// Executions at a share of that rate.
+    pub paced: LoadPair,
+}
+
+impl RetentionRun {
+    /// Runs both loads, each without and with retention.
+    pub fn measure(
+        total: usize,
+        keep: usize,
+        batch: usize,
+        interval: Duration,
+        workers: usize,
+        pb: &ProgressBar,
+    ) -> anyhow::Result<RetentionRun> {
+        let full = LoadPair::measure(total, keep, batch, interval, workers, Load::Full, pb)?;
+        let rate = (full.base.rate * PACED_SHARE).max(100.0);
+        let paced = LoadPair::measure(total, keep, batch, interval, workers, Load::Paced(rate), pb)?;
+        Ok(RetentionRun { full, paced })
+    }
+
+    /// Both loads as Markdown.
+    pub fn markdown(&self) -> String {
+        format!(
+            "### At the full rate\n\n{}\n### Paced at {:.0} % of that rate\n\n{}",
+            self.full.markdown(),
+            PACED_SHARE * 100.0,
+            self.paced.markdown()
+        )
+    }
 }

@@ -155,7 +155,7 @@ pub struct BenchArgs {
     /// Retention: terminal executions kept (max_executions) [default: 20000; quick: 200].
     #[arg(long)]
     pub retention_keep: Option<usize>,
-    /// Retention: executions per prune transaction [default: the daemon's, 100].
+    /// Retention: executions the pruner selects per round [default: the daemon's, 600].
     #[arg(long)]
     pub retention_batch: Option<usize>,
     /// Retention: milliseconds between prune passes [default: 1000; quick: 100].
@@ -409,7 +409,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let retention = if args.runs("retention") {
         pb.set_message("retention");
         let q = args.quick;
-        let r = crate::bench::retention::measure(
+        let r = crate::bench::retention::RetentionRun::measure(
             args.retention_executions.unwrap_or(if q { 2000 } else { 200_000 }),
             args.retention_keep.unwrap_or(if q { 200 } else { 20_000 }),
             args.retention_batch.unwrap_or(kozmo_engine::retention::DEFAULT_BATCH),
