@@ -327,21 +327,33 @@ fn db_bytes(dir: &Path) -> (u64, u64) {
 /// Threads submitting the chunks the load paces.
 const SUBMITTERS: usize = 4;
 
-/// One run: `total` executions arriving as `load` says on a fresh store;
-/// with `prune`, `keep` kept, the pruner every `interval` selecting `batch`
-/// per round from the moment `keep` were submitted; at most 2,048
-/// executions active at once (a sustained load, not a queue).
-#[allow(clippy::too_many_arguments)]
-pub fn measure(
-    total: usize,
-    keep: usize,
-    batch: usize,
-    interval: Duration,
-    workers: usize,
-    load: Load,
-    prune: bool,
-    pb: &ProgressBar,
-) -> anyhow::Result<RetentionPoint> {
+/// The sizes of a retention run.
+#[derive(Debug, Clone, Copy)]
+pub struct RunSize {
+    /// Executions run.
+    pub total: usize,
+    /// Terminal executions kept (`max_executions`).
+    pub keep: usize,
+    /// Executions the pruner selects per round.
+    pub batch: usize,
+    /// Between prune passes.
+    pub interval: Duration,
+    /// Engine workers (0: one per core).
+    pub workers: usize,
+}
+
+/// One run: `size.total` executions arriving as `load` says on a fresh
+/// store; with `prune`, `size.keep` kept, the pruner every `size.interval`
+/// from the moment `keep` were submitted; at most 2,048 executions active
+/// at once (a sustained load, not a queue).
+pub fn measure(size: RunSize, load: Load, prune: bool, pb: &ProgressBar) -> anyhow::Result<RetentionPoint> {
+    let RunSize {
+        total,
+        keep,
+        batch,
+        interval,
+        workers,
+    } = size;
     let dir = tempfile::Builder::new().prefix("kozmo-bench-retention-").tempdir()?;
     let timings = Arc::new(Timings::default());
     let store = Arc::new(TimedStore {
@@ -531,17 +543,9 @@ pub struct LoadPair {
 }
 
 impl LoadPair {
-    fn measure(
-        total: usize,
-        keep: usize,
-        batch: usize,
-        interval: Duration,
-        workers: usize,
-        load: Load,
-        pb: &ProgressBar,
-    ) -> anyhow::Result<LoadPair> {
-        let base = measure(total, keep, batch, interval, workers, load, false, pb)?;
-        let pruned = measure(total, keep, batch, interval, workers, load, true, pb)?;
+    fn measure(size: RunSize, load: Load, pb: &ProgressBar) -> anyhow::Result<LoadPair> {
+        let base = measure(size, load, false, pb)?;
+        let pruned = measure(size, load, true, pb)?;
         Ok(LoadPair { base, pruned })
     }
 
@@ -627,17 +631,10 @@ pub struct RetentionRun {
 
 impl RetentionRun {
     /// Runs both loads, each without and with retention.
-    pub fn measure(
-        total: usize,
-        keep: usize,
-        batch: usize,
-        interval: Duration,
-        workers: usize,
-        pb: &ProgressBar,
-    ) -> anyhow::Result<RetentionRun> {
-        let full = LoadPair::measure(total, keep, batch, interval, workers, Load::Full, pb)?;
+    pub fn measure(size: RunSize, pb: &ProgressBar) -> anyhow::Result<RetentionRun> {
+        let full = LoadPair::measure(size, Load::Full, pb)?;
         let rate = (full.base.rate * PACED_SHARE).max(100.0);
-        let paced = LoadPair::measure(total, keep, batch, interval, workers, Load::Paced(rate), pb)?;
+        let paced = LoadPair::measure(size, Load::Paced(rate), pb)?;
         Ok(RetentionRun { full, paced })
     }
 

@@ -409,14 +409,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let retention = if args.runs("retention") {
         pb.set_message("retention");
         let q = args.quick;
-        let r = crate::bench::retention::RetentionRun::measure(
-            args.retention_executions.unwrap_or(if q { 2000 } else { 200_000 }),
-            args.retention_keep.unwrap_or(if q { 200 } else { 20_000 }),
-            args.retention_batch.unwrap_or(kozmo_engine::retention::DEFAULT_BATCH),
-            Duration::from_millis(args.retention_interval_ms.unwrap_or(if q { 100 } else { 1000 })),
+        let size = crate::bench::retention::RunSize {
+            total: args.retention_executions.unwrap_or(if q { 2000 } else { 200_000 }),
+            keep: args.retention_keep.unwrap_or(if q { 200 } else { 20_000 }),
+            batch: args.retention_batch.unwrap_or(kozmo_engine::retention::DEFAULT_BATCH),
+            interval: Duration::from_millis(args.retention_interval_ms.unwrap_or(if q { 100 } else { 1000 })),
             workers,
-            &pb,
-        )?;
+        };
+        let r = crate::bench::retention::RetentionRun::measure(size, &pb)?;
         pb.inc(1);
         Some(r)
     } else {
