@@ -14,6 +14,20 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    use kozmo_host::cli::Command;
+    if !matches!(
+        cli.command,
+        Command::Serve(_) | Command::Bench(_) | Command::PluginHost(_) | Command::ProbeLibraries { .. }
+    ) {
+        // A client whose output is piped into `head` ends quietly once the
+        // reader is gone, like other Unix tools (Rust ignores SIGPIPE, so
+        // its next print would panic). The daemon and its helper processes
+        // keep ignoring it: for them a closed pipe is an error to handle.
+        // SAFETY: before any thread starts; SIG_DFL is a valid disposition.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     if cli.logs_to_stderr() {
         kozmo_host::cli::init_logging(cli.verbose);
     }

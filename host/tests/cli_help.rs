@@ -72,3 +72,22 @@ fn completions_cover_the_commands_and_leave_out_the_internal_ones() {
     let (ok, _) = kozmo(&["completions", "tcsh"]);
     assert!(!ok, "an unknown shell is refused");
 }
+
+/// `kozmo … | head` ends quietly when the reader goes away: killed by
+/// SIGPIPE like other Unix tools, no "failed printing to stdout" panic.
+#[test]
+fn a_client_whose_reader_is_gone_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kozmo"))
+        .args(["completions", "bash"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader is gone before the first print.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}: {stderr}", out.status);
+}
