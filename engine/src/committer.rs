@@ -103,9 +103,9 @@ impl Pending {
     }
 
     /// Moves waiting retention slices into this transaction: whole slices
-    /// for `PRUNE_SHARE_PERCENT` of the executions it finishes plus one,
-    /// counted in a credit that carries over (a transaction finishing 5
-    /// adds 7, a slice of 16 goes once 16 are owed, so small transactions
+    /// for `PRUNE_SHARE_PERCENT` of the executions it finishes (at least
+    /// one), counted in a credit that carries over (a transaction finishing
+    /// 5 adds 6, a slice of 16 goes once 16 are owed, so small transactions
     /// do not delete more than large ones), or `IDLE_PRUNE_IDS` when it has
     /// no other write.
     fn take_prunes(&mut self) {
@@ -117,9 +117,9 @@ impl Pending {
             self.prune_credit = self.prune_credit.max(IDLE_PRUNE_IDS);
         } else {
             let finished = self.steps.iter().filter(|c| c.state.phase.is_terminal()).count();
-            // Plus one per transaction: under a load that finishes nothing
-            // (long-running executions only) the pass still moves on.
-            let owed = finished * PRUNE_SHARE_PERCENT / 100 + 1;
+            // At least one: under a load that finishes nothing (long-running
+            // executions only) the pass still moves on.
+            let owed = (finished * PRUNE_SHARE_PERCENT / 100).max(1);
             self.prune_credit = (self.prune_credit + owed).min(owed.max(MAX_PRUNE_CREDIT));
         }
         while let Some((ids, _)) = self.waiting_prunes.front() {
@@ -543,10 +543,10 @@ mod tests {
 
     #[test]
     fn a_transaction_deletes_about_as_many_executions_as_it_finishes() {
-        // 160 finished: 125 % is 200, plus 1, so 12 whole slices (192), 9 owed.
+        // 160 finished: 125 % is 200, so 12 whole slices (192), 8 owed.
         let mut p = pending(500, 160, 100);
         p.take_prunes();
-        assert_eq!((taken(&p), p.prune_credit), (192, 9));
+        assert_eq!((taken(&p), p.prune_credit), (192, 8));
         assert_eq!(p.waiting_prunes.len(), 88);
         // Nothing finished: one owed per transaction, a slice every 16.
         let mut p = pending(500, 0, 100);
@@ -574,13 +574,13 @@ mod tests {
         let mut p = pending(0, 0, 10);
         let mut deleted = Vec::new();
         for _ in 0..6 {
-            // Each finishes 5: 7 owed.
+            // Each finishes 5: 6 owed.
             p.steps = pending(2, 5, 0).steps;
             p.take_prunes();
             deleted.push(taken(&p.seal()));
         }
-        assert_eq!(deleted, [0, 0, 16, 0, 16, 0], "42 owed over 6 transactions");
-        assert_eq!(p.prune_credit, 10);
+        assert_eq!(deleted, [0, 0, 16, 0, 0, 16], "36 owed over 6 transactions");
+        assert_eq!(p.prune_credit, 4);
     }
 
     #[test]
