@@ -58,8 +58,6 @@ pub enum Load {
 pub struct RetentionPoint {
     /// How the executions arrived.
     pub load: Load,
-    /// Whether the pruner ran.
-    pub pruned_run: bool,
     /// Executions finished per second once `keep` were submitted.
     pub rate: f64,
     /// Executions run.
@@ -516,7 +514,6 @@ pub fn measure(size: RunSize, load: Load, prune: bool, pb: &ProgressBar) -> anyh
     engine.shutdown(Duration::from_secs(10));
     Ok(RetentionPoint {
         load,
-        pruned_run: prune,
         rate,
         total,
         keep,
