@@ -156,6 +156,7 @@ pub fn contract(s: &dyn Store) {
     // someone still stored may have written it.
     assert_eq!(s.prune_catalog(10).unwrap(), 0);
     assert!(s.catalog_get("cached").unwrap().is_some());
+    let handed_out = s.last_event_seq().unwrap();
     let rest: Vec<String> = ["old-failed", "new-ok", "new-aborted"].map(String::from).to_vec();
     assert_eq!(s.delete_executions(&rest).unwrap().0.len(), 3);
     assert_eq!(s.oldest_terminal().unwrap(), None);
@@ -166,6 +167,14 @@ pub fn contract(s: &dyn Store) {
     );
     // An id pruned can be submitted again: it is a new execution.
     assert_eq!(s.insert_execution(&new("old-ok", 5)).unwrap(), InsertOutcome::Created);
+    // The newest events were pruned: the next ones still come after every
+    // event ever handed out (a watcher resuming from one would skip them).
+    finish(s, "old-ok", ExecPhase::Succeeded, 2000);
+    let seqs: Vec<i64> = s.events("old-ok").unwrap().iter().map(|e| e.seq).collect();
+    assert!(
+        seqs.iter().all(|&q| q > handed_out),
+        "event seqs {seqs:?} reuse ones handed out before the prune (up to {handed_out})"
+    );
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! retention's deletes and space reclaiming. The daemon's default store.
 
 mod checkpointer;
+mod event_seq;
 mod migrations;
 mod sqlite;
 mod sqlite_prune;

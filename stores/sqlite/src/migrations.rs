@@ -143,6 +143,18 @@ DROP INDEX executions_terminal_by_age;
 CREATE INDEX executions_terminal_by_age ON executions(updated_at, id, phase)
     WHERE (phase = 'Succeeded' OR phase = 'Failed' OR phase = 'Aborted');
 "#,
+    // 7: values the store keeps about itself (`event_seq.rs`: the highest
+    // event seq retention deleted, so none is handed out twice), and the
+    // tokens of an execution found by an index: retention deletes them by
+    // execution, and without it each slice scanned the whole table (its key
+    // is namespace and token).
+    r#"
+CREATE TABLE store_meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX resource_tokens_by_execution ON resource_tokens(execution_id);
+"#,
 ];
 
 /// Migrations (by number, from 1) that run outside a transaction.

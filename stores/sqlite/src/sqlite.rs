@@ -20,6 +20,7 @@ use kozmo_interface::Phase;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::checkpointer::{Checkpointer, FALLBACK_PAGES};
+use crate::event_seq::SeqFloor;
 use crate::migrations::{MIGRATIONS, OUTSIDE_TRANSACTION};
 use crate::sqlite_txn::{insert_events, SqliteTxn};
 use crate::wal_sync::WalSync;
@@ -54,6 +55,8 @@ pub struct SqliteStore {
     /// Full durability: the writer runs with `synchronous=OFF` and every
     /// commit is made durable by syncing the WAL itself (`wal_sync.rs`).
     sync_after_commit: bool,
+    /// The highest event seq deleted (`event_seq.rs`).
+    pub(super) seq_floor: SeqFloor,
 }
 
 pub(super) fn err(e: impl std::fmt::Display) -> StoreError {
@@ -172,6 +175,7 @@ impl SqliteStore {
                 .map_err(err)?;
         }
         let reader = open()?;
+        let seq_floor = SeqFloor::load(&writer)?;
         let wal = Arc::new(WalSync::for_database(path));
         let on_request = sync_after_commit.then(|| wal.clone());
         Ok(SqliteStore {
@@ -180,13 +184,14 @@ impl SqliteStore {
             reader: Mutex::new(reader),
             wal,
             sync_after_commit,
+            seq_floor,
         })
     }
 
     /// Opens the write transaction of a group commit (holding the writer
     /// connection until it ends).
     pub(super) fn begin_write(&self) -> StoreResult<SqliteTxn<'_>> {
-        SqliteTxn::begin(lock(&self.writer), &self.wal, self.sync_after_commit)
+        SqliteTxn::begin(lock(&self.writer), &self.wal, &self.seq_floor, self.sync_after_commit)
     }
 
     /// Makes what the writer connection wrote outside a transaction of
@@ -345,7 +350,7 @@ impl Store for SqliteStore {
 
     fn append_events(&self, id: &str, events: &[EventRow]) -> StoreResult<()> {
         let tx = self.begin_write()?;
-        insert_events(tx.conn(), id, events)?;
+        insert_events(tx.conn(), &self.seq_floor, id, events)?;
         tx.finish()
     }
 

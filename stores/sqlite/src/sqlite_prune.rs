@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::event_seq::{self, SeqFloor};
 use crate::sqlite::{err, json, SqliteStore};
 use kozmo_engine::model::ExecPhase;
 use kozmo_engine::store::{PruneCandidate, PruneSelect, PrunedRows, StoreResult, StoreSpace, OWNED_TABLES, TERMINAL};
@@ -84,7 +85,7 @@ impl SqliteStore {
             return Ok((Vec::new(), PrunedRows::default()));
         }
         let tx = self.begin_write()?;
-        let out = delete_terminal_in(tx.conn(), ids)?;
+        let out = delete_terminal_in(tx.conn(), &self.seq_floor, ids)?;
         tx.finish()?;
         Ok(out)
     }
@@ -176,7 +177,11 @@ impl SqliteStore {
 /// terminal and still selected (the selection does not need their spec),
 /// so the next pass finishes them; no savepoint is needed, which spares
 /// the sub-journal copy of every page the deletes touch.
-pub(super) fn delete_terminal_in(c: &Connection, ids: &[String]) -> StoreResult<(Vec<String>, PrunedRows)> {
+pub(super) fn delete_terminal_in(
+    c: &Connection,
+    seq_floor: &SeqFloor,
+    ids: &[String],
+) -> StoreResult<(Vec<String>, PrunedRows)> {
     let mut rows = PrunedRows::default();
     // Still terminal: an active execution is never deleted, whatever the
     // caller selected (and a terminal one is never written again).
@@ -202,8 +207,12 @@ pub(super) fn delete_terminal_in(c: &Connection, ids: &[String]) -> StoreResult<
         .map(|n| n as u64)
         .map_err(err)
     };
+    let newest_event = event_seq::newest(c)?;
     for (table, slot) in OWNED_TABLES {
         *slot(&mut rows) += delete(table, "execution_id")?;
+    }
+    if rows.events > 0 {
+        seq_floor.after_delete(c, newest_event)?;
     }
     rows.executions = delete("executions", "id")?;
     Ok((gone, rows))

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use rusqlite::{params, Connection};
 
+use crate::event_seq::SeqFloor;
 use crate::sqlite::{err, json, opt_json};
 use crate::wal_sync::WalSync;
 use kozmo_engine::model::{EventRow, NewExecution, RoundCommit};
@@ -18,6 +19,7 @@ use kozmo_engine::store::{InsertOutcome, PendingSync, PrunedRows, StoreError, St
 pub(super) struct SqliteTxn<'a> {
     conn: MutexGuard<'a, Connection>,
     wal: &'a Arc<WalSync>,
+    seq_floor: &'a SeqFloor,
     /// The writer does not sync at `COMMIT`: the WAL is synced after it.
     sync_after_commit: bool,
     open: bool,
@@ -28,12 +30,14 @@ impl<'a> SqliteTxn<'a> {
     pub(super) fn begin(
         conn: MutexGuard<'a, Connection>,
         wal: &'a Arc<WalSync>,
+        seq_floor: &'a SeqFloor,
         sync_after_commit: bool,
     ) -> StoreResult<Self> {
         conn.execute_batch("BEGIN IMMEDIATE").map_err(err)?;
         Ok(SqliteTxn {
             conn,
             wal,
+            seq_floor,
             sync_after_commit,
             open: true,
         })
@@ -169,7 +173,7 @@ impl WriteTxn for SqliteTxn<'_> {
             ])
             .map_err(err)?;
         }
-        insert_events(conn, id, &c.events)?;
+        insert_events(conn, self.seq_floor, id, &c.events)?;
         apply_rare(conn, c)
     }
 
@@ -184,7 +188,7 @@ impl WriteTxn for SqliteTxn<'_> {
     }
 
     fn delete_terminal(&mut self, ids: &[String]) -> StoreResult<(Vec<String>, PrunedRows)> {
-        super::sqlite_prune::delete_terminal_in(&self.conn, ids)
+        super::sqlite_prune::delete_terminal_in(&self.conn, self.seq_floor, ids)
     }
 }
 
@@ -199,15 +203,18 @@ fn checkpoint_synced(c: &Connection) -> rusqlite::Result<()> {
     done
 }
 
-/// Appends `events` of execution `id`.
-pub(super) fn insert_events(conn: &Connection, id: &str, events: &[EventRow]) -> StoreResult<()> {
+/// Appends `events` of execution `id` (numbered by SQLite, unless that
+/// would reuse a seq retention deleted: `seq_floor`).
+pub(super) fn insert_events(conn: &Connection, seq_floor: &SeqFloor, id: &str, events: &[EventRow]) -> StoreResult<()> {
     if events.is_empty() {
         return Ok(());
     }
+    // NULL: SQLite's own number (the newest + 1).
+    let mut seq = seq_floor.next_seq(conn)?;
     let mut st = conn
         .prepare_cached(
-            "INSERT INTO events (execution_id, attempt, kind, phase, version, occurred_at, reported_at, \
-             body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO events (seq, execution_id, attempt, kind, phase, version, occurred_at, reported_at, \
+             body) VALUES (?9, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )
         .map_err(err)?;
     for e in events {
@@ -220,6 +227,8 @@ pub(super) fn insert_events(conn: &Connection, id: &str, events: &[EventRow]) ->
             e.occurred_at_ms,
             e.reported_at_ms,
             e.body.to_text(),
+            // Only the first is numbered here: the ones after follow it.
+            seq.take(),
         ])
         .map_err(|x| StoreError(format!("event {} {} of {id}: {x}", e.kind, e.phase)))?;
     }

@@ -310,3 +310,29 @@ fn an_execution_left_half_deleted_is_selected_again_and_finished() {
     }
     assert!(s.prune_candidates(&sel).unwrap().is_empty());
 }
+
+/// Retention deleting the newest events must not let later events take
+/// their seqs, not even after a restart (a watcher resuming from one of
+/// them would skip the new ones): the floor is stored with the delete.
+#[test]
+fn event_seqs_deleted_by_retention_are_not_handed_out_again_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let handed_out = {
+        let s = SqliteStore::open_in(dir.path()).unwrap();
+        s.insert_execution(&contract_prune::new("first", 0)).unwrap();
+        contract_prune::finish(&s, "first", ExecPhase::Succeeded, 10);
+        let handed_out = s.last_event_seq().unwrap();
+        assert_eq!(s.delete_executions(&["first".into()]).unwrap().0, ["first"]);
+        assert_eq!(s.last_event_seq().unwrap(), 0, "no event left");
+        handed_out
+    };
+    let s = SqliteStore::open_in(dir.path()).unwrap();
+    s.insert_execution(&contract_prune::new("second", 1)).unwrap();
+    contract_prune::finish(&s, "second", ExecPhase::Succeeded, 20);
+    let seqs: Vec<i64> = s.events("second").unwrap().iter().map(|e| e.seq).collect();
+    let expected: Vec<i64> = (1..=3).map(|i| handed_out + i).collect();
+    assert_eq!(seqs, expected, "numbered on from the deleted ones, in order");
+    // Events appended outside a step follow them.
+    s.append_events("second", &[row(event_kind::TASK)]).unwrap();
+    assert_eq!(s.last_event_seq().unwrap(), handed_out + 4);
+}
