@@ -90,7 +90,7 @@ impl Submission {
         for ((new, (i, spec, plugin)), outcome) in news.into_iter().zip(rest).zip(outcomes) {
             let id = new.id.clone();
             results[i] = match outcome {
-                InsertOutcome::Exists { spec_json } if spec_json == new.spec_json => {
+                InsertOutcome::Exists { spec_json } if ExecutionSpec::same_canonical(&spec_json, &new.spec_json) => {
                     Ok((SubmitOutcome::Existing(id), None))
                 }
                 InsertOutcome::Exists { .. } => Err(EngineError::Conflict(format!(

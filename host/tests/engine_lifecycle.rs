@@ -483,7 +483,30 @@ fn submission_rules() {
     );
     let other = spec(rounds(json!([{"phase": "Running"}])));
     assert!(matches!(
-        h.engine.submit(Some("same".into()), other),
+        h.engine.submit(Some("same".into()), other.clone()),
+        Err(EngineError::Conflict(_))
+    ));
+    // A spec stored before defaults were left out of the canonical JSON
+    // (every member written) is the same spec.
+    let mut state = kozmo_engine::model::ExecState::new(0);
+    state.phase = ExecPhase::Succeeded;
+    h.store
+        .insert_execution(&kozmo_engine::model::NewExecution {
+            id: "stored-in-full".into(),
+            client_id: true,
+            spec_json: serde_json::to_value(&s).unwrap().to_string(),
+            task_type: s.template.task_type.clone(),
+            created_at_ms: 0,
+            state,
+            plugin_id: None,
+        })
+        .unwrap();
+    assert_eq!(
+        h.engine.submit(Some("stored-in-full".into()), s.clone()).unwrap(),
+        SubmitOutcome::Existing("stored-in-full".into())
+    );
+    assert!(matches!(
+        h.engine.submit(Some("stored-in-full".into()), other),
         Err(EngineError::Conflict(_))
     ));
     let mut unknown = s.clone();
