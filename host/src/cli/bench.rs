@@ -47,8 +47,10 @@ What each figure measures (goals from the benchmark issue):
       copies of one library (goal: 50 in <= 1 s).
   Retention  a sustained load of --retention-executions short executions
       on SQLite with max_executions = --retention-keep: the database file's
-      size over time (it should level off), and the group commit p99 while
-      prune passes run against the p99 without pruning (goal <= 1.5x).
+      size over time (it should level off), and the step commit p99 while
+      prune passes run against the p99 without pruning (goal <= 1.5x), at
+      the full rate and at half of it; each load --retention-pairs times
+      without and with retention, the median ratio judged.
       `--only retention` runs just this part.
   P4  one no-op handle through the noop fixture isolated in a child
       process (kozmo __plugin-host), against a raw pipe round trip of the
@@ -161,6 +163,10 @@ pub struct BenchArgs {
     /// Retention: milliseconds between prune passes [default: 1000; quick: 100].
     #[arg(long)]
     pub retention_interval_ms: Option<u64>,
+    /// Retention: runs of each load without and with retention; the verdict is the median ratio
+    /// [default: 3; quick: 1].
+    #[arg(long)]
+    pub retention_pairs: Option<usize>,
     /// shell: tasks through the daemon and through xargs [default: 1000; quick: 50].
     #[arg(long)]
     pub shell_tasks: Option<usize>,
@@ -415,6 +421,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             batch: args.retention_batch.unwrap_or(kozmo_engine::retention::DEFAULT_BATCH),
             interval: Duration::from_millis(args.retention_interval_ms.unwrap_or(if q { 100 } else { 1000 })),
             workers,
+            pairs: args.retention_pairs.unwrap_or(if q { 1 } else { 3 }),
         };
         let r = crate::bench::retention::RetentionRun::measure(size, &pb)?;
         pb.inc(1);
