@@ -104,6 +104,12 @@ impl ExecutionSpec {
             .and_then(|m| m.remove("inputs"))
             .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
         strip_defaults(&mut v, default_spec_value());
+        // The template stays, empty or not: a spec without one reads as a
+        // task file (the template's fields at the top level).
+        if let Some(m) = v.as_object_mut() {
+            m.entry("template")
+                .or_insert_with(|| serde_json::Value::Object(Default::default()));
+        }
         (inputs.to_string(), v.to_string())
     }
 
@@ -760,6 +766,9 @@ mod tests {
             let canonical = spec.to_canonical_json();
             let back: ExecutionSpec = serde_json::from_str(&canonical).unwrap();
             assert_eq!(back, spec, "{canonical}");
+            // What the task-file reader makes of it too, and a fixed point.
+            let again = crate::spec_parse::parse_spec(serde_json::from_str(&canonical).unwrap()).unwrap();
+            assert_eq!((&again, again.to_canonical_json()), (&spec, canonical.clone()));
             let full = serde_json::to_value(&spec).unwrap().to_string();
             assert!(canonical.len() < full.len(), "{canonical}");
             assert!(
@@ -767,6 +776,13 @@ mod tests {
                 "a spec stored in full is the same"
             );
         }
+        // A default template is still written: without it the JSON would
+        // read as a task file (its execution metadata as the task's).
+        let mut bare = ExecutionSpec::default();
+        bare.metadata.project = "p".into();
+        let canonical = bare.to_canonical_json();
+        assert_eq!(canonical, r#"{"inputs":{},"metadata":{"project":"p"},"template":{}}"#);
+        assert_eq!(serde_json::from_str::<ExecutionSpec>(&canonical).unwrap(), bare);
         let echo = crate::spec_parse::parse_spec(serde_json::json!({"type": "echo"})).unwrap();
         assert_eq!(echo.to_canonical_json(), r#"{"inputs":{},"template":{"type":"echo"}}"#);
         let other =
