@@ -19,7 +19,7 @@ use crate::model::ExecutionSpec;
 use crate::store::{PruneCandidate, PruneSelect, PrunedRows};
 
 /// Executions per slice: the unit the committer fits into its group
-/// commits (each is one set of deletes: nine statements).
+/// commits (the store deletes a slice table by table).
 const PRUNE_SLICE: usize = 16;
 
 /// A batch whose blobs are gone and whose rows the committer is deleting

@@ -212,31 +212,30 @@ impl Retention {
             // Two batches in flight: while the committer deletes one, the
             // next is selected and sent, so it never runs out of slices.
             let mut in_flight: VecDeque<PruneInFlight> = VecDeque::new();
-            let mut flying: HashSet<String> = HashSet::new();
             // False once a batch removed nothing (its executions are gone
             // some other way): what is in flight is waited for, no more.
             let mut selecting = true;
             loop {
                 let mut cands = Vec::new();
                 if selecting && !self.stopping.load(Ordering::SeqCst) {
-                    let mut sel = self.policy.select(now_ms(), older_than);
                     // The batches in flight are still stored: select past them.
+                    let flying: HashSet<&str> = in_flight
+                        .iter()
+                        .flat_map(|b| b.ids.iter().map(String::as_str))
+                        .collect();
+                    let mut sel = self.policy.select(now_ms(), older_than);
                     sel.limit += flying.len();
                     cands = self.engine.prune_candidates(&sel).map_err(e)?;
-                    cands.retain(|c| !flying.contains(&c.id));
+                    cands.retain(|c| !flying.contains(c.id.as_str()));
                 }
                 if !cands.is_empty() {
                     let sent = self.engine.prune_send(&cands).map_err(e)?;
-                    flying.extend(sent.ids.iter().cloned());
                     in_flight.push_back(sent);
                     if in_flight.len() < IN_FLIGHT {
                         continue;
                     }
                 }
                 let Some(oldest) = in_flight.pop_front() else { break };
-                for id in &oldest.ids {
-                    flying.remove(id);
-                }
                 let b = self.engine.prune_wait(oldest).map_err(e)?;
                 selecting &= !b.ids.is_empty();
                 report.add_batch(&b);

@@ -171,6 +171,7 @@ pub fn contract(s: &dyn Store) {
     // event ever handed out (a watcher resuming from one would skip them).
     finish(s, "old-ok", ExecPhase::Succeeded, 2000);
     let seqs: Vec<i64> = s.events("old-ok").unwrap().iter().map(|e| e.seq).collect();
+    assert_eq!(seqs.len(), 3, "two task events and the terminal one");
     assert!(
         seqs.iter().all(|&q| q > handed_out),
         "event seqs {seqs:?} reuse ones handed out before the prune (up to {handed_out})"

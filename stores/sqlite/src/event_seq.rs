@@ -25,7 +25,7 @@ const FLOOR_KEY: &str = "events_seq_floor";
 
 /// The highest seq ever handed out among events since deleted (0: none).
 /// Read and written on the writer connection only.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct SeqFloor(AtomicI64);
 
 impl SeqFloor {
