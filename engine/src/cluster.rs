@@ -2,8 +2,9 @@
 //! ([`crate::store::Cluster`]): the node thread renews this node's lease,
 //! hands abort requests made through other nodes to the executions this
 //! node holds, drops the ones another node took over, and claims the ones
-//! nobody holds. Commits refused by the store's fencing check are dropped
-//! by the committer ([`Engine::drop_lost`]).
+//! nobody holds, and once a lease period releases the tokens of ended
+//! executions (`stray_tokens`). Commits refused by the store's fencing
+//! check are dropped by the committer ([`Engine::drop_lost`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -58,8 +59,14 @@ impl Engine {
     pub(crate) fn node_loop(self: Arc<Self>) {
         let Some(cluster) = self.store.cluster() else { return };
         let tick = (cluster.lease() / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        let sweep_every = (cluster.lease().as_millis() / tick.as_millis()).max(1);
         let no_crashes = HashMap::new();
+        let mut ticks: u128 = 0;
         while !self.sched.is_stopping() {
+            ticks += 1;
+            if ticks.is_multiple_of(sweep_every) {
+                self.release_stray_tokens(cluster);
+            }
             match cluster.heartbeat(&self.cfg.node) {
                 Ok(beat) => {
                     self.lose(&beat.lost);

@@ -51,6 +51,7 @@ mod stats;
 mod status;
 mod step;
 mod store_health;
+mod stray_tokens;
 mod workers;
 
 use std::collections::HashMap;

@@ -86,4 +86,7 @@ pub trait Cluster: Send + Sync {
     fn leave(&self) -> StoreResult<()>;
     /// Every node that has a row, live or not.
     fn nodes(&self) -> StoreResult<Vec<NodeRow>>;
+    /// Those of `ids` that no step will move again: ended (terminal) or
+    /// not in the store at all (pruned, or never there).
+    fn ended_of(&self, ids: &[String]) -> StoreResult<Vec<String>>;
 }

@@ -314,6 +314,18 @@ impl Cluster for PostgresStore {
         self.claim_up_to(Some(limit))
     }
 
+    fn ended_of(&self, ids: &[String]) -> StoreResult<Vec<String>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT h.id FROM unnest($1::text[]) AS h(id) LEFT JOIN executions e ON e.id = h.id \
+             WHERE e.id IS NULL OR e.{TERMINAL_SQL}"
+        );
+        let rows = self.conn()?.query(&sql, &[&ids])?;
+        rows.iter().map(|r| get(r, 0)).collect()
+    }
+
     fn take_fenced(&self) -> Vec<String> {
         self.pg_cluster()
             .map(|n| std::mem::take(&mut *lock(&n.fenced)))
