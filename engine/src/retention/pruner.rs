@@ -215,37 +215,46 @@ impl Retention {
             // False once a batch removed nothing (its executions are gone
             // some other way): what is in flight is waited for, no more.
             let mut selecting = true;
-            loop {
-                let mut cands = Vec::new();
-                if selecting && !self.stopping.load(Ordering::SeqCst) {
-                    // The batches in flight are still stored: select past them.
-                    let flying: HashSet<&str> = in_flight
-                        .iter()
-                        .flat_map(|b| b.ids.iter().map(String::as_str))
-                        .collect();
-                    let mut sel = self.policy.select(now_ms(), older_than);
-                    sel.limit += flying.len();
-                    cands = self.engine.prune_candidates(&sel).map_err(e)?;
-                    cands.retain(|c| !flying.contains(c.id.as_str()));
-                }
-                if !cands.is_empty() {
-                    let sent = self.engine.prune_send(&cands).map_err(e)?;
-                    in_flight.push_back(sent);
-                    if in_flight.len() < IN_FLIGHT {
-                        continue;
+            let sent_all = (|| -> Result<(), String> {
+                loop {
+                    let mut cands = Vec::new();
+                    if selecting && !self.stopping.load(Ordering::SeqCst) {
+                        // The batches in flight are still stored: select past them.
+                        let flying: HashSet<&str> = in_flight
+                            .iter()
+                            .flat_map(|b| b.ids.iter().map(String::as_str))
+                            .collect();
+                        let mut sel = self.policy.select(now_ms(), older_than);
+                        sel.limit += flying.len();
+                        cands = self.engine.prune_candidates(&sel).map_err(e)?;
+                        cands.retain(|c| !flying.contains(c.id.as_str()));
                     }
+                    if !cands.is_empty() {
+                        let sent = self.engine.prune_send(&cands).map_err(e)?;
+                        in_flight.push_back(sent);
+                        if in_flight.len() < IN_FLIGHT {
+                            continue;
+                        }
+                    }
+                    let Some(oldest) = in_flight.pop_front() else {
+                        return Ok(());
+                    };
+                    let b = self.engine.prune_wait(oldest).map_err(e)?;
+                    selecting &= !b.ids.is_empty();
+                    self.count(&mut report, &b);
+                    // The batch rode in group commits; a breath before the next.
+                    std::thread::sleep(Duration::from_millis(1));
                 }
-                let Some(oldest) = in_flight.pop_front() else { break };
-                let b = self.engine.prune_wait(oldest).map_err(e)?;
-                selecting &= !b.ids.is_empty();
-                report.add_batch(&b);
-                if let Some(m) = &self.metrics {
-                    m.executions.inc_by(b.ids.len() as u64);
-                    m.bytes.inc_by(b.blob_bytes);
+            })();
+            // Whatever ended the loop, a batch still in flight is the
+            // committer's to delete: wait for it so the report and the
+            // metrics count what it removed.
+            while let Some(sent) = in_flight.pop_front() {
+                if let Ok(b) = self.engine.prune_wait(sent) {
+                    self.count(&mut report, &b);
                 }
-                // The batch rode in group commits; a breath before the next.
-                std::thread::sleep(Duration::from_millis(1));
             }
+            sent_all?;
             loop {
                 let n = self.engine.prune_catalog(self.policy.batch).map_err(e)?;
                 report.rows.catalog += n;
@@ -284,6 +293,15 @@ impl Retention {
         }
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         Ok(report)
+    }
+
+    /// Adds a batch the committer deleted to `report` and the metrics.
+    fn count(&self, report: &mut PruneReport, b: &crate::PruneBatch) {
+        report.add_batch(b);
+        if let Some(m) = &self.metrics {
+            m.executions.inc_by(b.ids.len() as u64);
+            m.bytes.inc_by(b.blob_bytes);
+        }
     }
 }
 
