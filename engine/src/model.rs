@@ -98,11 +98,41 @@ impl ExecutionSpec {
     /// out). With [`ExecutionSpec::join_canonical`] they make
     /// [`Self::to_canonical_json`].
     pub fn canonical_parts(&self) -> (String, String) {
-        let mut v = serde_json::to_value(self).expect("an ExecutionSpec always serialises");
-        let inputs = v
-            .as_object_mut()
-            .and_then(|m| m.remove("inputs"))
-            .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
+        let inputs = serde_json::to_value(&self.inputs).expect("inputs always serialise");
+        (inputs.to_string(), self.canonical_rest())
+    }
+
+    /// The canonical JSON of the spec without its inputs. Each thread keeps
+    /// the last one it made: a client submits many executions of one task,
+    /// and comparing two specs costs far less than serialising one and
+    /// comparing every member with its default.
+    fn canonical_rest(&self) -> String {
+        type Last = Option<(TaskTemplate, ExecutionMetadata, String)>;
+        thread_local! {
+            static LAST: std::cell::RefCell<Last> = const { std::cell::RefCell::new(None) };
+        }
+        LAST.with_borrow_mut(|last| match last {
+            Some((t, m, json)) if *t == self.template && *m == self.metadata => json.clone(),
+            _ => {
+                let json = self.canonical_rest_uncached();
+                *last = Some((self.template.clone(), self.metadata.clone(), json.clone()));
+                json
+            }
+        })
+    }
+
+    fn canonical_rest_uncached(&self) -> String {
+        const SERIALISES: &str = "an ExecutionSpec always serialises";
+        let mut members = serde_json::Map::new();
+        members.insert(
+            "template".into(),
+            serde_json::to_value(&self.template).expect(SERIALISES),
+        );
+        members.insert(
+            "metadata".into(),
+            serde_json::to_value(&self.metadata).expect(SERIALISES),
+        );
+        let mut v = serde_json::Value::Object(members);
         strip_defaults(&mut v, default_spec_value());
         // The template stays, empty or not: a spec without one reads as a
         // task file (the template's fields at the top level).
@@ -110,7 +140,7 @@ impl ExecutionSpec {
             m.entry("template")
                 .or_insert_with(|| serde_json::Value::Object(Default::default()));
         }
-        (inputs.to_string(), v.to_string())
+        v.to_string()
     }
 
     /// The canonical JSON from [`Self::canonical_parts`] ("inputs" sorts
@@ -792,6 +822,36 @@ mod tests {
             &other.to_canonical_json()
         ));
         assert!(!ExecutionSpec::same_canonical("not json", &other.to_canonical_json()));
+    }
+
+    #[test]
+    fn specs_alternating_on_one_thread_keep_their_own_canonical_json() {
+        // The last spec's JSON is kept per thread: a different template or
+        // metadata must not get it.
+        let a: ExecutionSpec = serde_json::from_str(r#"{"template": {"type": "t"}}"#).unwrap();
+        let mut b = a.clone();
+        b.metadata.project = "p".into();
+        let mut c = a.clone();
+        c.template.task_type = "u".into();
+        let mut a_other_inputs = a.clone();
+        a_other_inputs
+            .inputs
+            .insert("x".into(), kozmo_interface::literals::Literal::Integer(1));
+        for _ in 0..2 {
+            assert_eq!(a.canonical_parts().1, r#"{"template":{"type":"t"}}"#);
+            assert_eq!(
+                b.canonical_parts().1,
+                r#"{"metadata":{"project":"p"},"template":{"type":"t"}}"#
+            );
+            assert_eq!(c.canonical_parts().1, r#"{"template":{"type":"u"}}"#);
+            assert_eq!(
+                a_other_inputs.canonical_parts(),
+                (
+                    r#"{"x":{"integer":1}}"#.to_string(),
+                    r#"{"template":{"type":"t"}}"#.to_string()
+                )
+            );
+        }
     }
 
     #[test]
