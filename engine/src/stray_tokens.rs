@@ -9,9 +9,10 @@
 //! refuses that round's commit. If the execution's new owner had already
 //! finished it, nobody would release that token again and its slot would
 //! be lost to the quota for ever. The node thread therefore looks, once a
-//! lease period, for holders the store shows ended (or gone) and releases
-//! their tokens. A token name carries its execution's name, so no live
-//! execution can hold a token of an ended one.
+//! lease period, for holders the store shows ended and releases their
+//! tokens. A token name carries its execution's name, so no live execution
+//! can hold a token of an ended one. A holder the store does not know is
+//! left alone: it may be another cluster's, sharing the Redis prefix.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
@@ -23,8 +24,8 @@ use crate::Engine;
 const IDS_PER_QUERY: usize = 1000;
 
 impl Engine {
-    /// Releases every token an ended (or deleted) execution still holds;
-    /// how many were released.
+    /// Releases every token an ended execution still holds; how many were
+    /// released.
     pub(crate) fn release_stray_tokens(&self, cluster: &dyn Cluster) -> usize {
         let holders: Vec<String> = self
             .resources
@@ -65,7 +66,7 @@ impl Engine {
                 Ok(true) => {
                     log::warn!(
                         "execution {id} has ended but still held resource token [{tok}] in [{ns}] (attempt \
-                         {attempt}), taken by a step another node's fencing refused; released"
+                         {attempt}; most likely taken by a step whose commit fencing refused); released"
                     );
                     self.stats.leaked_tokens.fetch_add(1, Ordering::Relaxed);
                     released += 1;

@@ -431,9 +431,11 @@ fn nodes_sharing_a_data_store_read_the_files_another_wrote() {
 /// the step's commit is refused, and nobody would release that token.
 /// Here such late allocations are made directly: the one of an ended
 /// execution is released within a few lease periods; the one of an active
-/// execution stays until that execution's own Finalize releases it.
+/// execution stays until that execution's own Finalize releases it; the
+/// one of an execution the store does not know (another cluster's on the
+/// same prefix) stays.
 #[test]
-fn a_token_taken_after_its_execution_ended_is_released_and_an_active_ones_is_kept() {
+fn a_token_taken_after_its_execution_ended_is_released_and_others_are_kept() {
     use kozmo_engine::resources::{Allocation, ResourceBackend, TokenOwner};
     use kozmo_resources_redis::{RedisResources, REDIS_MANAGER_ID};
 
@@ -445,7 +447,14 @@ fn a_token_taken_after_its_execution_ended_is_released_and_an_active_ones_is_kep
     let node = Daemon::start_with_env(
         root.path(),
         &["kozmo-plugin-sleep-quota", "kozmo-fixture-scripted"],
-        &["--node-id", "n0", "--lease-secs", LEASE_SECS],
+        &[
+            "--node-id",
+            "n0",
+            "--lease-secs",
+            LEASE_SECS,
+            "--resource-quota",
+            "sleep-quota:slots=3",
+        ],
         &[("KOZMO_STORE", &store), ("KOZMO_RESOURCES", &resources)],
     );
     let mut nap = read_json(&example("sleep-quota.json"));
@@ -465,7 +474,9 @@ fn a_token_taken_after_its_execution_ended_is_released_and_an_active_ones_is_kep
 
     // The late allocations, as a fenced node's plugin would make them.
     let late = RedisResources::open(&resources, REDIS_MANAGER_ID, &Default::default()).unwrap();
-    for id in ["ended", "active"] {
+    // "elsewhere" is in no store of this cluster: another cluster's, on the
+    // same Redis prefix, which the sweep must leave alone.
+    for id in ["ended", "active", "elsewhere"] {
         let owner = TokenOwner {
             execution_id: id.into(),
             attempt: 0,
@@ -476,12 +487,14 @@ fn a_token_taken_after_its_execution_ended_is_released_and_an_active_ones_is_kep
         assert_eq!(got, Allocation::Granted { new: true }, "{id}");
     }
     let holders = || -> Vec<String> {
-        let mut h: Vec<String> = late.held_by("ended").into_iter().map(|t| t.1).collect();
-        h.extend(late.held_by("active").into_iter().map(|t| t.1));
-        h
+        ["ended", "active", "elsewhere"]
+            .iter()
+            .flat_map(|id| late.held_by(id))
+            .map(|t| t.1)
+            .collect::<Vec<String>>()
     };
     let start = Instant::now();
-    while holders().len() > 1 {
+    while holders().len() > 2 {
         assert!(
             start.elapsed() < Duration::from_secs(20),
             "the ended execution's token is still held: {:?}",
@@ -489,7 +502,7 @@ fn a_token_taken_after_its_execution_ended_is_released_and_an_active_ones_is_kep
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(holders(), ["ex:p:d:active-late"]);
+    assert_eq!(holders(), ["ex:p:d:active-late", "ex:p:d:elsewhere-late"]);
     assert!(
         node.log_text()
             .contains("execution ended has ended but still held resource token"),
@@ -498,7 +511,7 @@ fn a_token_taken_after_its_execution_ended_is_released_and_an_active_ones_is_kep
     );
     // Two more lease periods: the active execution keeps its token.
     std::thread::sleep(Duration::from_secs(5));
-    assert_eq!(holders(), ["ex:p:d:active-late"]);
+    assert_eq!(holders(), ["ex:p:d:active-late", "ex:p:d:elsewhere-late"]);
 
     // Its own Finalize releases it.
     let (status, v) = node
@@ -507,6 +520,6 @@ fn a_token_taken_after_its_execution_ended_is_released_and_an_active_ones_is_kep
         .unwrap();
     assert_eq!(status, 200, "{v}");
     assert_eq!(node.wait_terminal("active")["phase"], "Aborted");
-    assert!(holders().is_empty(), "{:?}", holders());
-    assert_eq!(late.in_use(NAMESPACE), 0);
+    assert_eq!(holders(), ["ex:p:d:elsewhere-late"]);
+    assert_eq!(late.in_use(NAMESPACE), 1);
 }

@@ -86,7 +86,8 @@ pub trait Cluster: Send + Sync {
     fn leave(&self) -> StoreResult<()>;
     /// Every node that has a row, live or not.
     fn nodes(&self) -> StoreResult<Vec<NodeRow>>;
-    /// Those of `ids` that no step will move again: ended (terminal) or
-    /// not in the store at all (pruned, or never there).
+    /// Those of `ids` the store shows ended (terminal). An id it does not
+    /// hold is not among them: it may belong to another cluster sharing
+    /// the resource manager.
     fn ended_of(&self, ids: &[String]) -> StoreResult<Vec<String>>;
 }

@@ -318,10 +318,7 @@ impl Cluster for PostgresStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let sql = format!(
-            "SELECT h.id FROM unnest($1::text[]) AS h(id) LEFT JOIN executions e ON e.id = h.id \
-             WHERE e.id IS NULL OR e.{TERMINAL_SQL}"
-        );
+        let sql = format!("SELECT id FROM executions WHERE id = ANY($1) AND {TERMINAL_SQL}");
         let rows = self.conn()?.query(&sql, &[&ids])?;
         rows.iter().map(|r| get(r, 0)).collect()
     }
