@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::store::NodeRow;
 use crate::sync::lock;
@@ -59,13 +59,12 @@ impl Engine {
     pub(crate) fn node_loop(self: Arc<Self>) {
         let Some(cluster) = self.store.cluster() else { return };
         let tick = (cluster.lease() / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
-        let sweep_every = (cluster.lease().as_millis() / tick.as_millis()).max(1);
         let no_crashes = HashMap::new();
-        let mut ticks: u128 = 0;
+        let mut swept = Instant::now();
         while !self.sched.is_stopping() {
-            ticks += 1;
-            if ticks.is_multiple_of(sweep_every) {
+            if swept.elapsed() >= cluster.lease() {
                 self.release_stray_tokens(cluster);
+                swept = Instant::now();
             }
             match cluster.heartbeat(&self.cfg.node) {
                 Ok(beat) => {

@@ -15,7 +15,6 @@
 //! left alone: it may be another cluster's, sharing the Redis prefix.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::Ordering;
 
 use crate::store::Cluster;
 use crate::Engine;
@@ -62,17 +61,12 @@ impl Engine {
         };
         let mut released = 0;
         for (ns, tok, attempt) in held {
-            match self.resources.release(&ns, &tok) {
-                Ok(true) => {
-                    log::warn!(
-                        "execution {id} has ended but still held resource token [{tok}] in [{ns}] (attempt \
-                         {attempt}; most likely taken by a step whose commit fencing refused); released"
-                    );
-                    self.stats.leaked_tokens.fetch_add(1, Ordering::Relaxed);
-                    released += 1;
-                }
-                Ok(false) => {}
-                Err(e) => log::error!("cannot release token [{tok}] in [{ns}] of ended execution {id}: {e}"),
+            if self.release_leaked(&ns, &tok) == Some(true) {
+                log::warn!(
+                    "execution {id} has ended but still held resource token [{tok}] in [{ns}] (attempt {attempt}; \
+                     most likely taken by a step whose commit fencing refused); released"
+                );
+                released += 1;
             }
         }
         released

@@ -212,43 +212,10 @@ impl Retention {
             // Two batches in flight: while the committer deletes one, the
             // next is selected and sent, so it never runs out of slices.
             let mut in_flight: VecDeque<PruneInFlight> = VecDeque::new();
-            // False once a batch removed nothing (its executions are gone
-            // some other way): what is in flight is waited for, no more.
-            let mut selecting = true;
-            let sent_all = (|| -> Result<(), String> {
-                loop {
-                    let mut cands = Vec::new();
-                    if selecting && !self.stopping.load(Ordering::SeqCst) {
-                        // The batches in flight are still stored: select past them.
-                        let flying: HashSet<&str> = in_flight
-                            .iter()
-                            .flat_map(|b| b.ids.iter().map(String::as_str))
-                            .collect();
-                        let mut sel = self.policy.select(now_ms(), older_than);
-                        sel.limit += flying.len();
-                        cands = self.engine.prune_candidates(&sel).map_err(e)?;
-                        cands.retain(|c| !flying.contains(c.id.as_str()));
-                    }
-                    if !cands.is_empty() {
-                        let sent = self.engine.prune_send(&cands).map_err(e)?;
-                        in_flight.push_back(sent);
-                        if in_flight.len() < IN_FLIGHT {
-                            continue;
-                        }
-                    }
-                    let Some(oldest) = in_flight.pop_front() else {
-                        return Ok(());
-                    };
-                    let b = self.engine.prune_wait(oldest).map_err(e)?;
-                    selecting &= !b.ids.is_empty();
-                    self.count(&mut report, &b);
-                    // The batch rode in group commits; a breath before the next.
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            })();
-            // Whatever ended the loop, a batch still in flight is the
-            // committer's to delete: wait for it so the report and the
-            // metrics count what it removed.
+            let sent_all = self.delete_batches(older_than, &mut in_flight, &mut report);
+            // Whatever ended it, a batch still in flight is the committer's
+            // to delete: wait for it so the report and the metrics count
+            // what it removed.
             while let Some(sent) = in_flight.pop_front() {
                 if let Ok(b) = self.engine.prune_wait(sent) {
                     self.count(&mut report, &b);
@@ -293,6 +260,51 @@ impl Retention {
         }
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         Ok(report)
+    }
+
+    /// Selects batches and hands them to the committer, `IN_FLIGHT` at a
+    /// time, until nothing is left to select (or the pruner stops) and
+    /// every batch sent was waited for; on an error, what is still in
+    /// flight is left in `in_flight`.
+    fn delete_batches(
+        &self,
+        older_than: Option<Duration>,
+        in_flight: &mut VecDeque<PruneInFlight>,
+        report: &mut PruneReport,
+    ) -> Result<(), String> {
+        let e = |e: crate::EngineError| e.to_string();
+        // False once a batch removed nothing (its executions are gone
+        // some other way): what is in flight is waited for, no more.
+        let mut selecting = true;
+        loop {
+            let mut cands = Vec::new();
+            if selecting && !self.stopping.load(Ordering::SeqCst) {
+                // The batches in flight are still stored: select past them.
+                let flying: HashSet<&str> = in_flight
+                    .iter()
+                    .flat_map(|b| b.ids.iter().map(String::as_str))
+                    .collect();
+                let mut sel = self.policy.select(now_ms(), older_than);
+                sel.limit += flying.len();
+                cands = self.engine.prune_candidates(&sel).map_err(e)?;
+                cands.retain(|c| !flying.contains(c.id.as_str()));
+            }
+            if !cands.is_empty() {
+                let sent = self.engine.prune_send(&cands).map_err(e)?;
+                in_flight.push_back(sent);
+                if in_flight.len() < IN_FLIGHT {
+                    continue;
+                }
+            }
+            let Some(oldest) = in_flight.pop_front() else {
+                return Ok(());
+            };
+            let b = self.engine.prune_wait(oldest).map_err(e)?;
+            selecting &= !b.ids.is_empty();
+            self.count(report, &b);
+            // The batch rode in group commits; a breath before the next.
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Adds a batch the committer deleted to `report` and the metrics.

@@ -143,6 +143,24 @@ pub(super) fn failed_try(
 }
 
 impl Engine {
+    /// Releases a token an execution left held, counted in
+    /// `kozmo_leaked_tokens_released_total`: whether it was held, or
+    /// `None` (logged) if the resource manager failed.
+    pub(crate) fn release_leaked(&self, ns: &str, tok: &str) -> Option<bool> {
+        match self.resources.release(ns, tok) {
+            Ok(held) => {
+                if held {
+                    self.stats.leaked_tokens.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(held)
+            }
+            Err(e) => {
+                log::error!("cannot release leaked token [{tok}] in [{ns}]: {e}");
+                None
+            }
+        }
+    }
+
     /// Abort (if due) + Finalize, release leftover tokens, then the terminal
     /// phase or the next attempt.
     pub(super) fn finish_step(&self, a: &mut Active) -> StepOutcome {
@@ -209,11 +227,9 @@ impl Engine {
             log::warn!(
                 "plugin [{plugin_id}] left resource token [{tok}] in [{ns}] after Finalize of execution {id} attempt {held_attempt}; releasing it"
             );
-            if let Err(e) = self.resources.release(&ns, &tok) {
-                log::error!("cannot release leaked token [{tok}] in [{ns}]: {e}");
+            if self.release_leaked(&ns, &tok).is_none() {
                 continue;
             }
-            self.stats.leaked_tokens.fetch_add(1, Ordering::Relaxed);
             granted.retain(|t| !(t.namespace == ns && t.token == tok));
             released.push((ns, tok));
         }

@@ -207,7 +207,9 @@ pub(super) fn delete_terminal_in(
     }
     let newest_event = event_seq::newest(c)?;
     for (table, slot) in OWNED_TABLES {
-        *slot(&mut rows) += delete_each(c, table, "execution_id", &gone)?;
+        if !is_empty(c, table)? {
+            *slot(&mut rows) += delete_each(c, table, "execution_id", &gone)?;
+        }
     }
     if rows.events > 0 {
         seq_floor.after_delete(c, newest_event)?;
@@ -216,17 +218,19 @@ pub(super) fn delete_terminal_in(
     Ok((gone, rows))
 }
 
-/// Deletes the rows of `table` whose `key` is one of `ids`, one statement
-/// per id, none if the table is empty; how many.
-fn delete_each(c: &Connection, table: &str, key: &str, ids: &[String]) -> StoreResult<u64> {
-    let empty = !c
+/// Whether `table` holds no row (one read).
+fn is_empty(c: &Connection, table: &str) -> StoreResult<bool> {
+    let any = c
         .prepare_cached(&format!("SELECT 1 FROM {table} LIMIT 1"))
         .map_err(err)?
         .exists([])
         .map_err(err)?;
-    if empty {
-        return Ok(0);
-    }
+    Ok(!any)
+}
+
+/// Deletes the rows of `table` whose `key` is one of `ids`, one statement
+/// per id; how many.
+fn delete_each(c: &Connection, table: &str, key: &str, ids: &[String]) -> StoreResult<u64> {
     let mut delete = c
         .prepare_cached(&format!("DELETE FROM {table} WHERE {key} = ?1"))
         .map_err(err)?;
