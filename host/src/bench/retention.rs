@@ -14,7 +14,10 @@
 //! run's tagged by whether a pass was running. Two latencies: a step's (its
 //! result → its execution's next call: the durable commit in between and a
 //! worker's pickup, what an execution waits) and a store transaction's
-//! (asking the store for it → durable). Two loads: the full rate the store
+//! (asking the store for it → durable), the latter split into its
+//! statements (to the end of its `COMMIT`, a checkpoint the writer was asked
+//! for included) and the WAL sync; and the bytes the process wrote per
+//! execution. Two loads: the full rate the store
 //! takes (the writer never idle), then half the rate the full baseline
 //! finished executions at.
 
@@ -77,6 +80,13 @@ pub struct RetentionPoint {
     /// Store transaction latency (asking for the writer → durable),
     /// outside and during prune passes.
     pub commits: Latencies,
+    /// The WAL syncs alone (one may cover several transactions).
+    pub syncs: Latencies,
+    /// A transaction's statements alone (its begin → the end of its
+    /// `COMMIT`, with any checkpoint the writer ran after it).
+    pub statements: Latencies,
+    /// Bytes the process wrote to disk per execution (`/proc/self/io`).
+    pub written_per_execution: f64,
     /// Executions pruned.
     pub pruned: u64,
     /// Executions left in the store at the end.
@@ -124,6 +134,8 @@ struct Timings {
     unsynced: Mutex<Vec<Instant>>,
     commits: Samples,
     steps: Samples,
+    syncs: Samples,
+    statements: Samples,
 }
 
 impl Timings {
@@ -208,7 +220,9 @@ impl WriteTxn for TimedTxn<'_> {
     /// each sync ends the times of all commits made before it.
     fn commit_unsynced(self: Box<Self>) -> StoreResult<Option<PendingSync>> {
         let (started, timings) = (self.started, self.timings.clone());
-        match self.inner.commit_unsynced()? {
+        let committed = self.inner.commit_unsynced()?;
+        timings.record(&timings.statements, started.elapsed().as_secs_f64() * 1000.0);
+        match committed {
             None => {
                 timings.commit(started);
                 Ok(None)
@@ -217,7 +231,9 @@ impl WriteTxn for TimedTxn<'_> {
                 lock(&timings.unsynced).push(started);
                 Ok(Some(Box::new(move || {
                     let covered = lock(&timings.unsynced).len();
+                    let syncing = Instant::now();
                     sync()?;
+                    timings.record(&timings.syncs, syncing.elapsed().as_secs_f64() * 1000.0);
                     let done: Vec<Instant> = lock(&timings.unsynced).drain(..covered).collect();
                     for t in done {
                         timings.commit(t);
@@ -345,6 +361,20 @@ pub struct RunSize {
     pub pairs: usize,
 }
 
+/// Bytes this process has passed to `write` calls so far (`wchar` of
+/// `/proc/self/io`; 0 where there is none): the WAL, checkpoints and
+/// anything else the run writes.
+fn bytes_written() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|io| {
+            io.lines()
+                .find_map(|l| l.strip_prefix("wchar:"))
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// One run: `size.total` executions arriving as `load` says on a fresh
 /// store; with `prune`, `size.keep` kept, the pruner every `size.interval`
 /// from the moment `keep` were submitted; at most 2,048 executions active
@@ -399,6 +429,7 @@ pub fn measure(size: RunSize, load: Load, prune: bool, pb: &ProgressBar) -> anyh
         Load::Paced(rate) => ((rate / 500.0) as usize).clamp(8, 512),
     };
     let mut measured_from: Option<(Instant, u64)> = None;
+    let mut written_from = 0;
     let spec = bench_spec();
     let sample = |n: usize, t: f64| {
         let (db, wal) = db_bytes(dir.path());
@@ -435,6 +466,7 @@ pub fn measure(size: RunSize, load: Load, prune: bool, pb: &ProgressBar) -> anyh
             // (with `prune`) the pruner runs.
             timings.recording.store(true, Ordering::SeqCst);
             measured_from = Some((Instant::now(), plugin.finalized()));
+            written_from = bytes_written();
         }
         if prune && measured_from.is_some() && pruner.is_none() {
             let (r, stop, t) = (retention.clone(), stop.clone(), timings.clone());
@@ -492,6 +524,7 @@ pub fn measure(size: RunSize, load: Load, prune: bool, pb: &ProgressBar) -> anyh
         std::thread::sleep(Duration::from_millis(10));
     }
     timings.recording.store(false, Ordering::SeqCst);
+    let written_per_execution = bytes_written().saturating_sub(written_from) as f64 / (total - keep).max(1) as f64;
     let rate = measured_from.map_or(0.0, |(t, done)| {
         (plugin.finalized() - done) as f64 / t.elapsed().as_secs_f64().max(1e-9)
     });
@@ -527,6 +560,9 @@ pub fn measure(size: RunSize, load: Load, prune: bool, pb: &ProgressBar) -> anyh
         sizes,
         steps: timings.steps.latencies(),
         commits: timings.commits.latencies(),
+        syncs: timings.syncs.latencies(),
+        statements: timings.statements.latencies(),
+        written_per_execution,
         pruned,
         left,
         seconds,
@@ -630,6 +666,12 @@ impl LoadPair {
                 &b.commits,
                 &p.commits,
             ),
+            (
+                "its statements (ask for the writer → `COMMIT` done)",
+                &b.statements,
+                &p.statements,
+            ),
+            ("a WAL sync (`fdatasync`)", &b.syncs, &p.syncs),
         ] {
             let _ = writeln!(
                 s,
@@ -640,6 +682,11 @@ impl LoadPair {
                 lp.during.2 / lb.without.2
             );
         }
+        let _ = writeln!(
+            s,
+            "\nBytes written per execution run (WAL, checkpoints): {:.0} without retention, {:.0} with it.",
+            b.written_per_execution, p.written_per_execution
+        );
         let each: Vec<String> = self.ratios.iter().map(|r| format!("{r:.2}×")).collect();
         let pairs = match each.len() {
             1 => "one pair".to_string(),
