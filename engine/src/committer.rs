@@ -7,12 +7,16 @@
 //! syncer, while the committer fills the next transaction: the answers of
 //! a transaction wait for its sync, the statements of the next do not.
 //!
-//! Retention's deletes come in slices and wait in a queue of their own:
-//! the transactions delete about as many executions as they finish
-//! (`PRUNE_SHARE_PERCENT` of them), so pruning keeps pace with the load and
-//! spreads over every commit of a busy writer instead of lengthening a few
-//! commits by a whole batch; a transaction with nothing else in it deletes
-//! up to `IDLE_PRUNE_IDS`.
+//! Retention's deletes come in slices and wait in a queue of their own.
+//! They go first into time the writer would spend waiting: a transaction
+//! gathering the steps still running (until its deadline) deletes a slice
+//! whenever nothing is queued, and a transaction with nothing else to
+//! write deletes up to `IDLE_PRUNE_IDS`. The transactions of the load owe
+//! retention `PRUNE_SHARE_PERCENT` of the executions they finish, minus
+//! what was deleted in that spare time: a writer with time to spare
+//! deletes while it would have waited anyway, and a busy one spreads the
+//! deletes over every commit instead of lengthening a few by a whole
+//! batch. Either way pruning keeps pace with the load.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -70,7 +74,13 @@ const PRUNE_SHARE_PERCENT: usize = 125;
 
 /// Most executions owed to retention carried from one transaction to the
 /// next (a few slices): what a burst of small transactions saved up.
-const MAX_PRUNE_CREDIT: usize = 64;
+const MAX_PRUNE_CREDIT: isize = 64;
+
+/// Most executions deleted in the writer's spare time (while a transaction
+/// gathers, or in one with nothing else to write) ahead of the load's
+/// share: once the writer is busy, its transactions delete again after
+/// that many more finished.
+const MAX_PRUNE_AHEAD: isize = 4 * IDLE_PRUNE_IDS as isize;
 
 /// Executions a transaction with nothing else in it deletes at most (a
 /// step arriving meanwhile waits for at most this much deleting).
@@ -92,9 +102,10 @@ struct Pending {
     /// Retention's slices not yet in a transaction, oldest first (they stay
     /// when the transaction is sealed).
     waiting_prunes: VecDeque<PruneSlice>,
-    /// Executions owed to retention by the transactions so far (kept when
-    /// the transaction is sealed).
-    prune_credit: usize,
+    /// Executions owed to retention by the transactions so far; below
+    /// zero, what the writer's spare time deleted ahead of the share (kept
+    /// when the transaction is sealed).
+    prune_credit: isize,
 }
 
 impl Pending {
@@ -102,36 +113,58 @@ impl Pending {
         self.steps.len() + self.news.len() + self.prunes.len()
     }
 
-    /// Moves waiting retention slices into this transaction: whole slices
-    /// for `PRUNE_SHARE_PERCENT` of the executions it finishes (at least
+    /// Moves waiting retention slices into this transaction, whole ones.
+    /// With no other write in it, up to `IDLE_PRUNE_IDS` (or what is owed,
+    /// if more), taken off what the load owes. Otherwise what the load
+    /// owes: `PRUNE_SHARE_PERCENT` of the executions it finishes (at least
     /// one), counted in a credit that carries over (a transaction finishing
     /// 5 adds 6, a slice of 16 goes once 16 are owed, so small transactions
-    /// do not delete more than large ones), or `IDLE_PRUNE_IDS` when it has
-    /// no other write.
+    /// do not delete more than large ones) and that deletes in spare time
+    /// lower (see [`Pending::take_slice_ahead`]), down to
+    /// `-MAX_PRUNE_AHEAD`: a writer with time to spare deletes there, and
+    /// the load's transactions delete only what it leaves.
     fn take_prunes(&mut self) {
         if self.waiting_prunes.is_empty() {
             self.prune_credit = 0;
             return;
         }
-        if self.news.is_empty() && self.steps.is_empty() {
-            self.prune_credit = self.prune_credit.max(IDLE_PRUNE_IDS);
+        let budget = if self.news.is_empty() && self.steps.is_empty() {
+            self.prune_credit.max(IDLE_PRUNE_IDS as isize)
         } else {
             let finished = self.steps.iter().filter(|c| c.state.phase.is_terminal()).count();
             // At least one: under a load that finishes nothing (long-running
             // executions only) the pass still moves on.
-            let owed = (finished * PRUNE_SHARE_PERCENT / 100).max(1);
+            let owed = (finished * PRUNE_SHARE_PERCENT / 100).max(1) as isize;
             self.prune_credit = (self.prune_credit + owed).min(owed.max(MAX_PRUNE_CREDIT));
-        }
+            self.prune_credit
+        };
+        let mut taken = 0;
         while let Some((ids, _)) = self.waiting_prunes.front() {
-            if ids.len() > self.prune_credit {
+            if (taken + ids.len()) as isize > budget {
                 break;
             }
-            self.prune_credit -= ids.len();
+            taken += ids.len();
             let Some((ids, reply)) = self.waiting_prunes.pop_front() else {
                 break;
             };
             self.prunes.push((ids, reply, None));
         }
+        self.prune_credit = (self.prune_credit - taken as isize).max(-MAX_PRUNE_AHEAD);
+    }
+
+    /// Moves the oldest waiting slice into this transaction ahead of what
+    /// the load owes (the writer has time to spare), unless the deletes
+    /// are `MAX_PRUNE_AHEAD` ahead already; whether it did.
+    fn take_slice_ahead(&mut self) -> bool {
+        if self.prune_credit <= -MAX_PRUNE_AHEAD {
+            return false;
+        }
+        let Some((ids, reply)) = self.waiting_prunes.pop_front() else {
+            return false;
+        };
+        self.prune_credit = (self.prune_credit - ids.len() as isize).max(-MAX_PRUNE_AHEAD);
+        self.prunes.push((ids, reply, None));
+        true
     }
 
     /// Moves every waiting slice in (for [`Engine::flush`], which deletes
@@ -322,6 +355,24 @@ impl Engine {
             }
             if stop || p.len() >= self.cfg.max_batch || !self.steps_coming(p.steps.len()) {
                 break Ok(());
+            }
+            // Nothing queued: until the deadline the writer would only
+            // wait; a retention slice uses that time (one at a time, so a
+            // step arriving meanwhile waits for one slice at most).
+            match rx.try_recv() {
+                Ok(msg) => {
+                    stop |= p.add(msg);
+                    continue;
+                }
+                Err(TryRecvError::Disconnected) => {
+                    stop = true;
+                    continue;
+                }
+                Err(TryRecvError::Empty) => {
+                    if Instant::now() < deadline && p.take_slice_ahead() {
+                        continue;
+                    }
+                }
             }
             match rx.recv_deadline(deadline) {
                 Ok(msg) => stop |= p.add(msg),
@@ -561,6 +612,7 @@ mod tests {
         let mut p = pending(0, 0, 100);
         p.take_prunes();
         assert_eq!(taken(&p), IDLE_PRUNE_IDS);
+        assert_eq!(p.prune_credit, -(IDLE_PRUNE_IDS as isize), "deleted ahead of the load");
         // Fewer waiting than owed: all of them, and nothing carried.
         let mut p = pending(0, 160, 3);
         p.take_prunes();
@@ -581,6 +633,48 @@ mod tests {
         }
         assert_eq!(deleted, [0, 0, 16, 0, 0, 16], "36 owed over 6 transactions");
         assert_eq!(p.prune_credit, 4);
+    }
+
+    #[test]
+    fn what_idle_transactions_delete_the_load_does_not_delete_again() {
+        let mut p = pending(0, 0, 100);
+        for _ in 0..8 {
+            p.take_prunes();
+            p.seal();
+        }
+        assert_eq!(p.prune_credit, -MAX_PRUNE_AHEAD, "idle ones run ahead, a bounded way");
+        // Steps finishing 10 each now owe 12 per transaction: nothing is
+        // deleted with them until the 256 deleted ahead are made up.
+        let mut deleted = Vec::new();
+        for _ in 0..24 {
+            p.steps = pending(0, 10, 0).steps;
+            p.take_prunes();
+            deleted.push(taken(&p.seal()));
+        }
+        let quiet = deleted.iter().take_while(|n| **n == 0).count();
+        assert_eq!(quiet, 22, "256 ahead / 12 owed per transaction: {deleted:?}");
+        assert!(
+            deleted[22..].iter().all(|n| *n > 0),
+            "then the share again: {deleted:?}"
+        );
+    }
+
+    #[test]
+    fn a_gathering_transaction_deletes_ahead_one_slice_at_a_time_and_a_bounded_way() {
+        let mut p = pending(3, 0, 100);
+        assert!(p.take_slice_ahead());
+        assert_eq!((taken(&p), p.prune_credit), (16, -16));
+        let mut n = 1;
+        while p.take_slice_ahead() {
+            n += 1;
+        }
+        assert_eq!((n, p.prune_credit), (16, -MAX_PRUNE_AHEAD), "256 ahead, no more");
+        // What the transaction finishes is counted against what it took.
+        p.steps = pending(0, 80, 0).steps;
+        p.take_prunes();
+        assert_eq!((taken(&p), p.prune_credit), (256, -156));
+        let mut p = pending(3, 0, 0);
+        assert!(!p.take_slice_ahead(), "nothing waiting");
     }
 
     #[test]
