@@ -143,11 +143,7 @@ impl Pending {
             if (taken + ids.len()) as isize > budget {
                 break;
             }
-            taken += ids.len();
-            let Some((ids, reply)) = self.waiting_prunes.pop_front() else {
-                break;
-            };
-            self.prunes.push((ids, reply, None));
+            taken += self.take_front_slice();
         }
         self.prune_credit = (self.prune_credit - taken as isize).max(-MAX_PRUNE_AHEAD);
     }
@@ -156,15 +152,24 @@ impl Pending {
     /// the load owes (the writer has time to spare), unless the deletes
     /// are `MAX_PRUNE_AHEAD` ahead already; whether it did.
     fn take_slice_ahead(&mut self) -> bool {
-        if self.prune_credit <= -MAX_PRUNE_AHEAD {
+        if self.prune_credit <= -MAX_PRUNE_AHEAD || self.waiting_prunes.is_empty() {
             return false;
         }
-        let Some((ids, reply)) = self.waiting_prunes.pop_front() else {
-            return false;
-        };
-        self.prune_credit = (self.prune_credit - ids.len() as isize).max(-MAX_PRUNE_AHEAD);
-        self.prunes.push((ids, reply, None));
+        let taken = self.take_front_slice();
+        self.prune_credit = (self.prune_credit - taken as isize).max(-MAX_PRUNE_AHEAD);
         true
+    }
+
+    /// Moves the oldest waiting slice into this transaction; its size.
+    fn take_front_slice(&mut self) -> usize {
+        match self.waiting_prunes.pop_front() {
+            Some((ids, reply)) => {
+                let n = ids.len();
+                self.prunes.push((ids, reply, None));
+                n
+            }
+            None => 0,
+        }
     }
 
     /// Moves every waiting slice in (for [`Engine::flush`], which deletes
