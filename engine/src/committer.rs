@@ -361,21 +361,24 @@ impl Engine {
             if stop || p.len() >= self.cfg.max_batch || !self.steps_coming(p.steps.len()) {
                 break Ok(());
             }
-            // Nothing queued: until the deadline the writer would only
-            // wait; a retention slice uses that time (one at a time, so a
-            // step arriving meanwhile waits for one slice at most).
-            match rx.try_recv() {
-                Ok(msg) => {
-                    stop |= p.add(msg);
-                    continue;
-                }
-                Err(TryRecvError::Disconnected) => {
-                    stop = true;
-                    continue;
-                }
-                Err(TryRecvError::Empty) => {
-                    if Instant::now() < deadline && p.take_slice_ahead() {
+            // Retention's slices waiting and nothing queued: until the
+            // deadline the writer would only wait; a slice uses that time
+            // (one at a time, so a step arriving meanwhile waits for one
+            // slice at most). Without slices, straight to the wait.
+            if !p.waiting_prunes.is_empty() && Instant::now() < deadline {
+                match rx.try_recv() {
+                    Ok(msg) => {
+                        stop |= p.add(msg);
                         continue;
+                    }
+                    Err(TryRecvError::Disconnected) => {
+                        stop = true;
+                        continue;
+                    }
+                    Err(TryRecvError::Empty) => {
+                        if p.take_slice_ahead() {
+                            continue;
+                        }
                     }
                 }
             }
