@@ -107,7 +107,10 @@ impl EngineHandle {
     /// it selects another, so the committer always has slices to take.
     pub fn prune_send(&self, candidates: &[PruneCandidate]) -> Result<PruneInFlight, EngineError> {
         let batch = self.blobs_of(candidates, false);
-        let ids: Vec<String> = candidates.iter().map(|c| c.id.clone()).collect();
+        let mut ids: Vec<String> = candidates.iter().map(|c| c.id.clone()).collect();
+        // Sliced in id order: a slice then holds executions that sit side
+        // by side in the store's tables, which a store can delete by range.
+        ids.sort_unstable();
         let core = &self.core;
         let mut slices = Vec::new();
         if core.inline_commits {

@@ -157,8 +157,17 @@ pub fn contract(s: &dyn Store) {
     assert_eq!(s.prune_catalog(10).unwrap(), 0);
     assert!(s.catalog_get("cached").unwrap().is_some());
     let handed_out = s.last_event_seq().unwrap();
-    let rest: Vec<String> = ["old-failed", "new-ok", "new-aborted"].map(String::from).to_vec();
-    assert_eq!(s.delete_executions(&rest).unwrap().0.len(), 3);
+    // "new-ok" sorts between these two and was not asked for: a store
+    // deleting by ranges of ids must leave it whole.
+    let around: Vec<String> = ["old-failed", "new-aborted"].map(String::from).to_vec();
+    let (mut gone, rows) = s.delete_executions(&around).unwrap();
+    gone.sort();
+    assert_eq!(gone, vec!["new-aborted", "old-failed"]);
+    assert_eq!((rows.executions, rows.events, rows.outputs), (2, 6, 2));
+    assert_eq!(s.events("new-ok").unwrap().len(), 3, "the one between keeps its events");
+    assert!(s.outputs("new-ok", 0).unwrap().is_some(), "and its outputs");
+    assert!(s.get_execution("new-ok").unwrap().is_some());
+    assert_eq!(s.delete_executions(&["new-ok".into()]).unwrap().0.len(), 1);
     assert_eq!(s.oldest_terminal().unwrap(), None);
     assert_eq!(
         s.prune_catalog(10).unwrap(),

@@ -5,6 +5,7 @@
 //! costs no sync of its own), or in a transaction of its own — and giving
 //! free pages back with `incremental_vacuum`.
 
+use std::ops::Range;
 use std::time::Instant;
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -177,45 +178,77 @@ impl SqliteStore {
 /// its spec), so the next pass finishes it; no savepoint is needed, which
 /// spares the sub-journal copy of every page the deletes touch.
 ///
-/// One cached statement per id and table (a list parameter,
-/// `IN (SELECT value FROM json_each(?))`, cost a quarter more per
-/// execution: the JSON read and an ephemeral index per statement), and
-/// none at all in a table that holds no row (most executions leave
-/// crashes, tokens and error documents empty): one read per table asks.
+/// Ids are time-ordered and retention takes the oldest, so most of a slice
+/// sits side by side in every table keyed by execution id. The slice is cut
+/// into runs of executions with no other execution between them (a walk of
+/// the executions table in id order, which also checks each is terminal),
+/// and each run goes with one range statement per table: a third fewer
+/// instructions per execution than a statement per id (which in turn beat
+/// a list parameter, `IN (SELECT value FROM json_each(?))`: the JSON read
+/// and an ephemeral index per statement). A table that holds no row is not
+/// touched (most executions leave crashes, tokens and error documents
+/// empty): one read per table asks.
 pub(super) fn delete_terminal_in(
     c: &Connection,
     seq_floor: &SeqFloor,
     ids: &[String],
 ) -> StoreResult<(Vec<String>, PrunedRows)> {
     let mut rows = PrunedRows::default();
-    // Still terminal: an active execution is never deleted, whatever the
-    // caller selected (and a terminal one is never written again).
-    let gone: Vec<String> = {
-        let mut terminal = c
-            .prepare_cached(&format!("SELECT 1 FROM executions WHERE id = ?1 AND {TERMINAL_SQL}"))
-            .map_err(err)?;
-        let mut gone = Vec::with_capacity(ids.len());
-        for id in ids {
-            if terminal.exists([id]).map_err(err)? {
-                gone.push(id.clone());
-            }
-        }
-        gone
-    };
+    let mut sorted: Vec<&str> = ids.iter().map(String::as_str).collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let (gone, runs) = terminal_runs(c, &sorted)?;
     if gone.is_empty() {
         return Ok((gone, rows));
     }
     let newest_event = event_seq::newest(c)?;
     for (table, slot) in OWNED_TABLES {
         if !is_empty(c, table)? {
-            *slot(&mut rows) += delete_each(c, table, "execution_id", &gone)?;
+            *slot(&mut rows) += delete_runs(c, table, "execution_id", &gone, &runs)?;
         }
     }
     if rows.events > 0 {
         seq_floor.after_delete(c, newest_event)?;
     }
-    rows.executions = delete_each(c, "executions", "id", &gone)?;
+    rows.executions = delete_runs(c, "executions", "id", &gone, &runs)?;
     Ok((gone, rows))
+}
+
+/// Of `sorted` (ascending, no repeats), those still terminal (an active
+/// execution is never deleted, whatever the caller selected; a terminal one
+/// is never written again), and their runs: index ranges into them with no
+/// other execution between the first and the last of each.
+fn terminal_runs(c: &Connection, sorted: &[&str]) -> StoreResult<(Vec<String>, Vec<Range<usize>>)> {
+    let mut walk = c
+        .prepare_cached(&format!(
+            "SELECT id, {TERMINAL_SQL} FROM executions WHERE id >= ?1 ORDER BY id LIMIT ?2"
+        ))
+        .map_err(err)?;
+    let mut gone: Vec<String> = Vec::with_capacity(sorted.len());
+    let mut runs = Vec::new();
+    let mut next = 0;
+    while next < sorted.len() {
+        let start = gone.len();
+        let mut found = walk
+            .query(params![sorted[next], (sorted.len() - next) as i64])
+            .map_err(err)?;
+        while let Some(row) = found.next().map_err(err)? {
+            let (id, terminal): (String, bool) = (row.get(0).map_err(err)?, row.get(1).map_err(err)?);
+            // Another execution (or an active one) between: the run ends.
+            if next == sorted.len() || id != sorted[next] || !terminal {
+                break;
+            }
+            gone.push(id);
+            next += 1;
+        }
+        if gone.len() == start {
+            // `sorted[next]` is gone already or not terminal.
+            next += 1;
+        } else {
+            runs.push(start..gone.len());
+        }
+    }
+    Ok((gone, runs))
 }
 
 /// Whether `table` holds no row (one read).
@@ -228,15 +261,15 @@ fn is_empty(c: &Connection, table: &str) -> StoreResult<bool> {
     Ok(!any)
 }
 
-/// Deletes the rows of `table` whose `key` is one of `ids`, one statement
-/// per id; how many.
-fn delete_each(c: &Connection, table: &str, key: &str, ids: &[String]) -> StoreResult<u64> {
+/// Deletes the rows of `table` whose `key` lies in one of `runs` of `ids`,
+/// one statement per run; how many.
+fn delete_runs(c: &Connection, table: &str, key: &str, ids: &[String], runs: &[Range<usize>]) -> StoreResult<u64> {
     let mut delete = c
-        .prepare_cached(&format!("DELETE FROM {table} WHERE {key} = ?1"))
+        .prepare_cached(&format!("DELETE FROM {table} WHERE {key} BETWEEN ?1 AND ?2"))
         .map_err(err)?;
     let mut n = 0;
-    for id in ids {
-        n += delete.execute([id]).map_err(err)? as u64;
+    for run in runs {
+        n += delete.execute([&ids[run.start], &ids[run.end - 1]]).map_err(err)? as u64;
     }
     Ok(n)
 }
