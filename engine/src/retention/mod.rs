@@ -128,6 +128,7 @@ impl Policy {
                 .collect(),
             keep_at_most: self.max_executions,
             limit: self.batch,
+            after: None,
         }
     }
 }

@@ -7,7 +7,7 @@
 //! pause as long as each). A background thread runs a pass every `interval`;
 //! `POST /v1/prune` runs one on demand (one pass at a time).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -276,18 +276,18 @@ impl Retention {
         // False once a batch removed nothing (its executions are gone
         // some other way): what is in flight is waited for, no more.
         let mut selecting = true;
+        // The newest (in selection order) of the batches sent: those in
+        // flight are still stored, and the next batch starts past them.
+        let mut sent_up_to: Option<(i64, String)> = None;
         loop {
             let mut cands = Vec::new();
             if selecting && !self.stopping.load(Ordering::SeqCst) {
-                // The batches in flight are still stored: select past them.
-                let flying: HashSet<&str> = in_flight
-                    .iter()
-                    .flat_map(|b| b.ids.iter().map(String::as_str))
-                    .collect();
                 let mut sel = self.policy.select(now_ms(), older_than);
-                sel.limit += flying.len();
+                sel.after = sent_up_to.clone();
                 cands = self.engine.prune_candidates(&sel).map_err(e)?;
-                cands.retain(|c| !flying.contains(c.id.as_str()));
+                if let Some(last) = cands.iter().map(|c| (c.updated_at_ms, &c.id)).max() {
+                    sent_up_to = Some((last.0, last.1.clone()));
+                }
             }
             if !cands.is_empty() {
                 let sent = self.engine.prune_send(&cands).map_err(e)?;

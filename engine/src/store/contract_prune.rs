@@ -70,6 +70,7 @@ pub fn contract(s: &dyn Store) {
         before_ms: vec![(ExecPhase::Succeeded, 500), (ExecPhase::Failed, 50)],
         keep_at_most: None,
         limit: 10,
+        after: None,
     };
     let ids = |c: Vec<PruneCandidate>| c.into_iter().map(|c| c.id).collect::<Vec<_>>();
     assert_eq!(
@@ -96,6 +97,26 @@ pub fn contract(s: &dyn Store) {
             .unwrap()),
         vec!["old-ok"],
         "a batch at a time"
+    );
+    let past_old_ok = Some((100, "old-ok".to_string()));
+    assert_eq!(
+        ids(s
+            .prune_candidates(&PruneSelect {
+                after: past_old_ok.clone(),
+                ..by_count.clone()
+            })
+            .unwrap()),
+        vec!["old-failed"],
+        "the next batch starts past the one sent"
+    );
+    assert!(
+        s.prune_candidates(&PruneSelect {
+            after: past_old_ok,
+            ..by_age.clone()
+        })
+        .unwrap()
+        .is_empty(),
+        "by age too"
     );
     let keeping = |n: u64| {
         ids(s

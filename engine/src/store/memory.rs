@@ -416,9 +416,11 @@ impl Store for MemoryStore {
         let excess = sel.keep_at_most.map_or(0, |keep| {
             terminal.len().saturating_sub(keep.min(usize::MAX as u64) as usize)
         });
+        let after = sel.after_or_first();
         Ok(terminal
             .iter()
             .enumerate()
+            .filter(|(_, r)| (r.rec.state.updated_at_ms, r.rec.id.as_str()) > after)
             .filter(|(i, r)| {
                 *i < excess
                     || sel

@@ -17,12 +17,22 @@ pub struct PruneSelect {
     pub keep_at_most: Option<u64>,
     /// Most candidates returned (one batch).
     pub limit: usize,
+    /// Only executions after this one in the selection's order (`updated_at`
+    /// ms, then id): a pass selects past the batches it has sent and that
+    /// may not be deleted yet, without reading them again.
+    pub after: Option<(i64, String)>,
 }
 
 impl PruneSelect {
     /// The cutoff for `phase`, if it is pruned by age.
     pub fn cutoff(&self, phase: ExecPhase) -> Option<i64> {
         self.before_ms.iter().find(|(p, _)| *p == phase).map(|(_, t)| *t)
+    }
+
+    /// [`PruneSelect::after`] as a lower bound that every execution
+    /// passes when there is none (ids are never empty).
+    pub fn after_or_first(&self) -> (i64, &str) {
+        self.after.as_ref().map_or((i64::MIN, ""), |(t, id)| (*t, id.as_str()))
     }
 }
 

@@ -22,10 +22,16 @@ impl PostgresStore {
     pub(crate) fn select_prunable(&self, sel: &PruneSelect) -> StoreResult<Vec<PruneCandidate>> {
         let mut c = self.conn()?;
         let limit = sel.limit.min(i64::MAX as usize) as i64;
+        let (after_at, after_id) = sel.after_or_first();
         let mut out: Vec<PruneCandidate> = Vec::new();
         if let Some(keep) = sel.keep_at_most {
             if keep == 0 {
-                out.extend(query(&mut c, &format!("e.{TERMINAL_SQL}"), &[&limit], "$1")?);
+                out.extend(query(
+                    &mut c,
+                    &format!("e.{TERMINAL_SQL} AND (e.updated_at, e.id) > ($1, $2)"),
+                    &[&after_at, &after_id, &limit],
+                    "$3",
+                )?);
             } else {
                 let offset = keep.min(i64::MAX as u64) as i64 - 1;
                 let oldest_kept = c.query_opt(
@@ -39,9 +45,11 @@ impl PostgresStore {
                     let (at, id): (i64, String) = (get(&row, 0)?, get(&row, 1)?);
                     out.extend(query(
                         &mut c,
-                        &format!("e.{TERMINAL_SQL} AND (e.updated_at, e.id) < ($1, $2)"),
-                        &[&at, &id, &limit],
-                        "$3",
+                        &format!(
+                            "e.{TERMINAL_SQL} AND (e.updated_at, e.id) > ($1, $2) AND (e.updated_at, e.id) < ($3, $4)"
+                        ),
+                        &[&after_at, &after_id, &at, &id, &limit],
+                        "$5",
                     )?);
                 }
                 // Else fewer than `keep` terminal executions: none in excess.
@@ -52,11 +60,12 @@ impl PostgresStore {
             let found = query(
                 &mut c,
                 &format!(
-                    "e.{TERMINAL_SQL} AND e.updated_at < $1 AND ((e.phase = 'Succeeded' AND e.updated_at < $2) \
-                     OR (e.phase = 'Failed' AND e.updated_at < $3) OR (e.phase = 'Aborted' AND e.updated_at < $4))"
+                    "e.{TERMINAL_SQL} AND (e.updated_at, e.id) > ($1, $2) AND e.updated_at < $3 AND \
+                     ((e.phase = 'Succeeded' AND e.updated_at < $4) OR (e.phase = 'Failed' AND e.updated_at < $5) \
+                     OR (e.phase = 'Aborted' AND e.updated_at < $6))"
                 ),
-                &[max, &cuts[0], &cuts[1], &cuts[2], &limit],
-                "$5",
+                &[&after_at, &after_id, max, &cuts[0], &cuts[1], &cuts[2], &limit],
+                "$7",
             )?;
             out.extend(found);
             out.sort_by(|a, b| (a.updated_at_ms, &a.id).cmp(&(b.updated_at_ms, &b.id)));

@@ -32,6 +32,7 @@ impl SqliteStore {
     pub(super) fn select_prunable(&self, sel: &PruneSelect) -> StoreResult<Vec<PruneCandidate>> {
         let c = lock(&self.reader);
         let limit = sel.limit.min(i64::MAX as usize) as i64;
+        let (after_at, after_id) = sel.after_or_first();
         let mut out: Vec<PruneCandidate> = Vec::new();
         if let Some(keep) = sel.keep_at_most {
             // The oldest execution kept under the count limit: the
@@ -50,12 +51,19 @@ impl SqliteStore {
                 .map_err(err)?
             };
             match (keep, oldest_kept) {
-                (0, _) => out.extend(query(&c, TERMINAL_SQL_E, rusqlite::params![limit], "?1")?),
+                (0, _) => out.extend(query(
+                    &c,
+                    &format!("{TERMINAL_SQL_E} AND (e.updated_at, e.id) > (?1, ?2)"),
+                    rusqlite::params![after_at, after_id, limit],
+                    "?3",
+                )?),
                 (_, Some((at, id))) => out.extend(query(
                     &c,
-                    &format!("{TERMINAL_SQL_E} AND (e.updated_at, e.id) < (?1, ?2)"),
-                    rusqlite::params![at, id, limit],
-                    "?3",
+                    &format!(
+                        "{TERMINAL_SQL_E} AND (e.updated_at, e.id) > (?1, ?2) AND (e.updated_at, e.id) < (?3, ?4)"
+                    ),
+                    rusqlite::params![after_at, after_id, at, id, limit],
+                    "?5",
                 )?),
                 // Fewer than `keep` terminal executions: none is in excess.
                 (_, None) => {}
@@ -66,11 +74,12 @@ impl SqliteStore {
             let found = query(
                 &c,
                 &format!(
-                    "{TERMINAL_SQL_E} AND e.updated_at < ?1 AND ((e.phase = 'Succeeded' AND e.updated_at < ?2) \
-                     OR (e.phase = 'Failed' AND e.updated_at < ?3) OR (e.phase = 'Aborted' AND e.updated_at < ?4))"
+                    "{TERMINAL_SQL_E} AND (e.updated_at, e.id) > (?1, ?2) AND e.updated_at < ?3 AND \
+                     ((e.phase = 'Succeeded' AND e.updated_at < ?4) OR (e.phase = 'Failed' AND e.updated_at < ?5) \
+                     OR (e.phase = 'Aborted' AND e.updated_at < ?6))"
                 ),
-                rusqlite::params![max, cuts[0], cuts[1], cuts[2], limit],
-                "?5",
+                rusqlite::params![after_at, after_id, max, cuts[0], cuts[1], cuts[2], limit],
+                "?7",
             )?;
             out.extend(found);
             out.sort_by(|a, b| (a.updated_at_ms, &a.id).cmp(&(b.updated_at_ms, &b.id)));
