@@ -11,6 +11,8 @@
 //! and a terminal execution is never written again (invariant 4: its
 //! terminal event is its last step).
 
+use std::collections::HashSet;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use super::context::{execution_dir, generated_name};
@@ -61,6 +63,12 @@ impl EngineHandle {
     /// write there, the shell plugin's `shell` working directories
     /// included). Only those that exist.
     pub fn blob_dirs(&self, c: &PruneCandidate) -> Vec<PathBuf> {
+        self.existing_dirs(c, &ListedParents::default())
+    }
+
+    /// [`EngineHandle::blob_dirs`], asking the file system only about
+    /// directories `listed` may hold.
+    fn existing_dirs(&self, c: &PruneCandidate, listed: &ListedParents) -> Vec<PathBuf> {
         let core = &self.core;
         let root = core.data.root();
         let node_id = serde_json::from_str::<ExecutionSpec>(&c.spec_json)
@@ -75,7 +83,7 @@ impl EngineHandle {
         let mut dirs = vec![PathBuf::from(execution_dir(root, &c.id))];
         for attempt in 0..=c.attempt {
             for len in &lens {
-                dirs.push(root.join("raw").join(generated_name(*len, &c.id, &node_id, attempt)));
+                dirs.push(root.join(RAW_DIR).join(generated_name(*len, &c.id, &node_id, attempt)));
             }
         }
         dirs.into_iter()
@@ -83,7 +91,7 @@ impl EngineHandle {
                 // Only directories under the data store root (an id cannot
                 // name `..`; checked again here all the same, for those
                 // that exist).
-                d.is_dir() && core.data.resolve(&d.to_string_lossy()).is_ok()
+                listed.may_hold(d) && d.is_dir() && core.data.resolve(&d.to_string_lossy()).is_ok()
             })
             .collect()
     }
@@ -168,8 +176,9 @@ impl EngineHandle {
     /// Measures (and unless `dry_run`, removes) the blobs of `candidates`.
     fn blobs_of(&self, candidates: &[PruneCandidate], dry_run: bool) -> PruneBatch {
         let mut out = PruneBatch::default();
+        let listed = ListedParents::read(self.core.data.root(), candidates.len() * LISTED_PER_CANDIDATE);
         for c in candidates {
-            for d in self.blob_dirs(c) {
+            for d in self.existing_dirs(c, &listed) {
                 out.blob_dirs += 1;
                 out.blob_bytes += tree_bytes(&d);
                 if !dry_run {
@@ -208,6 +217,70 @@ impl EngineHandle {
     }
 }
 
+/// The data store's directory of raw outputs (beside `executions`).
+const RAW_DIR: &str = "raw";
+
+/// Names read per candidate at most when a batch lists the data store's
+/// parent directories: a larger directory is not listed (asking about each
+/// candidate's directories is cheaper then).
+const LISTED_PER_CANDIDATE: usize = 4;
+
+/// The names in the data store's `executions` and `raw` directories, read
+/// once for a batch, so a batch asks the file system only about the
+/// directories that are there. (A stat of every directory a candidate may
+/// own, three per echo execution, most of them absent, took more of the
+/// pruner thread than anything else: more CPU than the deletes cost the
+/// committer.) `None`: not listed (too many names, or unreadable): ask.
+#[derive(Default)]
+struct ListedParents {
+    executions: Option<(PathBuf, HashSet<OsString>)>,
+    raw: Option<(PathBuf, HashSet<OsString>)>,
+}
+
+impl ListedParents {
+    /// Lists both under `root`, each only if it holds at most `cap` names.
+    fn read(root: &Path, cap: usize) -> Self {
+        let list = |name: &str| {
+            let dir = root.join(name);
+            list_names(&dir, cap).map(|names| (dir, names))
+        };
+        ListedParents {
+            executions: list("executions"),
+            raw: list(RAW_DIR),
+        }
+    }
+
+    /// False only for a directory of a listed parent whose name was not in it.
+    fn may_hold(&self, dir: &Path) -> bool {
+        let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+            return true;
+        };
+        [&self.executions, &self.raw]
+            .into_iter()
+            .flatten()
+            .find(|(listed, _)| listed == parent)
+            .is_none_or(|(_, names)| names.contains(name))
+    }
+}
+
+/// The names in `dir` (none if it does not exist); `None` if it holds more
+/// than `cap` or cannot be read.
+fn list_names(dir: &Path, cap: usize) -> Option<HashSet<OsString>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(HashSet::new()),
+        Err(_) => return None,
+    };
+    let mut names = HashSet::new();
+    for entry in entries {
+        if names.len() == cap {
+            return None;
+        }
+        names.insert(entry.ok()?.file_name());
+    }
+    Some(names)
+}
+
 /// Bytes of the files under `dir` (symlinks not followed).
 fn tree_bytes(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -221,4 +294,34 @@ fn tree_bytes(dir: &Path) -> u64 {
             _ => 0,
         })
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listed_parent_answers_for_its_names_and_a_large_one_is_asked_about() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        std::fs::create_dir_all(root.join("executions").join("kept")).unwrap();
+        std::fs::create_dir_all(root.join(RAW_DIR).join("raw-kept")).unwrap();
+        let listed = ListedParents::read(root, 8);
+        assert!(listed.may_hold(&root.join("executions").join("kept")));
+        assert!(!listed.may_hold(&root.join("executions").join("gone")));
+        assert!(listed.may_hold(&root.join(RAW_DIR).join("raw-kept")));
+        assert!(!listed.may_hold(&root.join(RAW_DIR).join("raw-gone")));
+        assert!(listed.may_hold(&root.join("elsewhere").join("gone")), "not listed: ask");
+        let too_many = ListedParents::read(root, 0);
+        assert!(
+            too_many.may_hold(&root.join("executions").join("gone")),
+            "over the cap: ask"
+        );
+        std::fs::remove_dir_all(root.join(RAW_DIR)).unwrap();
+        let no_raw = ListedParents::read(root, 8);
+        assert!(
+            !no_raw.may_hold(&root.join(RAW_DIR).join("raw-kept")),
+            "a parent that is not there holds nothing"
+        );
+    }
 }
