@@ -69,9 +69,16 @@ pub fn generated_name(max_len: u32, id: &str, node_id: &str, attempt: u32) -> St
     })
 }
 
+/// The data store's directory holding one directory per execution.
+pub const EXECUTIONS_DIR: &str = "executions";
+
+/// The data store's directory holding each attempt's raw outputs, by
+/// generated name.
+pub const RAW_DIR: &str = "raw";
+
 /// Directory of an execution's inputs.
 pub fn execution_dir(root: &Path, id: &str) -> String {
-    root.join("executions").join(id).to_string_lossy().into_owned()
+    root.join(EXECUTIONS_DIR).join(id).to_string_lossy().into_owned()
 }
 
 impl AttemptPaths {
@@ -79,7 +86,7 @@ impl AttemptPaths {
     pub fn new(root: &Path, id: &str, node_id: &str, attempt: u32, name_max_len: u32) -> Self {
         let dir = execution_dir(root, id);
         let raw_of = |a: u32| {
-            root.join("raw")
+            root.join(RAW_DIR)
                 .join(generated_name(name_max_len, id, node_id, a))
                 .to_string_lossy()
                 .into_owned()

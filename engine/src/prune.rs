@@ -15,7 +15,7 @@ use std::collections::HashSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use super::context::{execution_dir, generated_name};
+use super::context::{execution_dir, generated_name, EXECUTIONS_DIR, RAW_DIR};
 use super::{EngineError, EngineHandle};
 use crate::model::ExecutionSpec;
 use crate::store::{PruneCandidate, PruneSelect, PrunedRows};
@@ -217,9 +217,6 @@ impl EngineHandle {
     }
 }
 
-/// The data store's directory of raw outputs (beside `executions`).
-const RAW_DIR: &str = "raw";
-
 /// Names read per candidate at most when a batch lists the data store's
 /// parent directories: a larger directory is not listed (asking about each
 /// candidate's directories is cheaper then).
@@ -245,7 +242,7 @@ impl ListedParents {
             list_names(&dir, cap).map(|names| (dir, names))
         };
         ListedParents {
-            executions: list("executions"),
+            executions: list(EXECUTIONS_DIR),
             raw: list(RAW_DIR),
         }
     }
@@ -304,17 +301,17 @@ mod tests {
     fn a_listed_parent_answers_for_its_names_and_a_large_one_is_asked_about() {
         let root = tempfile::tempdir().unwrap();
         let root = root.path();
-        std::fs::create_dir_all(root.join("executions").join("kept")).unwrap();
+        std::fs::create_dir_all(root.join(EXECUTIONS_DIR).join("kept")).unwrap();
         std::fs::create_dir_all(root.join(RAW_DIR).join("raw-kept")).unwrap();
         let listed = ListedParents::read(root, 8);
-        assert!(listed.may_hold(&root.join("executions").join("kept")));
-        assert!(!listed.may_hold(&root.join("executions").join("gone")));
+        assert!(listed.may_hold(&root.join(EXECUTIONS_DIR).join("kept")));
+        assert!(!listed.may_hold(&root.join(EXECUTIONS_DIR).join("gone")));
         assert!(listed.may_hold(&root.join(RAW_DIR).join("raw-kept")));
         assert!(!listed.may_hold(&root.join(RAW_DIR).join("raw-gone")));
         assert!(listed.may_hold(&root.join("elsewhere").join("gone")), "not listed: ask");
         let too_many = ListedParents::read(root, 0);
         assert!(
-            too_many.may_hold(&root.join("executions").join("gone")),
+            too_many.may_hold(&root.join(EXECUTIONS_DIR).join("gone")),
             "over the cap: ask"
         );
         std::fs::remove_dir_all(root.join(RAW_DIR)).unwrap();
