@@ -28,8 +28,6 @@ const PRUNE_SLICE: usize = 16;
 /// ([`EngineHandle::prune_send`]).
 pub struct PruneInFlight {
     batch: PruneBatch,
-    /// The executions asked for.
-    pub ids: Vec<String>,
     slices: Vec<(Vec<String>, crossbeam_channel::Receiver<super::committer::PruneReply>)>,
     /// A store whose steps commit inline deleted them at once.
     inline: Option<(Vec<String>, PrunedRows)>,
@@ -125,7 +123,6 @@ impl EngineHandle {
             let done = core.store.delete_executions(&ids)?;
             return Ok(PruneInFlight {
                 batch,
-                ids,
                 slices,
                 inline: Some(done),
             });
@@ -139,7 +136,6 @@ impl EngineHandle {
         }
         Ok(PruneInFlight {
             batch,
-            ids,
             slices,
             inline: None,
         })

@@ -203,6 +203,8 @@ pub(super) fn delete_terminal_in(
     ids: &[String],
 ) -> StoreResult<(Vec<String>, PrunedRows)> {
     let mut rows = PrunedRows::default();
+    // Rust orders `str` by bytes, as SQLite's BINARY collation orders the
+    // TEXT ids: the walk below meets them in this order.
     let mut sorted: Vec<&str> = ids.iter().map(String::as_str).collect();
     sorted.sort_unstable();
     sorted.dedup();
